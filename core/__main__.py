@@ -1,0 +1,79 @@
+"""Command line: `python -m core <command>`.
+
+    python -m core prepare-model              # convert the embedded SmolLM2-135M-Instruct once (idempotent)
+    python -m core import-votes votes.jsonl   # prompt, response_a, response_b, choice[, annotator, created_at]
+    python -m core export-votes prefs.jsonl   # TRL preference format (prompt, chosen, rejected[, margin])
+    python -m core stats                      # what the database holds
+
+The database is $RLHF_DB (default data/rlhf.duckdb), or --db.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from core.model import ModelLoadError
+from core.records import InputError
+from core.store import StoreBusy
+
+
+def _prepare_model(args) -> None:
+    from core.model import prepare_embedded_model
+
+    print(f"embedded model ready at {prepare_embedded_model()}")
+
+
+def _import_votes(args) -> None:
+    from core.preferences import import_votes
+    from core.store import Store
+
+    store = Store(args.db)
+    print(f"imported {import_votes(store, args.file)} votes from {args.file} into {store.path}")
+
+
+def _export_votes(args) -> None:
+    from core.preferences import export_votes
+    from core.store import Store
+
+    print(export_votes(Store(args.db), args.out))
+
+
+def _stats(args) -> None:
+    from core.store import Store
+
+    store = Store(args.db)
+    print(f"{store.path}: " + ", ".join(f"{v} {k}" for k, v in store.counts().items()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("prepare-model", help="convert the embedded model once").set_defaults(run=_prepare_model)
+    imp = commands.add_parser("import-votes", help="add votes from a JSONL or Parquet file (all or nothing)")
+    imp.add_argument("file")
+    imp.set_defaults(run=_import_votes)
+    exp = commands.add_parser("export-votes", help="write standing votes in TRL's preference format")
+    exp.add_argument("out", help="a .jsonl or .parquet path")
+    exp.set_defaults(run=_export_votes)
+    commands.add_parser("stats", help="count votes, ratings and demonstrations").set_defaults(run=_stats)
+    for sub in (imp, exp, commands.choices["stats"]):
+        sub.add_argument("--db", default=None, help="DuckDB file (default $RLHF_DB or data/rlhf.duckdb)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        args.run(args)
+    except (InputError, ModelLoadError, StoreBusy) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Generate candidate top-5 lists: two candidates for a request in one batched `generate` call.
+
+Both candidates share one forward pass per token. When they come from two policies (the base and a tuned LoRA
+adapter, say) the batch still runs once: PEFT routes each row through its own adapter (`adapter_names=`), with
+"__base__" meaning no adapter.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from core.lists import parse_list
+from core.model import LoadedModel
+from core.records import Generation, Policy, Prompt, SamplingSettings
+
+SYSTEM_PROMPT = ("You write top-5 lists. Answer with exactly five numbered items, 1. to 5., one per line. "
+                 "Each item is a short name followed by a brief reason. No introduction and no closing remarks.")
+BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+
+
+def chat_text(tokenizer, request: str, system_prompt: str = SYSTEM_PROMPT) -> str:
+    """The prompt as the model sees it: its chat template, or a plain transcript for models without one."""
+    messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": request}]
+    if tokenizer.chat_template:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return f"{system_prompt}\n\nUser: {request}\nAssistant:"
+
+
+def eos_ids(model, tokenizer) -> list[int]:
+    """Every token id that ends a response: the tokenizer's EOS and the generation config's."""
+    configured = model.generation_config.eos_token_id
+    ids = set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+    ids.add(tokenizer.eos_token_id)
+    return sorted(i for i in ids if i is not None)
+
+
+def response_lengths(new_tokens: torch.Tensor, eos: list[int]) -> tuple[list[int], list[bool]]:
+    """Tokens up to and including the first EOS in each row of (B, T) `new_tokens`, and whether it ended."""
+    is_eos = torch.isin(new_tokens, torch.tensor(eos, device=new_tokens.device))  # (B, T)
+    finished = is_eos.any(dim=1)  # (B,)
+    first = torch.where(finished, is_eos.int().argmax(dim=1) + 1, torch.full_like(finished, new_tokens.shape[1],
+                                                                                  dtype=torch.long))
+    return first.tolist(), finished.tolist()
+
+
+class GenerationCancelled(RuntimeError):
+    """`should_stop` asked a generation to give way (the background queue yields to a user's request)."""
+
+
+class _StepHook(StoppingCriteria):
+    """Reports each token to `on_step(step, max_steps)`; stops every row once `should_stop()` turns true."""
+
+    def __init__(self, on_step, should_stop, max_steps: int):
+        self.on_step, self.should_stop, self.max_steps, self.step = on_step, should_stop, max_steps, 0
+        self.cancelled = False
+
+    def __call__(self, input_ids, scores, **kwargs):
+        self.step += 1
+        if self.on_step:
+            self.on_step(self.step, self.max_steps)
+        self.cancelled = self.cancelled or bool(self.should_stop and self.should_stop())
+        return torch.full((input_ids.shape[0],), self.cancelled, dtype=torch.bool, device=input_ids.device)
+
+
+@dataclass
+class Generator:
+    """A loaded base model plus the LoRA adapters it can generate with."""
+    loaded: LoadedModel
+    system_prompt: str = SYSTEM_PROMPT
+    adapters: dict[str, str] = field(default_factory=dict)  # adapter path -> PEFT adapter name
+
+    @property
+    def base_policy(self) -> Policy:
+        return Policy(base_model=self.loaded.name)
+
+    def add_adapter(self, path: str) -> Policy:
+        """Load a LoRA adapter trained on this base; the returned policy can be one side of a pair."""
+        from peft import PeftModel
+
+        if path not in self.adapters:
+            name = f"adapter{len(self.adapters)}"
+            if self.adapters:
+                self.loaded.model.load_adapter(path, adapter_name=name)
+            else:
+                self.loaded.model = PeftModel.from_pretrained(self.loaded.model, path, adapter_name=name).eval()
+            self.adapters[path] = name
+        return Policy(base_model=self.loaded.name, adapter=path)
+
+    def generate(self, prompt: Prompt, policies: list[Policy], sampling: SamplingSettings, seed: int,
+                 on_step=None, should_stop=None) -> list[Generation]:
+        """One batched, seeded `generate`: row i samples from policies[i].
+
+        `on_step(step, max_steps)` is called after every token; `should_stop()` returning true abandons the call
+        with GenerationCancelled.
+        """
+        model, tokenizer = self.loaded.model, self.loaded.tokenizer
+        text = chat_text(tokenizer, prompt.text, self.system_prompt)
+        batch = tokenizer([text] * len(policies), return_tensors="pt", padding=True,
+                          add_special_tokens=False).to(self.loaded.device)
+        extra = {}
+        if self.adapters:
+            extra["adapter_names"] = [self.adapters[p.adapter] if p.adapter else BASE_ADAPTER for p in policies]
+        elif any(p.adapter for p in policies):
+            raise ValueError("a policy names an adapter that was not loaded: call add_adapter(path) first")
+        hook = _StepHook(on_step, should_stop, sampling.max_new_tokens)
+        eos = eos_ids(model, tokenizer)
+
+        torch.manual_seed(seed)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(**batch, do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
+                                 top_k=sampling.top_k, max_new_tokens=sampling.max_new_tokens,
+                                 eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
+                                 stopping_criteria=StoppingCriteriaList([hook]), **extra)
+        if hook.cancelled:
+            raise GenerationCancelled("generation gave way to another request")
+        latency_ms = (time.perf_counter() - started) * 1000
+        new_tokens = out[:, batch["input_ids"].shape[1]:]  # (B, T_new)
+        lengths, finished = response_lengths(new_tokens, eos)
+
+        generations = []
+        for row, policy in enumerate(policies):
+            answer = tokenizer.decode(new_tokens[row, :lengths[row]], skip_special_tokens=True).strip()
+            parsed = parse_list(answer)
+            generations.append(Generation(
+                prompt=prompt, text=answer, policy=policy, system_prompt=self.system_prompt, sampling=sampling,
+                seed=seed, num_tokens=lengths[row], finished=finished[row], latency_ms=latency_ms,
+                well_formed=parsed.well_formed, n_items=len(parsed.items)))
+        return generations

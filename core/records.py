@@ -1,0 +1,91 @@
+"""Plain records passed between generation, the arena and the store (no torch, no SQL: the dashboard imports them)."""
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+CHOICES = ("left", "right", "tie", "both_bad")
+STRENGTHS = {1: "slightly better", 2: "clearly better", 3: "much better"}
+
+
+class InputError(ValueError):
+    """Bad input from a user or a file; the message says what to change. Nothing was written."""
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def prompt_id_for(text: str) -> str:
+    """Prompts are identified by their text, so the same request typed twice is one prompt."""
+    return "p-" + hashlib.sha1(text.strip().encode()).hexdigest()[:12]
+
+
+def utc_now() -> datetime:
+    """Timestamps are stored as naive UTC."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    source: str = "custom"  # library | custom | import
+    library_id: str | None = None
+    category: str | None = None
+    split: str | None = None  # train | eval, for library prompts
+
+    @property
+    def prompt_id(self) -> str:
+        return prompt_id_for(self.text)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Where a candidate comes from: a base model, optionally with a LoRA adapter on top."""
+    base_model: str
+    adapter: str | None = None
+
+    @property
+    def name(self) -> str:
+        base = self.base_model.rstrip("/").split("/")[-1]
+        return f"{base}+{self.adapter.rstrip('/').split('/')[-1]}" if self.adapter else base
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 0
+    max_new_tokens: int = 160
+
+
+@dataclass
+class Generation:
+    """One candidate list with everything needed to reproduce and judge it."""
+    prompt: Prompt
+    text: str
+    policy: Policy
+    well_formed: bool
+    n_items: int
+    # How it was made; None for lists imported from a file.
+    system_prompt: str | None = None
+    sampling: SamplingSettings | None = None
+    seed: int | None = None
+    num_tokens: int | None = None
+    finished: bool | None = None  # ended with EOS rather than at max_new_tokens
+    latency_ms: float | None = None  # wall time of the generate call that produced it (shared by a batched pair)
+    generation_id: str = field(default_factory=new_id)
+    created_at: datetime = field(default_factory=utc_now)
+
+
+@dataclass
+class Pair:
+    """Two candidates for one prompt, in the order they are shown (left, right)."""
+    prompt: Prompt
+    left: Generation
+    right: Generation
+    pair_id: str = field(default_factory=new_id)
+    source: str = "arena"  # arena | import | demo
+    created_at: datetime = field(default_factory=utc_now)

@@ -1,0 +1,262 @@
+"""The DuckDB store: every SQL statement of the project lives here.
+
+DuckDB lets one process hold a read-write connection and locks every other process out, and three processes use
+this file (arena, dashboard, training). So no connection lives long: each call opens the file, does its work in one
+transaction and closes it (~20 ms). Calls are serialised across processes by an advisory lock on a sidecar file
+(`<db>.lock`: exclusive for writers, shared for readers), so a writer waits its turn instead of failing on DuckDB's
+own lock; a process outside this module holding the file (a DuckDB shell) is waited for with bounded retries.
+Training never reads the live file: it snapshots what it needs to Parquet when it starts.
+
+Tables are append-only. Undo writes a retraction; nothing is ever updated or deleted.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from core.records import CHOICES, Generation, InputError, Pair, Prompt, SamplingSettings, new_id, utc_now
+
+DEFAULT_DB = Path(__file__).resolve().parent.parent / "data" / "rlhf.duckdb"
+SCHEMA_VERSION = 1
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+INSERT OR IGNORE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');
+CREATE TABLE IF NOT EXISTS prompts (
+    prompt_id VARCHAR PRIMARY KEY, text VARCHAR NOT NULL, source VARCHAR NOT NULL,
+    library_id VARCHAR, category VARCHAR, split VARCHAR, created_at TIMESTAMP NOT NULL);
+CREATE TABLE IF NOT EXISTS generations (
+    generation_id VARCHAR PRIMARY KEY, prompt_id VARCHAR NOT NULL, text VARCHAR NOT NULL,
+    policy VARCHAR NOT NULL, base_model VARCHAR, adapter VARCHAR, system_prompt VARCHAR,
+    temperature DOUBLE, top_p DOUBLE, top_k INTEGER, max_new_tokens INTEGER, seed BIGINT,
+    num_tokens INTEGER, finished BOOLEAN, latency_ms DOUBLE, well_formed BOOLEAN, n_items INTEGER,
+    created_at TIMESTAMP NOT NULL);
+CREATE TABLE IF NOT EXISTS pairs (
+    pair_id VARCHAR PRIMARY KEY, prompt_id VARCHAR NOT NULL,
+    left_generation_id VARCHAR NOT NULL, right_generation_id VARCHAR NOT NULL,
+    source VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL);
+CREATE TABLE IF NOT EXISTS comparisons (
+    comparison_id VARCHAR PRIMARY KEY, pair_id VARCHAR NOT NULL,
+    choice VARCHAR NOT NULL CHECK (choice IN {CHOICES}), strength INTEGER CHECK (strength BETWEEN 1 AND 3),
+    annotator VARCHAR NOT NULL, decision_ms INTEGER, created_at TIMESTAMP NOT NULL);
+CREATE TABLE IF NOT EXISTS retractions (
+    comparison_id VARCHAR PRIMARY KEY, annotator VARCHAR, created_at TIMESTAMP NOT NULL);
+CREATE TABLE IF NOT EXISTS ratings (
+    rating_id VARCHAR PRIMARY KEY, generation_id VARCHAR NOT NULL, stars INTEGER NOT NULL CHECK (stars BETWEEN 1 AND 5),
+    annotator VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL);
+CREATE TABLE IF NOT EXISTS demonstrations (
+    demonstration_id VARCHAR PRIMARY KEY, prompt_id VARCHAR NOT NULL, text VARCHAR NOT NULL,
+    edited_from_generation_id VARCHAR, annotator VARCHAR NOT NULL, source VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL);
+CREATE OR REPLACE VIEW votes AS
+    SELECT c.comparison_id, c.pair_id, pr.prompt_id, pr.text AS prompt, pr.split,
+           c.choice, c.strength, c.annotator, c.decision_ms, c.created_at, p.source,
+           l.generation_id AS left_generation_id, l.text AS left_text, l.policy AS left_policy,
+           r.generation_id AS right_generation_id, r.text AS right_text, r.policy AS right_policy,
+           x.comparison_id IS NOT NULL AS retracted
+    FROM comparisons c JOIN pairs p USING (pair_id) JOIN prompts pr ON pr.prompt_id = p.prompt_id
+    JOIN generations l ON l.generation_id = p.left_generation_id
+    JOIN generations r ON r.generation_id = p.right_generation_id
+    LEFT JOIN retractions x ON x.comparison_id = c.comparison_id;
+"""
+
+_GENERATION_COLUMNS = ("generation_id, prompt_id, text, policy, base_model, adapter, system_prompt, temperature, top_p, "
+                       "top_k, max_new_tokens, seed, num_tokens, finished, latency_ms, well_formed, n_items, created_at")
+
+
+class StoreError(InputError):
+    """A request the store refuses (unknown pair, vote already cast…); the message says what to change."""
+
+
+class StoreBusy(RuntimeError):
+    """The database stayed locked by another process for longer than the store waits."""
+
+
+class Store:
+    """Short-lived, lock-serialised connections to one DuckDB file."""
+
+    def __init__(self, path: str | Path | None = None, timeout_s: float = 30.0):
+        self.path = Path(path or os.environ.get("RLHF_DB") or DEFAULT_DB)
+        self.timeout_s = timeout_s
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connect(write=True) as con:
+            con.execute(SCHEMA)
+
+    @contextmanager
+    def connect(self, write: bool = False):
+        """One transaction on a fresh connection, under the cross-process lock."""
+        deadline = time.monotonic() + self.timeout_s
+        with open(f"{self.path}.lock", "a") as lock_file:
+            _acquire(lock_file, fcntl.LOCK_EX if write else fcntl.LOCK_SH, deadline, self.path)
+            con = _open(self.path, read_only=not write, deadline=deadline)
+            try:
+                con.execute("BEGIN TRANSACTION")
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            finally:
+                con.close()  # releases DuckDB's file lock before ours (closing the lock file)
+
+    # ---- writes -------------------------------------------------------------------------------------------------
+    def record_pair(self, pair: Pair) -> str:
+        """The prompt (once), both generations and the pair, atomically."""
+        with self.connect(write=True) as con:
+            _insert_prompt(con, pair.prompt)
+            for gen in (pair.left, pair.right):
+                _insert_generation(con, gen)
+            con.execute("INSERT INTO pairs VALUES (?, ?, ?, ?, ?, ?)",
+                        [pair.pair_id, pair.prompt.prompt_id, pair.left.generation_id, pair.right.generation_id,
+                         pair.source, pair.created_at])
+        return pair.pair_id
+
+    def record_vote(self, pair_id: str, choice: str, annotator: str, strength: int | None = None,
+                    decision_ms: int | None = None) -> str:
+        """A comparison for a shown pair. Refuses unknown pairs and pairs that already hold a standing vote."""
+        if choice not in CHOICES:
+            raise StoreError(f"choice must be one of {', '.join(CHOICES)}, not {choice!r}")
+        if strength is not None and strength not in (1, 2, 3):
+            raise StoreError(f"strength must be 1, 2 or 3 (or empty), not {strength!r}")
+        comparison_id = new_id()
+        with self.connect(write=True) as con:
+            if not con.execute("SELECT 1 FROM pairs WHERE pair_id = ?", [pair_id]).fetchone():
+                raise StoreError(f"unknown pair {pair_id!r}: ask for a new pair first")
+            if _standing_vote(con, pair_id):
+                raise StoreError(f"pair {pair_id!r} already has a vote: undo it first to change it")
+            con.execute("INSERT INTO comparisons VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [comparison_id, pair_id, choice, strength, annotator, decision_ms, utc_now()])
+        return comparison_id
+
+    def retract_vote(self, comparison_id: str, annotator: str) -> str:
+        """Undo: mark a vote retracted. Returns its pair id, which can then be voted on again."""
+        with self.connect(write=True) as con:
+            row = con.execute("SELECT pair_id FROM comparisons WHERE comparison_id = ?", [comparison_id]).fetchone()
+            if not row:
+                raise StoreError(f"unknown vote {comparison_id!r}")
+            if con.execute("SELECT 1 FROM retractions WHERE comparison_id = ?", [comparison_id]).fetchone():
+                raise StoreError("that vote was already undone")
+            con.execute("INSERT INTO retractions VALUES (?, ?, ?)", [comparison_id, annotator, utc_now()])
+        return row[0]
+
+    def record_rating(self, generation_id: str, stars: int, annotator: str) -> str:
+        if stars not in (1, 2, 3, 4, 5):
+            raise StoreError(f"a rating is 1 to 5 stars, not {stars!r}")
+        rating_id = new_id()
+        with self.connect(write=True) as con:
+            if not con.execute("SELECT 1 FROM generations WHERE generation_id = ?", [generation_id]).fetchone():
+                raise StoreError(f"unknown generation {generation_id!r}")
+            con.execute("INSERT INTO ratings VALUES (?, ?, ?, ?, ?)",
+                        [rating_id, generation_id, stars, annotator, utc_now()])
+        return rating_id
+
+    def record_demonstration(self, prompt: Prompt, text: str, annotator: str, source: str = "arena_edit",
+                             edited_from_generation_id: str | None = None) -> str:
+        demonstration_id = new_id()
+        with self.connect(write=True) as con:
+            _insert_prompt(con, prompt)
+            con.execute("INSERT INTO demonstrations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [demonstration_id, prompt.prompt_id, text, edited_from_generation_id, annotator, source,
+                         utc_now()])
+        return demonstration_id
+
+    def import_votes(self, votes: list[tuple[Pair, str, str, object]]) -> int:
+        """(pair, choice, annotator, created_at) rows, all or nothing."""
+        with self.connect(write=True) as con:
+            for pair, choice, annotator, created_at in votes:
+                _insert_prompt(con, pair.prompt)
+                for gen in (pair.left, pair.right):
+                    _insert_generation(con, gen)
+                con.execute("INSERT INTO pairs VALUES (?, ?, ?, ?, ?, ?)",
+                            [pair.pair_id, pair.prompt.prompt_id, pair.left.generation_id,
+                             pair.right.generation_id, pair.source, created_at])
+                con.execute("INSERT INTO comparisons VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [new_id(), pair.pair_id, choice, None, annotator, None, created_at])
+        return len(votes)
+
+    # ---- reads --------------------------------------------------------------------------------------------------
+    def votes(self, include_retracted: bool = False) -> pd.DataFrame:
+        """Every vote with its prompt and both texts, oldest first."""
+        where = "" if include_retracted else "WHERE NOT retracted"
+        with self.connect() as con:
+            return con.execute(f"SELECT * FROM votes {where} ORDER BY created_at").df()
+
+    def pair_policies(self, pair_id: str) -> tuple[str, str]:
+        """Which policy produced the left and the right list (revealed after the vote)."""
+        with self.connect() as con:
+            row = con.execute("""SELECT l.policy, r.policy FROM pairs p
+                                 JOIN generations l ON l.generation_id = p.left_generation_id
+                                 JOIN generations r ON r.generation_id = p.right_generation_id
+                                 WHERE p.pair_id = ?""", [pair_id]).fetchone()
+        if not row:
+            raise StoreError(f"unknown pair {pair_id!r}")
+        return row
+
+    def counts(self, annotator: str | None = None) -> dict[str, int]:
+        """Standing votes, ratings and demonstrations, for one annotator or everyone."""
+        who, args = ("WHERE annotator = ?", [annotator]) if annotator else ("", [])
+        with self.connect() as con:
+            votes = con.execute(f"SELECT count(*) FROM votes {who}{' AND' if who else ' WHERE'} NOT retracted",
+                                args).fetchone()[0]
+            ratings = con.execute(f"SELECT count(*) FROM ratings {who}", args).fetchone()[0]
+            demos = con.execute(f"SELECT count(*) FROM demonstrations {who}", args).fetchone()[0]
+        return {"votes": votes, "ratings": ratings, "demonstrations": demos}
+
+    def table(self, name: str) -> pd.DataFrame:
+        """A whole table, for tests and the dashboard."""
+        if name not in ("prompts", "generations", "pairs", "comparisons", "retractions", "ratings", "demonstrations"):
+            raise StoreError(f"no table {name!r}")
+        with self.connect() as con:
+            return con.execute(f"SELECT * FROM {name}").df()
+
+
+def _standing_vote(con, pair_id: str) -> bool:
+    return con.execute("""SELECT 1 FROM comparisons c LEFT JOIN retractions x USING (comparison_id)
+                          WHERE c.pair_id = ? AND x.comparison_id IS NULL""", [pair_id]).fetchone() is not None
+
+
+def _insert_prompt(con, prompt: Prompt) -> None:
+    con.execute("INSERT OR IGNORE INTO prompts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [prompt.prompt_id, prompt.text, prompt.source, prompt.library_id, prompt.category, prompt.split,
+                 utc_now()])
+
+
+def _insert_generation(con, gen: Generation) -> None:
+    s = gen.sampling or SamplingSettings(None, None, None, None)
+    con.execute(f"INSERT INTO generations ({_GENERATION_COLUMNS}) VALUES ({', '.join('?' * 18)})",
+                [gen.generation_id, gen.prompt.prompt_id, gen.text, gen.policy.name, gen.policy.base_model,
+                 gen.policy.adapter, gen.system_prompt, s.temperature, s.top_p, s.top_k, s.max_new_tokens, gen.seed,
+                 gen.num_tokens, gen.finished, gen.latency_ms, gen.well_formed, gen.n_items, gen.created_at])
+
+
+def _acquire(lock_file, mode: int, deadline: float, path: Path) -> None:
+    delay = 0.002
+    while True:
+        try:
+            fcntl.flock(lock_file, mode | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise StoreBusy(f"{path} stayed locked by another process; try again, or stop the process "
+                                "holding it (a DuckDB shell?)") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
+def _open(path: Path, read_only: bool, deadline: float):
+    """Connect, retrying while a process outside this module (which ignores our lock file) holds DuckDB's lock."""
+    delay = 0.01
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as err:
+            if "lock" not in str(err).lower() or time.monotonic() > deadline:
+                raise StoreBusy(f"could not open {path}: {err}") from err
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)

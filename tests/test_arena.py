@@ -1,0 +1,150 @@
+"""The arena's logic without a browser: validation, votes with reveal, undo, ratings, demonstrations, the queue."""
+import threading
+import time
+
+import pytest
+
+from core.arena import MAX_REQUEST_CHARS, Arena, clean_text, parse_choice
+from core.generate import GenerationCancelled, Generator
+from core.model import load
+from core.pair_queue import PairQueue
+from core.records import InputError, Prompt, SamplingSettings
+
+LIBRARY = [Prompt(f"Top 5 things #{i}", source="library", split="train") for i in range(5)]
+GOOD_LIST = "1. Apples - crisp\n2. Pears - sweet\n3. Plums - juicy\n4. Figs - rich\n5. Kiwis - tart"
+
+
+@pytest.fixture
+def arena(tiny_model_dir, store):
+    arena = Arena(store, Generator(load(tiny_model_dir, device="cpu")), LIBRARY,
+                  sampling=SamplingSettings(max_new_tokens=8), queue_size=0, seed=0)
+    yield arena
+    arena.stop()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty"), ("   \n ", "empty"), (None, "empty"), ("x" * (MAX_REQUEST_CHARS + 1), "characters long"),
+    ("Top 5\x00 fruits", "control characters"), ("Top 5\x1b[31m fruits", "control characters"),
+])
+def test_bad_requests_are_refused_with_a_reason(text, message):
+    with pytest.raises(InputError, match=message):
+        clean_text(text, "request", MAX_REQUEST_CHARS)
+
+
+def test_request_is_stripped_and_may_hold_tabs():
+    assert clean_text("  Top 5\tfruits \n", "request", MAX_REQUEST_CHARS) == "Top 5\tfruits"
+
+
+@pytest.mark.parametrize("choice, strength, expected", [
+    ("left", None, ("left", None)), ("right", "3", ("right", 3)), ("tie", "", ("tie", None)),
+    ("both_bad", None, ("both_bad", None)),
+])
+def test_parse_choice(choice, strength, expected):
+    assert parse_choice(choice, strength) == expected
+
+
+@pytest.mark.parametrize("choice, strength", [("up", None), ("left", 4), ("left", "much"), ("tie", 2)])
+def test_parse_choice_refuses(choice, strength):
+    with pytest.raises(InputError):
+        parse_choice(choice, strength)
+
+
+def test_bad_custom_request_writes_nothing(arena, store):
+    with pytest.raises(InputError):
+        arena.custom_pair("   ")
+    assert store.table("pairs").empty and store.table("prompts").empty
+
+
+def test_vote_is_stored_with_decision_time_and_reveals_sources(arena, store):
+    shown = arena.next_pair()
+    assert shown.prompt in {p.text for p in LIBRARY}
+    time.sleep(0.05)
+    receipt = arena.vote(shown.pair_id, "right", "ann", strength="2")
+    row = store.votes().iloc[0]
+    assert (row.pair_id, row.choice, row.strength, row.annotator) == (shown.pair_id, "right", 2, "ann")
+    assert row.decision_ms >= 50
+    assert (row.left_text, row.right_text) == (shown.left, shown.right)
+    assert receipt.left_policy in receipt.message and "right is better" in receipt.message
+
+
+def test_double_vote_and_unknown_pair_are_refused(arena, store):
+    shown = arena.next_pair()
+    arena.vote(shown.pair_id, "tie", "ann")
+    with pytest.raises(InputError, match="already has a vote"):
+        arena.vote(shown.pair_id, "left", "ann")
+    with pytest.raises(InputError, match="unknown pair"):
+        arena.vote("no-such-pair", "left", "ann")
+    assert len(store.table("comparisons")) == 1
+
+
+def test_undo_retracts_and_reopens_the_pair(arena, store):
+    shown = arena.next_pair()
+    first = arena.vote(shown.pair_id, "left", "ann")
+    assert arena.undo(first.comparison_id, "ann") == shown.pair_id
+    arena.vote(shown.pair_id, "right", "ann")
+    votes = store.votes(include_retracted=True)
+    assert list(votes.choice) == ["left", "right"] and list(votes.retracted) == [True, False]
+    assert arena.counts()["votes"] == 1
+
+
+def test_rating_and_demonstration_link_to_the_shown_lists(arena, store):
+    shown = arena.next_pair()
+    arena.rate(shown.left_generation_id, "4", "ann")
+    with pytest.raises(InputError):
+        arena.rate(shown.left_generation_id, "great", "ann")
+    arena.save_demonstration(shown.pair_id, "right", GOOD_LIST.replace("1. ", "1) "), "ann")
+    demo = store.table("demonstrations").iloc[0]
+    assert demo.edited_from_generation_id == shown.right_generation_id
+    assert demo.text == GOOD_LIST  # stored in canonical "1. item" form
+    assert store.table("ratings").iloc[0].stars == 4
+
+
+def test_malformed_demonstration_is_refused_with_its_problems(arena, store):
+    shown = arena.next_pair()
+    with pytest.raises(InputError, match="has 2 items, expected 5"):
+        arena.save_demonstration(shown.pair_id, None, "1. a\n2. b", "ann")
+    assert store.table("demonstrations").empty
+
+
+def test_sides_are_shuffled_between_base_and_challenger(tiny_model_dir, tiny_adapter_dir, store):
+    generator = Generator(load(tiny_model_dir, device="cpu"))
+    arena = Arena(store, generator, LIBRARY, challenger=generator.add_adapter(tiny_adapter_dir),
+                  sampling=SamplingSettings(max_new_tokens=2), queue_size=0, seed=0)
+    lefts = set()
+    for _ in range(12):
+        shown = arena.next_pair()
+        lefts.add(arena.vote(shown.pair_id, "tie", "ann").left_policy)
+    assert len(lefts) == 2  # each policy appeared on the left at least once
+
+
+def test_warm_queue_serves_without_generating(arena, monkeypatch):
+    arena.queue.size = 2
+    arena.start()
+    assert arena.queue.wait_until_full(timeout=60)
+    generating_threads, real = [], arena.generator.generate
+    monkeypatch.setattr(arena.generator, "generate",
+                        lambda *a, **k: generating_threads.append(threading.current_thread().name) or real(*a, **k))
+    started = time.perf_counter()
+    arena.next_pair()
+    assert time.perf_counter() - started < 1.0
+    assert threading.current_thread().name not in generating_threads  # only the queue's thread refills
+
+
+def test_foreground_preempts_background_generation():
+    background_started, cancelled = threading.Event(), threading.Event()
+
+    def slow_background(should_stop):
+        background_started.set()
+        while not should_stop():
+            time.sleep(0.01)
+        cancelled.set()
+        raise GenerationCancelled()
+
+    queue = PairQueue(slow_background, size=1).start()
+    try:
+        assert background_started.wait(5)
+        started = time.perf_counter()
+        assert queue.run_foreground(lambda: "mine") == "mine"
+        assert time.perf_counter() - started < 1.0 and cancelled.is_set()
+    finally:
+        queue.stop()

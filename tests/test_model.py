@@ -1,0 +1,64 @@
+"""Model resolution and loading: clear messages instead of tracebacks; the real embedded model (slow)."""
+import pytest
+
+from core import model as model_module
+from core.model import ModelLoadError, load, pick_device, resolve_base_model
+
+
+def test_base_model_resolution_order(monkeypatch):
+    monkeypatch.delenv("RLHF_BASE_MODEL", raising=False)
+    assert resolve_base_model() == str(model_module.EMBEDDED_MODEL_DIR)
+    monkeypatch.setenv("RLHF_BASE_MODEL", "org/some-model")
+    assert resolve_base_model() == "org/some-model"
+    assert resolve_base_model("./mine") == "./mine"
+
+
+def test_missing_folder_says_what_to_pass(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist.*--base-model"):
+        load(str(tmp_path / "nope"), device="cpu")
+
+
+def test_unprepared_embedded_model_says_what_to_run(monkeypatch, tmp_path):
+    monkeypatch.setattr(model_module, "EMBEDDED_MODEL_DIR", tmp_path / "SmolLM2")
+    with pytest.raises(ModelLoadError, match="prepare-model"):
+        load(str(tmp_path / "SmolLM2"), device="cpu")
+
+
+def test_broken_model_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="Could not load model"):
+        load(str(tmp_path), device="cpu")
+
+
+def test_cuda_without_gpu_is_refused(monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert pick_device("auto").type == "cpu"
+    with pytest.raises(ModelLoadError, match="--device cpu"):
+        pick_device("cuda")
+
+
+def test_cli_prints_message_not_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    env = {"RLHF_BASE_MODEL": str(tmp_path / "missing"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-m", "apps.arena", "--port", "0"], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert result.returncode != 0
+    assert "error: Model folder" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_embedded_model_writes_a_pair_of_lists(embedded_model_dir):
+    from core.generate import Generator
+    from core.records import Prompt, SamplingSettings
+
+    generator = Generator(load(embedded_model_dir, device="cpu"))
+    tokenizer = generator.loaded.tokenizer
+    assert tokenizer.pad_token == "<|endoftext|>" and tokenizer.eos_token == "<|im_end|>"
+    left, right = generator.generate(Prompt("Top 5 ideas for a Thanksgiving meal"), [generator.base_policy] * 2,
+                                     SamplingSettings(max_new_tokens=48), seed=0)
+    for gen in (left, right):
+        assert gen.text and 1 <= gen.num_tokens <= 48
+    assert left.text != right.text
+    assert any(ch.isdigit() or ch == "-" for ch in left.text + right.text)  # it answers with some kind of list
