@@ -2,8 +2,8 @@
 
     python -m apps.arena [--base-model M] [--challenger ADAPTER_DIR] [--db PATH] [--host 127.0.0.1] [--port 7860]
 
-Named API endpoints for gradio_client (README lists them): new_pair, next_pair, vote, undo, rate, demonstrate,
-status. The page's own events are private; each handler below is a few lines over core.arena.Arena.
+Named API endpoints for gradio_client (README lists them): new_pair, next_pair, vote, vote_and_next, undo, rate,
+demonstrate, status. The page's own events are private; each handler below is a few lines over core.arena.Arena.
 """
 from __future__ import annotations
 
@@ -88,6 +88,13 @@ def build_app(arena: Arena, default_annotator: str) -> gr.Blocks:
     def vote(pair_id: str, choice: str, strength: int | None = None, annotator: str = "") -> str:
         """choice: left | right | tie | both_bad; strength 1-3 optional. Returns a confirmation with the sources."""
         return arena.vote(pair_id, choice, annotator or default_annotator, strength).message
+
+    @_failing
+    def vote_and_next(pair_id: str, choice: str, strength: int | None = None,
+                      annotator: str = "") -> tuple[str, str, str, str, str]:
+        """What a vote button does: vote, then the next library pair (confirmation, pair_id, request, left, right)."""
+        message = arena.vote(pair_id, choice, annotator or default_annotator, strength).message
+        return (message, *next_pair())
 
     @_failing
     def undo(vote_id: str, annotator: str = "") -> str:
@@ -203,7 +210,7 @@ def build_app(arena: Arena, default_annotator: str) -> gr.Blocks:
         right_stars.input(on_rate("right"), [view, right_stars, annotator], [status_md], **private)
         edit_side.input(on_pick_side, [view, edit_side], [edit_text], **private)
         save_demo.click(on_demonstrate, [view, edit_side, edit_text, annotator], [status_md], **private)
-        for fn in (new_pair, next_pair, vote, undo, rate, demonstrate, status):
+        for fn in (new_pair, next_pair, vote, vote_and_next, undo, rate, demonstrate, status):
             gr.api(fn, api_name=fn.__name__)
     return app
 

@@ -10,8 +10,10 @@ import re
 from dataclasses import dataclass, field
 
 LIST_LENGTH = 5
-# "1. x", "1) x", "**1.** x", "#1: x" -- numbered markers the model actually produces.
-_NUMBERED = re.compile(r"^\s*(?:\*\*|#)?\s*(\d{1,2})\s*[.):]\s*(?:\*\*)?\s*(.*\S)?\s*$")
+# "1. x", "1) x", "**1.** x", "#1: x" -- numbered markers the model actually produces. The closing "**" is eaten
+# only after an opening one ("**1.**"), so "1. **Turkey**" keeps its bold; whitespace must follow the marker, as in
+# Markdown, so a wrapped line starting "1.5 cups" continues its item.
+_NUMBERED = re.compile(r"^\s*(\*\*)?#?\s*(\d{1,2})\s*[.):](?(1)\*\*)(?:\s+(.*\S))?\s*$")
 _BULLET = re.compile(r"^\s*[-*\u2022]\s+(.*\S)\s*$")
 # The head of an item ("Roast turkey" in "Roast turkey - the classic") decides whether two items are the same.
 _HEAD_SPLIT = re.compile(r"\s+[-\u2013\u2014]\s+|:\s|\s\(")
@@ -72,9 +74,9 @@ def parse_list(text: str) -> ParsedList:
     last_item_line = marks[-1][0]
     for k, (i, m) in enumerate(marks):
         end = marks[k + 1][0] if k + 1 < len(marks) else _item_end(lines, i)
-        body = [(m.group(1) if bulleted else m.group(2)) or ""] + [line.strip() for line in lines[i + 1:end]]
+        body = [(m.group(1) if bulleted else m.group(3)) or ""] + [line.strip() for line in lines[i + 1:end]]
         items.append(" ".join(part for part in body if part).strip())
-        numbers.append(0 if bulleted else int(m.group(1)))
+        numbers.append(0 if bulleted else int(m.group(2)))
         if k + 1 == len(marks):
             last_item_line = end
     preamble = "\n".join(lines[:marks[0][0]]).strip()

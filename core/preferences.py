@@ -49,7 +49,9 @@ def read_rows(path: Path) -> list[tuple[int, dict]]:
     if not path.exists():
         raise InputError(f"{path} does not exist.")
     if path.suffix == ".parquet":
-        return list(enumerate(pd.read_parquet(path).to_dict("records"), start=1))
+        records = pd.read_parquet(path).to_dict("records")
+        # Parquet has typed nulls where JSONL simply omits a field: drop them so both read the same.
+        return [(n, {k: v for k, v in row.items() if not _is_null(v)}) for n, row in enumerate(records, start=1)]
     if path.suffix not in (".jsonl", ".json", ".ndjson"):
         raise InputError(f"{path.name}: use a .jsonl or .parquet file.")
     rows = []
@@ -134,16 +136,20 @@ def _imported_generation(prompt: Prompt, text: str) -> Generation:
                       n_items=len(parsed.items))
 
 
+def _is_null(value: object) -> bool:
+    return value is None or (not isinstance(value, (str, list, dict)) and bool(pd.isna(value)))
+
+
 def _timestamp(value: object, line_no: int) -> datetime:
-    """An ISO 8601 time (any zone) as naive UTC; now when absent."""
+    """An ISO 8601 time (any zone; a Parquet timestamp too) as naive UTC; now when absent."""
     if value is None or value == "":
         return utc_now()
-    try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        stamp = pd.NaT
-    if pd.isna(stamp):
-        raise InputError(f"line {line_no}: created_at {value!r} is not an ISO 8601 time.")
-    if stamp.tzinfo is not None:
-        stamp = stamp.tz_convert("UTC").tz_localize(None)
-    return stamp.to_pydatetime()
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            value = None
+    if not isinstance(value, datetime):  # numbers are refused: seconds? milliseconds? nobody can tell
+        raise InputError(f"line {line_no}: created_at must be an ISO 8601 time like 2026-11-21T10:30:00Z.")
+    stamp = pd.Timestamp(value)
+    return (stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo else stamp).to_pydatetime()

@@ -3,8 +3,9 @@
 DuckDB lets one process hold a read-write connection and locks every other process out, and three processes use
 this file (arena, dashboard, training). So no connection lives long: each call opens the file, does its work in one
 transaction and closes it (~20 ms). Calls are serialised across processes by an advisory lock on a sidecar file
-(`<db>.lock`: exclusive for writers, shared for readers), so a writer waits its turn instead of failing on DuckDB's
-own lock; a process outside this module holding the file (a DuckDB shell) is waited for with bounded retries.
+(`<db>.lock`: exclusive for writers, shared for readers, with a `<db>.gate` that lets a waiting writer in ahead of
+new readers), so a writer waits its turn instead of failing on DuckDB's own lock; a process outside this module
+holding the file (a DuckDB shell) is waited for with bounded retries.
 Training never reads the live file: it snapshots what it needs to Parquet when it starts.
 
 Tables are append-only. Undo writes a retraction; nothing is ever updated or deleted.
@@ -90,10 +91,9 @@ class Store:
 
     @contextmanager
     def connect(self, write: bool = False):
-        """One transaction on a fresh connection, under the cross-process lock."""
+        """One transaction on a fresh connection, under the cross-process lock (writers first, see _lock)."""
         deadline = time.monotonic() + self.timeout_s
-        with open(f"{self.path}.lock", "a") as lock_file:
-            _acquire(lock_file, fcntl.LOCK_EX if write else fcntl.LOCK_SH, deadline, self.path)
+        with self._lock(write, deadline):
             con = _open(self.path, read_only=not write, deadline=deadline)
             try:
                 con.execute("BEGIN TRANSACTION")
@@ -103,7 +103,20 @@ class Store:
                 con.execute("ROLLBACK")
                 raise
             finally:
-                con.close()  # releases DuckDB's file lock before ours (closing the lock file)
+                con.close()  # releases DuckDB's file lock before ours
+
+    @contextmanager
+    def _lock(self, write: bool, deadline: float):
+        """Readers share the file; a writer has it alone. Back-to-back readers cannot starve a writer: a writer
+        holds the gate while it waits, and a reader must pass the gate (shared, released at once) before reading."""
+        with open(f"{self.path}.gate", "a") as gate, open(f"{self.path}.lock", "a") as lock:
+            _acquire(gate, fcntl.LOCK_EX if write else fcntl.LOCK_SH, deadline, self.path)
+            try:
+                _acquire(lock, fcntl.LOCK_EX if write else fcntl.LOCK_SH, deadline, self.path)
+            finally:
+                if not write:
+                    fcntl.flock(gate, fcntl.LOCK_UN)
+            yield
 
     # ---- writes -------------------------------------------------------------------------------------------------
     def record_pair(self, pair: Pair) -> str:
@@ -246,7 +259,7 @@ def _acquire(lock_file, mode: int, deadline: float, path: Path) -> None:
                 raise StoreBusy(f"{path} stayed locked by another process; try again, or stop the process "
                                 "holding it (a DuckDB shell?)") from None
             time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+            delay = min(delay * 2, 0.005)  # short polls: a long sleeper loses its turn to newcomers
 
 
 def _open(path: Path, read_only: bool, deadline: float):

@@ -1,0 +1,249 @@
+"""Votes in and out as files: import checks every row first (all or nothing), export is TRL's preference format."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core.preferences import export_votes, import_votes
+from core.records import Generation, InputError, Pair, Policy, Prompt
+
+REPO = Path(__file__).resolve().parent.parent
+FRUITS_A = "1. Mango\n2. Cherry\n3. Peach\n4. Fig\n5. Plum"
+FRUITS_B = "Here are some fruits:\n1. Apple\n2. Pear\n3. Kiwi"
+RIVERS_A = "1. Nile\n2. Amazon\n3. Yangtze\n4. Mississippi\n5. Danube"
+RIVERS_B = "1. Thames\n2. Seine\n3. Rhine\n4. Volga\n5. Ganges"
+CITIES_A = "1. Tokyo\n2. Paris\n3. Rome\n4. Lima\n5. Cairo"
+CITIES_B = "1. Oslo\n2. Kyoto\n3. Porto\n4. Quito\n5. Hanoi"
+ROWS = [
+    {"prompt": "Top 5 fruits", "response_a": FRUITS_A, "response_b": FRUITS_B, "choice": "a",
+     "annotator": "carol", "created_at": "2024-05-01T12:30:00+02:00"},
+    {"prompt": "Top 5 rivers", "response_a": RIVERS_A, "response_b": RIVERS_B, "choice": "b"},
+    {"prompt": "Top 5 cities", "response_a": CITIES_A, "response_b": CITIES_B, "choice": "tie"},
+]
+STORED_TABLES = ("prompts", "generations", "pairs", "comparisons")
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    """Rows are dicts (dumped as JSON) or raw strings (written as they are: bad JSON, blank lines)."""
+    path.write_text("".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows))
+    return path
+
+
+def assert_nothing_stored(store) -> None:
+    for table in STORED_TABLES:
+        assert store.table(table).empty, f"{table} holds rows after a rejected import"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def make_pair(prompt_text: str, left_text: str, right_text: str) -> Pair:
+    prompt = Prompt(text=prompt_text)
+    policy = Policy(base_model="models/tiny")
+    left, right = (Generation(prompt=prompt, text=t, policy=policy, well_formed=True, n_items=5)
+                   for t in (left_text, right_text))
+    return Pair(prompt=prompt, left=left, right=right)
+
+
+# ---- import ------------------------------------------------------------------------------------------------------
+def test_import_stores_each_row_as_a_pair_and_a_vote(store, tmp_path):
+    assert import_votes(store, write_jsonl(tmp_path / "votes.jsonl", ROWS)) == 3
+
+    votes = store.votes().set_index("prompt")
+    assert votes.loc["Top 5 fruits"].choice == "left"
+    assert votes.loc["Top 5 rivers"].choice == "right"
+    assert votes.loc["Top 5 cities"].choice == "tie"
+    assert (votes.loc["Top 5 fruits"].left_text, votes.loc["Top 5 fruits"].right_text) == (FRUITS_A, FRUITS_B)
+    assert votes.loc["Top 5 fruits"].annotator == "carol"
+    assert votes.loc["Top 5 rivers"].annotator == "import"
+    assert set(votes.source) == {"import"}
+    assert votes.strength.isna().all()
+
+    # +02:00 is stored as naive UTC, on both the pair and the vote.
+    stamp = datetime(2024, 5, 1, 10, 30)
+    assert votes.loc["Top 5 fruits"].created_at == stamp
+    pairs = store.table("pairs").set_index("pair_id")
+    assert pairs.loc[votes.loc["Top 5 fruits"].pair_id].created_at == stamp
+    assert store.table("comparisons").created_at.dt.tz is None
+
+    gens = store.table("generations").set_index("text")
+    assert set(gens.policy) == {"imported"}
+    assert bool(gens.loc[FRUITS_A].well_formed) and gens.loc[FRUITS_A].n_items == 5
+    assert not gens.loc[FRUITS_B].well_formed and gens.loc[FRUITS_B].n_items == 3
+
+
+def test_import_accepts_parquet(store, tmp_path):
+    path = tmp_path / "votes.parquet"
+    pd.DataFrame([{k: row.get(k) for k in ROWS[0]} for row in ROWS[:1]] * 2).to_parquet(path, index=False)
+    assert import_votes(store, path) == 2
+    assert list(store.votes().annotator) == ["carol", "carol"]
+
+
+def test_import_accepts_parquet_with_optional_fields_left_empty(store, tmp_path):
+    # A Parquet column can only say "absent" with a null. pandas reads those back as NaN, which the row checks
+    # take for a (non-text) annotator and an unparseable time, so such a file is rejected on its second row.
+    path = tmp_path / "votes.parquet"
+    pd.DataFrame([{k: row.get(k) for k in ROWS[0]} for row in ROWS]).to_parquet(path, index=False)
+    assert import_votes(store, path) == 3
+    assert sorted(store.votes().annotator) == ["carol", "import", "import"]
+
+
+@pytest.mark.parametrize("rows,message", [
+    ([ROWS[0], '{"prompt": "Top 5 pets", "response_a": '], r"^line 2: not valid JSON"),
+    ([ROWS[0], ROWS[1], {k: v for k, v in ROWS[2].items() if k != "response_b"}],
+     r"^line 3: 'response_b' is missing or empty\.$"),
+    ([{**ROWS[0], "choice": "maybe"}], r"^line 1: choice must be one of a, b, tie, both_bad, not 'maybe'\.$"),
+    ([{**ROWS[0], "choice": "left"}], r"^line 1: choice must be one of"),
+    ([ROWS[0], {**ROWS[1], "prompt": "   "}], r"^line 2: 'prompt' is missing or empty\.$"),
+    ([{**ROWS[0], "score": 0.9}], r"^line 1: unknown field\(s\) \['score'\]; allowed are prompt, response_a"),
+    ([ROWS[0], {**ROWS[1], "created_at": "next tuesday"}],
+     r"^line 2: created_at must be an ISO 8601 time like 2026-11-21T10:30:00Z\.$"),
+    ([ROWS[0], "[1, 2]"], r"^line 2: expected a JSON object, got list\.$"),
+    ([{**ROWS[0], "annotator": 7}], r"^line 1: 'annotator' must be text\.$"),
+    ([{**ROWS[0], "response_a": "x" * 20_001}], r"^line 1: 'response_a' is over 20000 characters\.$"),
+], ids=["bad-json", "missing-response-b", "choice-maybe", "choice-left", "empty-prompt", "unknown-field",
+        "bad-created-at", "not-an-object", "annotator-number", "too-long"])
+def test_malformed_file_is_rejected_with_its_line_and_nothing_imported(store, tmp_path, rows, message):
+    with pytest.raises(InputError, match=message):
+        import_votes(store, write_jsonl(tmp_path / "votes.jsonl", rows))
+    assert_nothing_stored(store)
+
+
+def test_numeric_created_at_is_rejected_not_read_as_nanoseconds(store, tmp_path):
+    # 1714560000 looks like Unix seconds (2024-05-01); pd.Timestamp reads a bare number as nanoseconds since 1970.
+    # It is not ISO 8601, so the row must be refused rather than stored as 1970-01-01 00:00:01.7.
+    with pytest.raises(InputError, match=r"^line 1: created_at"):
+        import_votes(store, write_jsonl(tmp_path / "votes.jsonl", [{**ROWS[0], "created_at": 1714560000}]))
+    assert_nothing_stored(store)
+
+
+def test_blank_lines_do_not_shift_line_numbers(store, tmp_path):
+    path = write_jsonl(tmp_path / "votes.jsonl", [ROWS[0], "", {**ROWS[1], "choice": "maybe"}])
+    with pytest.raises(InputError, match=r"^line 3: choice"):
+        import_votes(store, path)
+    assert_nothing_stored(store)
+
+
+def test_blank_lines_are_skipped_in_a_good_file(store, tmp_path):
+    assert import_votes(store, write_jsonl(tmp_path / "votes.jsonl", ["", ROWS[0], "   ", ROWS[1], ""])) == 2
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("missing.jsonl", None, "does not exist"),
+    ("votes.csv", "prompt,response_a,response_b,choice\n", r"votes\.csv: use a \.jsonl or \.parquet file"),
+    ("empty.jsonl", "", "holds no rows"),
+    ("blank.jsonl", "\n\n  \n", "holds no rows"),
+])
+def test_unusable_file_is_rejected(store, tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(InputError, match=message):
+        import_votes(store, path)
+    assert_nothing_stored(store)
+
+
+# ---- export ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_export_is_trl_prompt_chosen_rejected(store, tmp_path, suffix):
+    import_votes(store, write_jsonl(tmp_path / "votes.jsonl", ROWS))
+    out = tmp_path / "out" / f"prefs{suffix}"
+    summary = export_votes(store, out)
+
+    assert (summary.exported, summary.ties, summary.both_bad, summary.with_margin) == (2, 1, 0, False)
+    assert "wrote 2 preference pairs" in str(summary) and "1 ties" in str(summary)
+    frame = pd.read_parquet(out) if suffix == ".parquet" else pd.DataFrame(read_jsonl(out))
+    assert list(frame.columns) == ["prompt", "chosen", "rejected"]
+    rows = {row.prompt: (row.chosen, row.rejected) for row in frame.itertuples()}
+    assert rows == {"Top 5 fruits": (FRUITS_A, FRUITS_B),  # choice a: response_a chosen
+                    "Top 5 rivers": (RIVERS_B, RIVERS_A)}  # choice b: response_b chosen
+
+
+def test_export_adds_margin_from_strength(store, tmp_path):
+    pairs = [make_pair(f"Top 5 things {i}", f"left {i}", f"right {i}") for i in range(4)]
+    for pair in pairs:
+        store.record_pair(pair)
+    store.record_vote(pairs[0].pair_id, "left", annotator="alice", strength=3)
+    store.record_vote(pairs[1].pair_id, "right", annotator="alice", strength=None)
+    store.record_vote(pairs[2].pair_id, "right", annotator="alice", strength=1)
+    store.record_vote(pairs[3].pair_id, "both_bad", annotator="alice", strength=2)
+
+    out = tmp_path / "prefs.jsonl"
+    summary = export_votes(store, out)
+    assert (summary.exported, summary.ties, summary.both_bad, summary.with_margin) == (3, 0, 1, True)
+    rows = {row["prompt"]: row for row in read_jsonl(out)}
+    assert all(list(row) == ["prompt", "chosen", "rejected", "margin"] for row in rows.values())
+    assert rows["Top 5 things 0"]["margin"] == 1.0
+    assert (rows["Top 5 things 0"]["chosen"], rows["Top 5 things 0"]["rejected"]) == ("left 0", "right 0")
+    assert rows["Top 5 things 1"]["margin"] == 0.0
+    assert (rows["Top 5 things 1"]["chosen"], rows["Top 5 things 1"]["rejected"]) == ("right 1", "left 1")
+    assert rows["Top 5 things 2"]["margin"] == pytest.approx(1 / 3)
+    assert pd.read_parquet(export_votes(store, tmp_path / "prefs.parquet").path).margin.dtype == "float64"
+
+
+def test_retracted_votes_are_not_exported(store, tmp_path):
+    kept, undone, undone_tie = (make_pair(f"Top 5 things {i}", f"left {i}", f"right {i}") for i in range(3))
+    for pair in (kept, undone, undone_tie):
+        store.record_pair(pair)
+    store.record_vote(kept.pair_id, "right", annotator="alice")
+    store.retract_vote(store.record_vote(undone.pair_id, "left", annotator="alice", strength=2), annotator="alice")
+    store.retract_vote(store.record_vote(undone_tie.pair_id, "tie", annotator="alice"), annotator="alice")
+
+    out = tmp_path / "prefs.jsonl"
+    summary = export_votes(store, out)
+    assert (summary.exported, summary.ties, summary.with_margin) == (1, 0, False)
+    assert read_jsonl(out) == [{"prompt": "Top 5 things 0", "chosen": "right 0", "rejected": "left 0"}]
+
+
+def test_export_refuses_other_formats(store, tmp_path):
+    with pytest.raises(InputError, match=r"prefs\.csv: export to a \.jsonl or \.parquet file"):
+        export_votes(store, tmp_path / "prefs.csv")
+    assert not (tmp_path / "prefs.csv").exists()
+
+
+@pytest.mark.parametrize("suffix,builder", [(".jsonl", "json"), (".parquet", "parquet")])
+def test_exported_file_loads_in_datasets_as_string_columns(store, tmp_path, suffix, builder):
+    from datasets import Value, load_dataset
+
+    import_votes(store, write_jsonl(tmp_path / "votes.jsonl", [{**ROWS[0], "prompt": "Top 5 fruits / berries"},
+                                                               *ROWS[1:]]))
+    out = export_votes(store, tmp_path / f"prefs{suffix}").path
+    dataset = load_dataset(builder, data_files=str(out), split="train", cache_dir=str(tmp_path / "hf-cache"))
+    assert dataset.column_names == ["prompt", "chosen", "rejected"]
+    # pandas 3 writes Parquet text as large_string; both are plain Python str to TRL's tokenising map.
+    assert all(isinstance(dataset.features[name], Value) and dataset.features[name].dtype in ("string", "large_string")
+               for name in dataset.column_names)
+    assert all(isinstance(value, str) for row in dataset for value in row.values())
+    assert len(dataset) == 2
+    by_prompt = {row["prompt"]: row for row in dataset}
+    assert by_prompt["Top 5 fruits / berries"]["chosen"] == FRUITS_A  # text survives the file unchanged
+
+
+# ---- the real CLI ------------------------------------------------------------------------------------------------
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "core", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_cli_import_good_and_bad_file(tmp_path):
+    db = str(tmp_path / "cli.duckdb")
+    good = run_cli("import-votes", str(write_jsonl(tmp_path / "good.jsonl", ROWS)), "--db", db)
+    assert good.returncode == 0, good.stderr
+    assert "imported 3 votes" in good.stdout
+
+    bad_rows = [ROWS[0], "", ROWS[1], {**ROWS[2], "choice": "maybe"}]
+    bad = run_cli("import-votes", str(write_jsonl(tmp_path / "bad.jsonl", bad_rows)), "--db", db)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: line 4: choice must be one of"), bad.stderr
+    assert "Traceback" not in bad.stderr
+
+    from core.store import Store
+
+    assert len(Store(db).table("comparisons")) == 3  # the bad file added nothing
