@@ -5,7 +5,11 @@
 Starts `python -m apps.arena` on a fresh temporary database (the embedded model by default) and drives it with
 gradio_client as a person's clicks arrive: wait until the queue holds its pairs (the person reading), then call
 `vote_and_next`, the endpoint behind every vote button (store the vote, take the next ready pair, store it, return
-it). Also times `vote` and `next_pair` as two separate calls, and the client's floor (`status`, no work).
+it). Three ways, in rotation:
+- raw HTTP on Gradio's call protocol (POST /gradio_api/call/..., then read the event stream), the cost a click has
+  without gradio_client's own polling (it sleeps 50 ms between polls, ~90 ms a call);
+- gradio_client `vote_and_next`, and gradio_client `vote` + `next_pair` as two calls.
+Also the client's floor: `status` (no work) through both.
 Prints a table and, last, one JSON line. Goal (issue 2): p95 <= 150 ms with the queue warm.
 """
 from __future__ import annotations
@@ -34,6 +38,22 @@ def summary(name: str, ms: list[float]) -> dict:
             "max_ms": round(max(ms), 1)}
 
 
+def call_raw(http, api_name: str, data: list):
+    """One call on Gradio's HTTP protocol, as the page makes it: join, then read the event stream to completion."""
+    event_id = http.post(f"gradio_api/call/{api_name}", json={"data": data}).json()["event_id"]
+    event = None
+    with http.stream("GET", f"gradio_api/call/{api_name}/{event_id}") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:") and event == "complete":
+                outputs = json.loads(line[5:])
+                return outputs[0] if len(outputs) == 1 else outputs  # gr.api sends a tuple as one output
+            elif line.startswith("data:") and event == "error":
+                raise RuntimeError(line[5:])
+    raise RuntimeError(f"{api_name}: stream ended without a result")
+
+
 def start_arena(port: int, db: str, base_model: str | None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "apps.arena", "--port", str(port), "--db", db, "--annotator", "bench"]
     if base_model:
@@ -51,7 +71,7 @@ def wait_for_warm_queue(client, timeout: float = 300) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--votes", type=int, default=30)
+    parser.add_argument("--votes", type=int, default=36)
     parser.add_argument("--base-model", default=None)
     args = parser.parse_args()
     from gradio_client import Client
@@ -70,24 +90,34 @@ def main() -> None:
                 if time.monotonic() > deadline or arena.poll() is not None:
                     raise SystemExit("the arena did not start")
                 time.sleep(1)
-        floor, combined, separate = [], [], []
+        import httpx
+
+        http = httpx.Client(base_url=f"http://127.0.0.1:{port}/", timeout=60)
+        times = {name: [] for name in ("raw vote_and_next", "client vote_and_next", "client vote + next_pair",
+                                       "raw status (floor)", "client status (floor)")}
+
+        def timed(name, fn):
+            t = time.perf_counter()
+            result = fn()
+            times[name].append((time.perf_counter() - t) * 1000)
+            return result
+
         pair_id, *_ = client.predict(api_name="/next_pair")
         for i in range(args.votes):
             wait_for_warm_queue(client)
-            t = time.perf_counter()
-            client.predict(api_name="/status")
-            floor.append((time.perf_counter() - t) * 1000)
-            t = time.perf_counter()
-            if i % 2 == 0:
-                _, pair_id, *_ = client.predict(pair_id, "left", None, "bench", api_name="/vote_and_next")
-                combined.append((time.perf_counter() - t) * 1000)
+            timed("raw status (floor)", lambda: call_raw(http, "status", []))
+            timed("client status (floor)", lambda: client.predict(api_name="/status"))
+            vote = [pair_id, "left", None, "bench"]
+            if i % 3 == 0:
+                _, pair_id, *_ = timed("raw vote_and_next", lambda: call_raw(http, "vote_and_next", vote))
+            elif i % 3 == 1:
+                _, pair_id, *_ = timed("client vote_and_next",
+                                       lambda: client.predict(*vote, api_name="/vote_and_next"))
             else:
-                client.predict(pair_id, "right", None, "bench", api_name="/vote")
-                pair_id, *_ = client.predict(api_name="/next_pair")
-                separate.append((time.perf_counter() - t) * 1000)
-            print(f"vote {i + 1}/{args.votes}: {(combined if i % 2 == 0 else separate)[-1]:.0f} ms", flush=True)
-        rows = [summary("vote_and_next (one click)", combined), summary("vote + next_pair (2 calls)", separate),
-                summary("status (client floor)", floor)]
+                pair_id, *_ = timed("client vote + next_pair", lambda: (client.predict(*vote, api_name="/vote"),
+                                                                        client.predict(api_name="/next_pair"))[1])
+            print(f"vote {i + 1}/{args.votes} done", flush=True)
+        rows = [summary(name, ms) for name, ms in times.items()]
     finally:
         arena.terminate()
         arena.wait(timeout=30)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from typing import Callable
 
 from core.generate import GenerationCancelled
@@ -20,8 +21,9 @@ log = logging.getLogger(__name__)
 class PairQueue:
     """`make_pair(should_stop)` builds one pair; `size` of them are kept ready."""
 
-    def __init__(self, make_pair: Callable[[Callable[[], bool]], Pair], size: int = 2):
-        self._make_pair, self.size = make_pair, size
+    def __init__(self, make_pair: Callable[[Callable[[], bool]], Pair], size: int = 2, refill_delay_s: float = 0.3):
+        self._make_pair, self.size, self.refill_delay_s = make_pair, size, refill_delay_s
+        self._last_take = 0.0
         self._ready: queue.Queue[Pair] = queue.Queue()
         self._generating = threading.Lock()  # one generation at a time, foreground or background
         self._wake = threading.Condition()
@@ -52,6 +54,7 @@ class PairQueue:
             pair = self._ready.get_nowait()
         except queue.Empty:
             return None
+        self._last_take = time.monotonic()
         with self._wake:
             self._wake.notify_all()  # room for one more
         return pair
@@ -83,6 +86,8 @@ class PairQueue:
                     self._ready.qsize() < self.size and not self._foreground_waiting), timeout=1.0)
                 if self._stopped.is_set() or self._ready.qsize() >= self.size or self._foreground_waiting:
                     continue
+            # Let the request that just took a pair store it and reply before generation takes both cores.
+            self._stopped.wait(max(0.0, self._last_take + self.refill_delay_s - time.monotonic()))
             with self._generating:
                 if self._should_yield():
                     continue
