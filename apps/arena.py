@@ -92,9 +92,10 @@ def build_app(arena: Arena, default_annotator: str) -> gr.Blocks:
     @_failing
     def vote_and_next(pair_id: str, choice: str, strength: int | None = None,
                       annotator: str = "") -> tuple[str, str, str, str, str]:
-        """What a vote button does: vote, then the next library pair (confirmation, pair_id, request, left, right)."""
-        message = arena.vote(pair_id, choice, annotator or default_annotator, strength).message
-        return (message, *next_pair())
+        """What a vote button does: vote, then the next library pair.
+        Returns (confirmation with the vote counter, pair_id, request, left, right)."""
+        receipt, shown = arena.vote_and_next(pair_id, choice, annotator or default_annotator, strength)
+        return f"{receipt.message} {_counter(arena)}", shown.pair_id, shown.prompt, shown.left, shown.right
 
     @_failing
     def undo(vote_id: str, annotator: str = "") -> str:
@@ -133,10 +134,9 @@ def build_app(arena: Arena, default_annotator: str) -> gr.Blocks:
         def handler(view: View, strength_label: str | None, annotator: str):
             if view.pair is None:
                 raise InputError("No pair is shown yet: press 'Next pair'.")
-            receipt = arena.vote(view.pair.pair_id, choice, annotator or default_annotator,
-                                 STRENGTH_LABELS.get(strength_label))
-            view = View(previous=view.pair, last_vote=receipt.comparison_id)
-            return show(view, arena.next_pair(), receipt.message + " ")
+            receipt, shown = arena.vote_and_next(view.pair.pair_id, choice, annotator or default_annotator,
+                                                 STRENGTH_LABELS.get(strength_label))
+            return show(View(previous=view.pair, last_vote=receipt.comparison_id), shown, receipt.message + " ")
         return handler
 
     @_failing

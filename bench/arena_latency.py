@@ -1,15 +1,15 @@
 """Vote -> next pair shown, through the real arena process, with the pair queue warm.
 
-    .venv/bin/python bench/arena_latency.py [--votes 30] [--base-model M]
+    .venv/bin/python bench/arena_latency.py [--votes 36] [--base-model M]
 
 Starts `python -m apps.arena` on a fresh temporary database (the embedded model by default) and drives it with
 gradio_client as a person's clicks arrive: wait until the queue holds its pairs (the person reading), then call
-`vote_and_next`, the endpoint behind every vote button (store the vote, take the next ready pair, store it, return
-it). Three ways, in rotation:
+`vote_and_next`, which does the server work of a vote button (Arena.vote_and_next: store the vote, take the next
+ready pair and store it; then read the vote counter), in three ways, in rotation:
 - raw HTTP on Gradio's call protocol (POST /gradio_api/call/..., then read the event stream), the cost a click has
   without gradio_client's own polling (it sleeps 50 ms between polls, ~90 ms a call);
 - gradio_client `vote_and_next`, and gradio_client `vote` + `next_pair` as two calls.
-Also the client's floor: `status` (no work) through both.
+Also `status` (one small database read, no generation) through both, for the cost of a call that does little.
 Prints a table and, last, one JSON line. Goal (issue 2): p95 <= 150 ms with the queue warm.
 """
 from __future__ import annotations
@@ -34,8 +34,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summary(name: str, ms: list[float]) -> dict:
-    return {"what": name, "n": len(ms), "p50_ms": round(percentile(ms, 0.5), 1), "p95_ms": round(percentile(ms, 0.95), 1),
-            "max_ms": round(max(ms), 1)}
+    return {"what": name, "n": len(ms), "p50_ms": round(percentile(ms, 0.5), 1),
+            "p95_ms": round(percentile(ms, 0.95), 1), "max_ms": round(max(ms), 1)}
 
 
 def call_raw(http, api_name: str, data: list):
@@ -94,7 +94,7 @@ def main() -> None:
 
         http = httpx.Client(base_url=f"http://127.0.0.1:{port}/", timeout=60)
         times = {name: [] for name in ("raw vote_and_next", "client vote_and_next", "client vote + next_pair",
-                                       "raw status (floor)", "client status (floor)")}
+                                       "raw status (one read)", "client status (one read)")}
 
         def timed(name, fn):
             t = time.perf_counter()
@@ -105,8 +105,8 @@ def main() -> None:
         pair_id, *_ = client.predict(api_name="/next_pair")
         for i in range(args.votes):
             wait_for_warm_queue(client)
-            timed("raw status (floor)", lambda: call_raw(http, "status", []))
-            timed("client status (floor)", lambda: client.predict(api_name="/status"))
+            timed("raw status (one read)", lambda: call_raw(http, "status", []))
+            timed("client status (one read)", lambda: client.predict(api_name="/status"))
             vote = [pair_id, "left", None, "bench"]
             if i % 3 == 0:
                 _, pair_id, *_ = timed("raw vote_and_next", lambda: call_raw(http, "vote_and_next", vote))

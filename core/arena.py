@@ -11,6 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from core.generate import Generator
+from core.library import PromptCycle
 from core.lists import format_list, parse_list
 from core.pair_queue import PairQueue
 from core.records import CHOICES, STRENGTHS, InputError, Pair, Policy, Prompt, SamplingSettings
@@ -78,8 +79,6 @@ class Arena:
 
     def __init__(self, store: Store, generator: Generator, library: list[Prompt], challenger: Policy | None = None,
                  sampling: SamplingSettings = SamplingSettings(), queue_size: int = 2, seed: int | None = None):
-        from core.library import PromptCycle
-
         self.store, self.generator, self.sampling = store, generator, sampling
         self.policies = (generator.base_policy, challenger or generator.base_policy)
         self._rng = random.Random(seed)
@@ -134,6 +133,11 @@ class Arena:
         else:
             left_policy, right_policy = self.store.pair_policies(pair_id)
         return VoteReceipt(comparison_id, pair_id, choice, left_policy, right_policy)
+
+    def vote_and_next(self, pair_id: object, choice: object, annotator: str,
+                      strength: object = None) -> tuple[VoteReceipt, ShownPair]:
+        """What a vote button does: store the vote, then show the next library pair."""
+        return self.vote(pair_id, choice, annotator, strength), self.next_pair()
 
     def undo(self, comparison_id: object, annotator: str) -> str:
         """Retract a vote; returns the pair id, which can be voted on again."""

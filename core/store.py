@@ -2,7 +2,7 @@
 
 DuckDB lets one process hold a read-write connection and locks every other process out, and three processes use
 this file (arena, dashboard, training). So no connection lives long: each call opens the file, does its work in one
-transaction and closes it (~20 ms). Calls are serialised across processes by an advisory lock on a sidecar file
+transaction and closes it (a vote: p50 40 ms on 2 cores, bench/store_writes.py). Calls are serialised across processes by an advisory lock on a sidecar file
 (`<db>.lock`: exclusive for writers, shared for readers, with a `<db>.gate` that lets a waiting writer in ahead of
 new readers), so a writer waits its turn instead of failing on DuckDB's own lock; a process outside this module
 holding the file (a DuckDB shell) is waited for with bounded retries.
@@ -122,12 +122,7 @@ class Store:
     def record_pair(self, pair: Pair) -> str:
         """The prompt (once), both generations and the pair, atomically."""
         with self.connect(write=True) as con:
-            _insert_prompt(con, pair.prompt)
-            for gen in (pair.left, pair.right):
-                _insert_generation(con, gen)
-            con.execute("INSERT INTO pairs VALUES (?, ?, ?, ?, ?, ?)",
-                        [pair.pair_id, pair.prompt.prompt_id, pair.left.generation_id, pair.right.generation_id,
-                         pair.source, pair.created_at])
+            _insert_pair(con, pair, pair.created_at)
         return pair.pair_id
 
     def record_vote(self, pair_id: str, choice: str, annotator: str, strength: int | None = None,
@@ -183,12 +178,7 @@ class Store:
         """(pair, choice, annotator, created_at) rows, all or nothing."""
         with self.connect(write=True) as con:
             for pair, choice, annotator, created_at in votes:
-                _insert_prompt(con, pair.prompt)
-                for gen in (pair.left, pair.right):
-                    _insert_generation(con, gen)
-                con.execute("INSERT INTO pairs VALUES (?, ?, ?, ?, ?, ?)",
-                            [pair.pair_id, pair.prompt.prompt_id, pair.left.generation_id,
-                             pair.right.generation_id, pair.source, created_at])
+                _insert_pair(con, pair, created_at)
                 con.execute("INSERT INTO comparisons VALUES (?, ?, ?, ?, ?, ?, ?)",
                             [new_id(), pair.pair_id, choice, None, annotator, None, created_at])
         return len(votes)
@@ -213,12 +203,11 @@ class Store:
 
     def counts(self, annotator: str | None = None) -> dict[str, int]:
         """Standing votes, ratings and demonstrations, for one annotator or everyone."""
-        who, args = ("WHERE annotator = ?", [annotator]) if annotator else ("", [])
+        who, args = (" AND annotator = ?", [annotator]) if annotator else ("", [])
         with self.connect() as con:
-            votes = con.execute(f"SELECT count(*) FROM votes {who}{' AND' if who else ' WHERE'} NOT retracted",
-                                args).fetchone()[0]
-            ratings = con.execute(f"SELECT count(*) FROM ratings {who}", args).fetchone()[0]
-            demos = con.execute(f"SELECT count(*) FROM demonstrations {who}", args).fetchone()[0]
+            votes = con.execute(f"SELECT count(*) FROM votes WHERE NOT retracted{who}", args).fetchone()[0]
+            ratings = con.execute(f"SELECT count(*) FROM ratings WHERE true{who}", args).fetchone()[0]
+            demos = con.execute(f"SELECT count(*) FROM demonstrations WHERE true{who}", args).fetchone()[0]
         return {"votes": votes, "ratings": ratings, "demonstrations": demos}
 
     def table(self, name: str) -> pd.DataFrame:
@@ -232,6 +221,16 @@ class Store:
 def _standing_vote(con, pair_id: str) -> bool:
     return con.execute("""SELECT 1 FROM comparisons c LEFT JOIN retractions x USING (comparison_id)
                           WHERE c.pair_id = ? AND x.comparison_id IS NULL""", [pair_id]).fetchone() is not None
+
+
+def _insert_pair(con, pair: Pair, created_at) -> None:
+    """The prompt (once), both generations and the pair."""
+    _insert_prompt(con, pair.prompt)
+    for gen in (pair.left, pair.right):
+        _insert_generation(con, gen)
+    con.execute("INSERT INTO pairs VALUES (?, ?, ?, ?, ?, ?)",
+                [pair.pair_id, pair.prompt.prompt_id, pair.left.generation_id, pair.right.generation_id,
+                 pair.source, created_at])
 
 
 def _insert_prompt(con, prompt: Prompt) -> None:

@@ -84,6 +84,15 @@ def test_bad_input_gets_a_clear_message_and_changes_nothing(served, endpoint, ar
     assert {t: len(store.table(t)) for t in before} == before
 
 
+def test_vote_and_next_returns_the_counter_and_a_new_pair(served):
+    client, store, _ = served
+    pair_id, *_ = client.predict(api_name="/next_pair")
+    message, next_id, prompt, left, right = client.predict(pair_id, "right", None, "", api_name="/vote_and_next")
+    assert message.startswith("Saved: right is better.") and "Votes: **" in message
+    assert next_id != pair_id and prompt.startswith("Top 5 things #")
+    assert next_id in set(store.table("pairs").pair_id)
+
+
 def test_second_vote_on_a_pair_is_refused(served):
     client, _, _ = served
     pair_id, _, _ = client.predict("Top 5 rivers", api_name="/new_pair")

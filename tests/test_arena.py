@@ -67,6 +67,14 @@ def test_vote_is_stored_with_decision_time_and_reveals_sources(arena, store):
     assert receipt.left_policy in receipt.message and "right is better" in receipt.message
 
 
+def test_vote_and_next_stores_the_vote_and_shows_a_new_pair(arena, store):
+    shown = arena.next_pair()
+    receipt, following = arena.vote_and_next(shown.pair_id, "left", "ann")
+    assert receipt.pair_id == shown.pair_id and following.pair_id != shown.pair_id
+    assert list(store.votes().pair_id) == [shown.pair_id]
+    assert set(store.table("pairs").pair_id) == {shown.pair_id, following.pair_id}
+
+
 def test_double_vote_and_unknown_pair_are_refused(arena, store):
     shown = arena.next_pair()
     arena.vote(shown.pair_id, "tie", "ann")

@@ -5,6 +5,7 @@ import multiprocessing
 import queue
 import time
 import traceback
+from contextlib import contextmanager
 
 import pandas as pd
 import pytest
@@ -276,6 +277,20 @@ def _hold_write_lock(path: str, seconds: float, held) -> None:
         time.sleep(seconds)
 
 
+@contextmanager
+def write_lock_held_by_child(path: str, seconds: float):
+    """Another process holds the store's write lock for `seconds`; the body runs while it does."""
+    held = SPAWN.Event()
+    holder = SPAWN.Process(target=_hold_write_lock, args=(path, seconds, held))
+    holder.start()
+    try:
+        assert held.wait(timeout=30), "the child never took the lock"
+        yield
+    finally:
+        holder.join(timeout=30)
+    assert holder.exitcode == 0
+
+
 def _drain(results, expected: int, timeout_s: float) -> list[tuple]:
     """Up to `expected` messages; stops early at the first error, so one failure does not wait out the others."""
     messages, deadline = [], time.monotonic() + timeout_s
@@ -346,17 +361,10 @@ def test_writer_waits_for_a_lock_held_by_another_process(tmp_path):
     path = str(tmp_path / "db.duckdb")
     store = Store(path)
     pair_id = store.record_pair(make_pair())
-    held = SPAWN.Event()
-    holder = SPAWN.Process(target=_hold_write_lock, args=(path, 0.5, held))
-    holder.start()
-    try:
-        assert held.wait(timeout=30), "the child never took the lock"
+    with write_lock_held_by_child(path, 0.5):
         began = time.monotonic()
         store.record_vote(pair_id, "left", annotator="alice")
         waited = time.monotonic() - began
-    finally:
-        holder.join(timeout=30)
-    assert holder.exitcode == 0
     assert waited >= 0.4, f"the vote went through in {waited:.2f}s while another process held the lock"
     assert row_count(store, "comparisons") == 1
 
@@ -365,18 +373,11 @@ def test_writer_gives_up_with_store_busy_after_its_timeout(tmp_path):
     path = str(tmp_path / "db.duckdb")
     store = Store(path, timeout_s=0.2)  # built (schema written) before the lock is taken
     pair_id = store.record_pair(make_pair())
-    held = SPAWN.Event()
-    holder = SPAWN.Process(target=_hold_write_lock, args=(path, 1.0, held))
-    holder.start()
-    try:
-        assert held.wait(timeout=30), "the child never took the lock"
+    with write_lock_held_by_child(path, 1.0):
         began = time.monotonic()
         with pytest.raises(StoreBusy, match="locked by another process"):
             store.record_vote(pair_id, "left", annotator="alice")
         gave_up_after = time.monotonic() - began
-    finally:
-        holder.join(timeout=30)
-    assert holder.exitcode == 0
     assert 0.15 <= gave_up_after < 0.9
     assert row_count(store, "comparisons") == 0
     store.record_vote(pair_id, "left", annotator="alice")  # once the lock is free the same store works again
