@@ -4,6 +4,7 @@
     python -m core import-votes votes.jsonl   # prompt, response_a, response_b, choice[, annotator, created_at]
     python -m core export-votes prefs.jsonl   # TRL preference format (prompt, chosen, rejected[, margin])
     python -m core stats                      # what the database holds
+    python -m core train sft|reward|ppo [--preset quick] [--help for every setting]
 
 The database is $RLHF_DB (default data/rlhf.duckdb), or --db.
 """
@@ -13,6 +14,7 @@ import argparse
 import logging
 import sys
 
+from core.config import add_arguments
 from core.model import ModelLoadError
 from core.records import InputError
 from core.store import StoreBusy
@@ -46,6 +48,28 @@ def _stats(args) -> None:
     print(f"{store.path}: " + ", ".join(f"{v} {k}" for k, v in store.counts().items()))
 
 
+STAGES = {  # stage -> (module, config class); modules load lazily so `--help` stays fast
+    "sft": ("core.sft", "SFTConfig"),
+}
+
+
+def stage_config_class(stage: str):
+    import importlib
+
+    module, name = STAGES[stage]
+    return getattr(importlib.import_module(module), name)
+
+
+def _train(args) -> None:
+    import importlib
+
+    from core.config import from_arguments
+
+    cfg = from_arguments(stage_config_class(args.stage), args)
+    run_dir = importlib.import_module(STAGES[args.stage][0]).train(cfg)
+    print(f"run folder: {run_dir}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -59,9 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("out", help="a .jsonl or .parquet path")
     exp.set_defaults(run=_export_votes)
     commands.add_parser("stats", help="count votes, ratings and demonstrations").set_defaults(run=_stats)
+    train = commands.add_parser("train", help="run a training stage; each run writes a folder under models/runs/")
+    stages = train.add_subparsers(dest="stage", required=True)
+    for stage in STAGES:
+        sub = stages.add_parser(stage, help=f"train the {stage} stage", description=_first_paragraph(stage))
+        add_arguments(sub, stage_config_class(stage))
+        sub.set_defaults(run=_train)
     for sub in (imp, exp, commands.choices["stats"]):
         sub.add_argument("--db", default=None, help="DuckDB file (default $RLHF_DB or data/rlhf.duckdb)")
     return parser
+
+
+def _first_paragraph(stage: str) -> str:
+    import importlib
+
+    return (importlib.import_module(STAGES[stage][0]).__doc__ or "").split("\n\n")[0]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -130,3 +130,34 @@ class Generator:
                 seed=seed, num_tokens=lengths[row], finished=finished[row], latency_ms=latency_ms,
                 well_formed=parsed.well_formed, n_items=len(parsed.items)))
         return generations
+
+
+@dataclass
+class Completion:
+    request: str
+    text: str
+    num_tokens: int
+    finished: bool
+
+
+def complete(model, tokenizer, requests: list[str], sampling: SamplingSettings, seed: int, batch_size: int = 16,
+             system_prompt: str = SYSTEM_PROMPT) -> list[Completion]:
+    """One sampled answer per request, in left-padded batches (evaluation: many prompts, one policy)."""
+    eos = eos_ids(model, tokenizer)
+    device = next(model.parameters()).device
+    torch.manual_seed(seed)
+    completions = []
+    for start in range(0, len(requests), batch_size):
+        chunk = requests[start:start + batch_size]
+        batch = tokenizer([chat_text(tokenizer, r, system_prompt) for r in chunk], return_tensors="pt",
+                          padding=True, add_special_tokens=False).to(device)
+        with torch.inference_mode():
+            out = model.generate(**batch, do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
+                                 top_k=sampling.top_k, max_new_tokens=sampling.max_new_tokens,
+                                 eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
+        new_tokens = out[:, batch["input_ids"].shape[1]:]  # (B, T_new)
+        lengths, finished = response_lengths(new_tokens, eos)
+        for row, request in enumerate(chunk):
+            text = tokenizer.decode(new_tokens[row, :lengths[row]], skip_special_tokens=True).strip()
+            completions.append(Completion(request, text, lengths[row], finished[row]))
+    return completions

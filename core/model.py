@@ -82,6 +82,13 @@ def pick_device(requested: str | None = None) -> torch.device:
     return torch.device(requested)
 
 
+def describe_device(device: torch.device) -> str:
+    """What the run trains on, for config.json and the dashboard: 'cpu (2 threads)' or the GPU's name."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
 def default_dtype(device: torch.device) -> torch.dtype:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
@@ -114,14 +121,17 @@ def load_tokenizer(name: str):
     return tokenizer
 
 
-def load_causal_lm(name: str, device: torch.device, dtype: torch.dtype | None = None):
-    """The base causal LM in eval mode (dropout off) on `device`."""
-    from transformers import AutoModelForCausalLM
+def load_causal_lm(name: str, device: torch.device, dtype: torch.dtype | None = None, head: str = "causal_lm"):
+    """The base model in eval mode (dropout off) on `device`: a causal LM, or with head="reward" a sequence
+    classifier with one output (a reward model's starting point; its score head starts random)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     _check_exists(name)
+    kwargs = {"num_labels": 1} if head == "reward" else {}
+    auto = AutoModelForSequenceClassification if head == "reward" else AutoModelForCausalLM
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            name, dtype=dtype or default_dtype(device), trust_remote_code=trust_remote_code_allowed())
+        model = auto.from_pretrained(
+            name, dtype=dtype or default_dtype(device), trust_remote_code=trust_remote_code_allowed(), **kwargs)
     except (OSError, ValueError) as err:
         raise ModelLoadError(_load_hint(name, err)) from err
     return model.to(device).eval()

@@ -102,11 +102,15 @@ def import_votes(store: Store, path: Path) -> int:
     return store.import_votes(votes)
 
 
-def preference_pairs(votes: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Standing left/right votes as TRL preference rows; counts of what was left out."""
+def preference_pairs(votes: pd.DataFrame, with_ids: bool = False) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Standing left/right votes as TRL preference rows; counts of what was left out.
+
+    `with_ids` keeps comparison_id, prompt_id and split, so a trained reward model's scores can be traced back.
+    """
     decided = votes[votes.choice.isin(["left", "right"])]
     left_won = decided.choice == "left"
-    pairs = pd.DataFrame({
+    ids = decided[["comparison_id", "prompt_id", "split"]] if with_ids else pd.DataFrame(index=decided.index)
+    pairs = ids.assign(**{
         "prompt": decided.prompt,
         "chosen": decided.left_text.where(left_won, decided.right_text),
         "rejected": decided.right_text.where(left_won, decided.left_text),

@@ -190,6 +190,12 @@ class Store:
         with self.connect() as con:
             return con.execute(f"SELECT * FROM votes {where} ORDER BY created_at").df()
 
+    def demonstrations(self) -> pd.DataFrame:
+        """Every demonstration written in the arena with its prompt, oldest first."""
+        with self.connect() as con:
+            return con.execute("""SELECT d.*, p.text AS prompt, p.split, p.library_id FROM demonstrations d
+                                  JOIN prompts p USING (prompt_id) ORDER BY d.created_at""").df()
+
     def pair_policies(self, pair_id: str) -> tuple[str, str]:
         """Which policy produced the left and the right list (revealed after the vote)."""
         with self.connect() as con:

@@ -1,0 +1,224 @@
+"""A training run is a folder, and this module is the only code that writes or reads one.
+
+    models/runs/<stage>-<YYYYmmdd-HHMMSS>/
+        config.json     the stage's config as run (+ base model, device, versions)
+        data/           the exact snapshot it trained on, and lineage.json (counts, newest vote, database path)
+        metrics.jsonl   one flat dict per logged step: {"step": 3, "objective/kl": 0.8, ...}
+        status.json     state, step, total, eta_s, pid, started_at, updated_at, message
+        samples.jsonl   generations with their scores (stages that generate)
+        adapter/        the PEFT adapter (the run's product)
+        checkpoint/     what --resume continues from (PPO)
+        train.log       the run's log
+
+States: running -> finished | stopped (SIGTERM/Ctrl-C, with a final checkpoint) | failed (exception, message
+kept). A run killed with SIGKILL cannot say so: `read_status` reports a "running" run whose pid is gone as "killed".
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from core import config as config_io
+
+RUNS_DIR = Path(os.environ.get("RLHF_RUNS_DIR", Path(__file__).resolve().parent.parent / "models" / "runs"))
+FINAL_STATES = ("finished", "stopped", "failed", "killed")
+log = logging.getLogger(__name__)
+
+
+def new_run_dir(stage: str, root: Path | None = None) -> Path:
+    """A fresh `<stage>-<timestamp>` folder under `root` (a suffix keeps two runs in one second apart)."""
+    root = Path(root or RUNS_DIR)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for n in range(100):
+        path = root / f"{stage}-{stamp}{'' if n == 0 else f'-{n}'}"
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a run folder under {root}")
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write whole-or-nothing (a reader never sees half a file, even if the process dies mid-write)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def append_jsonl(path: Path, rows: list[dict]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, default=_plain) + "\n")
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+class StopRequest:
+    """SIGTERM and Ctrl-C ask the loop to stop at the next step boundary instead of killing it mid-write."""
+
+    def __init__(self):
+        self.requested = False
+
+    def install(self) -> "StopRequest":
+        def handler(signum, frame):
+            self.requested = True
+            log.warning("received %s: stopping after this step", signal.Signals(signum).name)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                signal.signal(sig, handler)
+            except ValueError:  # not the main thread (tests, notebooks): stopping is then up to the caller
+                pass
+        return self
+
+
+class Run:
+    """The writer side of a run folder: config, metrics, samples, status with ETA, and a terminal progress bar."""
+
+    def __init__(self, path: Path, total: int, resumed_step: int = 0, is_main: bool = True):
+        self.path, self.total, self.is_main = Path(path), total, is_main
+        self.step, self.first_step, self.started = resumed_step, resumed_step, time.monotonic()
+        self.stop = StopRequest().install()
+        self._bar = tqdm(total=total, initial=resumed_step, desc=self.path.name, disable=not is_main, dynamic_ncols=True)
+        self._status = {}
+        if is_main:
+            self._log_handler = logging.FileHandler(self.path / "train.log")
+            self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            logging.getLogger().addHandler(self._log_handler)
+            logging.getLogger().setLevel(min(logging.getLogger().level or logging.INFO, logging.INFO))
+            previous = read_json(self.path / "status.json")
+            self.set_status("running", started_at=previous.get("started_at", _now()), resumed_at_step=resumed_step)
+
+    def save_config(self, cfg, **extra) -> None:
+        if self.is_main:
+            config_io.save(cfg, self.path / "config.json", **extra)
+
+    def set_status(self, state: str, **fields) -> None:
+        if not self.is_main:
+            return
+        self._status.update(state=state, step=self.step, total=self.total, eta_s=self.eta_s(), pid=os.getpid(),
+                            updated_at=_now(), **fields)
+        write_json(self.path / "status.json", self._status)
+
+    def eta_s(self) -> float | None:
+        done = self.step - self.first_step
+        if done <= 0:
+            return None
+        return round((time.monotonic() - self.started) / done * max(self.total - self.step, 0), 1)
+
+    def log_metrics(self, step: int, metrics: dict) -> None:
+        """One flat row in metrics.jsonl; advances the progress bar and status to `step`."""
+        row = {"step": step, **{k: _finite(v) for k, v in metrics.items()}}
+        if self.is_main:
+            append_jsonl(self.path / "metrics.jsonl", [row])
+        self._bar.update(max(step - self.step, 0))
+        self.step = max(self.step, step)
+        self.set_status("running")
+
+    def log_samples(self, step: int, samples: list[dict]) -> None:
+        if self.is_main:
+            append_jsonl(self.path / "samples.jsonl", [{"step": step, **s} for s in samples])
+
+    def finish(self, state: str = "finished", message: str = "") -> None:
+        self._bar.close()
+        self.set_status(state, message=message, finished_at=_now())
+        if self.is_main:
+            logging.getLogger().removeHandler(self._log_handler)
+            self._log_handler.close()
+
+    def fail(self, err: BaseException) -> None:
+        log.error("run failed: %s\n%s", err, traceback.format_exc())
+        self.finish("failed", message=f"{type(err).__name__}: {err}")
+
+
+def _finite(value):
+    value = _plain(value) if hasattr(value, "item") else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN; a missing value plots as a gap
+    return value
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ---- the reader side (dashboard, tests, --resume) ------------------------------------------------------------------
+def read_json(path: Path) -> dict:
+    """A JSON file, or {} when it is missing or damaged (a reader never crashes on a bad folder)."""
+    try:
+        value = json.loads(Path(path).read_text())
+        return value if isinstance(value, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every whole line of a JSONL file; a torn last line (a run killed mid-write) is skipped."""
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict):
+                    rows.append(row)
+    except OSError:
+        pass
+    return rows
+
+
+def pid_alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_status(run_dir: Path) -> dict:
+    """status.json, with a "running" run whose process is gone reported as "killed"."""
+    status = read_json(Path(run_dir) / "status.json")
+    if not status:
+        return {"state": "damaged", "message": "status.json is missing or unreadable"}
+    if status.get("state") == "running" and not pid_alive(status.get("pid")):
+        status = {**status, "state": "killed", "message": "the process ended without a final status (killed?)"}
+    return status
+
+
+@dataclass
+class RunInfo:
+    path: Path
+    stage: str
+    status: dict
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def list_runs(root: Path | None = None) -> list[RunInfo]:
+    """Every run folder under `root`, newest first."""
+    root = Path(root or RUNS_DIR)
+    if not root.is_dir():
+        return []
+    runs = [RunInfo(p, p.name.split("-")[0], read_status(p)) for p in root.iterdir() if p.is_dir()]
+    return sorted(runs, key=lambda r: r.path.name.split("-", 1)[-1], reverse=True)  # by timestamp, any stage

@@ -1,0 +1,92 @@
+"""The data a run trains on, copied out of the live database into the run folder when the run starts.
+
+A run never holds the DuckDB file: the arena keeps writing while training reads its own frozen copy, and the copy
+stays beside the adapter so the dashboard can say what a model was trained on (lineage.json).
+
+Held-out split, by prompt (a prompt in both splits would leak): library prompts keep the split they ship with
+(data/prompts.jsonl, so every stage holds out the same 72 requests); a custom or imported prompt is assigned by a
+hash of its id, `eval_fraction` of them to eval.
+"""
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from core.library import load_prompts, load_seed_demonstrations
+from core.preferences import preference_pairs
+from core.runs import read_json, write_json
+from core.store import Store
+
+
+def split_for(prompt_id: str, library_split, eval_fraction: float) -> str:
+    if library_split in ("train", "eval"):
+        return library_split
+    bucket = int(hashlib.sha1(prompt_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "eval" if bucket < eval_fraction else "train"
+
+
+def _lineage(run_dir: Path, store: Store | None, **counts) -> dict:
+    """Add to data/lineage.json what was taken and from where (a stage may take several snapshots)."""
+    path = run_dir / "data" / "lineage.json"
+    lineage = read_json(path) | {"taken_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **counts}
+    if store is not None:
+        lineage["database"] = str(store.path)
+    write_json(path, lineage)
+    return lineage
+
+
+def take_preferences(store: Store, run_dir: Path, eval_fraction: float) -> tuple[pd.DataFrame, dict]:
+    """Standing votes -> data/votes.parquet (everything, for lineage) and data/pairs.parquet (what trains).
+
+    pairs: comparison_id, prompt_id, split, prompt, chosen, rejected[, margin].
+    """
+    data = Path(run_dir) / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    votes = store.votes()
+    votes.to_parquet(data / "votes.parquet", index=False)
+    pairs, left_out = preference_pairs(votes, with_ids=True)
+    if "margin" not in pairs:
+        pairs["margin"] = 0.0
+    pairs["split"] = [split_for(pid, split, eval_fraction) for pid, split in zip(pairs.prompt_id, pairs.split)]
+    pairs.to_parquet(data / "pairs.parquet", index=False)
+    newest = votes.created_at.max() if len(votes) else None
+    lineage = _lineage(run_dir, store, votes=len(votes), pairs=len(pairs), **left_out,
+                       train_pairs=int((pairs.split == "train").sum()), eval_pairs=int((pairs.split == "eval").sum()),
+                       newest_vote_at=None if newest is None else str(newest))
+    return pairs, lineage
+
+
+def take_demonstrations(store: Store | None, run_dir: Path, seed: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Seed demonstrations (data/demonstrations.jsonl) plus those written in the arena -> data/demonstrations.jsonl.
+
+    Columns: prompt, response, source, split. Only train-split prompts are kept, so eval stays held out.
+    """
+    rows = [{"prompt": d.prompt.text, "response": d.response, "source": "seed", "split": d.prompt.split}
+            for d in (load_seed_demonstrations() if seed else [])]
+    arena = store.demonstrations() if store is not None else pd.DataFrame()
+    for row in arena.itertuples():
+        rows.append({"prompt": row.prompt, "response": row.text, "source": row.source,
+                     "split": split_for(row.prompt_id, row.split, 0.2)})
+    demos = pd.DataFrame(rows, columns=["prompt", "response", "source", "split"])
+    demos = demos[demos.split == "train"].drop_duplicates(["prompt", "response"]).reset_index(drop=True)
+    data = Path(run_dir) / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    demos.to_json(data / "demonstrations.jsonl", orient="records", lines=True, force_ascii=False)
+    newest = arena.created_at.max() if len(arena) else None
+    lineage = _lineage(run_dir, store, demonstrations=len(demos), seed=int((demos.source == "seed").sum()),
+                       from_arena=int((demos.source != "seed").sum()),
+                       newest_demonstration_at=None if newest is None else str(newest))
+    return demos, lineage
+
+
+def take_prompts(run_dir: Path, split: str) -> tuple[list[str], dict]:
+    """Library prompts of one split -> data/prompts.jsonl (PPO's rollout prompts, the stages' eval prompts)."""
+    prompts = [p.text for p in load_prompts(split=split)]
+    data = Path(run_dir) / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"prompt": prompts}).to_json(data / f"prompts_{split}.jsonl", orient="records", lines=True,
+                                              force_ascii=False)
+    return prompts, _lineage(Path(run_dir), None, **{f"{split}_prompts": len(prompts)})

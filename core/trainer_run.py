@@ -1,0 +1,64 @@
+"""Connects a Hugging Face Trainer (TRL's SFTTrainer and RewardTrainer) to a run folder.
+
+The trainer's own log lines become flat rows in metrics.jsonl (`train/loss`, `eval/accuracy`), its step count drives
+status.json and the ETA, and a SIGTERM caught by the run stops training at the next step so the adapter is saved.
+"""
+from __future__ import annotations
+
+import torch
+from transformers import TrainerCallback
+
+from core.runs import Run
+
+
+def flat_logs(logs: dict) -> dict:
+    """Trainer log keys as namespaced metric names: `loss` -> `train/loss`, `eval_accuracy` -> `eval/accuracy`."""
+    out = {}
+    for key, value in logs.items():
+        if not isinstance(value, (int, float)) or key in ("total_flos",):
+            continue
+        if key.startswith("eval_"):
+            out[f"eval/{key[5:]}"] = value
+        elif key.startswith("train_"):  # the end-of-training summary (train_runtime, train_loss ...)
+            out[f"summary/{key[6:]}"] = value
+        else:
+            out[f"train/{key}"] = value
+    return out
+
+
+class RunCallback(TrainerCallback):
+    """Add with `attach(trainer, run)`, which also silences the trainer's own printing (the run has a bar)."""
+
+    def __init__(self, run: Run):
+        self.run = run
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.run.total = state.max_steps
+        self.run._bar.total = state.max_steps
+        self.run.set_status("running")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs:
+            self.run.log_metrics(state.global_step, flat_logs(logs))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.run.stop.requested:
+            control.should_training_stop = True
+
+
+def trainer_arguments(device: torch.device, seed: int, output_dir, **knobs) -> dict:
+    """What every stage passes to TRL's config: no checkpoints or trackers of the trainer's own (the run folder
+    is the record), log every step, and the device the user picked (accelerate does the placement)."""
+    # TRL turns activation checkpointing on by default; these models are small enough that it only costs time.
+    return dict(output_dir=str(output_dir), seed=seed, logging_steps=1, save_strategy="no", report_to=[],
+                use_cpu=device.type == "cpu", disable_tqdm=True, dataloader_num_workers=0,
+                activation_checkpointing=False,
+                bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(), **knobs)
+
+
+def attach(trainer, run: Run) -> None:
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(RunCallback(run))
