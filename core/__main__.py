@@ -5,6 +5,7 @@
     python -m core export-votes prefs.jsonl   # TRL preference format (prompt, chosen, rejected[, margin])
     python -m core stats                      # what the database holds
     python -m core train sft|reward|ppo [--preset quick] [--help for every setting]
+    python -m core score --reward-model RUN --prompt "Top 5 ..." --response "1. ..." [--response "1. ..."]
 
 The database is $RLHF_DB (default data/rlhf.duckdb), or --db.
 """
@@ -50,6 +51,8 @@ def _stats(args) -> None:
 
 STAGES = {  # stage -> (module, config class); modules load lazily so `--help` stays fast
     "sft": ("core.sft", "SFTConfig"),
+    "reward": ("core.reward_model", "RewardConfig"),
+    "ppo": ("core.ppo", "PPOConfig"),
 }
 
 
@@ -68,6 +71,20 @@ def _train(args) -> None:
     cfg = from_arguments(stage_config_class(args.stage), args)
     run_dir = importlib.import_module(STAGES[args.stage][0]).train(cfg)
     print(f"run folder: {run_dir}")
+
+
+def _score(args) -> None:
+    from core.calibration import preference_probability
+    from core.reward_model import RewardScorer
+
+    if not args.response:
+        raise InputError("give at least one --response to score.")
+    scorer = RewardScorer.from_folder(args.reward_model, device=args.device)
+    scores = scorer.score([args.prompt] * len(args.response), args.response)
+    for n, score in enumerate(scores, start=1):
+        print(f"response {n}: reward {score:+.3f}")
+    if len(scores) == 2:
+        print(f"P(response 1 preferred) = {float(preference_probability(scores[0], scores[1])):.3f}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub = stages.add_parser(stage, help=f"train the {stage} stage", description=_first_paragraph(stage))
         add_arguments(sub, stage_config_class(stage))
         sub.set_defaults(run=_train)
+    score = commands.add_parser("score", help="score request + list pairs with a trained reward model")
+    score.add_argument("--reward-model", required=True, help="a reward run folder (or its adapter/ folder)")
+    score.add_argument("--prompt", required=True, help="the request, e.g. 'Top 5 ideas for a Thanksgiving meal'")
+    score.add_argument("--response", action="append", default=[], help="a list to score (repeat to compare)")
+    score.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    score.set_defaults(run=_score)
     for sub in (imp, exp, commands.choices["stats"]):
         sub.add_argument("--db", default=None, help="DuckDB file (default $RLHF_DB or data/rlhf.duckdb)")
     return parser
@@ -102,7 +125,9 @@ def _first_paragraph(stage: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    level = logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s")
+    logging.getLogger().handlers[0].setLevel(level)  # a Run lowers the root level so that train.log gets INFO
     try:
         args.run(args)
     except (InputError, ModelLoadError, StoreBusy) as err:

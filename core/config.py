@@ -1,6 +1,6 @@
 """Stage configs: one dataclass per stage is the single definition of its settings.
 
-The CLI (`python -m core train <stage> --lr 1e-4`), the dashboard's form and a run's config.json are all generated
+The CLI (`python -m core train <stage> --learning-rate 1e-4`), the dashboard's form and a run's config.json are all generated
 from the dataclass: every field is a `knob(default, "help")`, and `__post_init__` validates with messages that say
 what to pass instead. A stage's `PRESETS` name bundles of overrides; `--preset quick` sizes a run for minutes on
 two CPU cores, while the plain defaults suit a GPU.
@@ -50,8 +50,14 @@ def parse_value(cls, name: str, text: str):
     kind = field_type(cls, f)
     if isinstance(text, str) and text.strip().lower() in ("", "none") and is_optional(cls, f):
         return None
-    if not isinstance(text, str):
-        return text
+    value = text if not isinstance(text, str) else _from_text(kind, name, text)
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"--{name.replace('_', '-')}: {value!r} is not one of {', '.join(map(str, choices))}.")
+    return value
+
+
+def _from_text(kind: type, name: str, text: str):
     try:
         if kind is bool:
             if text.lower() in ("1", "true", "yes", "on"):
@@ -93,8 +99,18 @@ def build(cls, preset: str | None = None, **overrides):
 
 
 def from_arguments(cls, args: argparse.Namespace):
+    """The config from --preset and the flags typed. With --resume RUN the run's saved config.json is the
+    starting point instead, so only what is typed again changes (e.g. --total-updates to extend it)."""
     names = {f.name for f in dataclasses.fields(cls)}
-    return build(cls, getattr(args, "preset", None), **{k: v for k, v in vars(args).items() if k in names})
+    typed = {k: v for k, v in vars(args).items() if k in names}
+    if typed.get("resume"):
+        saved = Path(typed["resume"]) / "config.json"
+        if not saved.exists():
+            raise ConfigError(f"{typed['resume']} is not a run folder (no config.json); pass the folder of the run "
+                              "to continue, e.g. models/runs/ppo-20261121-101500.")
+        base = dataclasses.asdict(load(cls, saved))
+        return build(cls, None, **{**base, **typed})
+    return build(cls, getattr(args, "preset", None), **typed)
 
 
 def to_command(stage: str, cfg) -> list[str]:

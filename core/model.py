@@ -11,6 +11,7 @@ or the `RLHF_BASE_MODEL` environment variable.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -130,11 +131,21 @@ def load_causal_lm(name: str, device: torch.device, dtype: torch.dtype | None = 
     kwargs = {"num_labels": 1} if head == "reward" else {}
     auto = AutoModelForSequenceClassification if head == "reward" else AutoModelForCausalLM
     try:
-        model = auto.from_pretrained(
-            name, dtype=dtype or default_dtype(device), trust_remote_code=trust_remote_code_allowed(), **kwargs)
+        with _expected_reward_head(head):
+            model = auto.from_pretrained(
+                name, dtype=dtype or default_dtype(device), trust_remote_code=trust_remote_code_allowed(), **kwargs)
     except (OSError, ValueError) as err:
         raise ModelLoadError(_load_hint(name, err)) from err
     return model.to(device).eval()
+
+
+def _expected_reward_head(head: str):
+    """A reward model's score head starts random and its LM head goes unused: silence the load report saying so."""
+    if head != "reward":
+        return contextlib.nullcontext()
+    from trl.trainer.reward_trainer import suppress_seqcls_warning
+
+    return suppress_seqcls_warning()
 
 
 @dataclass

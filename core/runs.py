@@ -35,6 +35,25 @@ FINAL_STATES = ("finished", "stopped", "failed", "killed")
 log = logging.getLogger(__name__)
 
 
+def prepare_run_dir(stage: str, output_dir: str = "", resume: str = "") -> Path:
+    """The run's folder: `resume` (an existing run), else `output_dir`, else a fresh one under models/runs/.
+    A folder that already holds a run is refused unless resumed, so two runs never mix their logs."""
+    from core.records import InputError
+
+    if resume:
+        path = Path(resume)
+        if not (path / "config.json").exists():
+            raise InputError(f"{resume} is not a run folder (no config.json); pass the folder of the run to continue.")
+        return path
+    if not output_dir:
+        return new_run_dir(stage)
+    path = Path(output_dir)
+    if (path / "status.json").exists():
+        raise InputError(f"{path} already holds a run; pass a new --output-dir (or --resume it, for PPO).")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def new_run_dir(stage: str, root: Path | None = None) -> Path:
     """A fresh `<stage>-<timestamp>` folder under `root` (a suffix keeps two runs in one second apart)."""
     root = Path(root or RUNS_DIR)
@@ -102,6 +121,14 @@ class Run:
             previous = read_json(self.path / "status.json")
             self.set_status("running", started_at=previous.get("started_at", _now()), resumed_at_step=resumed_step)
 
+    def restart_at(self, step: int) -> None:
+        """Continue counting from `step` (a resumed run); the ETA is measured from here."""
+        self.step = self.first_step = step
+        self.started = time.monotonic()
+        self._bar.reset(total=self.total)
+        self._bar.update(step)
+        self.set_status("running", resumed_at_step=step)
+
     def save_config(self, cfg, **extra) -> None:
         if self.is_main:
             config_io.save(cfg, self.path / "config.json", **extra)
@@ -140,8 +167,22 @@ class Run:
             self._log_handler.close()
 
     def fail(self, err: BaseException) -> None:
-        log.error("run failed: %s\n%s", err, traceback.format_exc())
+        log.error("run failed: %s", err)
+        if self.is_main:  # the traceback is for train.log; the console gets the CLI's one-line error
+            self._log_handler.stream.write(traceback.format_exc())
+            self._log_handler.flush()
         self.finish("failed", message=f"{type(err).__name__}: {err}")
+
+
+def rewind_logs(run_dir: Path, step: int) -> None:
+    """Drop metrics and samples logged after `step`: a resumed run redoes those updates and logs them again."""
+    for name in ("metrics.jsonl", "samples.jsonl"):
+        path = Path(run_dir) / name
+        if path.exists():
+            kept = [row for row in read_jsonl(path) if row.get("step", 0) <= step]
+            tmp = path.with_name(f".{name}.tmp")
+            tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
+            os.replace(tmp, path)
 
 
 def _finite(value):

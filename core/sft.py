@@ -93,13 +93,12 @@ def train(cfg: SFTConfig) -> Path:
 
     from core.model import describe_device, load
     from core.records import InputError
-    from core.runs import Run, new_run_dir
+    from core.runs import Run, prepare_run_dir
     from core.snapshot import take_demonstrations, take_prompts
     from core.store import Store
     from core.trainer_run import attach, trainer_arguments
 
-    run_dir = Path(cfg.output_dir) if cfg.output_dir else new_run_dir("sft")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = prepare_run_dir("sft", cfg.output_dir)
     run = Run(run_dir, total=max(cfg.max_steps, 0))
     try:
         # 1. snapshot the data and load the base
@@ -115,8 +114,16 @@ def train(cfg: SFTConfig) -> Path:
                  lineage["from_arena"])
 
         # 2. tokenise exactly as generation sees it; loss on the list tokens only
-        dataset = Dataset.from_list([tokenize_demonstration(tokenizer, p, r, cfg.max_length)
-                                     for p, r in zip(demos.prompt, demos.response)])
+        examples = [tokenize_demonstration(tokenizer, p, r, cfg.max_length) for p, r in zip(demos.prompt, demos.response)]
+        trainable = [e for e in examples if 1 in e["completion_mask"]]
+        if not trainable:
+            longest = max(e["completion_mask"].count(0) for e in examples)
+            raise InputError(f"max-length {cfg.max_length} leaves no room for the list: the chat-templated requests "
+                             f"alone take up to {longest} tokens; pass a larger --max-length, e.g. 512.")
+        if len(trainable) < len(examples):
+            log.warning("%d of %d demonstrations left out: their request fills max-length %d",
+                        len(examples) - len(trainable), len(examples), cfg.max_length)
+        dataset = Dataset.from_list(trainable)
 
         # 3. train the LoRA adapter with TRL (accelerate places it on the device)
         args = TRLSFTConfig(**trainer_arguments(

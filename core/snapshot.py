@@ -39,18 +39,18 @@ def _lineage(run_dir: Path, store: Store | None, **counts) -> dict:
 
 
 def take_preferences(store: Store, run_dir: Path, eval_fraction: float) -> tuple[pd.DataFrame, dict]:
-    """Standing votes -> data/votes.parquet (everything, for lineage) and data/pairs.parquet (what trains).
+    """Standing votes -> data/votes.parquet (all of them, split resolved) and data/pairs.parquet (what trains).
 
     pairs: comparison_id, prompt_id, split, prompt, chosen, rejected[, margin].
     """
     data = Path(run_dir) / "data"
     data.mkdir(parents=True, exist_ok=True)
     votes = store.votes()
+    votes["split"] = [split_for(pid, split, eval_fraction) for pid, split in zip(votes.prompt_id, votes.split)]
     votes.to_parquet(data / "votes.parquet", index=False)
     pairs, left_out = preference_pairs(votes, with_ids=True)
     if "margin" not in pairs:
         pairs["margin"] = 0.0
-    pairs["split"] = [split_for(pid, split, eval_fraction) for pid, split in zip(pairs.prompt_id, pairs.split)]
     pairs.to_parquet(data / "pairs.parquet", index=False)
     newest = votes.created_at.max() if len(votes) else None
     lineage = _lineage(run_dir, store, votes=len(votes), pairs=len(pairs), **left_out,

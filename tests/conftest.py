@@ -91,3 +91,62 @@ def tiny_adapter_dir(tiny_model_dir, tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny-adapter")
     peft_model.save_pretrained(path)
     return str(path)
+
+
+def run_cli(*args: str, timeout: float = 300, check: bool = True):
+    """`python -m core ARGS` in a fresh process, as a user would type it; returns the CompletedProcess."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run([sys.executable, "-m", "core", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=Path(__file__).resolve().parent.parent)
+    if check and done.returncode != 0:
+        raise AssertionError(f"python -m core {' '.join(map(str, args))} exited {done.returncode}:\n"
+                             f"{done.stderr[-3000:]}")
+    return done
+
+
+def write_preference_votes(path, n: int, seed: int = 0) -> str:
+    """A JSONL of `n` votes where a five-item numbered list always beats a one-line non-list (clear taste)."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    things = ["fruits", "films", "books", "games", "parks", "songs", "snacks", "hikes", "apps", "gifts"]
+    rows = []
+    for i in range(n):
+        topic = things[i % len(things)]
+        good = "\n".join(f"{k}. {topic} pick {rng.randint(1, 99)} - worth it." for k in range(1, 6))
+        bad = f"Here are some {topic} ideas, like {rng.randint(1, 99)} and more! Enjoy"
+        good_first = rng.random() < 0.5
+        rows.append({"prompt": f"Top 5 {topic} for occasion {i}", "response_a": good if good_first else bad,
+                     "response_b": bad if good_first else good, "choice": "a" if good_first else "b"})
+    with open(path, "w") as f:
+        f.write("\n".join(json.dumps(r) for r in rows) + "\n")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def preference_db(tmp_path_factory):
+    """A database holding 48 clear-cut votes on custom prompts, plus one tie."""
+    from core.preferences import import_votes
+    from core.store import Store
+
+    folder = tmp_path_factory.mktemp("prefs")
+    store = Store(folder / "prefs.duckdb")
+    import_votes(store, write_preference_votes(folder / "votes.jsonl", 48))
+    tie = folder / "tie.jsonl"
+    tie.write_text('{"prompt": "Top 5 rivers", "response_a": "1. Nile", "response_b": "1. Amazon", "choice": "tie"}\n')
+    import_votes(store, tie)
+    return str(store.path)
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_run(tiny_model_dir, preference_db, tmp_path_factory):
+    """A reward model trained on the tiny base through the real CLI (a few seconds)."""
+    out = tmp_path_factory.mktemp("reward-run") / "run"
+    run_cli("train", "reward", "--base-model", tiny_model_dir, "--db", preference_db, "--max-steps", "10",
+            "--batch-size", "8", "--learning-rate", "3e-3", "--eval-fraction", "0.4", "--output-dir", out)
+    return out

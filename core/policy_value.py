@@ -1,0 +1,146 @@
+"""One copy of the base weights serving PPO's four roles, as LoRA adapters on a single PEFT model.
+
+- policy:    adapter "default" (trainable), started from the SFT adapter when given, else fresh (= the base);
+- reference: adapter "reference" (a frozen copy of the SFT adapter), or the bare base with adapters disabled;
+- value:     a linear head on the policy's last hidden state, sharing its LoRA trunk (like TRL's former
+             AutoModelForCausalLMWithValueHead), zero-initialised so it starts by predicting the mean reward 0;
+- reward:    adapter "reward" + the reward model's score head, when the reward model was trained on this base.
+             A reward model on another base is loaded beside it (RewardScorer) and scores decoded text.
+
+Every forward goes through the backbone once and applies the heads only where needed: the LM head on the response
+positions (a 49k-wide vocabulary over the prompt would be wasted work), the value head on the same positions, the
+score head on the last token.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+POLICY, REFERENCE, REWARD = "default", "reference", "reward"  # "default": PEFT saves it at the folder's top
+
+
+def adapter_dir(path: str | Path) -> Path:
+    """A run folder or an adapter folder -> the folder holding adapter_config.json."""
+    path = Path(path)
+    return path / "adapter" if (path / "adapter" / "adapter_config.json").exists() else path
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip left padding, as generate() used them: (B, T)."""
+    return (attention_mask.cumsum(1) - 1).clamp(min=0)
+
+
+class PolicyValue(nn.Module):
+    """The PEFT model plus the value head; `forward` is what PPO differentiates through."""
+
+    def __init__(self, peft_model, value_head: nn.Linear, score_head: nn.Linear | None, has_reference: bool):
+        super().__init__()
+        self.peft_model, self.value_head, self.score_head = peft_model, value_head, score_head
+        self.has_reference = has_reference
+
+    @property
+    def lm(self):
+        return self.peft_model.get_base_model()
+
+    def hidden(self, input_ids, attention_mask) -> torch.Tensor:
+        """Last hidden state (B, T, H) under the active adapter."""
+        backbone = getattr(self.lm, self.lm.base_model_prefix)
+        return backbone(input_ids=input_ids, attention_mask=attention_mask,
+                        position_ids=position_ids(attention_mask)).last_hidden_state
+
+    def forward(self, input_ids, attention_mask, context_length: int, temperature: float):
+        """Log-probs (B, R) of the response tokens under logits / T, per-token entropy (B, R), values (B, R)."""
+        h = self.hidden(input_ids, attention_mask)[:, context_length - 1:-1]  # (B, R, H): states before each token
+        logits = self.lm.lm_head(h).float() / temperature  # (B, R, V)
+        logprobs_all = F.log_softmax(logits, dim=-1)
+        response = input_ids[:, context_length:]  # (B, R)
+        logprobs = logprobs_all.gather(-1, response.unsqueeze(-1)).squeeze(-1)  # (B, R)
+        entropy = -(logprobs_all.exp() * logprobs_all).sum(-1)  # (B, R)
+        values = self.value_head(h.float()).squeeze(-1)  # (B, R)
+        return logprobs, entropy, values
+
+    @contextmanager
+    def adapter(self, name: str | None):
+        """Run a block under another adapter (None: the bare base), then return to the policy."""
+        if name is None:
+            with self.peft_model.disable_adapter():
+                yield
+            return
+        self.peft_model.set_adapter(name, inference_mode=True)  # frozen: only the policy ever trains
+        try:
+            yield
+        finally:
+            self.peft_model.set_adapter(POLICY)
+
+    @torch.no_grad()
+    def reference_logprobs(self, input_ids, attention_mask, context_length: int, temperature: float):
+        with self.adapter(REFERENCE if self.has_reference else None):
+            return self(input_ids, attention_mask, context_length, temperature)[0]
+
+    @torch.no_grad()
+    def reward_scores(self, input_ids, attention_mask, last_index: torch.Tensor) -> torch.Tensor:
+        """The shared-base reward model's score (B,) read at `last_index` (the EOS, or the last token)."""
+        with self.adapter(REWARD):
+            h = self.hidden(input_ids, attention_mask)  # (B, T, H)
+        last = h[torch.arange(h.shape[0], device=h.device), last_index]  # (B, H)
+        return self.score_head(last.to(self.score_head.weight.dtype)).squeeze(-1).float()
+
+
+def _train_only(peft_model, name: str) -> None:
+    """PEFT's set_adapter marks the active adapter trainable; only the policy's weights may ever be."""
+    for param_name, param in peft_model.named_parameters():
+        param.requires_grad = f".{name}." in param_name and "lora_" in param_name
+
+
+def build(base, tokenizer, lora_config, sft_adapter: str | None, reward_adapter: str | None) -> PolicyValue:
+    """Wrap the loaded base causal LM (eval mode) into the four roles."""
+    from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    if sft_adapter:
+        peft_model = PeftModel.from_pretrained(base, str(adapter_dir(sft_adapter)), adapter_name=POLICY,
+                                               is_trainable=True)
+        peft_model.load_adapter(str(adapter_dir(sft_adapter)), adapter_name=REFERENCE, is_trainable=False)
+    else:
+        peft_model = get_peft_model(base, lora_config, adapter_name=POLICY)
+
+    score_head = None
+    if reward_adapter:
+        folder = adapter_dir(reward_adapter)
+        saved = json.loads((folder / "adapter_config.json").read_text())
+        weights = load_file(str(folder / "adapter_model.safetensors"))
+        score_weight = weights.pop("base_model.model.score.weight")  # (1, H), TRL's modules_to_save head
+        peft_model.add_adapter(REWARD, LoraConfig(r=saved["r"], lora_alpha=saved["lora_alpha"], lora_dropout=0.0,
+                                                  target_modules=saved["target_modules"], task_type="CAUSAL_LM"))
+        result = set_peft_model_state_dict(peft_model, weights, adapter_name=REWARD)
+        if getattr(result, "unexpected_keys", None):
+            raise ValueError(f"reward adapter keys not understood: {result.unexpected_keys[:3]}")
+        score_head = nn.Linear(score_weight.shape[1], 1, bias=False).to(base.device)
+        score_head.weight.data.copy_(score_weight)
+        score_head.requires_grad_(False)
+
+    peft_model.set_adapter(POLICY)
+    _train_only(peft_model, POLICY)
+    peft_model.eval()  # PPO keeps dropout off in every role (RLHF_NOTES 1)
+    hidden_size = base.config.get_text_config().hidden_size
+    value_head = nn.Linear(hidden_size, 1).to(base.device)
+    nn.init.zeros_(value_head.weight)
+    nn.init.zeros_(value_head.bias)
+    return PolicyValue(peft_model, value_head, score_head, has_reference=bool(sft_adapter))
+
+
+def reward_shares_base(reward_adapter: str | Path, base_name: str) -> bool:
+    """Whether the reward model was trained on this very base (then it rides along as one more adapter)."""
+    saved = json.loads((adapter_dir(reward_adapter) / "adapter_config.json").read_text())
+    if saved.get("task_type") != "SEQ_CLS":
+        raise ValueError(f"{reward_adapter} is a {saved.get('task_type')} adapter, not a reward model; pass a folder "
+                         "made by `python -m core train reward`.")
+    same = str(saved.get("base_model_name_or_path", "")).rstrip("/")
+    return same == str(base_name).rstrip("/") or (Path(same).exists() and Path(same).resolve() == Path(base_name).resolve())

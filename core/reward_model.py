@@ -1,0 +1,233 @@
+"""Reward model: a LoRA sequence classifier (one output) trained on the arena's votes with TRL's RewardTrainer.
+
+    python -m core train reward --preset quick                 # minutes on 2 CPU cores
+    python -m core train reward --swap-labels true             # sanity check: held-out accuracy must fall to ~0
+    python -m core score --reward-model RUN_DIR --prompt "Top 5 ..." --response "1. ..." --response "1. ..."
+
+How votes enter training (our decisions; TRL models neither ties nor "both bad"):
+1. A left/right vote is a (chosen, rejected) pair. Loss: Bradley–Terry −log σ(r⁺ − r⁻ − m), with m the vote's
+   strength as a margin (1/3, 2/3, 1: Llama 2's small-margin scale; 0 without a strength; `--use-margin false` to
+   ignore it).
+2. Ties and "both bad" are left out of training: neither says which list is better, and a tie term would pull
+   the two scores together without telling the model what made them equal. They are still scored (scores.parquet).
+3. Held-out split by prompt (core/snapshot.py): library prompts keep their shipped split, others hash to one.
+
+Inputs are tokenised here exactly as PPO will score a rollout: chat-templated request + list + EOS; the score is
+read at the last token. After training every labelled pair, train and held-out, is scored (scores.parquet, for
+browsing disagreements), and held-out accuracy with counts, ECE and accuracy against score gap are reported
+(metrics.jsonl and calibration.json).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from core.config import check, knob
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RewardConfig:
+    base_model: str = knob("", "Hugging Face id or folder the reward model starts from; empty: the policy's base "
+                               "($RLHF_BASE_MODEL or the embedded SmolLM2-135M-Instruct)")
+    db: str = knob("", "DuckDB file holding the votes; empty: $RLHF_DB or data/rlhf.duckdb")
+    eval_fraction: float = knob(0.2, "share of custom (non-library) prompts held out; library prompts keep their split")
+    use_margin: bool = knob(True, "use a vote's strength as a margin in the loss")
+    swap_labels: bool = knob(False, "sanity check: train on swapped chosen/rejected (held-out accuracy must fall)")
+    epochs: float = knob(2.0, "passes over the training pairs")
+    max_steps: int = knob(-1, "stop after this many optimiser steps (-1: run all epochs)")
+    learning_rate: float = knob(2e-4, "AdamW learning rate (LoRA weights and the score head)")
+    batch_size: int = knob(8, "pairs per optimiser step")
+    center_rewards: float = knob(0.01, "weight of TRL's penalty on the mean reward, keeping scores near 0 "
+                                       "(Eisenstein et al. 2023); 0 to switch off")
+    lora_r: int = knob(16, "LoRA rank")
+    lora_alpha: int = knob(32, "LoRA scaling numerator (the update is scaled by alpha / r)")
+    lora_dropout: float = knob(0.05, "dropout on the LoRA input during training")
+    lora_targets: list = knob(["q_proj", "k_proj", "v_proj", "o_proj"], "module names that get LoRA adapters")
+    max_length: int = knob(512, "longest request + list in tokens; longer pairs are left out of training")
+    device: str = knob("auto", "where to train: auto (GPU if present), cpu or cuda", choices=("auto", "cpu", "cuda"))
+    seed: int = knob(0, "seed for data order and initialisation")
+    output_dir: str = knob("", "run folder; empty: models/runs/reward-<timestamp>")
+
+    PRESETS: ClassVar[dict] = {"quick": dict(epochs=1.0, batch_size=8, max_length=384)}
+
+    def __post_init__(self):
+        check(0 <= self.eval_fraction < 1, "eval-fraction must be in [0, 1), e.g. 0.2.")
+        check(self.epochs > 0, "epochs must be positive, e.g. --epochs 2.")
+        check(self.max_steps == -1 or self.max_steps > 0, "max-steps must be -1 (all epochs) or a positive count.")
+        check(0 < self.learning_rate < 1, "learning-rate should be small and positive, e.g. 2e-4.")
+        check(self.batch_size > 0, "batch-size must be at least 1.")
+        check(self.center_rewards >= 0, "center-rewards must be >= 0 (0 switches it off).")
+        check(self.lora_r > 0 and self.lora_alpha > 0, "lora-r and lora-alpha must be positive, e.g. 16 and 32.")
+        check(0 <= self.lora_dropout < 1, "lora-dropout must be in [0, 1).")
+        check(bool(self.lora_targets), "lora-targets needs at least one module name, e.g. q_proj,v_proj.")
+        check(self.max_length >= 32, "max-length must be at least 32 tokens.")
+
+
+def reward_input_ids(tokenizer, prompt: str, response: str) -> list[int]:
+    """What the reward model reads: chat-templated request (our system prompt) + list + EOS."""
+    from core.generate import chat_text
+
+    prompt_ids = tokenizer(chat_text(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+    return prompt_ids + tokenizer(response.strip(), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+
+
+def training_rows(pairs, tokenizer, use_margin: bool, swap_labels: bool) -> list[dict]:
+    """TRL's pre-tokenised preference rows: chosen_ids, rejected_ids[, margin]."""
+    rows = []
+    for pair in pairs.itertuples():
+        chosen, rejected = (pair.rejected, pair.chosen) if swap_labels else (pair.chosen, pair.rejected)
+        row = {"chosen_ids": reward_input_ids(tokenizer, pair.prompt, chosen),
+               "rejected_ids": reward_input_ids(tokenizer, pair.prompt, rejected)}
+        if use_margin:
+            row["margin"] = float(pair.margin)
+        rows.append(row)
+    return rows
+
+
+def held_out_report(scores, n_bins: int = 5) -> dict:
+    """Accuracy (with counts), ECE, reliability bins and accuracy by score gap on decided held-out votes."""
+    from core.calibration import accuracy_by_margin, expected_calibration_error, reliability_bins
+
+    held = scores[(scores.split == "eval") & scores.choice.isin(["left", "right"])]
+    left_won = (held.choice == "left").to_numpy()
+    correct = int(held.correct.sum())
+    return {"pairs": len(held), "correct": correct, "accuracy": correct / len(held) if len(held) else None,
+            "ece": expected_calibration_error(held.p_left, left_won, n_bins) if len(held) else None,
+            "reliability": reliability_bins(held.p_left, left_won, n_bins),
+            "accuracy_by_margin": accuracy_by_margin(held.score_left, held.score_right, left_won)}
+
+
+def score_votes(scorer, votes):
+    """Every labelled pair scored on both sides: score_left/right, p_left = σ(Δ), and `correct` for decided votes."""
+    import numpy as np
+
+    from core.calibration import preference_probability
+
+    left = scorer.score(list(votes.prompt), list(votes.left_text))
+    right = scorer.score(list(votes.prompt), list(votes.right_text))
+    out = votes[["comparison_id", "pair_id", "prompt_id", "prompt", "split", "choice", "strength", "annotator",
+                 "left_text", "right_text", "created_at"]].copy()
+    out["score_left"], out["score_right"] = left, right
+    out["p_left"] = preference_probability(left, right)
+    decided = out.choice.isin(["left", "right"])
+    out["correct"] = np.where(decided, (out.score_left > out.score_right) == (out.choice == "left"), None)
+    return out
+
+
+class RewardScorer:
+    """A reward model (a PEFT sequence classifier) with its tokenizer: scores request + list pairs."""
+
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def from_folder(cls, path: str | Path, device: str | None = None) -> "RewardScorer":
+        """A reward-model run folder (or its adapter/ folder), on the base model it was trained from."""
+        import torch
+        from peft import PeftConfig, PeftModel
+
+        from core.model import ModelLoadError, load_causal_lm, load_tokenizer, pick_device
+
+        adapter = Path(path) / "adapter" if (Path(path) / "adapter").is_dir() else Path(path)
+        if not (adapter / "adapter_config.json").exists():
+            raise ModelLoadError(f"{path} is not a reward-model run or adapter folder (no adapter_config.json); "
+                                 "pass a folder made by `python -m core train reward`.")
+        peft_config = PeftConfig.from_pretrained(str(adapter))
+        if peft_config.task_type != "SEQ_CLS":
+            raise ModelLoadError(f"{path} holds a {peft_config.task_type} adapter, not a reward model; pass a "
+                                 "folder made by `python -m core train reward`.")
+        tokenizer = load_tokenizer(peft_config.base_model_name_or_path)
+        base = load_causal_lm(peft_config.base_model_name_or_path, pick_device(device), dtype=torch.float32,
+                              head="reward")
+        base.config.pad_token_id = tokenizer.pad_token_id
+        return cls(PeftModel.from_pretrained(base, str(adapter)), tokenizer)
+
+    def score(self, prompts: list[str], responses: list[str], batch_size: int = 16) -> list[float]:
+        import torch
+
+        ids = [reward_input_ids(self.tokenizer, p, r) for p, r in zip(prompts, responses)]
+        scores = []
+        for start in range(0, len(ids), batch_size):
+            batch = self.tokenizer.pad({"input_ids": ids[start:start + batch_size]}, return_tensors="pt")
+            with torch.inference_mode():
+                logits = self.model(**batch.to(self.device)).logits  # (B, 1), read at the last non-pad token
+            scores += logits[:, 0].float().tolist()
+        return scores
+
+
+def train(cfg: RewardConfig) -> Path:
+    import json
+
+    import pandas as pd
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import RewardConfig as TRLRewardConfig
+    from trl import RewardTrainer
+
+    from core.model import describe_device, load_causal_lm, load_tokenizer, pick_device, resolve_base_model
+    from core.records import InputError
+    from core.runs import Run, prepare_run_dir
+    from core.snapshot import take_preferences
+    from core.store import Store
+    from core.trainer_run import attach, trainer_arguments
+
+    run_dir = prepare_run_dir("reward", cfg.output_dir)
+    run = Run(run_dir, total=max(cfg.max_steps, 0))
+    try:
+        # 1. snapshot the votes; split by prompt
+        pairs, lineage = take_preferences(Store(cfg.db or None), run_dir, cfg.eval_fraction)
+        train_pairs = pairs[pairs.split == "train"]
+        if len(train_pairs) < 2:
+            raise InputError(f"only {len(train_pairs)} decided votes on training prompts; vote left/right on a few "
+                             "more pairs in the arena (ties and both-bad do not train a reward model).")
+        base_name, device = resolve_base_model(cfg.base_model or None), pick_device(cfg.device)
+        tokenizer = load_tokenizer(base_name)
+        model = load_causal_lm(base_name, device, head="reward")
+        run.save_config(cfg, base_model_resolved=base_name, device_name=describe_device(device))
+        log.info("reward model on %d train / %d held-out pairs (%d ties, %d both-bad left out)", len(train_pairs),
+                 lineage["eval_pairs"], lineage["ties"], lineage["both_bad"])
+
+        # 2. train the LoRA adapter and score head with TRL's Bradley–Terry loss
+        rows = training_rows(train_pairs, tokenizer, cfg.use_margin, cfg.swap_labels)
+        args = TRLRewardConfig(**trainer_arguments(
+            device, cfg.seed, run_dir, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+            learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length,
+            center_rewards_coefficient=cfg.center_rewards or None, lr_scheduler_type="cosine", warmup_steps=0.1))
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=list(cfg.lora_targets), task_type="SEQ_CLS", modules_to_save=["score"])
+        trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                                processing_class=tokenizer, peft_config=lora)
+        attach(trainer, run)
+        trainer.train()
+        trainer.model.save_pretrained(run_dir / "adapter")
+        stopped = run.stop.requested
+
+        # 3. score every labelled pair; report held-out accuracy, calibration, accuracy by margin
+        run.set_status("running", message="scoring every labelled pair")
+        scores = score_votes(RewardScorer(trainer.model, tokenizer), pd.read_parquet(run_dir / "data" / "votes.parquet"))
+        scores.to_parquet(run_dir / "scores.parquet", index=False)
+        report = held_out_report(scores)
+        (run_dir / "calibration.json").write_text(json.dumps(report, indent=2) + "\n")
+        train_scored = scores[(scores.split == "train") & scores.choice.isin(["left", "right"])]
+        run.log_metrics(run.step, {"eval/accuracy": report["accuracy"], "eval/pairs": report["pairs"],
+                                   "eval/correct": report["correct"], "eval/ece": report["ece"],
+                                   "eval/train_accuracy": train_scored.correct.mean() if len(train_scored) else None})
+        log.info("held-out accuracy %s (%d/%d pairs), ECE %s", report["accuracy"], report["correct"],
+                 report["pairs"], report["ece"])
+        run.finish("stopped" if stopped else "finished",
+                   message="stopped on request; adapter saved" if stopped else "adapter saved")
+    except BaseException as err:
+        run.fail(err)
+        raise
+    return run_dir
+
+
+if __name__ == "__main__":
+    from core.__main__ import main
+
+    raise SystemExit(main(["train", "reward", *__import__("sys").argv[1:]]))

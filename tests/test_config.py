@@ -1,0 +1,195 @@
+"""Stage configs: one dataclass -> CLI flags, presets, validation, the command that reruns it, config.json."""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pytest
+
+from core.config import ConfigError, add_arguments, build, check, from_arguments, knob, load, parse_value, save, \
+    to_command
+
+
+@dataclass
+class ToyConfig:
+    steps: int = knob(10, "optimiser steps")
+    lr: float = knob(1e-3, "learning rate")
+    shuffle: bool = knob(True, "shuffle the data each epoch")
+    targets: list = knob(["q_proj", "v_proj"], "module names to adapt")
+    limit: int | None = knob(None, "cap on examples (none: all)")
+    warmup: float | None = knob(0.1, "warm-up fraction (none: no warm-up)")
+    mode: str = knob("fast", "how hard to try", choices=("fast", "slow"))
+
+    PRESETS: ClassVar[dict] = {"small": dict(steps=2, lr=0.5, targets=["a"])}
+
+    def __post_init__(self):
+        check(self.steps > 0, "steps must be positive, e.g. --steps 10.")
+
+
+def parse(argv: list[str]) -> ToyConfig:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, ToyConfig)
+    return from_arguments(ToyConfig, parser.parse_args(argv))
+
+
+# ---- flags -> typed fields -----------------------------------------------------------------------------------------
+def test_flags_parse_to_the_field_types():
+    cfg = parse(["--steps", "5", "--lr", "2e-4", "--shuffle", "no", "--targets", "a, b,,c", "--limit", "7",
+                 "--warmup", "0.25", "--mode", "slow"])
+
+    assert cfg == ToyConfig(steps=5, lr=2e-4, shuffle=False, targets=["a", "b", "c"], limit=7, warmup=0.25,
+                            mode="slow")
+    assert type(cfg.steps) is int and type(cfg.lr) is float and type(cfg.limit) is int
+
+
+@pytest.mark.parametrize("text, expected", [("true", True), ("1", True), ("YES", True), ("on", True),
+                                            ("false", False), ("0", False), ("No", False), ("off", False)])
+def test_bool_flags_accept_the_usual_spellings(text, expected):
+    assert parse(["--shuffle", text]).shuffle is expected
+
+
+@pytest.mark.parametrize("text", ["none", "None", ""])
+def test_optional_fields_take_none(text):
+    assert parse(["--warmup", text]).warmup is None
+
+
+def test_no_flags_gives_the_defaults_and_lists_are_not_shared():
+    first, second = parse([]), parse([])
+    assert first == ToyConfig()
+    first.targets.append("o_proj")
+    assert second.targets == ["q_proj", "v_proj"] and ToyConfig().targets == ["q_proj", "v_proj"]
+
+
+def test_preset_applies_then_explicit_flags_override_it():
+    cfg = parse(["--preset", "small", "--steps", "3"])
+    assert (cfg.steps, cfg.lr, cfg.targets) == (3, 0.5, ["a"])  # steps typed, the rest from the preset
+    assert cfg.mode == "fast"  # untouched by either: the default
+
+
+def test_help_shows_each_fields_help_and_default():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, ToyConfig)
+    text = " ".join(parser.format_help().split())
+    assert "optimiser steps (default: 10)" in text
+    assert "module names to adapt (default: q_proj,v_proj)" in text
+    assert "--preset {small}" in text
+
+
+# ---- bad input -----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("flag, text, kind", [("--steps", "ten", "int"), ("--steps", "2.5", "int"),
+                                              ("--lr", "fast", "float"), ("--shuffle", "maybe", "bool"),
+                                              ("--limit", "1e3", "int")])
+def test_a_bad_value_names_the_flag_and_the_expected_type(flag, text, kind):
+    with pytest.raises(ConfigError) as err:
+        parse([flag, text])
+    assert str(err.value) == f"{flag}: {text!r} is not a valid {kind}."
+
+
+def test_empty_text_is_refused_for_a_required_number():
+    with pytest.raises(ConfigError, match="--steps: '' is not a valid int"):
+        parse_value(ToyConfig, "steps", "")
+
+
+def test_validation_in_post_init_reaches_the_caller_as_config_error():
+    with pytest.raises(ConfigError, match=r"steps must be positive, e\.g\. --steps 10\."):
+        parse(["--steps", "0"])
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="unknown preset 'huge'; choose one of small."):
+        build(ToyConfig, "huge")
+
+
+def test_unknown_setting_is_refused():
+    with pytest.raises(ConfigError, match="ToyConfig has no setting 'stepz'"):
+        build(ToyConfig, stepz="3")
+
+
+def test_the_cli_refuses_a_value_outside_the_choices():
+    with pytest.raises(SystemExit) as exit_:
+        parse(["--mode", "medium"])
+    assert exit_.value.code == 2
+
+
+def test_build_refuses_a_value_outside_the_choices():
+    with pytest.raises(ConfigError, match="--mode"):
+        build(ToyConfig, mode="medium")
+
+
+# ---- the command that reruns a config ------------------------------------------------------------------------------
+def test_to_command_lists_only_the_settings_that_differ_from_the_defaults():
+    cfg = build(ToyConfig, "small", shuffle="false", warmup="none")
+    assert to_command("toy", cfg) == ["python", "-m", "core", "train", "toy", "--steps", "2", "--lr", "0.5",
+                                      "--shuffle", "False", "--targets", "a", "--warmup", "None"]
+    assert to_command("toy", ToyConfig()) == ["python", "-m", "core", "train", "toy"]
+
+
+@pytest.mark.parametrize("overrides", [{}, {"steps": "7", "limit": "3", "mode": "slow"},
+                                       {"targets": "k_proj,o_proj,gate_proj", "shuffle": "0", "warmup": "none"},
+                                       {"lr": "3e-05", "warmup": "0.5"}])
+def test_to_command_round_trips_through_the_parser(overrides):
+    cfg = build(ToyConfig, **overrides)
+    assert parse(to_command("toy", cfg)[5:]) == cfg
+
+
+def test_sft_to_command_round_trips_through_the_real_cli():
+    from core.__main__ import build_parser
+    from core.sft import SFTConfig
+
+    cfg = build(SFTConfig, "quick", lora_targets="q_proj,v_proj", learning_rate="1e-4", seed_demonstrations="no",
+                device="cpu", output_dir="/tmp/some run")
+    command = to_command("sft", cfg)
+    assert command[:5] == ["python", "-m", "core", "train", "sft"]
+    assert from_arguments(SFTConfig, build_parser().parse_args(command[3:])) == cfg
+
+
+# ---- config.json ---------------------------------------------------------------------------------------------------
+def test_save_and_load_round_trip_with_extra_fields(tmp_path):
+    cfg = build(ToyConfig, "small", limit="4", warmup="none")
+    save(cfg, tmp_path / "config.json", base_model_resolved="models/tiny", device_name="cpu (2 threads)")
+
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["stage_config"] == "ToyConfig" and saved["base_model_resolved"] == "models/tiny"
+    assert saved["targets"] == ["a"] and saved["warmup"] is None
+    assert load(ToyConfig, tmp_path / "config.json") == cfg
+
+
+def test_load_ignores_unknown_fields_and_defaults_missing_ones(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"steps": 4, "retired_knob": 1}))
+    assert load(ToyConfig, tmp_path / "config.json") == ToyConfig(steps=4)
+
+
+def test_load_validates_what_it_reads(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"steps": 0}))
+    with pytest.raises(ConfigError, match="steps must be positive"):
+        load(ToyConfig, tmp_path / "config.json")
+
+
+# ---- SFTConfig -----------------------------------------------------------------------------------------------------
+def test_sft_quick_preset_is_a_valid_config():
+    from core.sft import SFTConfig
+
+    cfg = build(SFTConfig, "quick")
+    assert (cfg.epochs, cfg.max_steps, cfg.batch_size) == (1.0, 30, 4)
+    assert cfg.learning_rate == SFTConfig().learning_rate  # not in the preset: the default
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("epochs", "0", "epochs must be positive, e.g. --epochs 3."),
+    ("max_steps", "0", "max-steps must be -1 (all epochs) or a positive count."),
+    ("learning_rate", "1.5", "learning-rate should be small and positive, e.g. 2e-4."),
+    ("batch_size", "0", "batch-size must be at least 1."),
+    ("lora_r", "0", "lora-r and lora-alpha must be positive, e.g. 16 and 32."),
+    ("lora_dropout", "1", "lora-dropout must be in [0, 1)."),
+    ("lora_targets", " , ", "lora-targets needs at least one module name, e.g. q_proj,v_proj."),
+    ("max_length", "16", "max-length must be at least 32 tokens."),
+    ("eval_max_new_tokens", "0", "eval-prompts must be >= 0 and eval-max-new-tokens positive."),
+])
+def test_sft_config_says_what_to_pass_instead(name, text, message):
+    from core.sft import SFTConfig
+
+    with pytest.raises(ConfigError) as err:
+        build(SFTConfig, "quick", **{name: text})
+    assert str(err.value) == message

@@ -1,0 +1,134 @@
+"""PPO's and the reward model's maths against values worked out by hand (the working is in the comments)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from core.ppo import (adaptive_kl_coef, gae, kl_estimators, masked_mean, masked_var, masked_whiten,
+                      per_token_rewards, policy_loss, prompt_batch, truncate_after_eos, value_loss)
+
+X = torch.tensor([[1.0, 2.0, 99.0, 4.0]])
+M = torch.tensor([[1.0, 1.0, 0.0, 1.0]])
+
+
+def test_masked_mean_and_variance_ignore_masked_entries():
+    # kept: 1, 2, 4 -> mean 7/3; deviations -4/3, -1/3, 5/3 -> squares sum 42/9; unbiased: / 2 = 7/3
+    assert masked_mean(X, M).item() == pytest.approx(7 / 3)
+    assert masked_var(X, M).item() == pytest.approx(7 / 3)
+
+
+def test_masked_whiten_gives_zero_mean_unit_variance_on_kept_entries():
+    white = masked_whiten(X, M)
+    expected = torch.tensor([-4 / 3, -1 / 3, 5 / 3]) / math.sqrt(7 / 3)
+    assert torch.allclose(white[M.bool()], expected, atol=1e-5)
+    assert masked_mean(masked_whiten(X, M, shift_mean=False), M).item() == pytest.approx(7 / 3, abs=1e-5)
+
+
+def test_gae_on_a_hand_example():
+    # γ=1, λ=0.5, r=(0,0,1), V=(.5,.6,.7):
+    # t2: δ=1-.7=.3, A=.3 ; t1: δ=.7-.6=.1, A=.1+.5*.3=.25 ; t0: δ=.6-.5=.1, A=.1+.5*.25=.225
+    adv, ret = gae(torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[0.5, 0.6, 0.7]]), torch.ones(1, 3), 1.0, 0.5)
+    assert torch.allclose(adv, torch.tensor([[0.225, 0.25, 0.3]]))
+    assert torch.allclose(ret, torch.tensor([[0.725, 0.85, 1.0]]))
+
+
+def test_gae_with_lambda_one_is_discounted_return_minus_value():
+    # λ=1: A_t = Σ γ^k r_{t+k} − V_t; A_0 = .9² · 1 − .5 = .31, A_1 = .9 − .6 = .3, A_2 = 1 − .7 = .3
+    adv, _ = gae(torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[0.5, 0.6, 0.7]]), torch.ones(1, 3), 0.9, 1.0)
+    assert torch.allclose(adv, torch.tensor([[0.31, 0.3, 0.3]]))
+
+
+def test_gae_stops_at_the_end_of_a_shorter_response():
+    # mask (1,1,0): the padded step's reward 5 and value 9 must not leak back.
+    # t1: δ = 1 + 0 − .7 = .3 ; t0: δ = .7 − .5 = .2, A = .2 + .5 · .3 = .35
+    adv, ret = gae(torch.tensor([[0.0, 1.0, 5.0]]), torch.tensor([[0.5, 0.7, 9.0]]),
+                   torch.tensor([[1.0, 1.0, 0.0]]), 1.0, 0.5)
+    assert torch.allclose(adv, torch.tensor([[0.35, 0.3, 0.0]]))
+    assert torch.allclose(ret, torch.tensor([[0.85, 1.0, 0.0]]))
+
+
+def test_kl_estimators():
+    # π = .5, π_ref = .25: k1 = log .5 − log .25 = log 2; k3 = (r − 1) − log r with r = .5: −.5 + log 2
+    k1, k3 = kl_estimators(torch.tensor([math.log(0.5)]), torch.tensor([math.log(0.25)]))
+    assert k1.item() == pytest.approx(math.log(2))
+    assert k3.item() == pytest.approx(-0.5 + math.log(2))
+    k1, k3 = kl_estimators(torch.tensor([math.log(0.3)]), torch.tensor([math.log(0.3)]))
+    assert k1.item() == pytest.approx(0) and k3.item() == pytest.approx(0)
+
+
+def test_clipped_policy_loss():
+    # ratios 1.5, 1.5, 0.5 with advantages +1, −1, +1 and ε = .2:
+    #   +1 · 1.5: max(−1.5, −1.2) = −1.2 (clipped) ; −1 · 1.5: max(1.5, 1.2) = 1.5 ; +1 · .5: max(−.5, −.8) = −.5
+    old = torch.zeros(1, 3)
+    new = torch.log(torch.tensor([[1.5, 1.5, 0.5]]))
+    loss, stats = policy_loss(new, old, torch.tensor([[1.0, -1.0, 1.0]]), torch.ones(1, 3), 0.2)
+    assert loss.item() == pytest.approx((-1.2 + 1.5 - 0.5) / 3)
+    assert stats["clipfrac"].item() == pytest.approx(1 / 3)
+    assert stats["ratio"].item() == pytest.approx((1.5 + 1.5 + 0.5) / 3)
+    # approx KL = ½ mean (log ρ)²
+    assert stats["approxkl"].item() == pytest.approx(0.5 * (2 * math.log(1.5) ** 2 + math.log(0.5) ** 2) / 3)
+
+
+def test_clipped_value_loss():
+    # old 0, ε_v .2, return 1: new .5 -> clipped .2, losses .25 vs .64 -> .64 ; new .1 -> inside, .81 both
+    loss, clipfrac = value_loss(torch.tensor([[0.5, 0.1]]), torch.zeros(1, 2), torch.ones(1, 2), torch.ones(1, 2), 0.2)
+    assert loss.item() == pytest.approx(0.5 * (0.64 + 0.81) / 2)
+    assert clipfrac.item() == pytest.approx(0.5)
+
+
+def test_per_token_rewards_put_the_score_on_the_last_kept_token():
+    # β=.5, KL (.1, .2, .3), mask (1, 1, 0), score 2 -> (−.05, −.1 + 2, 0)
+    rewards = per_token_rewards(torch.tensor([2.0]), torch.tensor([[0.1, 0.2, 0.3]]), torch.tensor([[1.0, 1.0, 0.0]]),
+                                0.5)
+    assert torch.allclose(rewards, torch.tensor([[-0.05, 1.9, 0.0]]))
+
+
+def test_adaptive_kl_controller():
+    # error clipped to ±.2; n/horizon = 100/10000
+    assert adaptive_kl_coef(0.1, 12.0, 6.0, 10000, 100) == pytest.approx(0.1 * (1 + 0.2 * 0.01))
+    assert adaptive_kl_coef(0.1, 3.0, 6.0, 10000, 100) == pytest.approx(0.1 * (1 - 0.2 * 0.01))
+    assert adaptive_kl_coef(0.1, 6.6, 6.0, 10000, 100) == pytest.approx(0.1 * (1 + 0.1 * 0.01))
+
+
+def test_truncate_after_first_eos():
+    responses, mask, ended = truncate_after_eos(torch.tensor([[5, 2, 7, 2], [5, 6, 7, 8]]), [2], pad_id=0)
+    assert responses.tolist() == [[5, 2, 0, 0], [5, 6, 7, 8]]
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+    assert ended.tolist() == [True, False]
+
+
+def test_prompt_batches_cover_every_prompt_once_per_pass_and_are_reproducible():
+    prompts = [f"p{i}" for i in range(10)]
+    first_pass = [p for u in range(5) for p in prompt_batch(prompts, u, 2, seed=3)]
+    assert sorted(first_pass) == sorted(prompts)
+    assert prompt_batch(prompts, 7, 4, seed=3) == prompt_batch(prompts, 7, 4, seed=3)
+    assert prompt_batch(prompts, 0, 4, seed=3) != prompt_batch(prompts, 0, 4, seed=4)
+    # two processes take disjoint slices of the same pass
+    assert not set(prompt_batch(prompts, 0, 2, 3, process=0, processes=2)) & set(
+        prompt_batch(prompts, 0, 2, 3, process=1, processes=2))
+
+
+def test_bradley_terry_loss_with_margin_as_trl_computes_it(tiny_model_dir, tmp_path):
+    """The loss our reward model trains with: −log σ(r⁺ − r⁻ − m), plus the centring term when switched on."""
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+    from trl import RewardConfig, RewardTrainer
+
+    from core.model import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    model = load_causal_lm(tiny_model_dir, torch.device("cpu"), head="reward")
+    data = Dataset.from_list([{"chosen_ids": [5, 6], "rejected_ids": [7], "margin": 0.0}] * 2)
+    for centre in (None, 0.01):
+        args = RewardConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, bf16=False,
+                            center_rewards_coefficient=centre)
+        trainer = RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+        stub = lambda **inputs: SimpleNamespace(logits=torch.tensor([[1.0], [0.0]]))  # r⁺ = 1, r⁻ = 0
+        inputs = {"input_ids": torch.ones(2, 2, dtype=torch.long), "attention_mask": torch.ones(2, 2),
+                  "margin": torch.tensor([1 / 3])}
+        # −log σ(1 − 0 − 1/3) = log(1 + e^(−2/3)); centring: 0.01 · mean((r⁺ + r⁻)²) = 0.01 · 1
+        expected = math.log(1 + math.exp(-2 / 3)) + (0.01 if centre else 0.0)
+        assert trainer.compute_loss(stub, inputs).item() == pytest.approx(expected, abs=1e-6)

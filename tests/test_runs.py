@@ -1,0 +1,250 @@
+"""Run folders: what the writer puts in status.json / metrics.jsonl, what readers make of damaged or killed runs,
+stopping on SIGTERM, and the preference snapshot a run trains on."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from core.library import load_prompts
+from core.records import Generation, Pair, Policy, Prompt
+from core.runs import Run, StopRequest, list_runs, new_run_dir, read_json, read_jsonl, read_status, write_json
+from core.snapshot import split_for, take_preferences
+
+
+@pytest.fixture(autouse=True)
+def restore_process_state():
+    """Run installs SIGTERM/SIGINT handlers and lowers the root log level for the whole process: undo both."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    level = logging.getLogger().level
+    yield
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+    logging.getLogger().setLevel(level)
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+# ---- the writer ----------------------------------------------------------------------------------------------------
+def test_status_goes_from_running_to_finished_with_step_and_total(tmp_path):
+    run = Run(tmp_path, total=3)
+    status = read_json(tmp_path / "status.json")
+    assert (status["state"], status["step"], status["total"], status["eta_s"]) == ("running", 0, 3, None)
+    assert status["pid"] == os.getpid()
+    assert read_status(tmp_path)["state"] == "running"  # our own pid is alive
+
+    for step in (1, 2, 3):
+        run.log_metrics(step, {"train/loss": 1.0 / step})
+        assert read_json(tmp_path / "status.json")["step"] == step
+    run.finish()
+
+    final = read_status(tmp_path)
+    assert (final["state"], final["step"], final["total"], final["eta_s"]) == ("finished", 3, 3, 0.0)
+    assert final["started_at"] == status["started_at"] and "finished_at" in final
+    assert not list(tmp_path.glob(".*.tmp"))  # write_json left no temporary file behind
+
+
+def test_eta_mid_run_is_the_remaining_steps_at_the_pace_so_far(tmp_path):
+    before = time.monotonic()
+    run = Run(tmp_path, total=4)
+    time.sleep(0.1)
+    run.log_metrics(1, {"train/loss": 2.0})
+    elapsed = time.monotonic() - before
+
+    eta = read_json(tmp_path / "status.json")["eta_s"]
+    assert 3 * 0.1 - 0.05 <= eta <= 3 * elapsed + 0.05  # three steps left at >= 0.1 s each
+    run.finish()
+
+
+def test_metrics_are_flat_rows_with_their_step_and_nan_as_null(tmp_path):
+    run = Run(tmp_path, total=2)
+    run.log_metrics(1, {"train/loss": torch.tensor(0.5), "objective/kl": np.float32(0.25), "eval/prompts": 3})
+    run.log_metrics(2, {"train/loss": float("nan"), "objective/kl": torch.tensor(float("inf")), "eval/prompts": 3})
+    run.finish()
+
+    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    assert rows == [{"step": 1, "train/loss": 0.5, "objective/kl": 0.25, "eval/prompts": 3},
+                    {"step": 2, "train/loss": None, "objective/kl": None, "eval/prompts": 3}]
+    assert "NaN" not in (tmp_path / "metrics.jsonl").read_text()  # strict JSON, readable by any tool
+    for line in (tmp_path / "metrics.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+
+
+def test_samples_carry_their_step(tmp_path):
+    run = Run(tmp_path, total=1)
+    run.log_samples(1, [{"policy": "base", "text": "1. a"}, {"policy": "tuned", "text": "1. b"}])
+    run.finish()
+    assert read_jsonl(tmp_path / "samples.jsonl") == [{"step": 1, "policy": "base", "text": "1. a"},
+                                                     {"step": 1, "policy": "tuned", "text": "1. b"}]
+
+
+def test_fail_records_the_error_and_keeps_the_traceback_in_the_log(tmp_path):
+    run = Run(tmp_path, total=5)
+    run.log_metrics(2, {"train/loss": 1.0})
+    try:
+        raise ValueError("loss exploded")
+    except ValueError as err:
+        run.fail(err)
+
+    status = read_status(tmp_path)
+    assert (status["state"], status["step"], status["message"]) == ("failed", 2, "ValueError: loss exploded")
+    log_text = (tmp_path / "train.log").read_text()
+    assert "Traceback" in log_text and "loss exploded" in log_text
+
+
+def test_a_resumed_run_keeps_its_start_time_and_counts_eta_from_the_resume_step(tmp_path):
+    first = Run(tmp_path, total=10)
+    first.log_metrics(4, {"train/loss": 1.0})
+    first.finish("stopped")
+    started_at = read_json(tmp_path / "status.json")["started_at"]
+
+    resumed = Run(tmp_path, total=10, resumed_step=4)
+    status = read_json(tmp_path / "status.json")
+    assert (status["state"], status["step"], status["resumed_at_step"]) == ("running", 4, 4)
+    assert status["started_at"] == started_at
+    assert status["eta_s"] is None  # no step done since the resume: no pace to extrapolate from
+    resumed.finish()
+
+
+def test_a_non_main_rank_writes_nothing(tmp_path):
+    run = Run(tmp_path, total=2, is_main=False)
+    run.save_config(object())
+    run.log_metrics(1, {"train/loss": 1.0})
+    run.log_samples(1, [{"text": "x"}])
+    run.finish()
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- stopping ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_and_ctrl_c_ask_the_run_to_stop_instead_of_killing_it(tmp_path, sig):
+    run = Run(tmp_path, total=3)
+    assert not run.stop.requested
+    os.kill(os.getpid(), sig)
+    time.sleep(0.01)  # Python runs the handler at the next bytecode boundary in the main thread
+    assert run.stop.requested
+    run.finish("stopped", message="stopped on request")
+    assert read_status(tmp_path)["state"] == "stopped"
+
+
+def test_installing_outside_the_main_thread_does_not_raise():
+    errors = []
+    thread = threading.Thread(target=lambda: errors.append(StopRequest().install().requested))
+    thread.start()
+    thread.join()
+    assert errors == [False]
+
+
+# ---- the reader ----------------------------------------------------------------------------------------------------
+def test_a_running_status_whose_process_is_gone_reads_killed(tmp_path):
+    write_json(tmp_path / "status.json", {"state": "running", "step": 7, "total": 30, "pid": dead_pid()})
+    status = read_status(tmp_path)
+    assert status["state"] == "killed" and status["step"] == 7 and "killed" in status["message"]
+
+
+@pytest.mark.parametrize("pid", [None, "123", 0])
+def test_a_running_status_without_a_usable_pid_reads_killed(tmp_path, pid):
+    write_json(tmp_path / "status.json", {"state": "running", "pid": pid})
+    assert read_status(tmp_path)["state"] == "killed"
+
+
+def test_a_final_state_is_kept_even_though_the_process_is_gone(tmp_path):
+    write_json(tmp_path / "status.json", {"state": "finished", "pid": dead_pid()})
+    assert read_status(tmp_path)["state"] == "finished"
+
+
+@pytest.mark.parametrize("content", [None, "", "{\"state\": \"runn", "[1, 2]", "not json at all"])
+def test_a_missing_or_garbled_status_reads_damaged(tmp_path, content):
+    if content is not None:
+        (tmp_path / "status.json").write_text(content)
+    status = read_status(tmp_path)
+    assert status["state"] == "damaged" and "status.json" in status["message"]
+
+
+def test_read_jsonl_skips_a_torn_last_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "train/loss": 2.0}\n{"step": 2, "train/loss": 1.5}\n{"step": 3, "train/lo')
+    assert read_jsonl(path) == [{"step": 1, "train/loss": 2.0}, {"step": 2, "train/loss": 1.5}]
+    assert read_jsonl(tmp_path / "missing.jsonl") == []
+
+
+def test_new_run_dir_never_reuses_a_folder(tmp_path):
+    first, second = new_run_dir("sft", tmp_path), new_run_dir("sft", tmp_path)
+    assert first != second and first.is_dir() and second.is_dir()
+    assert first.name.startswith("sft-") and second.name.startswith("sft-")
+
+
+def test_list_runs_orders_newest_first_across_stages(tmp_path):
+    for name in ("sft-20261120-100000", "reward-20261121-090000", "ppo-20261121-100000", "sft-20261121-100000-1"):
+        (tmp_path / name).mkdir()
+    write_json(tmp_path / "ppo-20261121-100000" / "status.json", {"state": "finished", "pid": 1})
+    (tmp_path / "notes.txt").write_text("not a run")
+
+    runs = list_runs(tmp_path)
+    assert [r.name for r in runs] == ["sft-20261121-100000-1", "ppo-20261121-100000", "reward-20261121-090000",
+                                      "sft-20261120-100000"]
+    assert [r.stage for r in runs] == ["sft", "ppo", "reward", "sft"]
+    assert runs[1].status["state"] == "finished" and runs[0].status["state"] == "damaged"
+
+
+def test_list_runs_puts_a_run_made_later_first(tmp_path):
+    older = new_run_dir("sft", tmp_path)
+    newer = new_run_dir("sft", tmp_path)  # same second: a suffix; next second: a later stamp
+    assert [r.path for r in list_runs(tmp_path)] == [newer, older]
+    assert list_runs(tmp_path / "nothing-here") == []
+
+
+# ---- the preference snapshot ---------------------------------------------------------------------------------------
+def vote_on(store, prompt: Prompt, choice: str, strength: int | None = None, left="1. a", right="1. b") -> str:
+    policy = Policy(base_model="models/tiny")
+    pair = Pair(prompt=prompt, left=Generation(prompt=prompt, text=left, policy=policy, well_formed=False, n_items=1),
+                right=Generation(prompt=prompt, text=right, policy=policy, well_formed=False, n_items=1))
+    return store.record_vote(store.record_pair(pair), choice, "alice", strength=strength)
+
+
+def test_split_for_keeps_library_splits_and_hashes_the_rest():
+    assert split_for("p-anything", "eval", 0.0) == "eval" and split_for("p-anything", "train", 1.0) == "train"
+    assert split_for("p-custom", None, 0.0) == "train" and split_for("p-custom", None, 1.0) == "eval"
+    ids = [f"p-{n}" for n in range(2000)]
+    assert [split_for(i, None, 0.2) for i in ids] == [split_for(i, None, 0.2) for i in ids]  # stable
+    assert 0.16 < sum(split_for(i, None, 0.2) == "eval" for i in ids) / len(ids) < 0.24
+
+
+def test_take_preferences_snapshots_standing_decided_votes_with_their_split(store, tmp_path):
+    train_prompt = load_prompts(split="train")[0]
+    eval_prompt = load_prompts(split="eval")[0]
+    vote_on(store, train_prompt, "left", strength=3, left="1. won", right="1. lost")
+    vote_on(store, eval_prompt, "right", left="1. lost too", right="1. won too")
+    vote_on(store, Prompt(text="Top 5 custom things"), "tie")
+    store.retract_vote(vote_on(store, Prompt(text="Top 5 retracted things"), "left"), "alice")
+
+    pairs, lineage = take_preferences(store, tmp_path, eval_fraction=0.0)
+
+    by_prompt = pairs.set_index("prompt")
+    assert list(by_prompt.index) == [train_prompt.text, eval_prompt.text]
+    assert tuple(by_prompt.loc[train_prompt.text, ["chosen", "rejected", "split", "margin"]]) == \
+        ("1. won", "1. lost", "train", 1.0)
+    assert tuple(by_prompt.loc[eval_prompt.text, ["chosen", "rejected", "split", "margin"]]) == \
+        ("1. won too", "1. lost too", "eval", 0.0)
+    assert {"comparison_id", "prompt_id"} <= set(pairs.columns)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "data" / "pairs.parquet"), pairs)
+    assert len(pd.read_parquet(tmp_path / "data" / "votes.parquet")) == 3  # standing votes, tie included
+
+    assert read_json(tmp_path / "data" / "lineage.json") == lineage
+    assert {k: lineage[k] for k in ("votes", "pairs", "ties", "both_bad", "train_pairs", "eval_pairs")} == \
+        {"votes": 3, "pairs": 2, "ties": 1, "both_bad": 0, "train_pairs": 1, "eval_pairs": 1}
+    assert lineage["database"] == str(store.path) and lineage["newest_vote_at"]
