@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 
 from core.config import add_arguments
 from core.model import ModelLoadError
@@ -124,6 +125,8 @@ def _first_paragraph(stage: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # transformers 5 renames "gradient checkpointing"; PEFT and TRL still ask by the old name on every run
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
     args = build_parser().parse_args(argv)
     level = logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(message)s")

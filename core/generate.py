@@ -21,12 +21,21 @@ SYSTEM_PROMPT = ("You write top-5 lists. Answer with exactly five numbered items
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
 
-def chat_text(tokenizer, request: str, system_prompt: str = SYSTEM_PROMPT) -> str:
-    """The prompt as the model sees it: its chat template, or a plain transcript for models without one."""
-    messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": request}]
+def chat_text(tokenizer, request: str, system_prompt: str | None = SYSTEM_PROMPT) -> str:
+    """The prompt as the model sees it: its chat template, or a plain transcript for models without one.
+    An empty `system_prompt` sends the request alone (the template's own default system turn, if any)."""
+    messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + \
+        [{"role": "user", "content": request}]
     if tokenizer.chat_template:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return f"{system_prompt}\n\nUser: {request}\nAssistant:"
+    return f"{system_prompt}\n\nUser: {request}\nAssistant:" if system_prompt else f"User: {request}\nAssistant:"
+
+
+def prompt_and_answer_ids(tokenizer, request: str, answer: str) -> tuple[list[int], list[int]]:
+    """Token ids of the chat-templated request and of the answer closed by EOS, as a model reads them whole:
+    what SFT learns from and what the reward model scores."""
+    prompt_ids = tokenizer(chat_text(tokenizer, request), add_special_tokens=False)["input_ids"]
+    return prompt_ids, tokenizer(answer.strip(), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
 
 
 def eos_ids(model, tokenizer) -> list[int]:

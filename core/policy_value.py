@@ -105,6 +105,7 @@ def build(base, tokenizer, lora_config, sft_adapter: str | None, reward_adapter:
     from safetensors.torch import load_file
 
     if sft_adapter:
+        read_adapter_config(sft_adapter, "CAUSAL_LM", "python -m core train sft")
         peft_model = PeftModel.from_pretrained(base, str(adapter_dir(sft_adapter)), adapter_name=POLICY,
                                                is_trainable=True)
         peft_model.load_adapter(str(adapter_dir(sft_adapter)), adapter_name=REFERENCE, is_trainable=False)
@@ -136,11 +137,22 @@ def build(base, tokenizer, lora_config, sft_adapter: str | None, reward_adapter:
     return PolicyValue(peft_model, value_head, score_head, has_reference=bool(sft_adapter))
 
 
+def read_adapter_config(path: str | Path, task_type: str, made_by: str) -> dict:
+    """A run's or adapter folder's adapter_config.json, checked to be the kind of adapter expected."""
+    from core.model import ModelLoadError
+
+    config_path = adapter_dir(path) / "adapter_config.json"
+    if not config_path.exists():
+        raise ModelLoadError(f"{path} holds no adapter (no adapter_config.json); pass a folder made by `{made_by}`.")
+    saved = json.loads(config_path.read_text())
+    if saved.get("task_type") != task_type:
+        raise ModelLoadError(f"{path} holds a {saved.get('task_type')} adapter, not the {task_type} adapter "
+                             f"expected here; pass a folder made by `{made_by}`.")
+    return saved
+
+
 def reward_shares_base(reward_adapter: str | Path, base_name: str) -> bool:
     """Whether the reward model was trained on this very base (then it rides along as one more adapter)."""
-    saved = json.loads((adapter_dir(reward_adapter) / "adapter_config.json").read_text())
-    if saved.get("task_type") != "SEQ_CLS":
-        raise ValueError(f"{reward_adapter} is a {saved.get('task_type')} adapter, not a reward model; pass a folder "
-                         "made by `python -m core train reward`.")
+    saved = read_adapter_config(reward_adapter, "SEQ_CLS", "python -m core train reward")
     same = str(saved.get("base_model_name_or_path", "")).rstrip("/")
     return same == str(base_name).rstrip("/") or (Path(same).exists() and Path(same).resolve() == Path(base_name).resolve())

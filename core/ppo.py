@@ -28,6 +28,7 @@ from typing import ClassVar
 import torch
 
 from core.config import check, knob
+from core.generate import SYSTEM_PROMPT
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class PPOConfig:
     reward_model: str = knob("", "reward-model run folder (python -m core train reward); required")
     sft_adapter: str = knob("", "SFT run or adapter folder to start from (also the KL reference); empty: the base")
     base_model: str = knob("", "base model; empty: $RLHF_BASE_MODEL or the embedded SmolLM2-135M-Instruct")
+    prompts_file: str = knob("", "JSONL of {\"prompt\": ...} rows to train on; empty: the library's train split")
+    system_prompt: str = knob(SYSTEM_PROMPT, "system prompt the policy is asked with (empty: the request alone)")
     resume: str = knob("", "a PPO run folder to continue from its last checkpoint (its config is reused)")
     total_updates: int = knob(100, "PPO updates (each: one rollout batch, then optimisation on it)")
     batch_size: int = knob(64, "rollouts (prompt + sampled list) per update")
@@ -229,7 +232,7 @@ class PPOTrainer:
         cfg, tok, model = self.cfg, self.tokenizer, self.model
         device = self.accelerator.device
         # 1. sample: left-padded queries (B, Q) -> responses (B, R), plain temperature sampling
-        query = tok([chat_text(tok, p) for p in prompts], return_tensors="pt", padding=True,
+        query = tok([chat_text(tok, p, cfg.system_prompt) for p in prompts], return_tensors="pt", padding=True,
                     add_special_tokens=False).to(device)
         Q = query["input_ids"].shape[1]
         generation = GenerationConfig(do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0,
@@ -360,7 +363,7 @@ def train(cfg: PPOConfig) -> Path:
     run = Run(run_dir, total=cfg.total_updates, is_main=accelerator.is_main_process)
     try:
         # 0. set up: prompts snapshot, one base model in four roles, the optimiser over the policy's weights
-        prompts, _ = take_prompts(run_dir, "train")
+        prompts, _ = take_prompts(run_dir, "train", cfg.prompts_file or None)
         base_name = resolve_base_model(cfg.base_model or None)
         torch.manual_seed(cfg.seed)
         tokenizer = load_tokenizer(base_name)

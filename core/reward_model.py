@@ -69,10 +69,10 @@ class RewardConfig:
 
 def reward_input_ids(tokenizer, prompt: str, response: str) -> list[int]:
     """What the reward model reads: chat-templated request (our system prompt) + list + EOS."""
-    from core.generate import chat_text
+    from core.generate import prompt_and_answer_ids
 
-    prompt_ids = tokenizer(chat_text(tokenizer, prompt), add_special_tokens=False)["input_ids"]
-    return prompt_ids + tokenizer(response.strip(), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    prompt_ids, response_ids = prompt_and_answer_ids(tokenizer, prompt, response)
+    return prompt_ids + response_ids
 
 
 def training_rows(pairs, tokenizer, use_margin: bool, swap_labels: bool) -> list[dict]:
@@ -131,16 +131,12 @@ class RewardScorer:
         import torch
         from peft import PeftConfig, PeftModel
 
-        from core.model import ModelLoadError, load_causal_lm, load_tokenizer, pick_device
+        from core.model import load_causal_lm, load_tokenizer, pick_device
+        from core.policy_value import adapter_dir, read_adapter_config
 
-        adapter = Path(path) / "adapter" if (Path(path) / "adapter").is_dir() else Path(path)
-        if not (adapter / "adapter_config.json").exists():
-            raise ModelLoadError(f"{path} is not a reward-model run or adapter folder (no adapter_config.json); "
-                                 "pass a folder made by `python -m core train reward`.")
+        read_adapter_config(path, "SEQ_CLS", "python -m core train reward")
+        adapter = adapter_dir(path)
         peft_config = PeftConfig.from_pretrained(str(adapter))
-        if peft_config.task_type != "SEQ_CLS":
-            raise ModelLoadError(f"{path} holds a {peft_config.task_type} adapter, not a reward model; pass a "
-                                 "folder made by `python -m core train reward`.")
         tokenizer = load_tokenizer(peft_config.base_model_name_or_path)
         base = load_causal_lm(peft_config.base_model_name_or_path, pick_device(device), dtype=torch.float32,
                               head="reward")

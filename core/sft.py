@@ -64,10 +64,9 @@ class SFTConfig:
 
 def tokenize_demonstration(tokenizer, prompt: str, response: str, max_length: int) -> dict:
     """input_ids = chat-templated request + list + EOS; completion_mask marks the list and EOS (the loss)."""
-    from core.generate import chat_text
+    from core.generate import prompt_and_answer_ids
 
-    prompt_ids = tokenizer(chat_text(tokenizer, prompt), add_special_tokens=False)["input_ids"]
-    response_ids = tokenizer(response.strip(), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    prompt_ids, response_ids = prompt_and_answer_ids(tokenizer, prompt, response)
     input_ids = (prompt_ids + response_ids)[:max_length]
     completion_mask = ([0] * len(prompt_ids) + [1] * len(response_ids))[:max_length]
     return {"input_ids": input_ids, "completion_mask": completion_mask}

@@ -82,9 +82,18 @@ def take_demonstrations(store: Store | None, run_dir: Path, seed: bool = True) -
     return demos, lineage
 
 
-def take_prompts(run_dir: Path, split: str) -> tuple[list[str], dict]:
-    """Library prompts of one split -> data/prompts.jsonl (PPO's rollout prompts, the stages' eval prompts)."""
-    prompts = [p.text for p in load_prompts(split=split)]
+def take_prompts(run_dir: Path, split: str, path: str | None = None) -> tuple[list[str], dict]:
+    """Library prompts of one split (or every prompt of the JSONL at `path`) -> data/prompts_<split>.jsonl:
+    PPO's rollout prompts, the stages' eval prompts."""
+    from core.preferences import read_rows
+    from core.records import InputError
+
+    if path:
+        prompts = [row["prompt"] for _, row in read_rows(Path(path)) if isinstance(row.get("prompt"), str)]
+        if not prompts:
+            raise InputError(f"{path} holds no rows with a \"prompt\" field.")
+    else:
+        prompts = [p.text for p in load_prompts(split=split)]
     data = Path(run_dir) / "data"
     data.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"prompt": prompts}).to_json(data / f"prompts_{split}.jsonl", orient="records", lines=True,

@@ -98,7 +98,7 @@ def test_score_command_matches_the_saved_scores(tiny_reward_run):
 
 def test_score_and_train_refuse_bad_input_with_a_message(tmp_path, tiny_model_dir):
     done = run_cli("score", "--reward-model", tmp_path, "--prompt", "x", "--response", "y", check=False)
-    assert done.returncode == 2 and "not a reward-model run" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 2 and "holds no adapter" in done.stderr and "Traceback" not in done.stderr
     empty = run_cli("train", "reward", "--base-model", tiny_model_dir, "--db", tmp_path / "empty.duckdb",
                     "--output-dir", tmp_path / "run", check=False)
     assert empty.returncode == 2 and "vote left/right" in empty.stderr

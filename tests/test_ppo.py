@@ -1,0 +1,185 @@
+"""Our PPO on the tiny model: one update's science in-process, then the real CLI: run folder, stop, kill -9, resume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_cli
+from core.runs import read_jsonl, read_status
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = ["--batch-size", "4", "--mini-batches", "2", "--ppo-epochs", "2", "--response-length", "12",
+         "--norm-samples", "4", "--learning-rate", "1e-3", "--sample-every", "2"]
+
+
+@pytest.fixture
+def trainer(tiny_model_dir, tiny_reward_run):
+    from accelerate import Accelerator
+    from peft import LoraConfig
+
+    from core import policy_value
+    from core.model import load_causal_lm, load_tokenizer
+    from core.ppo import PPOConfig, PPOTrainer
+
+    cfg = PPOConfig(reward_model=str(tiny_reward_run), batch_size=4, mini_batches=2, ppo_epochs=2,
+                    response_length=12, learning_rate=1e-3)
+    tok = load_tokenizer(tiny_model_dir)
+    pv = policy_value.build(load_causal_lm(tiny_model_dir, torch.device("cpu")), tok,
+                            LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+                            None, str(tiny_reward_run))
+    optimizer = torch.optim.AdamW([p for p in pv.parameters() if p.requires_grad], lr=cfg.learning_rate)
+    return PPOTrainer(cfg, Accelerator(cpu=True), pv, optimizer, tok, scorer=None)
+
+
+PROMPTS = ["Top 5 fruits", "Top 5 films for a rainy day", "Give me 5 hikes", "Top 5 board games"]
+
+
+def test_only_the_policy_lora_and_value_head_train(trainer):
+    trainable = {n for n, p in trainer.pv.named_parameters() if p.requires_grad}
+    assert trainable and all(("lora_" in n and ".default." in n) or n.startswith("value_head") for n in trainable)
+    base = {n: p.detach().clone() for n, p in trainer.pv.named_parameters() if "lora_" not in n and "head" not in n}
+    reward = {n: p.detach().clone() for n, p in trainer.pv.named_parameters() if ".reward." in n}
+    policy = {n: p.detach().clone() for n, p in trainer.pv.named_parameters() if ".default." in n}
+
+    rollout = trainer.rollout(PROMPTS, seed=0, score_mean=0.0, score_std=1.0)
+    stats = trainer.optimise(rollout, kl_coef=0.05, seed=0)
+
+    after = dict(trainer.pv.named_parameters())
+    assert all(torch.equal(after[n], v) for n, v in base.items()), "base weights moved"
+    assert all(torch.equal(after[n], v) for n, v in reward.items()), "reward adapter moved"
+    assert any(not torch.equal(after[n], v) for n, v in policy.items()), "policy LoRA did not move"
+    assert trainer.pv.value_head.weight.abs().sum() > 0
+    assert {"objective/kl", "objective/scores", "loss/policy_avg", "loss/value_avg", "val/ratio",
+            "policy/clipfrac_avg", "policy/approxkl_avg", "objective/entropy"} <= set(stats)
+
+
+def test_rollout_log_probs_match_the_policy_at_the_first_step(trainer):
+    """Log-probs are those of the distribution sampled from (logits / T), and policy = reference at the start:
+    the first PPO ratio is exactly 1 and the KL exactly 0."""
+    rollout = trainer.rollout(PROMPTS, seed=1, score_mean=0.0, score_std=1.0)
+    assert torch.allclose(rollout.logprobs, rollout.ref_logprobs, atol=1e-6)
+    mask = rollout.mask
+    assert mask[:, 0].all() and (mask.sum(1) <= 12).all()
+    assert ((rollout.logprobs <= 0) | (mask == 0)).all()
+    logprobs, _, _ = trainer.pv(rollout.input_ids, rollout.attention_mask, rollout.context_length, 0.7)
+    assert torch.allclose(logprobs * mask, rollout.logprobs, atol=1e-5)
+
+
+def test_missing_eos_is_penalised_and_scores_are_normalised(trainer):
+    rollout = trainer.rollout(PROMPTS, seed=2, score_mean=0.5, score_std=2.0)
+    expected = (rollout.raw_scores - 0.5) / 2.0 - 1.0 * (~rollout.ended).float()
+    assert torch.allclose(rollout.scores, expected)
+
+
+def _ppo_cli(*args, **kwargs):
+    return run_cli("train", "ppo", *args, timeout=600, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_model_dir, tiny_reward_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ppo") / "straight"
+    _ppo_cli("--base-model", tiny_model_dir, "--reward-model", tiny_reward_run, "--total-updates", "4", *SMALL,
+             "--output-dir", out)
+    return out
+
+
+def test_ppo_run_folder(uninterrupted, tiny_model_dir):
+    from safetensors.torch import load_file
+
+    status = read_status(uninterrupted)
+    assert status["state"] == "finished" and status["step"] == status["total"] == 4
+    config = json.loads((uninterrupted / "config.json").read_text())
+    assert config["stage_config"] == "PPOConfig" and config["reward_model_shares_base"] is True
+    assert (uninterrupted / "data" / "prompts_train.jsonl").exists()
+    metrics = read_jsonl(uninterrupted / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+    for name in ("objective/kl", "objective/rlhf_reward", "objective/scores", "objective/entropy",
+                 "policy/approxkl_avg", "policy/clipfrac_avg", "loss/policy_avg", "loss/value_avg", "val/ratio",
+                 "val/response_length", "objective/well_formed", "eps", "objective/kl_coef"):
+        assert all(m[name] is not None for m in metrics), name
+    assert metrics[0]["objective/kl"] == pytest.approx(0.0, abs=1e-5)  # the first rollout is the reference's
+    samples = read_jsonl(uninterrupted / "samples.jsonl")
+    assert {s["step"] for s in samples} == {1, 2, 4} and {"prompt", "text", "score"} <= set(samples[0])
+    adapter = load_file(str(uninterrupted / "adapter" / "adapter_model.safetensors"))
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in adapter.items())
+    assert (uninterrupted / "checkpoint" / "state.pt").exists()
+
+
+def test_the_ppo_adapter_loads_into_the_arena_generator(uninterrupted, tiny_loaded):
+    from core.generate import Generator
+
+    policy = Generator(tiny_loaded).add_adapter(str(uninterrupted / "adapter"))
+    assert policy.adapter.endswith("adapter")
+
+
+def _start(*args) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "core", "train", "ppo", *map(str, args)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_step(run: Path, step: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(m.get("step", 0) >= step for m in read_jsonl(run / "metrics.jsonl")):
+            return
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        time.sleep(0.02)
+    raise AssertionError(f"no step {step} within {timeout} s")
+
+
+def _checkpoint(run: Path) -> dict:
+    return torch.load(run / "checkpoint" / "state.pt", weights_only=True)
+
+
+def test_sigterm_then_kill_9_then_resume_reaches_the_uninterrupted_state(uninterrupted, tiny_model_dir,
+                                                                         tiny_reward_run, tmp_path):
+    run = tmp_path / "interrupted"
+    # SIGTERM: stops at the end of the current update with a checkpoint and a "stopped" status
+    proc = _start("--base-model", tiny_model_dir, "--reward-model", tiny_reward_run, "--total-updates", "4", *SMALL,
+                  "--output-dir", run)
+    _wait_for_step(run, 1, proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=300) == 0
+    stopped = read_status(run)
+    assert stopped["state"] == "stopped" and 1 <= stopped["step"] < 4 and "--resume" in stopped["message"]
+    assert _checkpoint(run)["state"]["update"] == stopped["step"]
+
+    # kill -9 in the middle of the resumed run: no final status, reported as killed
+    proc = _start("--resume", run)
+    _wait_for_step(run, stopped["step"] + 1, proc)
+    proc.kill()
+    proc.wait(timeout=60)
+    assert read_status(run)["state"] == "killed"
+
+    # resume again: the run ends where the uninterrupted one did (same weights, same logged curve, no duplicates)
+    _ppo_cli("--resume", run)
+    assert read_status(run)["state"] == "finished"
+    ours, reference = _checkpoint(run), _checkpoint(uninterrupted)
+    assert ours["state"] == reference["state"]
+    for name, weight in reference["policy"].items():
+        assert torch.allclose(ours["policy"][name], weight, atol=1e-5), name
+    metrics, straight = read_jsonl(run / "metrics.jsonl"), read_jsonl(uninterrupted / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+    assert [m["objective/scores"] for m in metrics] == pytest.approx([m["objective/scores"] for m in straight],
+                                                                     abs=1e-4)
+
+
+def test_ppo_refuses_bad_input_with_a_message(tmp_path, tiny_model_dir, tiny_reward_run):
+    no_rm = _ppo_cli("--base-model", tiny_model_dir, check=False)
+    assert no_rm.returncode == 2 and "--reward-model" in no_rm.stderr
+    uneven = _ppo_cli("--reward-model", tiny_reward_run, "--batch-size", "6", "--mini-batches", "4", check=False)
+    assert uneven.returncode == 2 and "split evenly" in uneven.stderr
+    not_a_run = _ppo_cli("--resume", tmp_path, check=False)
+    assert not_a_run.returncode == 2 and "not a run folder" in not_a_run.stderr
+    sft_as_rm = _ppo_cli("--base-model", tiny_model_dir, "--reward-model", tmp_path / "nothing", "--output-dir",
+                         tmp_path / "run", check=False)
+    assert sft_as_rm.returncode == 2 and "Traceback" not in sft_as_rm.stderr
