@@ -314,6 +314,21 @@ def measure_score_stats(trainer: PPOTrainer, prompts: list[str], n: int, seed: i
     return scores.mean().item(), max(scores.std().item(), 1e-3)
 
 
+def stop_requested(run, accelerator) -> bool:
+    """Whether any rank was asked to stop: all ranks must leave the loop at the same update."""
+    flag = torch.tensor(float(run.stop.requested), device=accelerator.device)
+    return accelerator.reduce(flag, "sum").item() > 0
+
+
+def peak_memory_mb() -> dict:
+    import resource
+
+    peak = {"memory/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.cuda.is_available():
+        peak["memory/cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return peak
+
+
 def save_checkpoint(path: Path, trainer: PPOTrainer, state: dict) -> None:
     """Everything an update depends on, written whole or not at all (a kill mid-save keeps the previous one)."""
     import os
@@ -343,7 +358,6 @@ def load_checkpoint(path: Path, trainer: PPOTrainer) -> dict:
 
 
 def train(cfg: PPOConfig) -> Path:
-    import resource
     import time
 
     from accelerate import Accelerator
@@ -360,7 +374,7 @@ def train(cfg: PPOConfig) -> Path:
     accelerator = Accelerator(cpu=device.type == "cpu")
     run_dir = prepare_run_dir("ppo", cfg.output_dir, cfg.resume)
     checkpoint = run_dir / "checkpoint"
-    run = Run(run_dir, total=cfg.total_updates, is_main=accelerator.is_main_process)
+    run = Run(run_dir, total=cfg.total_updates)
     try:
         # 0. set up: prompts snapshot, one base model in four roles, the optimiser over the policy's weights
         prompts, _ = take_prompts(run_dir, "train", cfg.prompts_file or None)
@@ -394,7 +408,7 @@ def train(cfg: PPOConfig) -> Path:
         run.restart_at(state["update"])
 
         for update in range(state["update"], cfg.total_updates):
-            if run.stop.requested:
+            if stop_requested(run, accelerator):
                 break
             started = time.perf_counter()
             for group in optimizer.param_groups:  # linear decay, a function of the update index alone
@@ -410,21 +424,21 @@ def train(cfg: PPOConfig) -> Path:
                 state["kl_coef"] = adaptive_kl_coef(state["kl_coef"], stats["objective/kl"], cfg.target_kl,
                                                     cfg.kl_horizon, cfg.batch_size * accelerator.num_processes)
             state["update"] = update + 1
-            update_s = time.perf_counter() - started
+            episodes = cfg.batch_size * accelerator.num_processes
             well_formed = [parse_list(t).well_formed for t in rollout.texts]
-            run.log_metrics(update + 1, {
-                **stats, "objective/kl_coef": state["kl_coef"], "objective/well_formed": sum(well_formed) / len(well_formed),
+            update_s = time.perf_counter() - started
+            run.log_metrics(state["update"], {
+                **stats, "objective/kl_coef": state["kl_coef"],
+                "objective/well_formed": sum(well_formed) / len(well_formed),
                 "val/response_length": rollout.mask.sum(1).mean().item(), "lr": optimizer.param_groups[0]["lr"],
-                "eps": cfg.batch_size * accelerator.num_processes / update_s, "episode": state["update"] * cfg.batch_size,
-                "time/update_s": update_s, "time/rollout_s": rollout_s,
-                "memory/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                **({"memory/cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20} if torch.cuda.is_available() else {})})
-            if (update + 1) % cfg.sample_every == 0 or update == 0:
-                run.log_samples(update + 1, [
+                "eps": episodes / update_s, "episode": state["update"] * episodes, "time/update_s": update_s,
+                "time/rollout_s": rollout_s, **peak_memory_mb()})
+            if state["update"] % cfg.sample_every == 0 or update == 0:
+                run.log_samples(state["update"], [
                     {"prompt": p, "text": t, "score": s.item(), "score_normalized": n.item(), "well_formed": w,
                      "ended": bool(e)} for p, t, s, n, w, e in zip(rollout.prompts, rollout.texts, rollout.raw_scores,
                                                                    rollout.scores, well_formed, rollout.ended)][:4])
-            if accelerator.is_main_process and ((update + 1) % cfg.checkpoint_every == 0 or run.stop.requested):
+            if accelerator.is_main_process and (state["update"] % cfg.checkpoint_every == 0 or run.stop.requested):
                 save_checkpoint(checkpoint, trainer, state)
 
         if accelerator.is_main_process:

@@ -159,7 +159,6 @@ class RewardScorer:
 def train(cfg: RewardConfig) -> Path:
     import json
 
-    import pandas as pd
     from datasets import Dataset
     from peft import LoraConfig
     from trl import RewardConfig as TRLRewardConfig
@@ -176,7 +175,7 @@ def train(cfg: RewardConfig) -> Path:
     run = Run(run_dir, total=max(cfg.max_steps, 0))
     try:
         # 1. snapshot the votes; split by prompt
-        pairs, lineage = take_preferences(Store(cfg.db or None), run_dir, cfg.eval_fraction)
+        votes, pairs, lineage = take_preferences(Store(cfg.db or None), run_dir, cfg.eval_fraction)
         train_pairs = pairs[pairs.split == "train"]
         if len(train_pairs) < 2:
             raise InputError(f"only {len(train_pairs)} decided votes on training prompts; vote left/right on a few "
@@ -200,12 +199,14 @@ def train(cfg: RewardConfig) -> Path:
                                 processing_class=tokenizer, peft_config=lora)
         attach(trainer, run)
         trainer.train()
-        trainer.model.save_pretrained(run_dir / "adapter")
         stopped = run.stop.requested
-
+        if not run.is_main:  # rank 0 saves and evaluates
+            run.finish()
+            return run_dir
+        trainer.model.save_pretrained(run_dir / "adapter")
         # 3. score every labelled pair; report held-out accuracy, calibration, accuracy by margin
         run.set_status("running", message="scoring every labelled pair")
-        scores = score_votes(RewardScorer(trainer.model, tokenizer), pd.read_parquet(run_dir / "data" / "votes.parquet"))
+        scores = score_votes(RewardScorer(trainer.model, tokenizer), votes)
         scores.to_parquet(run_dir / "scores.parquet", index=False)
         report = held_out_report(scores)
         (run_dir / "calibration.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -35,11 +35,26 @@ FINAL_STATES = ("finished", "stopped", "failed", "killed")
 log = logging.getLogger(__name__)
 
 
+def is_main_process() -> bool:
+    """Rank 0 of an `accelerate launch` (or the only process): the one that writes the run folder."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def prepare_run_dir(stage: str, output_dir: str = "", resume: str = "") -> Path:
     """The run's folder: `resume` (an existing run), else `output_dir`, else a fresh one under models/runs/.
-    A folder that already holds a run is refused unless resumed, so two runs never mix their logs."""
+    A folder that already holds a run is refused unless resumed, so two runs never mix their logs. Under
+    `accelerate launch` every process must agree on the folder without talking: pass --output-dir."""
     from core.records import InputError
 
+    if world_size() > 1:
+        if not (resume or output_dir):
+            raise InputError("with several processes, name the run folder: pass --output-dir models/runs/<name>.")
+        if not is_main_process():
+            return Path(resume or output_dir)
     if resume:
         path = Path(resume)
         if not (path / "config.json").exists():
@@ -107,13 +122,14 @@ class StopRequest:
 class Run:
     """The writer side of a run folder: config, metrics, samples, status with ETA, and a terminal progress bar."""
 
-    def __init__(self, path: Path, total: int, resumed_step: int = 0, is_main: bool = True):
-        self.path, self.total, self.is_main = Path(path), total, is_main
+    def __init__(self, path: Path, total: int, resumed_step: int = 0):
+        self.path, self.total, self.is_main = Path(path), total, is_main_process()
         self.step, self.first_step, self.started = resumed_step, resumed_step, time.monotonic()
         self.stop = StopRequest().install()
-        self._bar = tqdm(total=total, initial=resumed_step, desc=self.path.name, disable=not is_main, dynamic_ncols=True)
+        self._bar = tqdm(total=total, initial=resumed_step, desc=self.path.name, disable=not self.is_main,
+                         dynamic_ncols=True)
         self._status = {}
-        if is_main:
+        if self.is_main:
             self._log_handler = logging.FileHandler(self.path / "train.log")
             self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
             logging.getLogger().addHandler(self._log_handler)

@@ -136,11 +136,12 @@ def train(cfg: SFTConfig) -> Path:
         attach(trainer, run)
         trainer.train()
         model = trainer.model.eval()
-        model.save_pretrained(run_dir / "adapter")
+        if run.is_main:
+            model.save_pretrained(run_dir / "adapter")
         stopped = run.stop.requested
 
         # 4. held-out well-formed rate, base (adapter off) vs tuned
-        if cfg.eval_prompts and not stopped:
+        if cfg.eval_prompts and not stopped and run.is_main:
             prompts = eval_prompts[:cfg.eval_prompts]
             run.set_status("running", message="evaluating base vs tuned on held-out prompts")
             with model.disable_adapter():

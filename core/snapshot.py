@@ -17,7 +17,7 @@ import pandas as pd
 
 from core.library import load_prompts, load_seed_demonstrations
 from core.preferences import preference_pairs
-from core.runs import read_json, write_json
+from core.runs import is_main_process, read_json, write_json
 from core.store import Store
 
 
@@ -34,29 +34,40 @@ def _lineage(run_dir: Path, store: Store | None, **counts) -> dict:
     lineage = read_json(path) | {"taken_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **counts}
     if store is not None:
         lineage["database"] = str(store.path)
-    write_json(path, lineage)
+    if is_main_process():
+        write_json(path, lineage)
     return lineage
 
 
-def take_preferences(store: Store, run_dir: Path, eval_fraction: float) -> tuple[pd.DataFrame, dict]:
+def _save(frame: pd.DataFrame, path: Path) -> None:
+    """Write a snapshot file (rank 0 only: under `accelerate launch` every process takes the same snapshot)."""
+    if not is_main_process():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_json(path, orient="records", lines=True, force_ascii=False)
+
+
+def take_preferences(store: Store, run_dir: Path, eval_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Standing votes -> data/votes.parquet (all of them, split resolved) and data/pairs.parquet (what trains).
 
-    pairs: comparison_id, prompt_id, split, prompt, chosen, rejected[, margin].
+    Returns (votes, pairs, lineage); pairs: comparison_id, prompt_id, split, prompt, chosen, rejected, margin.
     """
     data = Path(run_dir) / "data"
-    data.mkdir(parents=True, exist_ok=True)
     votes = store.votes()
     votes["split"] = [split_for(pid, split, eval_fraction) for pid, split in zip(votes.prompt_id, votes.split)]
-    votes.to_parquet(data / "votes.parquet", index=False)
+    _save(votes, data / "votes.parquet")
     pairs, left_out = preference_pairs(votes, with_ids=True)
     if "margin" not in pairs:
         pairs["margin"] = 0.0
-    pairs.to_parquet(data / "pairs.parquet", index=False)
+    _save(pairs, data / "pairs.parquet")
     newest = votes.created_at.max() if len(votes) else None
     lineage = _lineage(run_dir, store, votes=len(votes), pairs=len(pairs), **left_out,
                        train_pairs=int((pairs.split == "train").sum()), eval_pairs=int((pairs.split == "eval").sum()),
                        newest_vote_at=None if newest is None else str(newest))
-    return pairs, lineage
+    return votes, pairs, lineage
 
 
 def take_demonstrations(store: Store | None, run_dir: Path, seed: bool = True) -> tuple[pd.DataFrame, dict]:
@@ -72,9 +83,7 @@ def take_demonstrations(store: Store | None, run_dir: Path, seed: bool = True) -
                      "split": split_for(row.prompt_id, row.split, 0.2)})
     demos = pd.DataFrame(rows, columns=["prompt", "response", "source", "split"])
     demos = demos[demos.split == "train"].drop_duplicates(["prompt", "response"]).reset_index(drop=True)
-    data = Path(run_dir) / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    demos.to_json(data / "demonstrations.jsonl", orient="records", lines=True, force_ascii=False)
+    _save(demos, Path(run_dir) / "data" / "demonstrations.jsonl")
     newest = arena.created_at.max() if len(arena) else None
     lineage = _lineage(run_dir, store, demonstrations=len(demos), seed=int((demos.source == "seed").sum()),
                        from_arena=int((demos.source != "seed").sum()),
@@ -94,8 +103,5 @@ def take_prompts(run_dir: Path, split: str, path: str | None = None) -> tuple[li
             raise InputError(f"{path} holds no rows with a \"prompt\" field.")
     else:
         prompts = [p.text for p in load_prompts(split=split)]
-    data = Path(run_dir) / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"prompt": prompts}).to_json(data / f"prompts_{split}.jsonl", orient="records", lines=True,
-                                              force_ascii=False)
+    _save(pd.DataFrame({"prompt": prompts}), Path(run_dir) / "data" / f"prompts_{split}.jsonl")
     return prompts, _lineage(Path(run_dir), None, **{f"{split}_prompts": len(prompts)})

@@ -183,3 +183,33 @@ def test_ppo_refuses_bad_input_with_a_message(tmp_path, tiny_model_dir, tiny_rew
     sft_as_rm = _ppo_cli("--base-model", tiny_model_dir, "--reward-model", tmp_path / "nothing", "--output-dir",
                          tmp_path / "run", check=False)
     assert sft_as_rm.returncode == 2 and "Traceback" not in sft_as_rm.stderr
+
+
+def test_a_reward_model_on_another_base_scores_decoded_text(tiny_model_dir, preference_db, tmp_path):
+    """A reward model trained on a different base cannot ride on the policy's weights: PPO loads it beside the
+    policy and scores the decoded lists."""
+    from conftest import build_tiny_model
+
+    other_base = build_tiny_model(tmp_path / "other-base", seed=7)
+    run_cli("train", "reward", "--base-model", other_base, "--db", preference_db, "--max-steps", "2",
+            "--output-dir", tmp_path / "rm")
+    _ppo_cli("--base-model", tiny_model_dir, "--reward-model", tmp_path / "rm", "--total-updates", "1", *SMALL,
+             "--output-dir", tmp_path / "ppo")
+    config = json.loads((tmp_path / "ppo" / "config.json").read_text())
+    assert config["reward_model_shares_base"] is False
+    (metrics,) = read_jsonl(tmp_path / "ppo" / "metrics.jsonl")
+    assert metrics["objective/scores"] is not None and read_status(tmp_path / "ppo")["state"] == "finished"
+
+
+def test_two_processes_share_one_run(tiny_model_dir, tiny_reward_run, tmp_path):
+    """The multi-GPU path, on CPU: two ranks (gloo), rank 0 writes the folder, metrics count both ranks' episodes."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "-m", "core",
+                           "train", "ppo", "--device", "cpu", "--base-model", tiny_model_dir, "--reward-model",
+                           str(tiny_reward_run), "--total-updates", "2", *SMALL, "--output-dir", str(tmp_path / "run")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["processes"] == 2
+    metrics = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2] and metrics[-1]["episode"] == 2 * 4 * 2  # updates × batch × ranks
+    assert read_status(tmp_path / "run")["state"] == "finished"

@@ -120,8 +120,9 @@ def test_a_resumed_run_keeps_its_start_time_and_counts_eta_from_the_resume_step(
     resumed.finish()
 
 
-def test_a_non_main_rank_writes_nothing(tmp_path):
-    run = Run(tmp_path, total=2, is_main=False)
+def test_a_non_main_rank_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "1")  # as `accelerate launch` sets it for the second process
+    run = Run(tmp_path, total=2)
     run.save_config(object())
     run.log_metrics(1, {"train/loss": 1.0})
     run.log_samples(1, [{"text": "x"}])
@@ -232,7 +233,7 @@ def test_take_preferences_snapshots_standing_decided_votes_with_their_split(stor
     vote_on(store, Prompt(text="Top 5 custom things"), "tie")
     store.retract_vote(vote_on(store, Prompt(text="Top 5 retracted things"), "left"), "alice")
 
-    pairs, lineage = take_preferences(store, tmp_path, eval_fraction=0.0)
+    _, pairs, lineage = take_preferences(store, tmp_path, eval_fraction=0.0)
 
     by_prompt = pairs.set_index("prompt")
     assert list(by_prompt.index) == [train_prompt.text, eval_prompt.text]
