@@ -2,14 +2,16 @@
 
 - policy:    adapter "default" (trainable), started from the SFT adapter when given, else fresh (= the base);
 - reference: adapter "reference" (a frozen copy of the SFT adapter), or the bare base with adapters disabled;
-- value:     a linear head on the policy's last hidden state, sharing its LoRA trunk (like TRL's former
-             AutoModelForCausalLMWithValueHead), zero-initialised so it starts by predicting the mean reward 0;
+- value:     a linear head on the reference's last hidden state, zero-initialised (it starts by predicting the
+             mean normalised reward, 0). The reference's forward pass is needed for the KL anyway, so the critic
+             costs no forward pass of its own, and training it is one small matmul on features cached from the
+             rollout; TRL's former design trained a whole second copy of the model for this;
 - reward:    adapter "reward" + the reward model's score head, when the reward model was trained on this base.
              A reward model on another base is loaded beside it (RewardScorer) and scores decoded text.
 
-Every forward goes through the backbone once and applies the heads only where needed: the LM head on the response
-positions (a 49k-wide vocabulary over the prompt would be wasted work), the value head on the same positions, the
-score head on the last token.
+A rollout costs generation plus two forward passes (reference, reward); the policy's own rollout log-probs come from
+the logits generation already computed. Each pass applies its head only where needed: the LM head on the response
+positions (a 49k-wide vocabulary over the prompt would be wasted work), the score head on the last token.
 """
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 class PolicyValue(nn.Module):
-    """The PEFT model plus the value head; `forward` is what PPO differentiates through."""
+    """The PEFT model plus the value head (and the shared reward model's score head); `forward` is what PPO
+    differentiates through."""
 
     def __init__(self, peft_model, value_head: nn.Linear, score_head: nn.Linear | None, has_reference: bool):
         super().__init__()
@@ -55,16 +58,23 @@ class PolicyValue(nn.Module):
         return backbone(input_ids=input_ids, attention_mask=attention_mask,
                         position_ids=position_ids(attention_mask)).last_hidden_state
 
-    def forward(self, input_ids, attention_mask, context_length: int, temperature: float):
-        """Log-probs (B, R) of the response tokens under logits / T, per-token entropy (B, R), values (B, R)."""
+    def forward(self, input_ids, attention_mask, context_length: int, temperature: float, features: torch.Tensor):
+        """Policy log-probs (B, R) of the response tokens under logits / T and their entropy (B, R); values (B, R)
+        from the reference's `features` (B, R, H). One call, so that under DDP both heads' gradients are synced."""
         h = self.hidden(input_ids, attention_mask)[:, context_length - 1:-1]  # (B, R, H): states before each token
-        logits = self.lm.lm_head(h).float() / temperature  # (B, R, V)
-        logprobs_all = F.log_softmax(logits, dim=-1)
-        response = input_ids[:, context_length:]  # (B, R)
-        logprobs = logprobs_all.gather(-1, response.unsqueeze(-1)).squeeze(-1)  # (B, R)
-        entropy = -(logprobs_all.exp() * logprobs_all).sum(-1)  # (B, R)
-        values = self.value_head(h.float()).squeeze(-1)  # (B, R)
-        return logprobs, entropy, values
+        logprobs, entropy = response_logprobs(self.lm.lm_head(h), input_ids[:, context_length:], temperature)
+        return logprobs, entropy, self.values(features)
+
+    def values(self, features: torch.Tensor) -> torch.Tensor:
+        return self.value_head(features.float()).squeeze(-1)  # (B, R)
+
+    @torch.no_grad()
+    def reference(self, input_ids, attention_mask, context_length: int, temperature: float):
+        """The reference's log-probs (B, R) of the response tokens, and its hidden states (B, R, H) before each
+        token: the value head's features."""
+        with self.adapter(REFERENCE if self.has_reference else None):
+            h = self.hidden(input_ids, attention_mask)[:, context_length - 1:-1]
+        return response_logprobs(self.lm.lm_head(h), input_ids[:, context_length:], temperature)[0], h
 
     @contextmanager
     def adapter(self, name: str | None):
@@ -80,17 +90,20 @@ class PolicyValue(nn.Module):
             self.peft_model.set_adapter(POLICY)
 
     @torch.no_grad()
-    def reference_logprobs(self, input_ids, attention_mask, context_length: int, temperature: float):
-        with self.adapter(REFERENCE if self.has_reference else None):
-            return self(input_ids, attention_mask, context_length, temperature)[0]
-
-    @torch.no_grad()
     def reward_scores(self, input_ids, attention_mask, last_index: torch.Tensor) -> torch.Tensor:
         """The shared-base reward model's score (B,) read at `last_index` (the EOS, or the last token)."""
         with self.adapter(REWARD):
             h = self.hidden(input_ids, attention_mask)  # (B, T, H)
         last = h[torch.arange(h.shape[0], device=h.device), last_index]  # (B, H)
         return self.score_head(last.to(self.score_head.weight.dtype)).squeeze(-1).float()
+
+
+def response_logprobs(logits: torch.Tensor, response: torch.Tensor, temperature: float):
+    """log π(token) under logits / T, the distribution sampled from, and the entropy of that distribution:
+    (B, R, V) logits and (B, R) tokens -> two (B, R) tensors."""
+    logprobs_all = F.log_softmax(logits.float() / temperature, dim=-1)
+    logprobs = logprobs_all.gather(-1, response.unsqueeze(-1)).squeeze(-1)
+    return logprobs, -(logprobs_all.exp() * logprobs_all).sum(-1)
 
 
 def _train_only(peft_model, name: str) -> None:
@@ -145,7 +158,7 @@ def read_adapter_config(path: str | Path, task_type: str, made_by: str) -> dict:
     if not config_path.exists():
         raise ModelLoadError(f"{path} holds no adapter (no adapter_config.json); pass a folder made by `{made_by}`.")
     saved = json.loads(config_path.read_text())
-    if saved.get("task_type") != task_type:
+    if saved.get("task_type") not in (task_type, None if task_type == "CAUSAL_LM" else task_type):  # untyped: LM
         raise ModelLoadError(f"{path} holds a {saved.get('task_type')} adapter, not the {task_type} adapter "
                              f"expected here; pass a folder made by `{made_by}`.")
     return saved

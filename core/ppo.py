@@ -8,8 +8,9 @@
 The method follows Ziegler et al. 2019 / Stiennon et al. 2020 as implemented in TRL's former PPOTrainer and
 checked against Huang et al. 2024 ("The N+ implementation details of RLHF with PPO"). Where it departs:
 1. One copy of the base weights serves policy, reference, value and (same base) reward model: see policy_value.py.
-2. The value function is a head on the policy's trunk, not a separate fully trained model (TRL's design), so the
-   value loss also shapes the LoRA weights; vf_coef keeps its pull small.
+2. The value function is a linear head on the frozen reference's hidden states (which the KL term computes
+   anyway), not a separate fully trained model (TRL's design): the critic costs no forward pass of its own and
+   its loss never pulls on the policy's weights. The rollout's log-probs are those generation computed.
 3. Reward-model scores are normalised with a mean and std measured once on the starting policy's samples
    (Stiennon et al. 2020), so kl_coef means the same thing whatever reward model is plugged in.
 4. Sampling is plain temperature sampling (top_k 0, top_p 1): log-probs are computed from logits / T, the very
@@ -199,8 +200,9 @@ class Rollout:
     context_length: int  # Q
     mask: torch.Tensor  # 1 on kept response tokens (up to and including the first EOS)
     ended: torch.Tensor  # (B,) an EOS was sampled
-    logprobs: torch.Tensor
+    logprobs: torch.Tensor  # under the policy that sampled them, from generation's own logits
     ref_logprobs: torch.Tensor
+    features: torch.Tensor  # (B, R, H) the reference's hidden states: what the value head reads
     values: torch.Tensor
     raw_scores: torch.Tensor  # (B,) the reward model's output
     scores: torch.Tensor  # (B,) normalised, minus the missing-EOS penalty
@@ -228,6 +230,7 @@ class PPOTrainer:
         from transformers import GenerationConfig
 
         from core.generate import chat_text
+        from core.policy_value import response_logprobs
 
         cfg, tok, model = self.cfg, self.tokenizer, self.model
         device = self.accelerator.device
@@ -237,20 +240,23 @@ class PPOTrainer:
         Q = query["input_ids"].shape[1]
         generation = GenerationConfig(do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0,
                                       max_new_tokens=cfg.response_length, pad_token_id=tok.pad_token_id,
-                                      eos_token_id=self.eos if cfg.stop_at_eos else None)
+                                      eos_token_id=self.eos if cfg.stop_at_eos else None,
+                                      output_logits=True, return_dict_in_generate=True)
         torch.manual_seed(seed)
-        out = model.peft_model.generate(**query, generation_config=generation)  # (B, Q + R)
+        out = model.peft_model.generate(**query, generation_config=generation)
+        sampled = out.sequences[:, Q:]  # (B, R)
+        logprobs, _ = response_logprobs(torch.stack(out.logits, 1), sampled, cfg.temperature)  # (B, R)
         # 2. keep each response up to its first EOS
-        responses, mask, ended = truncate_after_eos(out[:, Q:], self.eos, tok.pad_token_id)
+        responses, mask, ended = truncate_after_eos(sampled, self.eos, tok.pad_token_id)
         if not cfg.stop_at_eos:
             mask, ended = torch.ones_like(mask), torch.ones_like(ended)
         input_ids = torch.cat([query["input_ids"], responses], 1)  # (B, Q + R)
         attention_mask = torch.cat([query["attention_mask"], mask], 1)
         texts = tok.batch_decode(responses, skip_special_tokens=True)
-        # 3. policy log-probs and values, reference log-probs (same tokens, same temperature)
-        logprobs, _, values = self._chunked(lambda i, a: model(i, a, Q, cfg.temperature), input_ids, attention_mask)
-        ref_logprobs = self._chunked(lambda i, a: model.reference_logprobs(i, a, Q, cfg.temperature),
-                                     input_ids, attention_mask)
+        # 3. reference log-probs (same tokens, same temperature) and its hidden states -> values
+        ref_logprobs, features = self._chunked(lambda i, a: model.reference(i, a, Q, cfg.temperature),
+                                               input_ids, attention_mask)
+        values = model.values(features)
         # 4. score once with the reward model, at the last kept token; normalise; penalise lists that never end
         if self.scorer is None:
             last = Q + mask.sum(1) - 1  # (B,)
@@ -260,7 +266,7 @@ class PPOTrainer:
         scores = (raw - score_mean) / score_std
         scores = scores - cfg.missing_eos_penalty * (~ended.bool()).float()
         return Rollout(prompts, [t.strip() for t in texts], input_ids, attention_mask, Q, mask.float(), ended,
-                       logprobs * mask, ref_logprobs * mask, values * mask, raw, scores)
+                       logprobs * mask, ref_logprobs * mask, features, values * mask, raw, scores)
 
     def optimise(self, r: Rollout, kl_coef: float, seed: int) -> dict:
         cfg = self.cfg
@@ -278,7 +284,7 @@ class PPOTrainer:
             for mb in torch.randperm(cfg.batch_size, generator=generator).split(self.chunk):
                 mb = mb.to(r.input_ids.device)
                 logprobs, entropy, values = self.pv(r.input_ids[mb], r.attention_mask[mb], r.context_length,
-                                                    cfg.temperature)
+                                                    cfg.temperature, r.features[mb])
                 mask = r.mask[mb]
                 pg_loss, pg = policy_loss(logprobs, r.logprobs[mb], advantages[mb], mask, cfg.cliprange)
                 vf_loss, vf_clipfrac = value_loss(values, r.values[mb], returns[mb], mask, cfg.cliprange_value)

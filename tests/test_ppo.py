@@ -62,15 +62,17 @@ def test_only_the_policy_lora_and_value_head_train(trainer):
 
 
 def test_rollout_log_probs_match_the_policy_at_the_first_step(trainer):
-    """Log-probs are those of the distribution sampled from (logits / T), and policy = reference at the start:
-    the first PPO ratio is exactly 1 and the KL exactly 0."""
+    """Log-probs are those of the distribution sampled from (logits / T), and policy = reference at the start: the
+    first PPO ratio is 1 and the KL 0, up to float noise between generation's cached passes and a full forward."""
     rollout = trainer.rollout(PROMPTS, seed=1, score_mean=0.0, score_std=1.0)
-    assert torch.allclose(rollout.logprobs, rollout.ref_logprobs, atol=1e-6)
+    assert torch.allclose(rollout.logprobs, rollout.ref_logprobs, atol=1e-4)
     mask = rollout.mask
     assert mask[:, 0].all() and (mask.sum(1) <= 12).all()
     assert ((rollout.logprobs <= 0) | (mask == 0)).all()
-    logprobs, _, _ = trainer.pv(rollout.input_ids, rollout.attention_mask, rollout.context_length, 0.7)
-    assert torch.allclose(logprobs * mask, rollout.logprobs, atol=1e-5)
+    logprobs, _, values = trainer.pv(rollout.input_ids, rollout.attention_mask, rollout.context_length, 0.7,
+                                     rollout.features)
+    assert torch.allclose(logprobs * mask, rollout.logprobs, atol=1e-4)
+    assert torch.allclose(values * mask, rollout.values)
 
 
 def test_missing_eos_is_penalised_and_scores_are_normalised(trainer):
@@ -105,7 +107,7 @@ def test_ppo_run_folder(uninterrupted, tiny_model_dir):
                  "policy/approxkl_avg", "policy/clipfrac_avg", "loss/policy_avg", "loss/value_avg", "val/ratio",
                  "val/response_length", "objective/well_formed", "eps", "objective/kl_coef"):
         assert all(m[name] is not None for m in metrics), name
-    assert metrics[0]["objective/kl"] == pytest.approx(0.0, abs=1e-5)  # the first rollout is the reference's
+    assert metrics[0]["objective/kl"] == pytest.approx(0.0, abs=1e-3)  # the first rollout is the reference's
     samples = read_jsonl(uninterrupted / "samples.jsonl")
     assert {s["step"] for s in samples} == {1, 2, 4} and {"prompt", "text", "score"} <= set(samples[0])
     adapter = load_file(str(uninterrupted / "adapter" / "adapter_model.safetensors"))
@@ -213,3 +215,32 @@ def test_two_processes_share_one_run(tiny_model_dir, tiny_reward_run, tmp_path):
     metrics = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2] and metrics[-1]["episode"] == 2 * 4 * 2  # updates × batch × ranks
     assert read_status(tmp_path / "run")["state"] == "finished"
+
+
+def test_starting_from_an_sft_adapter_makes_it_the_reference(tiny_model_dir, tiny_adapter_dir, tiny_reward_run):
+    """With --sft-adapter the policy starts as the SFT policy and the KL is measured against it, not the base."""
+    from accelerate import Accelerator
+    from peft import LoraConfig
+
+    from core import policy_value
+    from core.model import load_causal_lm, load_tokenizer
+    from core.ppo import PPOConfig, PPOTrainer
+
+    tok = load_tokenizer(tiny_model_dir)
+    pv = policy_value.build(load_causal_lm(tiny_model_dir, torch.device("cpu")), tok,
+                            LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], task_type="CAUSAL_LM"),
+                            tiny_adapter_dir, str(tiny_reward_run))
+    cfg = PPOConfig(reward_model=str(tiny_reward_run), batch_size=4, mini_batches=2, response_length=12)
+    trainer = PPOTrainer(cfg, Accelerator(cpu=True), pv, torch.optim.AdamW(
+        [p for p in pv.parameters() if p.requires_grad], lr=1e-3), tok, scorer=None)
+    rollout = trainer.rollout(PROMPTS, seed=3, score_mean=0.0, score_std=1.0)
+    assert torch.allclose(rollout.logprobs, rollout.ref_logprobs, atol=1e-4)  # policy = reference = SFT
+    with pv.adapter(None):
+        base_logprobs = pv(rollout.input_ids, rollout.attention_mask, rollout.context_length, 0.7,
+                           rollout.features)[0]
+    assert not torch.allclose(base_logprobs * rollout.mask, rollout.logprobs, atol=1e-3)  # and not the base
+    trainer.optimise(rollout, kl_coef=0.05, seed=0)
+    reference = {n: p for n, p in pv.named_parameters() if ".reference." in n}
+    assert reference and not any(p.requires_grad for p in reference.values())
+    after = trainer.rollout(PROMPTS, seed=3, score_mean=0.0, score_std=1.0)
+    assert not torch.allclose(after.logprobs, after.ref_logprobs, atol=1e-3)  # the policy moved, the reference did not
