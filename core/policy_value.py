@@ -89,6 +89,28 @@ class PolicyValue(nn.Module):
         finally:
             self.peft_model.set_adapter(POLICY)
 
+    @contextmanager
+    def merged_policy(self):
+        """Sample with the policy's LoRA folded into copies of the weights it adapts (~15 % faster on CPU, +~100 MB
+        while it lasts). The original weights are swapped back untouched, so the reference stays exact; merging in
+        place and unmerging would leave rounding drift in the base after every update."""
+        from peft.tuners.lora import LoraLayer
+
+        swapped = []
+        with torch.no_grad():
+            for module in self.peft_model.modules():
+                if isinstance(module, LoraLayer) and POLICY in getattr(module, "lora_A", {}):
+                    original = module.base_layer.weight
+                    merged = original + module.get_delta_weight(POLICY).to(original.dtype)
+                    module.base_layer.weight = nn.Parameter(merged, requires_grad=False)
+                    swapped.append((module, original))
+        try:
+            with self.peft_model.disable_adapter():
+                yield
+        finally:
+            for module, original in swapped:
+                module.base_layer.weight = original
+
     @torch.no_grad()
     def reward_scores(self, input_ids, attention_mask, last_index: torch.Tensor) -> torch.Tensor:
         """The shared-base reward model's score (B,) read at `last_index` (the EOS, or the last token)."""
@@ -103,7 +125,9 @@ def response_logprobs(logits: torch.Tensor, response: torch.Tensor, temperature:
     (B, R, V) logits and (B, R) tokens -> two (B, R) tensors."""
     logprobs_all = F.log_softmax(logits.float() / temperature, dim=-1)
     logprobs = logprobs_all.gather(-1, response.unsqueeze(-1)).squeeze(-1)
-    return logprobs, -(logprobs_all.exp() * logprobs_all).sum(-1)
+    with torch.no_grad():  # logged, never differentiated: keep another (B, R, V) tensor out of the autograd graph
+        entropy = -(logprobs_all.exp() * logprobs_all).sum(-1)
+    return logprobs, entropy
 
 
 def _train_only(peft_model, name: str) -> None:

@@ -243,9 +243,11 @@ class PPOTrainer:
                                       eos_token_id=self.eos if cfg.stop_at_eos else None,
                                       output_logits=True, return_dict_in_generate=True)
         torch.manual_seed(seed)
-        out = model.peft_model.generate(**query, generation_config=generation)
+        with model.merged_policy():
+            out = model.peft_model.generate(**query, generation_config=generation)
         sampled = out.sequences[:, Q:]  # (B, R)
-        logprobs, _ = response_logprobs(torch.stack(out.logits, 1), sampled, cfg.temperature)  # (B, R)
+        logprobs = torch.stack([response_logprobs(step_logits[:, None], sampled[:, t:t + 1], cfg.temperature)[0][:, 0]
+                                for t, step_logits in enumerate(out.logits)], 1)  # (B, R), one (B, V) step at a time
         # 2. keep each response up to its first EOS
         responses, mask, ended = truncate_after_eos(sampled, self.eos, tok.pad_token_id)
         if not cfg.stop_at_eos:
