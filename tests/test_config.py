@@ -172,8 +172,8 @@ def test_sft_quick_preset_is_a_valid_config():
     from core.sft import SFTConfig
 
     cfg = build(SFTConfig, "quick")
-    assert (cfg.epochs, cfg.max_steps, cfg.batch_size) == (1.0, 30, 4)
-    assert cfg.learning_rate == SFTConfig().learning_rate  # not in the preset: the default
+    assert (cfg.max_steps, cfg.batch_size, cfg.learning_rate) == (40, 8, 5e-4)
+    assert cfg.lora_r == SFTConfig().lora_r  # not in the preset: the default
 
 
 @pytest.mark.parametrize("name, text, message", [
