@@ -382,8 +382,7 @@ def train(cfg: PPOConfig) -> Path:
     accelerator = Accelerator(cpu=device.type == "cpu")
     run_dir = prepare_run_dir("ppo", cfg.output_dir, cfg.resume)
     checkpoint = run_dir / "checkpoint"
-    run = Run(run_dir, total=cfg.total_updates)
-    try:
+    with Run(run_dir, total=cfg.total_updates) as run:
         # 0. set up: prompts snapshot, one base model in four roles, the optimiser over the policy's weights
         prompts, _ = take_prompts(run_dir, "train", cfg.prompts_file or None)
         base_name = resolve_base_model(cfg.base_model or None)
@@ -453,12 +452,7 @@ def train(cfg: PPOConfig) -> Path:
             save_checkpoint(checkpoint, trainer, state)
             trainer.model.peft_model.save_pretrained(run_dir / "adapter", selected_adapters=[policy_value.POLICY])
         stopped = state["update"] < cfg.total_updates
-        run.finish("stopped" if stopped else "finished",
-                   message=f"stopped at update {state['update']}; continue with --resume {run_dir}" if stopped
-                   else "adapter saved")
-    except BaseException as err:
-        run.fail(err)
-        raise
+        run.complete(stopped, how_to_continue=f"continue with --resume {run_dir}")
     return run_dir
 
 if __name__ == "__main__":

@@ -172,8 +172,7 @@ def train(cfg: RewardConfig) -> Path:
     from core.trainer_run import attach, trainer_arguments
 
     run_dir = prepare_run_dir("reward", cfg.output_dir)
-    run = Run(run_dir, total=max(cfg.max_steps, 0))
-    try:
+    with Run(run_dir, total=max(cfg.max_steps, 0)) as run:
         # 1. snapshot the votes; split by prompt
         votes, pairs, lineage = take_preferences(Store(cfg.db or None), run_dir, cfg.eval_fraction)
         train_pairs = pairs[pairs.split == "train"]
@@ -216,11 +215,7 @@ def train(cfg: RewardConfig) -> Path:
                                    "eval/train_accuracy": train_scored.correct.mean() if len(train_scored) else None})
         log.info("held-out accuracy %s (%d/%d pairs), ECE %s", report["accuracy"], report["correct"],
                  report["pairs"], report["ece"])
-        run.finish("stopped" if stopped else "finished",
-                   message="stopped on request; adapter saved" if stopped else "adapter saved")
-    except BaseException as err:
-        run.fail(err)
-        raise
+        run.complete(stopped)
     return run_dir
 
 

@@ -182,12 +182,29 @@ class Run:
             logging.getLogger().removeHandler(self._log_handler)
             self._log_handler.close()
 
+    def complete(self, stopped: bool, how_to_continue: str = "") -> None:
+        """The final status of a run that ended on its own (finished) or on request (stopped, saved)."""
+        if stopped:
+            self.finish("stopped", message=f"stopped at step {self.step}; adapter saved"
+                        + (f"; {how_to_continue}" if how_to_continue else ""))
+        else:
+            self.finish("finished", message="adapter saved")
+
     def fail(self, err: BaseException) -> None:
         log.error("run failed: %s", err)
         if self.is_main:  # the traceback is for train.log; the console gets the CLI's one-line error
-            self._log_handler.stream.write(traceback.format_exc())
+            self._log_handler.stream.write("".join(traceback.format_exception(err)))
             self._log_handler.flush()
         self.finish("failed", message=f"{type(err).__name__}: {err}")
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        """An exception escaping the run's block marks it failed (with its traceback in train.log), then goes on."""
+        if exc is not None and self._status.get("state") not in FINAL_STATES:
+            self.fail(exc)
+        return False
 
 
 def rewind_logs(run_dir: Path, step: int) -> None:

@@ -99,8 +99,7 @@ def train(cfg: SFTConfig) -> Path:
     from core.trainer_run import attach, trainer_arguments
 
     run_dir = prepare_run_dir("sft", cfg.output_dir)
-    run = Run(run_dir, total=max(cfg.max_steps, 0))
-    try:
+    with Run(run_dir, total=max(cfg.max_steps, 0)) as run:
         # 1. snapshot the data and load the base
         demos, lineage = take_demonstrations(Store(cfg.db or None), run_dir, seed=cfg.seed_demonstrations)
         if demos.empty:
@@ -154,11 +153,7 @@ def train(cfg: SFTConfig) -> Path:
                                        "eval/prompts": len(prompts)})
             log.info("well-formed top-5 rate on %d held-out prompts: base %.2f -> tuned %.2f", len(prompts),
                      base_rate, tuned_rate)
-        run.finish("stopped" if stopped else "finished",
-                   message="stopped on request; adapter saved" if stopped else "adapter saved")
-    except BaseException as err:
-        run.fail(err)
-        raise
+        run.complete(stopped)
     return run_dir
 
 
