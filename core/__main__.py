@@ -6,6 +6,7 @@
     python -m core stats                      # what the database holds
     python -m core train sft|reward|ppo [--preset quick] [--help for every setting]
     python -m core score --reward-model RUN --prompt "Top 5 ..." --response "1. ..." [--response "1. ..."]
+    python -m core eval --policy RUN [--against base|RUN] [--reward-model RUN]   # win rate, well-formed rate
 
 The database is $RLHF_DB (default data/rlhf.duckdb), or --db.
 """
@@ -88,6 +89,16 @@ def _score(args) -> None:
         print(f"P(response 1 preferred) = {float(preference_probability(scores[0], scores[1])):.3f}")
 
 
+def _eval(args) -> None:
+    from core.config import from_arguments
+    from core.evaluate import EvalConfig, evaluate, summary
+
+    cfg = from_arguments(EvalConfig, args)
+    print(summary(evaluate(cfg)))
+    if cfg.out:
+        print(f"report: {cfg.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -113,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--response", action="append", default=[], help="a list to score (repeat to compare)")
     score.add_argument("--device", default=None, help="auto (default), cpu or cuda")
     score.set_defaults(run=_score)
+    from core.evaluate import EvalConfig
+
+    evaluation = commands.add_parser("eval", help="judge a policy against another: reward-model win rate and "
+                                                  "well-formed rate on held-out requests")
+    add_arguments(evaluation, EvalConfig)
+    evaluation.set_defaults(run=_eval)
     for sub in (imp, exp, commands.choices["stats"]):
         sub.add_argument("--db", default=None, help="DuckDB file (default $RLHF_DB or data/rlhf.duckdb)")
     return parser

@@ -1,0 +1,59 @@
+"""Win rates with honest intervals: how often one policy's list is preferred to another's.
+
+A win rate counts ties as half a win and always comes with its count and a 95 % Wilson score interval
+(Wilson 1927), which stays inside [0, 1] and keeps a sensible width at small n, where the normal approximation
+does neither. The same interval serves any proportion, such as a well-formed rate.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval for `successes` out of `n` (successes may be fractional: ties count half)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class WinRate:
+    wins: int
+    losses: int
+    ties: int
+
+    @property
+    def n(self) -> int:
+        return self.wins + self.losses + self.ties
+
+    @property
+    def rate(self) -> float | None:
+        return (self.wins + 0.5 * self.ties) / self.n if self.n else None
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson_interval(self.wins + 0.5 * self.ties, self.n)
+
+    def as_dict(self) -> dict:
+        low, high = self.interval
+        return {**asdict(self), "n": self.n, "rate": self.rate, "low": low, "high": high}
+
+    def __str__(self) -> str:
+        if not self.n:
+            return "no comparisons"
+        low, high = self.interval
+        return (f"{self.rate:.1%} [{low:.1%}, {high:.1%}] over {self.n} "
+                f"({self.wins} wins, {self.losses} losses, {self.ties} ties counted half)")
+
+
+def win_rate(outcomes: list[str]) -> WinRate:
+    """Outcomes "win" / "loss" / "tie", from the first policy's side."""
+    unknown = set(outcomes) - {"win", "loss", "tie"}
+    if unknown:
+        raise ValueError(f"outcomes must be win, loss or tie, not {sorted(unknown)}")
+    return WinRate(outcomes.count("win"), outcomes.count("loss"), outcomes.count("tie"))
