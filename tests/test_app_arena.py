@@ -109,3 +109,17 @@ def test_page_has_vote_buttons_and_keyboard_shortcuts(served):
     assert 'addEventListener("keydown"' in config["head"]  # Gradio 6 injects `head` from the config
     config = json.dumps(config)
     assert all(f'"vote-{choice}"' in config for choice in ("left", "right", "tie", "both_bad"))
+
+
+def test_the_scripted_annotator_votes_through_the_client(served):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    from annotator import annotate
+
+    _, store, port = served
+    before = store.counts("scripted")["votes"]
+    result = annotate(f"http://127.0.0.1:{port}/", votes=3, demonstrations=0, seed=0)
+    assert result["votes"] == 3 and sum(result[c] for c in ("left", "right", "tie", "both_bad")) == 3
+    assert store.counts("scripted")["votes"] == before + 3

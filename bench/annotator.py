@@ -1,0 +1,126 @@
+"""A scripted annotator: votes in the running arena through gradio_client, exactly as a person's clicks arrive.
+
+    .venv/bin/python bench/annotator.py --url http://127.0.0.1:7860 --votes 300 [--demonstrations 10] [--seed 0]
+
+Its taste for a top-5 list, scored as a utility (`utility`), from most to least weight:
+1. Form: exactly five items numbered 1. to 5., nothing before or after (+3 when well-formed; -1.5 for each
+   problem core.lists finds: wrong count, bullets, numbering, preamble, closing text, duplicates).
+2. Concision: items of 3-20 words read best (+0.2 each); rambling items over 30 words cost 0.3 each; a list over
+   150 words costs 1.
+3. A reason per item: an item shaped "name - why" or "name: why" earns 0.1 (at most 0.5).
+4. On topic: a list sharing no content word (5-letter stem) with the request costs 1.
+5. Variety: items that mostly open with the same word cost 1 (the cheap trick of repeating one pattern).
+No single trick earns much: five numbered copies of one line lose on duplicates and variety, five one-word items
+earn no concision or reason points, and a list about something else loses on topic.
+
+Choosing between two lists is noisy, as people are: P(left) = σ((u_left - u_right) / temperature); a gap under
+`tie_band` is a tie; when both lists are poor (utility < 0) and close, "both bad"; and with probability `slip` the
+vote is random. Strength: 3 for a gap over 3, 2 over 1.5, else 1.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core.lists import LIST_LENGTH, format_list, parse_list  # noqa: E402
+
+STOPWORDS = set("""a an and are as at be best by can do for from give good great how i ideas in is it list me my
+need of on or some suggest that the things tips to top what which with would you your five 5 ways""".split())
+
+
+@dataclass(frozen=True)
+class Taste:
+    temperature: float = 0.5  # how decisively a utility gap turns into a vote
+    tie_band: float = 0.15  # utility gap below which the lists feel the same
+    slip: float = 0.05  # share of votes cast at random (misclicks, fatigue)
+
+
+def stems(text: str) -> set[str]:
+    return {w[:5] for w in re.findall(r"[a-z]+", text.lower()) if len(w) > 2 and w not in STOPWORDS}
+
+
+def utility(request: str, text: str) -> float:
+    """How much this annotator likes `text` as an answer to `request` (see the module docstring)."""
+    parsed = parse_list(text)
+    score = 3.0 if parsed.well_formed else -1.5 * len(parsed.problems)
+    words = [len(item.split()) for item in parsed.items]
+    score += sum(0.2 for n in words if 3 <= n <= 20) - sum(0.3 for n in words if n > 30)
+    if len(text.split()) > 150:
+        score -= 1.0
+    score += min(0.5, sum(0.1 for item in parsed.items if re.search(r"\s[-\u2013\u2014]\s|:\s", item)))
+    if not stems(request) & stems(text):
+        score -= 1.0
+    openers = [item.split()[0].lower() for item in parsed.items if item.split()]
+    if len(openers) >= 3 and len(set(openers)) <= len(openers) // 2:
+        score -= 1.0
+    return score
+
+
+def judge(request: str, left: str, right: str, rng: random.Random, taste: Taste = Taste()) -> tuple[str, int | None]:
+    """(choice, strength) for one pair: choice in left | right | tie | both_bad."""
+    if rng.random() < taste.slip:
+        return rng.choice(["left", "right", "tie", "both_bad"]), None
+    u_left, u_right = utility(request, left), utility(request, right)
+    gap = u_left - u_right
+    if abs(gap) < taste.tie_band:
+        return ("both_bad" if max(u_left, u_right) < 0 else "tie"), None
+    if max(u_left, u_right) < 0 and abs(gap) < 1.0:
+        return "both_bad", None
+    p_left = 1 / (1 + math.exp(-gap / taste.temperature))
+    choice = "left" if rng.random() < p_left else "right"
+    return choice, 3 if abs(gap) > 3 else 2 if abs(gap) > 1.5 else 1
+
+
+def repair(text: str) -> str | None:
+    """The annotator's own edit of a list into a well-formed one, when it has at least five usable items."""
+    items = list(dict.fromkeys(item for item in parse_list(text).items if item))
+    if len(items) < LIST_LENGTH:
+        return None
+    fixed = format_list(items[:LIST_LENGTH])
+    return fixed if parse_list(fixed).well_formed else None
+
+
+def annotate(url: str, votes: int, demonstrations: int, seed: int, annotator: str = "scripted") -> dict:
+    """Cast `votes` votes (and up to `demonstrations` edited lists) in the arena at `url`."""
+    from gradio_client import Client
+
+    client, rng = Client(url, verbose=False), random.Random(seed)
+    counts = {"left": 0, "right": 0, "tie": 0, "both_bad": 0, "demonstrations": 0}
+    started = time.perf_counter()
+    for n in range(votes):
+        pair_id, request, left, right = client.predict(api_name="/next_pair")
+        choice, strength = judge(request, left, right, rng)
+        client.predict(pair_id, choice, strength, annotator, api_name="/vote")
+        counts[choice] += 1
+        winner = {"left": left, "right": right}.get(choice)
+        if winner and counts["demonstrations"] < demonstrations and not parse_list(winner).well_formed:
+            fixed = repair(winner)
+            if fixed:
+                client.predict(pair_id, choice, fixed, annotator, api_name="/demonstrate")
+                counts["demonstrations"] += 1
+        if (n + 1) % 25 == 0:
+            print(f"{n + 1} votes in {time.perf_counter() - started:.0f} s: {counts}", flush=True)
+    return {**counts, "votes": votes, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--url", default="http://127.0.0.1:7860", help="the running arena")
+    parser.add_argument("--votes", type=int, default=300)
+    parser.add_argument("--demonstrations", type=int, default=10, help="edited lists to save, at most")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--annotator", default="scripted")
+    args = parser.parse_args()
+    print(annotate(args.url, args.votes, args.demonstrations, args.seed, args.annotator))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The scripted annotator's taste (bench/annotator.py) on hand-written lists."""
+from __future__ import annotations
+
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from annotator import Taste, judge, repair, utility  # noqa: E402
+
+REQUEST = "Top 5 ideas for a Thanksgiving meal"
+GOOD = ("1. Roast turkey - the classic centrepiece for a Thanksgiving table.\n2. Mashed potatoes - creamy and easy.\n"
+        "3. Cornbread stuffing - savoury and crisp on top.\n4. Green bean casserole - a bright side dish.\n"
+        "5. Pumpkin pie - the traditional sweet finish.")
+PREAMBLE = "Sure! Here are some ideas:\n" + GOOD
+THREE = "1. Roast turkey - classic.\n2. Mashed potatoes - creamy.\n3. Pumpkin pie - sweet."
+PROSE = "For Thanksgiving you could roast a turkey, mash some potatoes and bake a pumpkin pie."
+COPIES = "\n".join(f"{n}. Roast turkey - the classic." for n in range(1, 6))
+SAME_OPENER = "\n".join(f"{n}. Turkey {w} - good." for n, w in enumerate(["roast", "pie", "soup", "salad", "wings"], 1))
+ONE_WORD = "1. Turkey\n2. Potatoes\n3. Stuffing\n4. Beans\n5. Pie"
+OFF_TOPIC = ("1. Chess - deep strategy.\n2. Go - elegant rules.\n3. Catan - trading fun.\n4. Hive - no board needed.\n"
+             "5. Azul - pretty tiles.")
+RAMBLING = "\n".join(f"{n}. Roast turkey " + "with a very long story about family dinners " * 5 for n in range(1, 6))
+
+
+def test_a_well_formed_on_topic_list_beats_every_flawed_one():
+    best = utility(REQUEST, GOOD)
+    for flawed in (PREAMBLE, THREE, PROSE, COPIES, SAME_OPENER, ONE_WORD, OFF_TOPIC, RAMBLING):
+        assert utility(REQUEST, flawed) < best, flawed
+
+
+def test_no_single_trick_scores_like_a_good_list():
+    # numbering alone (copies, one-word items, the same opener, off topic) stays well below a good list
+    for trick in (COPIES, ONE_WORD, SAME_OPENER, OFF_TOPIC):
+        assert utility(REQUEST, GOOD) - utility(REQUEST, trick) >= 1.0, trick
+
+
+def test_form_outweighs_polish():
+    # a terse but well-formed list beats a polished one with a preamble
+    assert utility(REQUEST, ONE_WORD) > utility(REQUEST, PREAMBLE)
+    assert utility(REQUEST, PROSE) < 0 and utility(REQUEST, THREE) < 0
+
+
+def test_votes_follow_the_taste_with_some_noise():
+    rng = random.Random(0)
+    votes = Counter(judge(REQUEST, GOOD, PREAMBLE, rng)[0] for _ in range(400))
+    assert votes["left"] / 400 > 0.9 and votes["right"] > 0  # mostly right, never perfectly so (slips)
+    swapped = Counter(judge(REQUEST, PREAMBLE, GOOD, random.Random(1))[0] for _ in range(400))
+    assert swapped["right"] / 400 > 0.9
+
+
+def test_ties_both_bad_and_strength():
+    quiet = Taste(slip=0.0)
+    assert judge(REQUEST, GOOD, GOOD, random.Random(0), quiet) == ("tie", None)
+    assert judge(REQUEST, PROSE, PROSE, random.Random(0), quiet) == ("both_bad", None)
+    choice, strength = judge(REQUEST, GOOD, PROSE, random.Random(0), quiet)
+    assert choice == "left" and strength == 3
+
+
+def test_repair_turns_a_flawed_list_into_a_well_formed_demonstration():
+    from core.lists import parse_list
+
+    fixed = repair(PREAMBLE + "\n\nEnjoy your meal!")
+    assert fixed is not None and parse_list(fixed).well_formed and "Sure" not in fixed
+    assert repair(THREE) is None  # too few items to make five
+
+
+@pytest.mark.parametrize("text", ["", "   ", "1.", "\n\n\n"])
+def test_degenerate_answers_do_not_crash_and_score_low(text):
+    assert utility(REQUEST, text) < 0
