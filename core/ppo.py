@@ -68,6 +68,9 @@ class PPOConfig:
     lora_targets: list = knob(["q_proj", "k_proj", "v_proj", "o_proj"], "module names that get LoRA adapters")
     sample_every: int = knob(5, "log sample generations with their scores every this many updates")
     checkpoint_every: int = knob(1, "save a resumable checkpoint every this many updates")
+    eval_every: int = knob(0, "every this many updates (and before the first), answer held-out requests and log "
+                              "eval/* (reward score, KL, well-formed rate): the over-optimisation view; 0: off")
+    eval_prompts: int = knob(16, "held-out requests answered at each evaluation")
     device: str = knob("auto", "where to train: auto (GPU if present), cpu or cuda", choices=("auto", "cpu", "cuda"))
     seed: int = knob(0, "seed for prompt order, sampling and initialisation")
     output_dir: str = knob("", "run folder; empty: models/runs/ppo-<timestamp>")
@@ -91,6 +94,7 @@ class PPOConfig:
         check(0 <= self.gamma <= 1 and 0 <= self.lam <= 1, "gamma and lam must be in [0, 1].")
         check(self.norm_samples >= 2 or not self.normalize_reward, "norm-samples must be at least 2.")
         check(self.sample_every > 0 and self.checkpoint_every > 0, "sample-every and checkpoint-every must be >= 1.")
+        check(self.eval_every >= 0 and self.eval_prompts > 0, "eval-every must be >= 0 and eval-prompts positive.")
 
 
 # ---- the maths (each checked against hand-computed values in tests/test_ppo_maths.py) ------------------------------
@@ -322,6 +326,23 @@ def measure_score_stats(trainer: PPOTrainer, prompts: list[str], n: int, seed: i
     return scores.mean().item(), max(scores.std().item(), 1e-3)
 
 
+def evaluate_held_out(trainer: PPOTrainer, prompts: list[str], state: dict, seed: int) -> tuple[dict, list[dict]]:
+    """The policy on held-out requests, always with the same seed: mean reward-model score, KL to the reference
+    (and its square root, the x-axis of Gao et al.'s over-optimisation curves), well-formed rate; and the samples,
+    so that a judge other than the reward model (a person, the scripted annotator) can score them later."""
+    from core.lists import parse_list
+
+    r = trainer.rollout(prompts, seed, state["score_mean"], state["score_std"])
+    kl = (kl_estimators(r.logprobs, r.ref_logprobs)[0] * r.mask).sum(1)  # (B,)
+    well_formed = [parse_list(t).well_formed for t in r.texts]
+    metrics = {"eval/scores": r.raw_scores.mean().item(), "eval/kl": kl.mean().item(),
+               "eval/sqrt_kl": kl.clamp(min=0).sqrt().mean().item(),
+               "eval/well_formed": sum(well_formed) / len(well_formed), "eval/response_length": r.mask.sum(1).mean().item()}
+    samples = [{"prompt": p, "text": t, "score": s.item(), "kl": k.item(), "well_formed": w}
+               for p, t, s, k, w in zip(r.prompts, r.texts, r.raw_scores, kl, well_formed)]
+    return metrics, samples
+
+
 def stop_requested(run, accelerator) -> bool:
     """Whether any rank was asked to stop: all ranks must leave the loop at the same update."""
     flag = torch.tensor(float(run.stop.requested), device=accelerator.device)
@@ -375,7 +396,7 @@ def train(cfg: PPOConfig) -> Path:
     from core.lists import parse_list
     from core.model import describe_device, load_causal_lm, load_tokenizer, pick_device, resolve_base_model
     from core.reward_model import RewardScorer
-    from core.runs import Run, prepare_run_dir, rewind_logs
+    from core.runs import Run, append_jsonl, prepare_run_dir, rewind_logs
     from core.snapshot import take_prompts
 
     device = pick_device(cfg.device)
@@ -413,6 +434,16 @@ def train(cfg: PPOConfig) -> Path:
         if accelerator.is_main_process:
             rewind_logs(run_dir, state["update"])  # drop rows logged after the checkpoint we continue from
         run.restart_at(state["update"])
+        held_out = take_prompts(run_dir, "eval")[0][:cfg.eval_prompts] if cfg.eval_every else []
+
+        def maybe_evaluate():
+            if held_out and state["update"] % cfg.eval_every == 0 and accelerator.is_main_process:
+                metrics, samples = evaluate_held_out(trainer, held_out, state, cfg.seed + 424_242)
+                run.log_metrics(state["update"], metrics)
+                append_jsonl(run_dir / "eval_samples.jsonl", [{"step": state["update"], **s} for s in samples])
+
+        if state["update"] == 0:
+            maybe_evaluate()  # the starting point of the over-optimisation curves
 
         for update in range(state["update"], cfg.total_updates):
             if stop_requested(run, accelerator):
@@ -445,6 +476,7 @@ def train(cfg: PPOConfig) -> Path:
                     {"prompt": p, "text": t, "score": s.item(), "score_normalized": n.item(), "well_formed": w,
                      "ended": bool(e)} for p, t, s, n, w, e in zip(rollout.prompts, rollout.texts, rollout.raw_scores,
                                                                    rollout.scores, well_formed, rollout.ended)][:4])
+            maybe_evaluate()
             if accelerator.is_main_process and (state["update"] % cfg.checkpoint_every == 0 or run.stop.requested):
                 save_checkpoint(checkpoint, trainer, state)
 

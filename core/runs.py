@@ -6,6 +6,7 @@
         metrics.jsonl   one flat dict per logged step: {"step": 3, "objective/kl": 0.8, ...}
         status.json     state, step, total, eta_s, pid, started_at, updated_at, message
         samples.jsonl   generations with their scores (stages that generate)
+        eval_samples.jsonl  PPO's periodic answers to held-out requests (--eval-every), for the over-optimisation view
         adapter/        the PEFT adapter (the run's product)
         checkpoint/     what --resume continues from (PPO)
         train.log       the run's log
@@ -209,7 +210,7 @@ class Run:
 
 def rewind_logs(run_dir: Path, step: int) -> None:
     """Drop metrics and samples logged after `step`: a resumed run redoes those updates and logs them again."""
-    for name in ("metrics.jsonl", "samples.jsonl"):
+    for name in ("metrics.jsonl", "samples.jsonl", "eval_samples.jsonl"):
         path = Path(run_dir) / name
         if path.exists():
             kept = [row for row in read_jsonl(path) if row.get("step", 0) <= step]

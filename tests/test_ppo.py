@@ -244,3 +244,17 @@ def test_starting_from_an_sft_adapter_makes_it_the_reference(tiny_model_dir, tin
     assert reference and not any(p.requires_grad for p in reference.values())
     after = trainer.rollout(PROMPTS, seed=3, score_mean=0.0, score_std=1.0)
     assert not torch.allclose(after.logprobs, after.ref_logprobs, atol=1e-3)  # the policy moved, the reference did not
+
+
+def test_periodic_held_out_evaluation_feeds_the_over_optimisation_view(tiny_model_dir, tiny_reward_run, tmp_path):
+    run = tmp_path / "run"
+    _ppo_cli("--base-model", tiny_model_dir, "--reward-model", tiny_reward_run, "--total-updates", "2", *SMALL,
+             "--eval-every", "1", "--eval-prompts", "3", "--output-dir", run)
+    evals = [m for m in read_jsonl(run / "metrics.jsonl") if "eval/scores" in m]
+    assert [m["step"] for m in evals] == [0, 1, 2]  # before training, then after every update
+    assert evals[0]["eval/kl"] == pytest.approx(0.0, abs=1e-3)  # the starting policy is the reference
+    assert all(m["eval/sqrt_kl"] >= 0 and 0 <= m["eval/well_formed"] <= 1 for m in evals)
+    samples = read_jsonl(run / "eval_samples.jsonl")
+    assert [s["step"] for s in samples] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    held_out = [json.loads(line)["prompt"] for line in open(run / "data" / "prompts_eval.jsonl")][:3]
+    assert [s["prompt"] for s in samples[:3]] == held_out and {"text", "score", "kl"} <= set(samples[0])
