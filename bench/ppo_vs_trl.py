@@ -45,7 +45,8 @@ def _anchor_module():
     return module
 
 
-BENCH, prompts = _anchor_module().BENCH, _anchor_module().prompts
+_ANCHOR = _anchor_module()
+BENCH, prompts = _ANCHOR.BENCH, _ANCHOR.prompts
 
 
 def random_reward_model(folder: Path) -> Path:

@@ -58,21 +58,21 @@ STAGES = {  # stage -> (module, config class); modules load lazily so `--help` s
 }
 
 
-def stage_config_class(stage: str):
+def stage_module(stage: str):
     import importlib
 
-    module, name = STAGES[stage]
-    return getattr(importlib.import_module(module), name)
+    return importlib.import_module(STAGES[stage][0])
+
+
+def stage_config_class(stage: str):
+    return getattr(stage_module(stage), STAGES[stage][1])
 
 
 def _train(args) -> None:
-    import importlib
-
     from core.config import from_arguments
 
     cfg = from_arguments(stage_config_class(args.stage), args)
-    run_dir = importlib.import_module(STAGES[args.stage][0]).train(cfg)
-    print(f"run folder: {run_dir}")
+    print(f"run folder: {stage_module(args.stage).train(cfg)}")
 
 
 def _score(args) -> None:
@@ -136,9 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _first_paragraph(stage: str) -> str:
-    import importlib
-
-    return (importlib.import_module(STAGES[stage][0]).__doc__ or "").split("\n\n")[0]
+    return (stage_module(stage).__doc__ or "").split("\n\n")[0]
 
 
 def main(argv: list[str] | None = None) -> int:

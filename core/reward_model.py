@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from core.config import check, knob
+from core.snapshot import DEFAULT_EVAL_FRACTION
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class RewardConfig:
     base_model: str = knob("", "Hugging Face id or folder the reward model starts from; empty: the policy's base "
                                "($RLHF_BASE_MODEL or the embedded SmolLM2-135M-Instruct)")
     db: str = knob("", "DuckDB file holding the votes; empty: $RLHF_DB or data/rlhf.duckdb")
-    eval_fraction: float = knob(0.2, "share of custom (non-library) prompts held out; library prompts keep their split")
+    eval_fraction: float = knob(DEFAULT_EVAL_FRACTION, "share of custom (non-library) prompts held out; library prompts keep their split")
     use_margin: bool = knob(True, "use a vote's strength as a margin in the loss")
     swap_labels: bool = knob(False, "sanity check: train on swapped chosen/rejected (held-out accuracy must fall)")
     epochs: float = knob(2.0, "passes over the training pairs")
@@ -129,17 +130,15 @@ class RewardScorer:
     def from_folder(cls, path: str | Path, device: str | None = None) -> "RewardScorer":
         """A reward-model run folder (or its adapter/ folder), on the base model it was trained from."""
         import torch
-        from peft import PeftConfig, PeftModel
+        from peft import PeftModel
 
         from core.model import load_causal_lm, load_tokenizer, pick_device
         from core.policy_value import adapter_dir, read_adapter_config
 
-        read_adapter_config(path, "SEQ_CLS", "python -m core train reward")
+        base_name = read_adapter_config(path, "SEQ_CLS", "python -m core train reward")["base_model_name_or_path"]
         adapter = adapter_dir(path)
-        peft_config = PeftConfig.from_pretrained(str(adapter))
-        tokenizer = load_tokenizer(peft_config.base_model_name_or_path)
-        base = load_causal_lm(peft_config.base_model_name_or_path, pick_device(device), dtype=torch.float32,
-                              head="reward")
+        tokenizer = load_tokenizer(base_name)
+        base = load_causal_lm(base_name, pick_device(device), dtype=torch.float32, head="reward")
         base.config.pad_token_id = tokenizer.pad_token_id
         return cls(PeftModel.from_pretrained(base, str(adapter)), tokenizer)
 

@@ -138,6 +138,12 @@ class Run:
             previous = read_json(self.path / "status.json")
             self.set_status("running", started_at=previous.get("started_at", _now()), resumed_at_step=resumed_step)
 
+    def set_total(self, total: int) -> None:
+        """The step count, once known (a Hugging Face trainer knows it only when training begins)."""
+        self.total = self._bar.total = total
+        self._bar.refresh()
+        self.set_status("running")
+
     def restart_at(self, step: int) -> None:
         """Continue counting from `step` (a resumed run); the ETA is measured from here."""
         self.step = self.first_step = step

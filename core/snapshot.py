@@ -21,6 +21,9 @@ from core.runs import is_main_process, read_json, write_json
 from core.store import Store
 
 
+DEFAULT_EVAL_FRACTION = 0.2  # share of custom prompts held out, for every stage that does not say otherwise
+
+
 def split_for(prompt_id: str, library_split, eval_fraction: float) -> str:
     if library_split in ("train", "eval"):
         return library_split
@@ -80,7 +83,7 @@ def take_demonstrations(store: Store | None, run_dir: Path, seed: bool = True) -
     arena = store.demonstrations() if store is not None else pd.DataFrame()
     for row in arena.itertuples():
         rows.append({"prompt": row.prompt, "response": row.text, "source": row.source,
-                     "split": split_for(row.prompt_id, row.split, 0.2)})
+                     "split": split_for(row.prompt_id, row.split, DEFAULT_EVAL_FRACTION)})
     demos = pd.DataFrame(rows, columns=["prompt", "response", "source", "split"])
     demos = demos[demos.split == "train"].drop_duplicates(["prompt", "response"]).reset_index(drop=True)
     _save(demos, Path(run_dir) / "data" / "demonstrations.jsonl")

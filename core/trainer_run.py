@@ -33,9 +33,7 @@ class RunCallback(TrainerCallback):
         self.run = run
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.run.total = state.max_steps
-        self.run._bar.total = state.max_steps
-        self.run.set_status("running")
+        self.run.set_total(state.max_steps)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs:

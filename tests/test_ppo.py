@@ -115,11 +115,18 @@ def test_ppo_run_folder(uninterrupted, tiny_model_dir):
     assert (uninterrupted / "checkpoint" / "state.pt").exists()
 
 
-def test_the_ppo_adapter_loads_into_the_arena_generator(uninterrupted, tiny_loaded):
+def test_the_ppo_adapter_loads_into_the_arena_generator(uninterrupted, tiny_model_dir):
     from core.generate import Generator
+    from core.model import load
+    from core.records import Prompt, SamplingSettings
 
-    policy = Generator(tiny_loaded).add_adapter(str(uninterrupted / "adapter"))
+    generator = Generator(load(tiny_model_dir, device="cpu"))  # its own copy: add_adapter wraps the model
+    policy = generator.add_adapter(str(uninterrupted / "adapter"))
     assert policy.adapter.endswith("adapter")
+    # the arena's pair: base on one side, the PPO policy on the other, in one batched call
+    base, tuned = generator.generate(Prompt("Top 5 fruits", source="custom"), [generator.base_policy, policy],
+                                     SamplingSettings(max_new_tokens=6), seed=0)
+    assert base.policy.adapter is None and tuned.policy == policy and tuned.num_tokens > 0
 
 
 def _start(*args) -> subprocess.Popen:

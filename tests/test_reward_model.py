@@ -71,6 +71,8 @@ def test_reward_training_changes_lora_and_score_head_only(tiny_reward_run, tiny_
     assert "base_model.model.score.weight" in adapter
     base = load_file(f"{tiny_model_dir}/model.safetensors")
     assert not any("lora" in k for k in base)  # the base folder was not rewritten with adapter weights
+    # nothing of the base trained: the adapter holds LoRA matrices and the score head, no base weight
+    assert all("lora_" in k or k == "base_model.model.score.weight" for k in adapter), sorted(adapter)[:5]
     config = json.loads((tiny_reward_run / "adapter" / "adapter_config.json").read_text())
     assert config["task_type"] == "SEQ_CLS" and "score" in config["modules_to_save"]
 

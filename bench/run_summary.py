@@ -1,0 +1,55 @@
+"""Figures of finished training runs, read from their folders (what README quotes for the quick-preset runs).
+
+    .venv/bin/python bench/run_summary.py models/runs/sft-... models/runs/reward-... models/runs/ppo-...
+
+Per run: stage, state, steps, wall time (status.json's started_at -> finished_at), training loss or reward as
+the mean of the first and of the last few steps (up to 10), the final held-out figures (`eval/*`), and for PPO the range of val/ratio and clipfrac, the median seconds per update and peak RSS.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core.runs import read_json, read_jsonl, read_status  # noqa: E402
+
+
+def summarise(run: Path) -> dict:
+    status, config = read_status(run), read_json(run / "config.json")
+    metrics = read_jsonl(run / "metrics.jsonl")
+    row = {"run": run.name, "stage": config.get("stage_config"), "state": status.get("state"),
+           "steps": status.get("step")}
+    if status.get("started_at") and status.get("finished_at"):
+        wall = datetime.fromisoformat(status["finished_at"]) - datetime.fromisoformat(status["started_at"])
+        row["wall_min"] = round(wall.total_seconds() / 60, 1)
+    for key in ("train/loss", "objective/scores", "objective/kl", "objective/well_formed"):
+        series = [m[key] for m in metrics if m.get(key) is not None]
+        if series:  # per-step values are noisy: the mean of the first and of the last few steps
+            window = max(1, min(10, len(series) // 4))
+            row[key] = [round(statistics.mean(series[:window]), 3), round(statistics.mean(series[-window:]), 3)]
+    for key in ("val/ratio", "policy/clipfrac_avg"):  # PPO health: their range over the run
+        series = [m[key] for m in metrics if m.get(key) is not None]
+        if series:
+            row[f"{key} range"] = [round(min(series), 3), round(max(series), 3)]
+    for m in metrics:
+        row.update({k: round(v, 3) if isinstance(v, float) else v for k, v in m.items() if k.startswith("eval/")})
+    update_s = [m["time/update_s"] for m in metrics if "time/update_s" in m]
+    if update_s:
+        row["median_update_s"] = round(statistics.median(update_s), 1)
+        row["peak_rss_mb"] = round(max(m["memory/peak_rss_mb"] for m in metrics if "memory/peak_rss_mb" in m))
+    return row
+
+
+def main() -> None:
+    if len(sys.argv) < 2:
+        raise SystemExit(__doc__)
+    for folder in sys.argv[1:]:
+        print(json.dumps(summarise(Path(folder))))
+
+
+if __name__ == "__main__":
+    main()
