@@ -140,3 +140,26 @@ def load(cls, path: Path):
 def check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class FormField:
+    """One setting as a form shows it: its value under the preset (as text), help text and choices."""
+    name: str
+    kind: type
+    value: object
+    help: str
+    choices: tuple | None
+
+
+def form_fields(cls, preset: str | None = None) -> list[FormField]:
+    """The fields of a stage config as the dashboard's form shows them, with the preset's values filled in."""
+    values = dict(getattr(cls, "PRESETS", {}).get(preset, {}))
+    fields = []
+    for f in dataclasses.fields(cls):
+        value = values.get(f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        kind = field_type(cls, f)
+        shown = value if kind is bool or f.metadata.get("choices") else \
+            ",".join(map(str, value)) if isinstance(value, list) else "" if value is None else str(value)
+        fields.append(FormField(f.name, kind, shown, f.metadata.get("help", ""), f.metadata.get("choices")))
+    return fields

@@ -50,7 +50,11 @@ class Policy:
     @property
     def name(self) -> str:
         base = self.base_model.rstrip("/").split("/")[-1]
-        return f"{base}+{self.adapter.rstrip('/').split('/')[-1]}" if self.adapter else base
+        if not self.adapter:
+            return base
+        parts = self.adapter.rstrip("/").split("/")
+        # a run's adapter lives in <run>/adapter: name it by the run (ppo-20261121-101500), which tells runs apart
+        return f"{base}+{parts[-2] if parts[-1] == 'adapter' and len(parts) > 1 else parts[-1]}"
 
 
 @dataclass(frozen=True)

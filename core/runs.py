@@ -7,6 +7,7 @@
         status.json     state, step, total, eta_s, pid, started_at, updated_at, message
         samples.jsonl   generations with their scores (stages that generate)
         eval_samples.jsonl  PPO's periodic answers to held-out requests (--eval-every), for the over-optimisation view
+        launch.json, console.log  written when the dashboard starts the run (core/launcher.py): command, pid, output
         adapter/        the PEFT adapter (the run's product)
         checkpoint/     what --resume continues from (PPO)
         train.log       the run's log
@@ -31,7 +32,14 @@ from tqdm.auto import tqdm
 
 from core import config as config_io
 
-RUNS_DIR = Path(os.environ.get("RLHF_RUNS_DIR", Path(__file__).resolve().parent.parent / "models" / "runs"))
+DEFAULT_RUNS_DIR = Path(__file__).resolve().parent.parent / "models" / "runs"
+
+
+def runs_root() -> Path:
+    """Where run folders go: $RLHF_RUNS_DIR (read at each call: a dashboard or a test may point it elsewhere)."""
+    return Path(os.environ.get("RLHF_RUNS_DIR") or DEFAULT_RUNS_DIR)
+
+
 FINAL_STATES = ("finished", "stopped", "failed", "killed")
 log = logging.getLogger(__name__)
 
@@ -72,7 +80,7 @@ def prepare_run_dir(stage: str, output_dir: str = "", resume: str = "") -> Path:
 
 def new_run_dir(stage: str, root: Path | None = None) -> Path:
     """A fresh `<stage>-<timestamp>` folder under `root` (a suffix keeps two runs in one second apart)."""
-    root = Path(root or RUNS_DIR)
+    root = Path(root or runs_root())
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     for n in range(100):
         path = root / f"{stage}-{stamp}{'' if n == 0 else f'-{n}'}"
@@ -264,6 +272,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def pid_alive(pid) -> bool:
+    """Whether process `pid` is running (a zombie, ended but not yet reaped by its parent, is not)."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -272,13 +281,23 @@ def pid_alive(pid) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): kill(pid, 0) is all we know
 
 
 def read_status(run_dir: Path) -> dict:
-    """status.json, with a "running" run whose process is gone reported as "killed"."""
+    """status.json, with a "running" run whose process is gone reported as "killed". A folder the dashboard
+    launched (launch.json) but whose process has not written a status yet is "starting", or "failed" if the
+    process already ended (its console.log says why)."""
     status = read_json(Path(run_dir) / "status.json")
     if not status:
+        launched = read_json(Path(run_dir) / "launch.json")
+        if launched and pid_alive(launched.get("pid")):
+            return {"state": "starting", "pid": launched["pid"], "message": "loading the model and the data"}
+        if launched:
+            return {"state": "failed", "message": "the process ended before the run started; see console.log"}
         return {"state": "damaged", "message": "status.json is missing or unreadable"}
     if status.get("state") == "running" and not pid_alive(status.get("pid")):
         status = {**status, "state": "killed", "message": "the process ended without a final status (killed?)"}
@@ -298,7 +317,7 @@ class RunInfo:
 
 def list_runs(root: Path | None = None) -> list[RunInfo]:
     """Every run folder under `root`, newest first."""
-    root = Path(root or RUNS_DIR)
+    root = Path(root or runs_root())
     if not root.is_dir():
         return []
     runs = [RunInfo(p, p.name.split("-")[0], read_status(p)) for p in root.iterdir() if p.is_dir()]

@@ -8,19 +8,20 @@ new readers), so a writer waits its turn instead of failing on DuckDB's own lock
 holding the file (a DuckDB shell) is waited for with bounded retries.
 Training never reads the live file: it snapshots what it needs to Parquet when it starts.
 
-Tables are append-only. Undo writes a retraction; nothing is ever updated or deleted.
+Tables are append-only. Undo writes a retraction; nothing is ever updated or deleted. A review of a vote (the
+dashboard's Disagreements page) is a row too: "noise" keeps the vote out of exports and training until a later
+"confirm"; "relabel" retracts the vote and casts the corrected one in the same transaction.
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 
+from core.db_lock import StoreBusy, file_lock, open_duckdb
 from core.records import CHOICES, Generation, InputError, Pair, Prompt, SamplingSettings, new_id, utc_now
 
 DEFAULT_DB = Path(__file__).resolve().parent.parent / "data" / "rlhf.duckdb"
@@ -55,16 +56,22 @@ CREATE TABLE IF NOT EXISTS demonstrations (
     demonstration_id VARCHAR PRIMARY KEY, prompt_id VARCHAR NOT NULL, text VARCHAR NOT NULL,
     edited_from_generation_id VARCHAR, annotator VARCHAR NOT NULL, source VARCHAR NOT NULL,
     created_at TIMESTAMP NOT NULL);
+CREATE TABLE IF NOT EXISTS reviews (
+    review_id VARCHAR PRIMARY KEY, comparison_id VARCHAR NOT NULL,
+    action VARCHAR NOT NULL CHECK (action IN ('confirm', 'noise', 'relabel')), choice VARCHAR,
+    new_comparison_id VARCHAR, annotator VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL);
 CREATE OR REPLACE VIEW votes AS
     SELECT c.comparison_id, c.pair_id, pr.prompt_id, pr.text AS prompt, pr.split,
            c.choice, c.strength, c.annotator, c.decision_ms, c.created_at, p.source,
            l.generation_id AS left_generation_id, l.text AS left_text, l.policy AS left_policy,
            r.generation_id AS right_generation_id, r.text AS right_text, r.policy AS right_policy,
-           x.comparison_id IS NOT NULL AS retracted
+           x.comparison_id IS NOT NULL AS retracted, v.review
     FROM comparisons c JOIN pairs p USING (pair_id) JOIN prompts pr ON pr.prompt_id = p.prompt_id
     JOIN generations l ON l.generation_id = p.left_generation_id
     JOIN generations r ON r.generation_id = p.right_generation_id
-    LEFT JOIN retractions x ON x.comparison_id = c.comparison_id;
+    LEFT JOIN retractions x ON x.comparison_id = c.comparison_id
+    LEFT JOIN (SELECT comparison_id, arg_max(action, created_at) AS review FROM reviews
+               WHERE action IN ('confirm', 'noise') GROUP BY comparison_id) v ON v.comparison_id = c.comparison_id;
 """
 
 _GENERATION_COLUMNS = ("generation_id, prompt_id, text, policy, base_model, adapter, system_prompt, temperature, top_p, "
@@ -73,10 +80,6 @@ _GENERATION_COLUMNS = ("generation_id, prompt_id, text, policy, base_model, adap
 
 class StoreError(InputError):
     """A request the store refuses (unknown pair, vote already cast…); the message says what to change."""
-
-
-class StoreBusy(RuntimeError):
-    """The database stayed locked by another process for longer than the store waits."""
 
 
 class Store:
@@ -93,8 +96,8 @@ class Store:
     def connect(self, write: bool = False):
         """One transaction on a fresh connection, under the cross-process lock (writers first, see _lock)."""
         deadline = time.monotonic() + self.timeout_s
-        with self._lock(write, deadline):
-            con = _open(self.path, read_only=not write, deadline=deadline)
+        with file_lock(self.path, write, deadline):
+            con = open_duckdb(self.path, read_only=not write, deadline=deadline)
             try:
                 con.execute("BEGIN TRANSACTION")
                 yield con
@@ -104,19 +107,6 @@ class Store:
                 raise
             finally:
                 con.close()  # releases DuckDB's file lock before ours
-
-    @contextmanager
-    def _lock(self, write: bool, deadline: float):
-        """Readers share the file; a writer has it alone. Back-to-back readers cannot starve a writer: a writer
-        holds the gate while it waits, and a reader must pass the gate (shared, released at once) before reading."""
-        with open(f"{self.path}.gate", "a") as gate, open(f"{self.path}.lock", "a") as lock:
-            _acquire(gate, fcntl.LOCK_EX if write else fcntl.LOCK_SH, deadline, self.path)
-            try:
-                _acquire(lock, fcntl.LOCK_EX if write else fcntl.LOCK_SH, deadline, self.path)
-            finally:
-                if not write:
-                    fcntl.flock(gate, fcntl.LOCK_UN)
-            yield
 
     # ---- writes -------------------------------------------------------------------------------------------------
     def record_pair(self, pair: Pair) -> str:
@@ -153,6 +143,32 @@ class Store:
             con.execute("INSERT INTO retractions VALUES (?, ?, ?)", [comparison_id, annotator, utc_now()])
         return row[0]
 
+    def review_vote(self, comparison_id: str, action: str, annotator: str, choice: str | None = None) -> str:
+        """Confirm a vote, flag it as noise, or relabel it with `choice`; returns the review id."""
+        if action not in ("confirm", "noise", "relabel"):
+            raise StoreError(f"a review is confirm, noise or relabel, not {action!r}")
+        if action == "relabel" and choice not in CHOICES:
+            raise StoreError(f"relabel to one of {', '.join(CHOICES)}, not {choice!r}")
+        review_id, new_comparison_id = new_id(), None
+        with self.connect(write=True) as con:
+            row = con.execute("""SELECT c.pair_id, c.choice, x.comparison_id IS NOT NULL FROM comparisons c
+                                 LEFT JOIN retractions x USING (comparison_id) WHERE comparison_id = ?""",
+                              [comparison_id]).fetchone()
+            if not row:
+                raise StoreError(f"unknown vote {comparison_id!r}")
+            if row[2]:
+                raise StoreError("that vote was undone or relabelled already; review the vote that replaced it")
+            if action == "relabel":
+                if choice == row[1]:
+                    raise StoreError(f"the vote already says {choice!r}: confirm it instead")
+                new_comparison_id = new_id()
+                con.execute("INSERT INTO retractions VALUES (?, ?, ?)", [comparison_id, annotator, utc_now()])
+                con.execute("INSERT INTO comparisons VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [new_comparison_id, row[0], choice, None, annotator, None, utc_now()])
+            con.execute("INSERT INTO reviews VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [review_id, comparison_id, action, choice, new_comparison_id, annotator, utc_now()])
+        return review_id
+
     def record_rating(self, generation_id: str, stars: int, annotator: str) -> str:
         if stars not in (1, 2, 3, 4, 5):
             raise StoreError(f"a rating is 1 to 5 stars, not {stars!r}")
@@ -184,11 +200,13 @@ class Store:
         return len(votes)
 
     # ---- reads --------------------------------------------------------------------------------------------------
-    def votes(self, include_retracted: bool = False) -> pd.DataFrame:
-        """Every vote with its prompt and both texts, oldest first."""
-        where = "" if include_retracted else "WHERE NOT retracted"
+    def votes(self, include_retracted: bool = False, include_noise: bool = False) -> pd.DataFrame:
+        """Every standing vote with its prompt and both texts, oldest first; votes flagged as noise are left out
+        (they never reach an export or a training snapshot) unless asked for."""
+        where = ["true"] + ([] if include_retracted else ["NOT retracted"]) + \
+            ([] if include_noise else ["review IS DISTINCT FROM 'noise'"])
         with self.connect() as con:
-            return con.execute(f"SELECT * FROM votes {where} ORDER BY created_at").df()
+            return con.execute(f"SELECT * FROM votes WHERE {' AND '.join(where)} ORDER BY created_at").df()
 
     def demonstrations(self) -> pd.DataFrame:
         """Every demonstration written in the arena with its prompt, oldest first."""
@@ -216,9 +234,55 @@ class Store:
             demos = con.execute(f"SELECT count(*) FROM demonstrations WHERE true{who}", args).fetchone()[0]
         return {"votes": votes, "ratings": ratings, "demonstrations": demos}
 
+    def overview(self) -> dict[str, pd.DataFrame]:
+        """What the Data page plots, aggregated inside DuckDB in one read transaction (100k votes: see
+        bench/dashboard_queries.py), so the page never pulls every row and never holds the file for long."""
+        standing = "FROM votes WHERE NOT retracted"
+        queries = {
+            "totals": f"""SELECT count(*) AS votes, count(*) FILTER (review = 'noise') AS flagged_noise,
+                          count(DISTINCT annotator) AS annotators, (SELECT count(*) FROM votes WHERE retracted)
+                          AS retracted, (SELECT count(*) FROM ratings) AS ratings,
+                          (SELECT count(*) FROM demonstrations) AS demonstrations {standing}""",
+            "per_day": f"SELECT date_trunc('day', created_at) AS day, choice, count(*) AS votes {standing} "
+                       "GROUP BY ALL ORDER BY day",
+            "choices": f"SELECT choice, count(*) AS votes {standing} GROUP BY ALL ORDER BY choice",
+            "decision_s": f"""SELECT least(decision_ms // 1000, 60) AS seconds, count(*) AS votes {standing}
+                              AND decision_ms IS NOT NULL GROUP BY ALL ORDER BY seconds""",
+            "ratings": "SELECT stars, count(*) AS ratings FROM ratings GROUP BY ALL ORDER BY stars",
+            "demonstrations": """SELECT annotator, source, count(*) AS demonstrations FROM demonstrations
+                                 GROUP BY ALL ORDER BY demonstrations DESC""",
+            "annotators": f"""SELECT annotator, count(*) AS votes, count(*) FILTER (choice = 'left') AS "left",
+                              count(*) FILTER (choice = 'right') AS "right", count(*) FILTER (choice = 'tie') AS tie,
+                              count(*) FILTER (choice = 'both_bad') AS both_bad,
+                              median(decision_ms) / 1000 AS median_decision_s, max(created_at) AS last_vote
+                              {standing} GROUP BY ALL ORDER BY votes DESC""",
+        }
+        with self.connect() as con:
+            return {name: con.execute(sql).df() for name, sql in queries.items()}
+
+    def browse_votes(self, choices: list[str] | None = None, annotator: str | None = None, search: str = "",
+                     limit: int = 200) -> pd.DataFrame:
+        """The newest standing votes matching the filters (`search` matches the request, case-insensitive)."""
+        where, args = ["NOT retracted"], []
+        if choices:
+            where.append(f"choice IN ({', '.join('?' * len(choices))})")
+            args += list(choices)
+        if annotator:
+            where.append("annotator = ?")
+            args.append(annotator)
+        if search:
+            where.append("contains(lower(prompt), lower(?))")
+            args.append(search)
+        with self.connect() as con:
+            return con.execute(f"""SELECT created_at, annotator, choice, strength, review, prompt, left_text,
+                                   right_text, left_policy, right_policy, decision_ms, comparison_id FROM votes
+                                   WHERE {' AND '.join(where)} ORDER BY created_at DESC LIMIT ?""",
+                               args + [int(limit)]).df()
+
     def table(self, name: str) -> pd.DataFrame:
         """A whole table, for tests and the dashboard."""
-        if name not in ("prompts", "generations", "pairs", "comparisons", "retractions", "ratings", "demonstrations"):
+        if name not in ("prompts", "generations", "pairs", "comparisons", "retractions", "ratings", "demonstrations",
+                        "reviews"):
             raise StoreError(f"no table {name!r}")
         with self.connect() as con:
             return con.execute(f"SELECT * FROM {name}").df()
@@ -251,30 +315,3 @@ def _insert_generation(con, gen: Generation) -> None:
                 [gen.generation_id, gen.prompt.prompt_id, gen.text, gen.policy.name, gen.policy.base_model,
                  gen.policy.adapter, gen.system_prompt, s.temperature, s.top_p, s.top_k, s.max_new_tokens, gen.seed,
                  gen.num_tokens, gen.finished, gen.latency_ms, gen.well_formed, gen.n_items, gen.created_at])
-
-
-def _acquire(lock_file, mode: int, deadline: float, path: Path) -> None:
-    delay = 0.002
-    while True:
-        try:
-            fcntl.flock(lock_file, mode | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise StoreBusy(f"{path} stayed locked by another process; try again, or stop the process "
-                                "holding it (a DuckDB shell?)") from None
-            time.sleep(delay)
-            delay = min(delay * 2, 0.005)  # short polls: a long sleeper loses its turn to newcomers
-
-
-def _open(path: Path, read_only: bool, deadline: float):
-    """Connect, retrying while a process outside this module (which ignores our lock file) holds DuckDB's lock."""
-    delay = 0.01
-    while True:
-        try:
-            return duckdb.connect(str(path), read_only=read_only)
-        except duckdb.IOException as err:
-            if "lock" not in str(err).lower() or time.monotonic() > deadline:
-                raise StoreBusy(f"could not open {path}: {err}") from err
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)

@@ -13,7 +13,8 @@ import pytest
 from core.records import Generation, Pair, Policy, Prompt, SamplingSettings
 from core.store import SCHEMA_VERSION, Store, StoreBusy, StoreError
 
-TABLES = {"meta", "prompts", "generations", "pairs", "comparisons", "retractions", "ratings", "demonstrations"}
+TABLES = {"meta", "prompts", "generations", "pairs", "comparisons", "retractions", "ratings", "demonstrations",
+          "reviews"}
 BASE = Policy(base_model="models/SmolLM2-135M-Instruct")
 TUNED = Policy(base_model="models/SmolLM2-135M-Instruct", adapter="runs/dpo-1/adapter")
 LEFT_TEXT = "1. Roast turkey\n2. Mashed potatoes\n3. Stuffing\n4. Green beans\n5. Pumpkin pie"
@@ -71,7 +72,7 @@ def test_record_pair_stores_prompt_generations_and_pair(store):
     assert prompts.iloc[0].text == pair.prompt.text and prompts.iloc[0].split == "train"
     assert set(gens.generation_id) == {pair.left.generation_id, pair.right.generation_id}
     right = gens.set_index("generation_id").loc[pair.right.generation_id]
-    assert right.policy == "SmolLM2-135M-Instruct+adapter" and right.adapter == "runs/dpo-1/adapter"
+    assert right.policy == "SmolLM2-135M-Instruct+dpo-1" and right.adapter == "runs/dpo-1/adapter"
     assert right.temperature == pytest.approx(0.7) and right.seed == 2 and not right.well_formed
     row = pairs.iloc[0]
     assert (row.left_generation_id, row.right_generation_id) == (pair.left.generation_id, pair.right.generation_id)
@@ -90,9 +91,9 @@ def test_vote_is_stored_with_choice_strength_and_decision_time(store):
     vote = votes.iloc[0]
     assert vote.prompt == "Top 5 dishes for a festive dinner"
     assert vote.left_text == LEFT_TEXT and vote.right_text == RIGHT_TEXT
-    assert (vote.left_policy, vote.right_policy) == ("SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct+adapter")
+    assert (vote.left_policy, vote.right_policy) == ("SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct+dpo-1")
     assert vote.choice == "right" and vote.strength == 2 and not vote.retracted
-    assert store.pair_policies(pair_id) == ("SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct+adapter")
+    assert store.pair_policies(pair_id) == ("SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct+dpo-1")
 
 
 def test_vote_without_strength_or_time_stores_nulls(store):

@@ -1,0 +1,73 @@
+"""Data: what has been collected, refreshed live; browse and export the votes."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from apps.dashboard_shared import store
+from core import charts
+from core.preferences import export_votes
+from core.records import CHOICES
+from core.win_rate import position_bias
+
+st.title("Data")
+
+
+@st.fragment(run_every="10s")
+def overview() -> None:
+    ov = store().overview()
+    totals = ov["totals"].iloc[0]
+    if not totals.votes and not totals.demonstrations:
+        st.info("No votes yet. Open the arena (`make run` starts it at http://127.0.0.1:7860) and vote on a few "
+                "pairs, or import some: `python -m core import-votes votes.jsonl`. This page refreshes by itself.")
+        return
+    cols = st.columns(6)
+    for col, (label, value) in zip(cols, [("votes", totals.votes), ("annotators", totals.annotators),
+                                          ("undone", totals.retracted), ("flagged noise", totals.flagged_noise),
+                                          ("ratings", totals.ratings), ("demonstrations", totals.demonstrations)]):
+        col.metric(label, int(value))
+    left, right = st.columns(2)
+    left.plotly_chart(charts.votes_per_day(ov["per_day"]), key="per_day")
+    right.plotly_chart(charts.choice_mix(ov["choices"]), key="choices")
+    by_choice = dict(zip(ov["choices"].choice, ov["choices"].votes))
+    bias = position_bias(int(by_choice.get("left", 0)), int(by_choice.get("right", 0)))
+    if bias["n"]:
+        verdict = "no sign of" if bias["low"] <= 0.5 <= bias["high"] else "a"
+        left.markdown(f"**Position bias:** {bias['left_share']:.0%} of {bias['n']} decided votes went left "
+                      f"(95 % interval {bias['low']:.0%}-{bias['high']:.0%}): {verdict} position bias "
+                      "(sides are shuffled, so 50 % is unbiased).")
+    right.plotly_chart(charts.histogram(ov["decision_s"], "seconds", "votes", "Decision time (60 = a minute or more)",
+                                        "seconds"), key="decision")
+    if not ov["ratings"].empty:
+        left.plotly_chart(charts.histogram(ov["ratings"], "stars", "ratings", "Ratings", "stars"), key="ratings")
+    st.subheader("Annotators")
+    st.dataframe(ov["annotators"], hide_index=True)
+    if not ov["demonstrations"].empty:
+        st.subheader("Demonstrations")
+        st.dataframe(ov["demonstrations"], hide_index=True)
+
+
+overview()
+
+st.subheader("Browse comparisons")
+c1, c2, c3, c4 = st.columns([2, 1, 2, 1])
+choices = c1.multiselect("choice", CHOICES, default=list(CHOICES))
+annotator = c2.text_input("annotator", placeholder="anyone")
+search = c3.text_input("request contains", placeholder="e.g. thanksgiving")
+limit = c4.number_input("rows", min_value=10, max_value=5000, value=200, step=50)
+st.dataframe(store().browse_votes(choices, annotator.strip() or None, search.strip(), int(limit)), hide_index=True)
+
+st.subheader("Export")
+st.caption("TRL's preference format (prompt, chosen, rejected[, margin]), the same file as "
+           "`python -m core export-votes`: ties, both-bad, undone and noise-flagged votes are left out.")
+fmt = st.radio("format", [".jsonl", ".parquet"], horizontal=True)
+if st.button("Prepare export"):
+    out = Path(tempfile.mkdtemp()) / f"preferences{fmt}"
+    summary = export_votes(store(), out)
+    st.session_state["export"] = (out.read_bytes(), out.name, str(summary))
+if "export" in st.session_state:
+    data, name, said = st.session_state["export"]
+    st.success(said)
+    st.download_button("Download", data, file_name=name)

@@ -1,0 +1,80 @@
+"""Demo: base vs a tuned policy on one request, side by side; a blind mode whose votes feed a human win rate."""
+from __future__ import annotations
+
+import getpass
+
+import streamlit as st
+
+from apps.dashboard_shared import runs, store
+from core.demo import Demo, adapter_base, human_win_rate, policy_names
+from core.library import load_prompts
+from core.lists import parse_list
+from core.policy_value import adapter_dir
+from core.records import InputError
+
+st.title("Demo")
+tuned_runs = [r for r in runs(("ppo", "sft"), finished_only=True) if (r.path / "adapter").is_dir()]
+if not tuned_runs:
+    st.info("No tuned policy yet: finish an SFT or PPO run (Train page), then compare it with the base here.")
+    st.stop()
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the models…")
+def demo_for(tuned: str, reward: str) -> Demo:
+    from core.generate import Generator
+    from core.model import load
+    from core.reward_model import RewardScorer
+
+    adapter = str(adapter_dir(tuned))
+    scorer = RewardScorer.from_folder(reward) if reward else None
+    return Demo(store(), Generator(load(adapter_base(adapter))), adapter, scorer)
+
+
+c1, c2 = st.columns(2)
+tuned = c1.selectbox("tuned policy", tuned_runs, format_func=lambda r: r.name)
+reward_runs = [None] + [r for r in runs(("reward",), finished_only=True)]
+reward = c2.selectbox("reward model (scores)", reward_runs, format_func=lambda r: r.name if r else "(none)")
+examples = [p.text for p in load_prompts() if p.split == "eval"][:20]
+request = st.selectbox("request", examples, accept_new_options=True,
+                       help="a held-out request, or type your own")
+blind = st.toggle("blind: hide which list is which until I vote")
+if st.button("Generate", type="primary"):
+    try:
+        st.session_state["shown"] = (demo_for(str(tuned.path), str(reward.path) if reward else "").compare(request),
+                                     blind)
+        st.session_state.pop("revealed", None)
+    except InputError as err:
+        st.error(str(err))
+
+if "shown" in st.session_state:
+    shown, shown_blind = st.session_state["shown"]
+    revealed = not shown_blind or "revealed" in st.session_state
+    columns = st.columns(2)
+    for n, (col, side) in enumerate(zip(columns, ("left", "right"))):
+        generation = getattr(shown.pair, side)
+        col.subheader(shown.label(side) if revealed else f"List {'AB'[n]}")
+        col.text(generation.text)
+        problems = parse_list(generation.text).problems
+        col.caption(("well-formed top-5 ✓" if not problems else "✗ " + "; ".join(problems))
+                    + (f" · reward {shown.scores[n]:+.2f}" if revealed and shown.scores else ""))
+    if shown_blind and not revealed:
+        buttons = st.columns(4)
+        for col, (choice, label) in zip(buttons, [("left", "A is better"), ("right", "B is better"),
+                                                  ("tie", "Tie"), ("both_bad", "Both bad")]):
+            if col.button(label, key=f"vote:{choice}"):
+                demo = demo_for(str(tuned.path), str(reward.path) if reward else "")
+                st.session_state["revealed"] = demo.vote(shown, choice, f"demo:{getpass.getuser()}")
+                st.rerun()
+    elif "revealed" in st.session_state:
+        st.success(f"Vote saved. {st.session_state['revealed']}")
+
+demo_names = policy_names(str(adapter_dir(tuned.path)))
+rate = human_win_rate(store().votes(), *demo_names)
+st.subheader("Human win rate, tuned vs base")
+if rate.n:
+    low, high = rate.interval
+    st.metric(f"{demo_names[0]} over {demo_names[1]}", f"{rate.rate:.0%}",
+              help=f"95 % Wilson interval {low:.0%}-{high:.0%}")
+    st.caption(f"{rate}. From every blind vote on a pair of these two (demo and arena).")
+else:
+    st.caption("No blind votes on this pair of policies yet: switch on blind mode and vote.")

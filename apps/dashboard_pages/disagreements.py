@@ -1,0 +1,65 @@
+"""Disagreements: labelled pairs where the reward model prefers the other list, most confident first; review them."""
+from __future__ import annotations
+
+import getpass
+
+import streamlit as st
+
+from apps.dashboard_shared import runs, store
+from core import charts
+from core.disagreements import calibration, disagreements, load_scores
+from core.records import CHOICES, InputError
+
+PAGE_SIZE = 10
+
+st.title("Disagreements")
+reward_runs = [r for r in runs(("reward",)) if (r.path / "scores.parquet").exists()]
+if not reward_runs:
+    st.info("No reward model has scored the votes yet. Train one on the Train page (stage 2) or with "
+            "`python -m core train reward --preset quick`; its scores appear here when it finishes.")
+    st.stop()
+
+run = st.selectbox("reward model", reward_runs, format_func=lambda r: r.name)
+split = st.radio("pairs", ["eval", "train", "all"], horizontal=True,
+                 format_func={"eval": "held-out", "train": "training", "all": "all"}.get)
+scores = load_scores(run.path)
+table = disagreements(scores, store().table("reviews"), None if split == "all" else split)
+cal = calibration(run.path, scores, split)
+if cal["pairs"]:
+    st.markdown(f"Accuracy **{cal['accuracy']:.1%}** over {cal['pairs']} decided pairs; "
+                f"**{len(table)}** disagreements ({(table.review == 'open').sum()} not reviewed yet)."
+                + (f" ECE {cal['ece']:.3f}." if cal["ece"] is not None else ""))
+left, right = st.columns(2)
+left.plotly_chart(charts.reliability(cal["reliability"]), key="reliability")
+right.plotly_chart(charts.accuracy_by_margin(cal["by_margin"]), key="margin")
+
+if table.empty:
+    st.success("The reward model agrees with every decided vote here.")
+    st.stop()
+reviewer = st.text_input("reviewer", value=getpass.getuser())
+page = st.number_input("page", min_value=1, max_value=(len(table) - 1) // PAGE_SIZE + 1, value=1)
+for row in table.iloc[(page - 1) * PAGE_SIZE: page * PAGE_SIZE].itertuples():
+    with st.container(border=True):
+        st.markdown(f"**{row.prompt}**  \nhuman: **{row.choice}**, model: **{row.model_prefers}** "
+                    f"({row.confidence:.0%} sure) · {row.split} · by {row.annotator} · review: *{row.review}*")
+        a, b = st.columns(2)
+        a.caption(f"left · reward {row.score_left:+.2f}")
+        a.text(row.left_text)
+        b.caption(f"right · reward {row.score_right:+.2f}")
+        b.text(row.right_text)
+        c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
+        new_choice = c1.selectbox("relabel to", [c for c in CHOICES if c != row.choice], key=f"to:{row.comparison_id}",
+                                  label_visibility="collapsed")
+        action = None
+        if c2.button("Relabel", key=f"relabel:{row.comparison_id}"):
+            action = ("relabel", new_choice)
+        if c3.button("Flag as noise", key=f"noise:{row.comparison_id}"):
+            action = ("noise", None)
+        if c4.button("Confirm", key=f"confirm:{row.comparison_id}"):
+            action = ("confirm", None)
+        if action:
+            try:
+                store().review_vote(row.comparison_id, action[0], reviewer or "dashboard", action[1])
+                st.rerun()
+            except InputError as err:
+                st.error(str(err))

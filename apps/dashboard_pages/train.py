@@ -1,0 +1,84 @@
+"""Train: a form per stage built from its config dataclass, the exact command, Start / Stop / Resume, live progress."""
+from __future__ import annotations
+
+import shlex
+
+import streamlit as st
+
+from apps.dashboard_shared import device_label, runs, show_status
+from core import launcher
+from core.__main__ import STAGES, stage_config_class, stage_module
+from core.config import build, form_fields
+from core.records import InputError
+
+RUN_PICKERS = {"reward_model": "reward", "sft_adapter": "sft"}  # settings that name a finished run's folder
+NOT_IN_FORM = ("resume",)  # the Resume button below does that
+
+st.title("Train")
+st.caption(f"Runs start as their own processes (`python -m core train ...`), keep going if this page is closed, "
+           f"and write folders the Runs page plots. Device: **{device_label()}**.")
+
+stage = st.radio("stage", list(STAGES), horizontal=True, format_func={"sft": "1. SFT", "reward": "2. Reward model",
+                                                                        "ppo": "3. PPO"}.get)
+cls = stage_config_class(stage)
+st.caption((stage_module(stage).__doc__ or "").split("\n\n")[0])
+presets = ["(defaults: GPU-sized)"] + sorted(getattr(cls, "PRESETS", {}))
+preset = st.selectbox("preset", presets, index=len(presets) - 1 if len(presets) > 1 else 0)
+preset = None if preset.startswith("(") else preset
+
+typed = {}
+with st.expander("Settings", expanded=True):
+    columns = st.columns(3)
+    for n, field in enumerate(f for f in form_fields(cls, preset) if f.name not in NOT_IN_FORM):
+        col, key = columns[n % 3], f"{stage}:{preset}:{field.name}"
+        if field.name in RUN_PICKERS:
+            options = [""] + [str(r.path) for r in runs((RUN_PICKERS[field.name],), finished_only=True)]
+            typed[field.name] = col.selectbox(field.name, options, help=field.help, key=key,
+                                              format_func=lambda p: p.rsplit("/", 1)[-1] or "(none)")
+        elif field.kind is bool:
+            typed[field.name] = col.checkbox(field.name, value=bool(field.value), help=field.help, key=key)
+        elif field.choices:
+            typed[field.name] = col.selectbox(field.name, field.choices, index=field.choices.index(field.value),
+                                              help=field.help, key=key)
+        else:
+            typed[field.name] = col.text_input(field.name, value=field.value, help=field.help, key=key)
+
+try:
+    cfg = build(cls, None, **typed)
+except InputError as err:
+    cfg = None
+    st.error(f"{err}")
+if cfg is not None:
+    st.code(shlex.join(launcher.command_for(stage, cfg)), language="bash")
+    if st.button("Start", type="primary"):
+        try:
+            started = launcher.launch(stage, cfg)
+            st.success(f"started {started.run_dir.name} (pid {started.pid}); follow it below or on the Runs page.")
+        except InputError as err:
+            st.error(str(err))
+
+
+@st.fragment(run_every="2s")
+def live_runs() -> None:
+    st.subheader("Runs")
+    shown = runs()[:8]
+    if not shown:
+        st.info("No runs yet: fill in the form above and press Start.")
+    for run in shown:
+        state = run.status.get("state")
+        with st.container(border=True):
+            show_status(run)
+            if state in ("running", "starting"):
+                st.code(launcher.log_tail(run.path, 6) or "(no log yet)", language=None)
+                if st.button("Stop", key=f"stop:{run.name}"):
+                    st.toast(launcher.stop(run.path))
+            elif run.stage in launcher.RESUMABLE and state in ("stopped", "failed", "killed") and \
+                    (run.path / "checkpoint").is_dir():
+                if st.button("Resume", key=f"resume:{run.name}"):
+                    try:
+                        st.toast(f"resumed {launcher.resume(run.path).run_dir.name}")
+                    except InputError as err:
+                        st.error(str(err))
+
+
+live_runs()

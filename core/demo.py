@@ -1,0 +1,84 @@
+"""Demo mode: the base model and a tuned policy answer one request side by side, for showing the result to others.
+
+Both lists come from one batched, seeded `generate` (PEFT routes each row through its own adapter), so they differ
+only by the policy. Each list gets its well-formed check and, when a reward model is chosen, its score. In blind
+mode the sides are shuffled and the labels hidden until the viewer votes; the pair and the vote are stored like any
+arena comparison (pair source "demo"), so they count towards the human win rate of tuned vs base shown on the page.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from core.arena import MAX_REQUEST_CHARS, clean_text, parse_choice
+from core.generate import Generator
+from core.records import Pair, Policy, Prompt, SamplingSettings
+from core.store import Store
+from core.win_rate import WinRate, win_rate
+
+
+@dataclass
+class DemoPair:
+    pair: Pair
+    tuned_side: str  # "left" or "right"
+    scores: tuple[float, float] | None  # reward-model scores (left, right), None without a reward model
+
+    def label(self, side: str) -> str:
+        return "tuned" if side == self.tuned_side else "base"
+
+
+class Demo:
+    def __init__(self, store: Store, generator: Generator, tuned_adapter: str, scorer=None,
+                 sampling: SamplingSettings = SamplingSettings(), seed: int | None = None):
+        self.store, self.generator, self.scorer, self.sampling = store, generator, scorer, sampling
+        self.base: Policy = generator.base_policy
+        self.tuned: Policy = generator.add_adapter(tuned_adapter)
+        self._rng = random.Random(seed)
+
+    def compare(self, request: object) -> DemoPair:
+        """Base and tuned answer `request` in one batch; sides shuffled; the pair is stored for a blind vote."""
+        prompt = Prompt(clean_text(request, "request", MAX_REQUEST_CHARS))
+        tuned_side = self._rng.choice(["left", "right"])
+        policies = [self.tuned, self.base] if tuned_side == "left" else [self.base, self.tuned]
+        left, right = self.generator.generate(prompt, policies, self.sampling, self._rng.randrange(2**31))
+        pair = Pair(prompt=prompt, left=left, right=right, source="demo")
+        self.store.record_pair(pair)
+        scores = None
+        if self.scorer is not None:
+            scores = tuple(self.scorer.score([prompt.text] * 2, [left.text, right.text]))
+        return DemoPair(pair, tuned_side, scores)
+
+    def vote(self, shown: DemoPair, choice: object, annotator: str) -> str:
+        """Store a blind vote on a shown pair; returns the reveal."""
+        choice, _ = parse_choice(choice)
+        self.store.record_vote(shown.pair.pair_id, choice, annotator)
+        return f"Left was {shown.label('left')}, right was {shown.label('right')}."
+
+
+def adapter_base(adapter: str) -> str:
+    """The base model an adapter was trained on (its adapter_config.json), else the default base."""
+    from core.model import resolve_base_model
+    from core.runs import read_json
+
+    return read_json(Path(adapter) / "adapter_config.json").get("base_model_name_or_path") or resolve_base_model()
+
+
+def policy_names(tuned_adapter: str) -> tuple[str, str]:
+    """The names (as stored with each generation) of the tuned policy and of its base, without loading either."""
+    base = adapter_base(tuned_adapter)
+    return Policy(base, tuned_adapter).name, Policy(base).name
+
+
+def human_win_rate(votes: pd.DataFrame, tuned: str, base: str) -> WinRate:
+    """The human win rate of policy `tuned` over `base` (policy names as stored), from every standing vote on a
+    pair of exactly those two (demo or arena: both hide the sources until the vote). Ties and "both bad" count
+    half: neither says one list is better."""
+    sides = votes[((votes.left_policy == tuned) & (votes.right_policy == base))
+                  | ((votes.left_policy == base) & (votes.right_policy == tuned))]
+    tuned_won = ((sides.choice == "left") & (sides.left_policy == tuned)) | \
+        ((sides.choice == "right") & (sides.right_policy == tuned))
+    base_won = sides.choice.isin(["left", "right"]) & ~tuned_won
+    return win_rate(["win" if w else "loss" if b else "tie" for w, b in zip(tuned_won, base_won)])

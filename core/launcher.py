@@ -1,0 +1,99 @@
+"""Start, stop and resume training runs as processes of their own (what the dashboard's Train page does).
+
+The dashboard never trains in its own process: a run is `python -m core train <stage> ...`, the same command a
+researcher would type (shown before it starts), started in a session of its own so it outlives a page reload or a
+restart of the dashboard. The run folder is chosen here and passed as --output-dir, so the page can follow the run
+from its first second; `launch.json` records the command and pid before the run has written anything, and
+`console.log` keeps what the process printed (a run that dies before its folder is set up says why there).
+Stopping sends SIGTERM, which a run turns into a final save (`stopped`); a PPO run can then be resumed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from core.config import to_command
+from core.records import InputError
+from core.runs import FINAL_STATES, new_run_dir, pid_alive, read_json, read_status, write_json
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESUMABLE = ("ppo",)  # SFT and reward runs are minutes long and restart from scratch instead
+
+
+@dataclass(frozen=True)
+class Launch:
+    run_dir: Path
+    pid: int
+    command: list[str]
+
+
+def command_for(stage: str, cfg, run_dir: Path | None = None) -> list[str]:
+    """The exact command that runs `cfg` into `run_dir` (what the form previews and what is started)."""
+    if run_dir is not None:
+        cfg = dataclasses.replace(cfg, output_dir=str(run_dir))
+    return to_command(stage, cfg)
+
+
+def launch(stage: str, cfg, runs_root: Path | None = None) -> Launch:
+    """Start a run of `stage` with `cfg` in the background; returns at once with its folder and pid."""
+    run_dir = Path(cfg.output_dir) if cfg.output_dir else new_run_dir(stage, runs_root)
+    if (run_dir / "status.json").exists() or (run_dir / "launch.json").exists():
+        raise InputError(f"{run_dir} already holds a run; leave the output folder empty for a fresh one.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return _start(run_dir, command_for(stage, cfg, run_dir))
+
+
+def resume(run_dir: Path) -> Launch:
+    """Continue a stopped, failed or killed PPO run from its last checkpoint."""
+    run_dir = Path(run_dir)
+    stage = read_json(run_dir / "launch.json").get("stage") or run_dir.name.split("-")[0]
+    if stage not in RESUMABLE:
+        raise InputError(f"only PPO runs resume; start a new {stage} run instead (it takes minutes).")
+    state = read_status(run_dir).get("state")
+    if state not in ("stopped", "failed", "killed"):
+        raise InputError(f"{run_dir.name} is {state}; only a stopped, failed or killed run can be resumed.")
+    if not (run_dir / "checkpoint").is_dir():
+        raise InputError(f"{run_dir.name} saved no checkpoint to resume from; start a new run.")
+    return _start(run_dir, ["python", "-m", "core", "train", stage, "--resume", str(run_dir)])
+
+
+def stop(run_dir: Path) -> str:
+    """Ask a running run to stop at the end of its current step (it saves first). Returns what was done."""
+    status = read_status(run_dir)
+    if status.get("state") in FINAL_STATES or status.get("state") == "damaged":
+        return f"{Path(run_dir).name} is not running ({status.get('state')})."
+    pid = status.get("pid")
+    if not pid_alive(pid):
+        return f"{Path(run_dir).name} has no live process."
+    os.kill(pid, signal.SIGTERM)
+    return f"asked {Path(run_dir).name} to stop: it saves at the end of the current step."
+
+
+def log_tail(run_dir: Path, lines: int = 20) -> str:
+    """The last lines the run logged (train.log, or console.log for a run that died while starting)."""
+    for name in ("train.log", "console.log"):
+        path = Path(run_dir) / name
+        if path.exists() and path.stat().st_size:
+            with open(path, "rb") as f:
+                f.seek(max(0, path.stat().st_size - 64_000))
+                return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-lines:])
+    return ""
+
+
+def _start(run_dir: Path, command: list[str]) -> Launch:
+    argv = [sys.executable, *command[1:]]  # "python" in the preview; this interpreter (the venv's) in practice
+    with open(run_dir / "console.log", "ab") as console:
+        process = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=console, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    write_json(run_dir / "launch.json", {"stage": command[4], "command": command, "pid": process.pid,
+                                         "launched_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    # reap it when it ends, so a finished child never lingers as a zombie that still looks alive
+    threading.Thread(target=process.wait, daemon=True, name=f"reap-{process.pid}").start()
+    return Launch(run_dir, process.pid, command)

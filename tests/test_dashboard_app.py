@@ -1,0 +1,171 @@
+"""The dashboard through Streamlit's AppTest: every page on an empty and on a seeded database, reviews and blind
+votes through the page's own buttons, and a real two-step run started from the Train page."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.preferences import import_votes
+from core.runs import read_status, write_json
+from core.store import Store
+from tests.conftest import write_preference_votes
+
+APP = str(Path(__file__).resolve().parent.parent / "apps" / "dashboard.py")
+PAGES = ("data", "train", "runs", "disagreements", "demo")
+
+
+@pytest.fixture
+def dashboard(tmp_path, monkeypatch):
+    """Point the dashboard at a fresh database and runs folder; `open(page)` renders a page and checks it ran."""
+    monkeypatch.setenv("RLHF_DB", str(tmp_path / "db.duckdb"))
+    monkeypatch.setenv("RLHF_RUNS_DIR", str(tmp_path / "runs"))
+    (tmp_path / "runs").mkdir()
+
+    class Dashboard:
+        db, runs = tmp_path / "db.duckdb", tmp_path / "runs"
+
+        def open(self, page: str = "data") -> AppTest:
+            at = AppTest.from_file(APP, default_timeout=120).run()
+            if page != "data":
+                at.switch_page(f"dashboard_pages/{page}.py").run()
+            assert not at.exception, at.exception
+            return at
+    return Dashboard()
+
+
+def _titles(at: AppTest) -> list[str]:
+    return [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in at.get("plotly_chart")]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_explains_itself_on_a_first_start(dashboard, page):
+    at = dashboard.open(page)
+    assert at.info or page == "train", f"{page}: no empty-state message"
+    assert not at.error
+
+
+# ---- seeded ---------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def seeded(dashboard, tiny_reward_run, tiny_adapter_dir, preference_db, tiny_model_dir):
+    """The reward fixture's database and run, a hand-made PPO run, a killed and a damaged run, and an SFT adapter."""
+    shutil.copy(preference_db, dashboard.db)
+    store = Store(dashboard.db)
+    votes = store.votes()
+    store.record_rating(votes.left_generation_id.iloc[0], 4, "alice")
+    shutil.copytree(tiny_reward_run, dashboard.runs / "reward-20260101-000001")
+    # a second reward run whose scores disagree with the first three decided votes, confidently
+    scored = dashboard.runs / "reward-20260101-000002"
+    shutil.copytree(tiny_reward_run, scored)
+    scores = pd.read_parquet(scored / "scores.parquet")
+    decided = scores.choice.isin(["left", "right"])
+    scores["p_left"] = (scores.choice == "left").astype(float) * 0.8 + 0.1  # agrees: 0.9 for left, 0.1 for right
+    flip = scores[decided].index[:3]
+    scores.loc[flip, "p_left"] = 1 - scores.loc[flip, "p_left"]
+    scores.to_parquet(scored / "scores.parquet")
+    ppo = dashboard.runs / "ppo-20260101-000003"
+    ppo.mkdir()
+    write_json(ppo / "status.json", {"state": "finished", "step": 2, "total": 2, "message": "adapter saved"})
+    write_json(ppo / "config.json", {"learning_rate": 1e-4, "kl_coef": 0.05})
+    rows = [{"step": s, "objective/scores": 0.1 * s, "objective/rlhf_reward": 0.05 * s, "objective/kl": 0.2 * s,
+             "objective/entropy": 2.0, "val/ratio": 1.0, "eval/scores": 0.3 * s, "eval/kl": 0.1 * s,
+             "eval/sqrt_kl": (0.1 * s) ** 0.5, "eval/well_formed": 0.5} for s in (0, 1, 2)]
+    (ppo / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (ppo / "samples.jsonl").write_text(json.dumps({"step": 2, "prompt": "Top 5 rivers", "text": "1. Nile"}) + "\n")
+    killed = dashboard.runs / "ppo-20260101-000004"
+    killed.mkdir()
+    write_json(killed / "status.json", {"state": "running", "step": 1, "total": 9, "pid": 2**22 + 4321})
+    (killed / "train.log").write_text("step 1\nRuntimeError: out of memory while sampling\n")
+    (dashboard.runs / "sft-20260101-000005").mkdir()  # damaged: nothing inside
+    sft = dashboard.runs / "sft-20260101-000006"
+    shutil.copytree(tiny_adapter_dir, sft / "adapter")
+    write_json(sft / "status.json", {"state": "finished", "step": 2, "total": 2})
+    return dashboard
+
+
+def test_data_page_counts_plots_browses_and_exports(seeded):
+    at = seeded.open("data")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["votes"] == "49" and metrics["ratings"] == "1"
+    assert {"Votes per day", "Choice mix", "Ratings"} <= set(_titles(at))
+    assert any("Position bias" in m.value for m in at.markdown)
+    assert len(at.dataframe[-1].value) == 49
+    at.multiselect[0].set_value(["tie"]).run()
+    assert len(at.dataframe[-1].value) == 1
+    at.button[0].click().run()  # Prepare export
+    assert "wrote 48 preference pairs" in at.success[0].value
+
+
+def test_runs_page_plots_curves_and_shows_broken_runs(seeded):
+    at = seeded.open("runs")
+    table = at.dataframe[0].value.set_index("run")
+    assert table.loc["ppo-20260101-000004", "state"] == "killed"
+    assert table.loc["sft-20260101-000005", "state"] == "damaged"
+    at.multiselect[0].set_value(["ppo-20260101-000003", "ppo-20260101-000004", "sft-20260101-000005"]).run()
+    assert not at.exception
+    assert {"Reward", "KL to the reference (nats) and beta", "Over-optimisation: reward against sqrt(KL)"} \
+        <= set(_titles(at))
+    errors = " ".join(e.value for e in at.error)
+    assert "ppo-20260101-000004** killed" in errors and "sft-20260101-000005** damaged" in errors
+    assert any("out of memory" in c.value for c in at.code)
+
+
+def test_disagreements_page_reviews_through_its_buttons(seeded):
+    at = seeded.open("disagreements")
+    at.selectbox[0].set_value(next(o for o in at.selectbox[0].options if o.endswith("000002"))).run()
+    at.radio[0].set_value("all").run()
+    assert "**3** disagreements" in at.markdown[0].value
+    assert {"Calibration (reliability diagram)"} <= set(_titles(at))
+    store = Store(seeded.db)
+    before = len(store.votes())
+    at.button(key=next(b.key for b in at.button if b.key.startswith("noise:"))).click().run()
+    assert len(store.votes()) == before - 1  # flagged noise: out of exports and training
+    assert "(2 not reviewed yet)" in at.markdown[0].value
+    relabel = [b.key for b in at.button if b.key.startswith("relabel:")][1]  # the next one, not the flagged one
+    at.button(key=relabel).click().run()
+    reviews = store.table("reviews")
+    assert sorted(reviews.action) == ["noise", "relabel"]
+    assert len(store.votes()) == before - 1  # the relabelled vote was replaced, not added
+
+
+def test_demo_page_blind_vote_feeds_the_human_win_rate(seeded):
+    at = seeded.open("demo")
+    at.toggle[0].set_value(True).run()
+    at.button[0].click().run()  # Generate
+    assert not at.exception
+    assert [s.value for s in at.subheader][:2] == ["List A", "List B"]
+    at.button(key="vote:left").click().run()
+    assert "Vote saved" in at.success[0].value
+    assert at.metric[0].value in ("0%", "100%")
+    assert any("over 1 (" in c.value for c in at.caption)
+
+
+def test_train_page_validates_and_previews_the_command(dashboard):
+    at = dashboard.open("train")
+    assert "python -m core train sft" in at.code[0].value
+    at.text_input(key="sft:quick:learning_rate").set_value("fast").run()
+    assert "not a valid float" in at.error[0].value
+    assert not at.button  # no Start button for a config that would not run
+
+
+def test_train_page_starts_a_real_run_whose_curves_appear(dashboard, tiny_model_dir):
+    at = dashboard.open("train")
+    for name, value in {"base_model": tiny_model_dir, "max_steps": "2", "eval_prompts": "2",
+                        "eval_max_new_tokens": "8"}.items():
+        at.text_input(key=f"sft:quick:{name}").set_value(value)
+    at.run()
+    assert "--max-steps 2" in at.code[0].value
+    at.button[0].click().run()  # Start
+    assert "started sft-" in at.success[0].value
+    run_dir = next(dashboard.runs.glob("sft-*"))
+    deadline = time.time() + 300
+    while read_status(run_dir)["state"] in ("starting", "running") and time.time() < deadline:
+        time.sleep(1)
+    assert read_status(run_dir)["state"] == "finished", (run_dir / "console.log").read_text()[-2000:]
+    at = dashboard.open("runs")
+    assert {"Loss", "Learning rate"} <= set(_titles(at))
