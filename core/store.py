@@ -191,12 +191,30 @@ class Store:
         return demonstration_id
 
     def import_votes(self, votes: list[tuple[Pair, str, str, object]]) -> int:
-        """(pair, choice, annotator, created_at) rows, all or nothing."""
+        """(pair, choice, annotator, created_at) rows, all or nothing, in one bulk insert per table (DuckDB scans
+        the frames directly: 100k votes take seconds, where row-by-row inserts take minutes)."""
+        prompts, generations, pairs, comparisons = [], [], [], []
+        for pair, choice, annotator, created_at in votes:
+            p = pair.prompt
+            prompts.append((p.prompt_id, p.text, p.source, p.library_id, p.category, p.split, utc_now()))
+            generations += [_generation_row(g) for g in (pair.left, pair.right)]
+            pairs.append((pair.pair_id, p.prompt_id, pair.left.generation_id, pair.right.generation_id, pair.source,
+                          created_at))
+            comparisons.append((new_id(), pair.pair_id, choice, None, annotator, None, created_at))
+        frames = {
+            "prompts": pd.DataFrame(prompts, columns=["prompt_id", "text", "source", "library_id", "category", "split",
+                                                      "created_at"]).drop_duplicates("prompt_id"),
+            "generations": pd.DataFrame(generations), "pairs": pd.DataFrame(pairs),
+            "comparisons": pd.DataFrame(comparisons)}
         with self.connect(write=True) as con:
-            for pair, choice, annotator, created_at in votes:
-                _insert_pair(con, pair, created_at)
-                con.execute("INSERT INTO comparisons VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            [new_id(), pair.pair_id, choice, None, annotator, None, created_at])
+            for table, frame in frames.items():
+                con.register("incoming", frame)
+                if table == "prompts":  # a prompt is stored once, whoever brought it first
+                    con.execute("INSERT INTO prompts SELECT * FROM incoming "
+                                "WHERE prompt_id NOT IN (SELECT prompt_id FROM prompts)")
+                else:
+                    con.execute(f"INSERT INTO {table} SELECT * FROM incoming")
+                con.unregister("incoming")
         return len(votes)
 
     # ---- reads --------------------------------------------------------------------------------------------------
@@ -237,17 +255,18 @@ class Store:
     def overview(self) -> dict[str, pd.DataFrame]:
         """What the Data page plots, aggregated inside DuckDB in one read transaction (100k votes: see
         bench/dashboard_queries.py), so the page never pulls every row and never holds the file for long."""
-        standing = "FROM votes WHERE NOT retracted"
+        # from the comparisons table itself: the votes view's joins (prompts, both generations) are not needed here
+        standing = "FROM comparisons c ANTI JOIN retractions USING (comparison_id)"
         queries = {
-            "totals": f"""SELECT count(*) AS votes, count(*) FILTER (review = 'noise') AS flagged_noise,
-                          count(DISTINCT annotator) AS annotators, (SELECT count(*) FROM votes WHERE retracted)
-                          AS retracted, (SELECT count(*) FROM ratings) AS ratings,
+            "totals": f"""SELECT count(*) AS votes, count(DISTINCT annotator) AS annotators,
+                          (SELECT count(*) FROM votes WHERE review = 'noise' AND NOT retracted) AS flagged_noise,
+                          (SELECT count(*) FROM retractions) AS retracted, (SELECT count(*) FROM ratings) AS ratings,
                           (SELECT count(*) FROM demonstrations) AS demonstrations {standing}""",
             "per_day": f"SELECT date_trunc('day', created_at) AS day, choice, count(*) AS votes {standing} "
                        "GROUP BY ALL ORDER BY day",
             "choices": f"SELECT choice, count(*) AS votes {standing} GROUP BY ALL ORDER BY choice",
             "decision_s": f"""SELECT least(decision_ms // 1000, 60) AS seconds, count(*) AS votes {standing}
-                              AND decision_ms IS NOT NULL GROUP BY ALL ORDER BY seconds""",
+                              WHERE decision_ms IS NOT NULL GROUP BY ALL ORDER BY seconds""",
             "ratings": "SELECT stars, count(*) AS ratings FROM ratings GROUP BY ALL ORDER BY stars",
             "demonstrations": """SELECT annotator, source, count(*) AS demonstrations FROM demonstrations
                                  GROUP BY ALL ORDER BY demonstrations DESC""",
@@ -263,20 +282,25 @@ class Store:
     def browse_votes(self, choices: list[str] | None = None, annotator: str | None = None, search: str = "",
                      limit: int = 200) -> pd.DataFrame:
         """The newest standing votes matching the filters (`search` matches the request, case-insensitive)."""
-        where, args = ["NOT retracted"], []
+        where, args = ["true"], []
         if choices:
-            where.append(f"choice IN ({', '.join('?' * len(choices))})")
+            where.append(f"c.choice IN ({', '.join('?' * len(choices))})")
             args += list(choices)
         if annotator:
-            where.append("annotator = ?")
+            where.append("c.annotator = ?")
             args.append(annotator)
         if search:
-            where.append("contains(lower(prompt), lower(?))")
+            where.append("contains(lower(pr.text), lower(?))")
             args.append(search)
+        # pick the rows on the narrow tables first, then join the texts for those rows only (3x faster at 100k)
         with self.connect() as con:
-            return con.execute(f"""SELECT created_at, annotator, choice, strength, review, prompt, left_text,
-                                   right_text, left_policy, right_policy, decision_ms, comparison_id FROM votes
-                                   WHERE {' AND '.join(where)} ORDER BY created_at DESC LIMIT ?""",
+            return con.execute(f"""
+                WITH chosen AS (SELECT c.comparison_id FROM comparisons c ANTI JOIN retractions USING (comparison_id)
+                                JOIN pairs p USING (pair_id) JOIN prompts pr ON pr.prompt_id = p.prompt_id
+                                WHERE {' AND '.join(where)} ORDER BY c.created_at DESC LIMIT ?)
+                SELECT created_at, annotator, choice, strength, review, prompt, left_text, right_text, left_policy,
+                       right_policy, decision_ms, comparison_id
+                FROM votes SEMI JOIN chosen USING (comparison_id) ORDER BY created_at DESC""",
                                args + [int(limit)]).df()
 
     def table(self, name: str) -> pd.DataFrame:
@@ -309,9 +333,13 @@ def _insert_prompt(con, prompt: Prompt) -> None:
                  utc_now()])
 
 
-def _insert_generation(con, gen: Generation) -> None:
+def _generation_row(gen: Generation) -> list:
     s = gen.sampling or SamplingSettings(None, None, None, None)
+    return [gen.generation_id, gen.prompt.prompt_id, gen.text, gen.policy.name, gen.policy.base_model,
+            gen.policy.adapter, gen.system_prompt, s.temperature, s.top_p, s.top_k, s.max_new_tokens, gen.seed,
+            gen.num_tokens, gen.finished, gen.latency_ms, gen.well_formed, gen.n_items, gen.created_at]
+
+
+def _insert_generation(con, gen: Generation) -> None:
     con.execute(f"INSERT INTO generations ({_GENERATION_COLUMNS}) VALUES ({', '.join('?' * 18)})",
-                [gen.generation_id, gen.prompt.prompt_id, gen.text, gen.policy.name, gen.policy.base_model,
-                 gen.policy.adapter, gen.system_prompt, s.temperature, s.top_p, s.top_k, s.max_new_tokens, gen.seed,
-                 gen.num_tokens, gen.finished, gen.latency_ms, gen.well_formed, gen.n_items, gen.created_at])
+                _generation_row(gen))

@@ -169,3 +169,66 @@ def test_train_page_starts_a_real_run_whose_curves_appear(dashboard, tiny_model_
     assert read_status(run_dir)["state"] == "finished", (run_dir / "console.log").read_text()[-2000:]
     at = dashboard.open("runs")
     assert {"Loss", "Learning rate"} <= set(_titles(at))
+
+
+@pytest.fixture
+def dashboard_server(dashboard):
+    """The dashboard served by the Procfile's own command line (what `make run` starts), on a free port."""
+    import os
+    import shlex
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procfile = (Path(APP).parent.parent / "Procfile").read_text()
+    line = next(l for l in procfile.splitlines() if l.startswith("dashboard:")).split(":", 1)[1]
+    argv = shlex.split(os.path.expandvars(line.replace("${DASHBOARD_PORT:-8501}", str(port))
+                                          .replace("${DASHBOARD_HOST:-127.0.0.1}", "127.0.0.1")))
+    assert argv[0] == "streamlit"
+    server = subprocess.Popen([sys.executable, "-m", *argv], cwd=Path(APP).parent.parent,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _get(url: str, timeout_s: float = 60) -> str:
+    import urllib.request
+
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            return urllib.request.urlopen(url, timeout=5).read().decode()
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def test_the_procfile_command_serves_the_dashboard(dashboard_server):
+    assert _get(f"{dashboard_server}/_stcore/health") == "ok"
+    assert "<title>" in _get(f"{dashboard_server}/")
+
+
+def test_a_real_browser_renders_the_pages(dashboard_server):
+    """Headless Chromium loads the app, runs its JavaScript and shows each page's content."""
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not browser:
+        pytest.skip("no chromium: apt-get install chromium")
+    _get(f"{dashboard_server}/_stcore/health")
+    for path, expected in [("", "No votes yet"), ("/train", "Runs start as their own processes"), ("/runs", "No runs yet")]:
+        for _ in range(4):  # the first visit waits on the server's first script run (imports), which is real time
+            dom = subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu",
+                                  "--virtual-time-budget=30000", "--dump-dom", f"{dashboard_server}{path}"],
+                                 capture_output=True, text=True, timeout=120).stdout
+            if expected in dom:
+                break
+        assert expected in dom, f"{path or '/'}: {expected!r} not rendered"
