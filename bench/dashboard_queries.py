@@ -6,7 +6,10 @@ Seeds a fresh database through the store's own import (the same rows `python -m 
 annotators, about 2,000 requests, a year of votes, some undone and flagged as noise), then times, as the page does
 on each refresh: `Store.overview()` (totals, votes per day, choice mix, decision times, ratings, demonstrations,
 per-annotator counts: one read transaction) and `Store.browse_votes()` for the default table and a filtered search.
-Goal: <= 1 s for the page's queries. Prints a table and a final JSON line.
+Goal: <= 1 s for the page's queries. Then the arena's side: a writer process casts --writes votes back to back
+(record_pair + record_vote, as a vote button does) on the same 100k file, once alone and once while a dashboard
+process loops the page's queries without pause, and reports the vote latency both ways: the dashboard must never
+block voting. Prints tables and a final JSON line.
 """
 from __future__ import annotations
 
@@ -51,6 +54,46 @@ def seed(store: Store, n: int, rng: random.Random) -> None:
         store.review_vote(comparison_id, "noise", "bench")
 
 
+def arena_writer(path: str, votes: int, out) -> None:
+    store, latencies = Store(path), []
+    for i in range(votes):
+        prompt = Prompt(f"Top 5 writer test {i}")
+        gens = [Generation(prompt, f"1. item {k}", BASE, False, 1) for k in range(2)]
+        pair = Pair(prompt, *gens)
+        started = time.perf_counter()
+        store.record_pair(pair)
+        store.record_vote(pair.pair_id, "left", "arena")
+        latencies.append(time.perf_counter() - started)
+    out.put(latencies)
+
+
+def dashboard_reader(path: str, stop) -> None:
+    store = Store(path)
+    while not stop.is_set():
+        store.overview()
+        store.browse_votes(limit=200)
+
+
+def vote_latency(path: str, votes: int, with_dashboard: bool) -> dict:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    stop, out = ctx.Event(), ctx.Queue()
+    reader = ctx.Process(target=dashboard_reader, args=(path, stop)) if with_dashboard else None
+    if reader:
+        reader.start()
+        time.sleep(3)  # the reader is polling before the first vote
+    writer = ctx.Process(target=arena_writer, args=(path, votes, out))
+    writer.start()
+    latencies = sorted(out.get(timeout=600))
+    writer.join()
+    if reader:
+        stop.set()
+        reader.join()
+    return {"p50_s": statistics.median(latencies), "p95_s": latencies[int(0.95 * (len(latencies) - 1))],
+            "max_s": latencies[-1]}
+
+
 def timed(fn, repeats: int) -> dict:
     times = []
     for _ in range(repeats):
@@ -65,6 +108,7 @@ def main() -> None:
     parser.add_argument("--votes", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--db", default="/tmp/dashboard-100k.duckdb")
+    parser.add_argument("--writes", type=int, default=40, help="votes the arena writer casts in each phase")
     args = parser.parse_args()
     Path(args.db).unlink(missing_ok=True)
     store = Store(args.db)
@@ -82,7 +126,12 @@ def main() -> None:
     print(f"{'query':<36} {'median':>8} {'max':>8}")
     for name, r in results.items():
         print(f"{name:<36} {r['median_s'] * 1000:>6.0f} ms {r['max_s'] * 1000:>6.0f} ms")
-    print(json.dumps({"votes": args.votes, "seed_s": seeded_s, **results}))
+    writes = {name: vote_latency(args.db, args.writes, dashboard) for name, dashboard in
+              [("votes, arena alone", False), ("votes, dashboard polling", True)]}
+    print(f"{'arena vote (pair + vote)':<36} {'p50':>8} {'p95':>8} {'max':>8}")
+    for name, r in writes.items():
+        print(f"{name:<36} {r['p50_s'] * 1000:>6.0f} ms {r['p95_s'] * 1000:>6.0f} ms {r['max_s'] * 1000:>6.0f} ms")
+    print(json.dumps({"votes": args.votes, "seed_s": seeded_s, **results, **writes}))
 
 
 if __name__ == "__main__":
