@@ -12,8 +12,9 @@ CHOICE_COLOURS = {"left": "#4c78a8", "right": "#f58518", "tie": "#9d9d9d", "both
 
 
 def _layout(fig: go.Figure, title: str, x: str = "", y: str = "", height: int = 300) -> go.Figure:
-    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, height=height, margin=dict(l=10, r=10, t=40, b=10),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0))
+    # the legend goes under the plot: above it, it collides with the title and plotly's toolbar
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, height=height + 40,
+                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", yanchor="top", y=-0.25, x=0))
     return fig
 
 
@@ -58,7 +59,7 @@ def reliability(bins: pd.DataFrame) -> go.Figure:
         shown = bins.dropna(subset=["accuracy"])
         fig.add_trace(go.Scatter(x=shown.confidence, y=shown.accuracy, mode="lines+markers+text", name="model",
                                  text=[f"n={c}" for c in shown["count"]], textposition="top center"))
-    fig.update_yaxes(range=[0, 1.05])
+    fig.update_yaxes(range=[0, 1.12])  # room for the n= labels above a perfect bin
     return _layout(fig, "Calibration (reliability diagram)", "confidence (model's probability of its choice)",
                    "accuracy")
 
@@ -68,7 +69,7 @@ def accuracy_by_margin(rows: pd.DataFrame) -> go.Figure:
         return _layout(go.Figure(), "Accuracy by score gap")
     labels = [f"{lo:g}-{hi:g}" if hi != float("inf") else f">={lo:g}" for lo, hi in zip(rows.low, rows.high)]
     fig = go.Figure(go.Bar(x=labels, y=rows.accuracy, text=[f"n={c}" for c in rows["count"]], textposition="auto"))
-    fig.update_yaxes(range=[0, 1.05])
+    fig.update_yaxes(range=[0, 1.12])
     return _layout(fig, "Accuracy by score gap |r_left - r_right|", "score gap", "accuracy")
 
 

@@ -38,8 +38,11 @@ def overview() -> None:
         left.markdown(f"**Position bias:** {bias['left_share']:.0%} of {bias['n']} decided votes went left "
                       f"(95 % interval {bias['low']:.0%}-{bias['high']:.0%}): {verdict} position bias "
                       "(sides are shuffled, so 50 % is unbiased).")
-    right.plotly_chart(charts.histogram(ov["decision_s"], "seconds", "votes", "Decision time (60 = a minute or more)",
-                                        "seconds"), key="decision")
+    if ov["decision_s"].empty:
+        right.caption("No decision times yet (imported votes have none; arena votes do).")
+    else:
+        right.plotly_chart(charts.histogram(ov["decision_s"], "seconds", "votes", "Decision time (60: a minute or more)",
+                                            "seconds"), key="decision")
     if not ov["ratings"].empty:
         left.plotly_chart(charts.histogram(ov["ratings"], "stars", "ratings", "Ratings", "stars"), key="ratings")
     st.subheader("Annotators")
