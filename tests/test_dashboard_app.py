@@ -81,6 +81,7 @@ def seeded(dashboard, tiny_reward_run, tiny_adapter_dir, preference_db, tiny_mod
     killed.mkdir()
     write_json(killed / "status.json", {"state": "running", "step": 1, "total": 9, "pid": 2**22 + 4321})
     (killed / "train.log").write_text("step 1\nRuntimeError: out of memory while sampling\n")
+    (killed / "checkpoint").mkdir()
     (dashboard.runs / "sft-20260101-000005").mkdir()  # damaged: nothing inside
     sft = dashboard.runs / "sft-20260101-000006"
     shutil.copytree(tiny_adapter_dir, sft / "adapter")
@@ -143,6 +144,18 @@ def test_demo_page_blind_vote_feeds_the_human_win_rate(seeded):
     assert "Vote saved" in at.success[0].value
     assert at.metric[0].value in ("0%", "100%")
     assert any("over 1 (" in c.value for c in at.caption)
+
+
+def test_train_page_offers_finished_runs_and_resume_for_a_killed_ppo_run(seeded):
+    at = seeded.open("train")
+    assert any(b.key == "resume:ppo-20260101-000004" for b in at.button)
+    assert "killed" in " ".join(e.value for e in at.error)
+    at.radio[0].set_value("ppo").run()
+    picker = at.selectbox(key="ppo:quick:reward_model")
+    assert set(picker.options) == {"(none)", "reward-20260101-000001", "reward-20260101-000002"}
+    assert "PPO needs a reward model" in at.error[0].value  # PPO needs one: the config's own message
+    picker.set_value(str(seeded.runs / "reward-20260101-000001")).run()
+    assert "--reward-model" in at.code[0].value and not any("PPO needs" in e.value for e in at.error)
 
 
 def test_train_page_validates_and_previews_the_command(dashboard):
