@@ -4,10 +4,12 @@ Both lists come from one batched, seeded `generate` (PEFT routes each row throug
 only by the policy. Each list gets its well-formed check and, when a reward model is chosen, its score. In blind
 mode the sides are shuffled and the labels hidden until the viewer votes; the pair and the vote are stored like any
 arena comparison (pair source "demo"), so they count towards the human win rate of tuned vs base shown on the page.
+This is the one place the dashboard loads a model: to generate for a live audience, never to train.
 """
 from __future__ import annotations
 
 import random
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,25 +39,28 @@ class Demo:
         self.base: Policy = generator.base_policy
         self.tuned: Policy = generator.add_adapter(tuned_adapter)
         self._rng = random.Random(seed)
+        self._lock = threading.Lock()  # one model, shared by every browser tab showing the demo
 
     def compare(self, request: object) -> DemoPair:
         """Base and tuned answer `request` in one batch; sides shuffled; the pair is stored for a blind vote."""
         prompt = Prompt(clean_text(request, "request", MAX_REQUEST_CHARS))
-        tuned_side = self._rng.choice(["left", "right"])
-        policies = [self.tuned, self.base] if tuned_side == "left" else [self.base, self.tuned]
-        left, right = self.generator.generate(prompt, policies, self.sampling, self._rng.randrange(2**31))
+        with self._lock:
+            tuned_side = self._rng.choice(["left", "right"])
+            policies = [self.tuned, self.base] if tuned_side == "left" else [self.base, self.tuned]
+            left, right = self.generator.generate(prompt, policies, self.sampling, self._rng.randrange(2**31))
+            scores = None
+            if self.scorer is not None:
+                scores = tuple(self.scorer.score([prompt.text] * 2, [left.text, right.text]))
         pair = Pair(prompt=prompt, left=left, right=right, source="demo")
         self.store.record_pair(pair)
-        scores = None
-        if self.scorer is not None:
-            scores = tuple(self.scorer.score([prompt.text] * 2, [left.text, right.text]))
         return DemoPair(pair, tuned_side, scores)
 
-    def vote(self, shown: DemoPair, choice: object, annotator: str) -> str:
-        """Store a blind vote on a shown pair; returns the reveal."""
-        choice, _ = parse_choice(choice)
-        self.store.record_vote(shown.pair.pair_id, choice, annotator)
-        return f"Left was {shown.label('left')}, right was {shown.label('right')}."
+
+def record_blind_vote(store: Store, shown: DemoPair, choice: object, annotator: str) -> str:
+    """Store a blind vote on a shown pair (no model needed); returns the reveal."""
+    choice, _ = parse_choice(choice)
+    store.record_vote(shown.pair.pair_id, choice, annotator)
+    return f"Left was {shown.label('left')}, right was {shown.label('right')}."
 
 
 def adapter_base(adapter: str) -> str:

@@ -33,7 +33,7 @@ def latest_reviews(reviews: pd.DataFrame) -> pd.DataFrame:
     """The newest review of each vote, as one word: confirmed, noise, or "relabelled: <choice>"."""
     if reviews.empty:
         return pd.DataFrame(columns=["comparison_id", "review"])
-    newest = reviews.sort_values("created_at").groupby("comparison_id", as_index=False).last()
+    newest = reviews.sort_values("created_at").drop_duplicates("comparison_id", keep="last")
     newest["review"] = np.where(newest.action == "relabel", "relabelled: " + newest.choice.fillna(""),
                                 np.where(newest.action == "confirm", "confirmed", newest.action))
     return newest[["comparison_id", "review"]]

@@ -43,7 +43,7 @@ def command_for(stage: str, cfg, run_dir: Path | None = None) -> list[str]:
 
 def launch(stage: str, cfg, runs_root: Path | None = None) -> Launch:
     """Start a run of `stage` with `cfg` in the background; returns at once with its folder and pid."""
-    run_dir = Path(cfg.output_dir) if cfg.output_dir else new_run_dir(stage, runs_root)
+    run_dir = Path(cfg.output_dir).resolve() if cfg.output_dir else new_run_dir(stage, runs_root)
     if (run_dir / "status.json").exists() or (run_dir / "launch.json").exists():
         raise InputError(f"{run_dir} already holds a run; leave the output folder empty for a fresh one.")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -56,7 +56,7 @@ def resume(run_dir: Path) -> Launch:
     stage = read_json(run_dir / "launch.json").get("stage") or run_dir.name.split("-")[0]
     if stage not in RESUMABLE:
         raise InputError(f"only PPO runs resume; start a new {stage} run instead (it takes minutes).")
-    state = read_status(run_dir).get("state")
+    state = read_status(run_dir).get("state")  # "starting" while a resume is already loading
     if state not in ("stopped", "failed", "killed"):
         raise InputError(f"{run_dir.name} is {state}; only a stopped, failed or killed run can be resumed.")
     if not (run_dir / "checkpoint").is_dir():
@@ -72,19 +72,31 @@ def stop(run_dir: Path) -> str:
     pid = status.get("pid")
     if not pid_alive(pid):
         return f"{Path(run_dir).name} has no live process."
+    if not _is_training(pid):
+        return f"pid {pid} is no longer {Path(run_dir).name}'s process; nothing was stopped."
     os.kill(pid, signal.SIGTERM)
+    if status.get("state") == "starting":
+        return f"stopped {Path(run_dir).name} while it was still starting (nothing to save yet)."
     return f"asked {Path(run_dir).name} to stop: it saves at the end of the current step."
+
+
+def _is_training(pid: int) -> bool:
+    """Whether `pid` still runs `core train` (a pid from an old status file may since belong to another process)."""
+    try:
+        return b"core" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc (macOS): trust the status file
 
 
 def log_tail(run_dir: Path, lines: int = 20) -> str:
     """The last lines the run logged (train.log, or console.log for a run that died while starting)."""
-    for name in ("train.log", "console.log"):
-        path = Path(run_dir) / name
-        if path.exists() and path.stat().st_size:
-            with open(path, "rb") as f:
-                f.seek(max(0, path.stat().st_size - 64_000))
-                return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-lines:])
-    return ""
+    logs = [p for p in (Path(run_dir) / "train.log", Path(run_dir) / "console.log") if p.exists() and p.stat().st_size]
+    if not logs:
+        return ""
+    newest = max(logs, key=lambda p: p.stat().st_mtime)  # a resume that died while starting wrote console.log last
+    with open(newest, "rb") as f:
+        f.seek(max(0, newest.stat().st_size - 64_000))
+        return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-lines:])
 
 
 def _start(run_dir: Path, command: list[str]) -> Launch:

@@ -61,10 +61,13 @@ def metrics_frame(run_dir: Path) -> pd.DataFrame:
     return frame
 
 
-def panels_for(stage: str, frame: pd.DataFrame) -> list[tuple[str, list[str]]]:
-    """The stage's panels restricted to the keys this run logged (numeric, with at least one value)."""
-    present = [(title, [k for k in keys if k in frame and pd.to_numeric(frame[k], errors="coerce").notna().any()])
-               for title, keys in PANELS.get(stage, [])]
+def panels_for(stage: str, *frames: pd.DataFrame) -> list[tuple[str, list[str]]]:
+    """The stage's panels, each with the keys that at least one of `frames` logged (numeric, one value or more):
+    overlaid runs that logged different keys share one panel per title."""
+    def logged(key: str) -> bool:
+        return any(key in f and pd.to_numeric(f[key], errors="coerce").notna().any() for f in frames)
+
+    present = [(title, [k for k in keys if logged(k)]) for title, keys in PANELS.get(stage, [])]
     return [(title, keys) for title, keys in present if keys]
 
 

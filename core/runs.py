@@ -292,8 +292,12 @@ def read_status(run_dir: Path) -> dict:
     launched (launch.json) but whose process has not written a status yet is "starting", or "failed" if the
     process already ended (its console.log says why)."""
     status = read_json(Path(run_dir) / "status.json")
+    launched = read_json(Path(run_dir) / "launch.json")
+    if status and launched and str(launched.get("launched_at", "")) > str(status.get("updated_at", "")) \
+            and status.get("state") != "running" and pid_alive(launched.get("pid")):
+        # resumed from the dashboard, still loading: the old status would offer Resume a second time
+        return {**status, "state": "starting", "pid": launched["pid"], "message": "resuming: loading the model"}
     if not status:
-        launched = read_json(Path(run_dir) / "launch.json")
         if launched and pid_alive(launched.get("pid")):
             return {"state": "starting", "pid": launched["pid"], "message": "loading the model and the data"}
         if launched:

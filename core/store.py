@@ -161,10 +161,12 @@ class Store:
             if action == "relabel":
                 if choice == row[1]:
                     raise StoreError(f"the vote already says {choice!r}: confirm it instead")
+                # the corrected vote keeps who cast it and when (the reviewer is in `reviews`); its old strength
+                # described the old choice, so it has none
                 new_comparison_id = new_id()
                 con.execute("INSERT INTO retractions VALUES (?, ?, ?)", [comparison_id, annotator, utc_now()])
-                con.execute("INSERT INTO comparisons VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            [new_comparison_id, row[0], choice, None, annotator, None, utc_now()])
+                con.execute("""INSERT INTO comparisons SELECT ?, pair_id, ?, NULL, annotator, decision_ms, created_at
+                               FROM comparisons WHERE comparison_id = ?""", [new_comparison_id, choice, comparison_id])
             con.execute("INSERT INTO reviews VALUES (?, ?, ?, ?, ?, ?, ?)",
                         [review_id, comparison_id, action, choice, new_comparison_id, annotator, utc_now()])
         return review_id
@@ -260,11 +262,17 @@ class Store:
         queries = {
             "totals": f"""SELECT count(*) AS votes, count(DISTINCT annotator) AS annotators,
                           (SELECT count(*) FROM votes WHERE review = 'noise' AND NOT retracted) AS flagged_noise,
-                          (SELECT count(*) FROM retractions) AS retracted, (SELECT count(*) FROM ratings) AS ratings,
+                          (SELECT count(*) FROM retractions WHERE comparison_id NOT IN
+                           (SELECT comparison_id FROM reviews WHERE action = 'relabel')) AS retracted,
+                          (SELECT count(*) FROM ratings) AS ratings,
                           (SELECT count(*) FROM demonstrations) AS demonstrations {standing}""",
             "per_day": f"SELECT date_trunc('day', created_at) AS day, choice, count(*) AS votes {standing} "
                        "GROUP BY ALL ORDER BY day",
             "choices": f"SELECT choice, count(*) AS votes {standing} GROUP BY ALL ORDER BY choice",
+            # position bias needs sides that were shuffled: arena and demo pairs, not imported a/b files
+            "shuffled_sides": f"""SELECT count(*) FILTER (choice = 'left') AS "left",
+                                  count(*) FILTER (choice = 'right') AS "right" {standing}
+                                  JOIN pairs p USING (pair_id) WHERE p.source IN ('arena', 'demo')""",
             "decision_s": f"""SELECT least(decision_ms // 1000, 60) AS seconds, count(*) AS votes {standing}
                               WHERE decision_ms IS NOT NULL GROUP BY ALL ORDER BY seconds""",
             "ratings": "SELECT stars, count(*) AS ratings FROM ratings GROUP BY ALL ORDER BY stars",
@@ -282,6 +290,8 @@ class Store:
     def browse_votes(self, choices: list[str] | None = None, annotator: str | None = None, search: str = "",
                      limit: int = 200) -> pd.DataFrame:
         """The newest standing votes matching the filters (`search` matches the request, case-insensitive)."""
+        if choices is not None and not choices:
+            return self.browse_votes(limit=0)  # no choice ticked: nothing matches (the columns still come back)
         where, args = ["true"], []
         if choices:
             where.append(f"c.choice IN ({', '.join('?' * len(choices))})")
@@ -302,6 +312,14 @@ class Store:
                        right_policy, decision_ms, comparison_id
                 FROM votes SEMI JOIN chosen USING (comparison_id) ORDER BY created_at DESC""",
                                args + [int(limit)]).df()
+
+    def votes_between(self, first: str, second: str) -> pd.DataFrame:
+        """Standing votes on pairs of exactly these two policies (either side): left_policy, right_policy, choice."""
+        with self.connect() as con:
+            return con.execute("""SELECT left_policy, right_policy, choice FROM votes
+                                  WHERE NOT retracted AND review IS DISTINCT FROM 'noise'
+                                  AND ((left_policy = ? AND right_policy = ?) OR (left_policy = ? AND right_policy = ?))""",
+                               [first, second, second, first]).df()
 
     def table(self, name: str) -> pd.DataFrame:
         """A whole table, for tests and the dashboard."""

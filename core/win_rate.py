@@ -64,4 +64,6 @@ def position_bias(left_wins: int, right_wins: int) -> dict:
     unbiased annotator sits at 0.5, so an interval that excludes 0.5 says the position sways the votes."""
     n = left_wins + right_wins
     low, high = wilson_interval(left_wins, n)
-    return {"left_share": left_wins / n if n else None, "low": low, "high": high, "n": n}
+    verdict = ("no sign of position bias (sides are shuffled, so 50 % is unbiased)" if low <= 0.5 <= high else
+               f"the {'left' if low > 0.5 else 'right'} list is favoured beyond chance")
+    return {"left_share": left_wins / n if n else None, "low": low, "high": high, "n": n, "verdict": verdict}

@@ -12,6 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.preferences import import_votes
+from core.records import Generation, Pair, Policy, Prompt
 from core.runs import read_status, write_json
 from core.store import Store
 from tests.conftest import write_preference_votes
@@ -58,6 +59,10 @@ def seeded(dashboard, tiny_reward_run, tiny_adapter_dir, preference_db, tiny_mod
     store = Store(dashboard.db)
     votes = store.votes()
     store.record_rating(votes.left_generation_id.iloc[0], 4, "alice")
+    prompt = Prompt("Top 5 rivers to paddle")  # one arena vote: its sides were shuffled, so it counts for position bias
+    arena_pair = Pair(prompt, *(Generation(prompt, f"1. River {k}", Policy("base"), False, 1) for k in "AB"))
+    store.record_pair(arena_pair)
+    store.record_vote(arena_pair.pair_id, "left", "alice", decision_ms=4200)
     shutil.copytree(tiny_reward_run, dashboard.runs / "reward-20260101-000001")
     # a second reward run whose scores disagree with the first three decided votes, confidently
     scored = dashboard.runs / "reward-20260101-000002"
@@ -92,14 +97,17 @@ def seeded(dashboard, tiny_reward_run, tiny_adapter_dir, preference_db, tiny_mod
 def test_data_page_counts_plots_browses_and_exports(seeded):
     at = seeded.open("data")
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["votes"] == "49" and metrics["ratings"] == "1"
-    assert {"Votes per day", "Choice mix", "Ratings"} <= set(_titles(at))
-    assert any("Position bias" in m.value for m in at.markdown)
-    assert len(at.dataframe[-1].value) == 49
+    assert metrics["votes"] == "50" and metrics["ratings"] == "1"
+    assert {"Votes per day", "Choice mix", "Ratings", "Decision time (60: a minute or more)"} <= set(_titles(at))
+    bias = next(m.value for m in at.markdown if "Position bias" in m.value)
+    assert "100% of 1 decided arena votes went left" in bias  # the 48 imported a/b votes are not counted
+    assert len(at.dataframe[-1].value) == 50
     at.multiselect[0].set_value(["tie"]).run()
     assert len(at.dataframe[-1].value) == 1
+    at.multiselect[0].set_value([]).run()
+    assert len(at.dataframe[-1].value) == 0
     at.button[0].click().run()  # Prepare export
-    assert "wrote 48 preference pairs" in at.success[0].value
+    assert "wrote 49 preference pairs" in at.success[0].value
 
 
 def test_runs_page_plots_curves_and_shows_broken_runs(seeded):
@@ -114,6 +122,22 @@ def test_runs_page_plots_curves_and_shows_broken_runs(seeded):
     errors = " ".join(e.value for e in at.error)
     assert "ppo-20260101-000004** killed" in errors and "sft-20260101-000005** damaged" in errors
     assert any("out of memory" in c.value for c in at.code)
+    assert not at.get("help")  # no stray st.help from a bare expression
+
+
+def test_runs_page_overlays_runs_that_logged_different_metrics(seeded):
+    second = seeded.runs / "ppo-20260101-000007"
+    shutil.copytree(seeded.runs / "ppo-20260101-000003", second)
+    rows = [{"step": s, "objective/scores": 0.2 * s, "objective/well_formed": 0.4} for s in (1, 2)]
+    (second / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    at = seeded.open("runs")
+    at.multiselect[0].set_value(["ppo-20260101-000003", "ppo-20260101-000007"]).run()
+    assert not at.exception
+    titles = _titles(at)
+    assert titles.count("Well-formed rate") == 1 and titles.count("Reward") == 1
+    reward = next(c for c in at.get("plotly_chart") if json.loads(c.proto.spec)["layout"]["title"]["text"] == "Reward")
+    names = {trace["name"] for trace in json.loads(reward.proto.spec)["data"]}
+    assert {"ppo-20260101-000003 · objective/scores", "ppo-20260101-000007 · objective/scores"} <= names
 
 
 def test_disagreements_page_reviews_through_its_buttons(seeded):
@@ -128,10 +152,16 @@ def test_disagreements_page_reviews_through_its_buttons(seeded):
     assert len(store.votes()) == before - 1  # flagged noise: out of exports and training
     assert "(2 not reviewed yet)" in at.markdown[0].value
     relabel = [b.key for b in at.button if b.key.startswith("relabel:")][1]  # the next one, not the flagged one
+    old_id = relabel.split(":", 1)[1]
+    at.selectbox(key=f"to:{old_id}").set_value("tie")
     at.button(key=relabel).click().run()
     reviews = store.table("reviews")
     assert sorted(reviews.action) == ["noise", "relabel"]
     assert len(store.votes()) == before - 1  # the relabelled vote was replaced, not added
+    old = store.votes(include_retracted=True).set_index("comparison_id").loc[old_id]
+    new = store.votes().set_index("comparison_id").loc[reviews.new_comparison_id.dropna().iloc[0]]
+    assert (new.choice, new.annotator, new.created_at, new.pair_id) == ("tie", old.annotator, old.created_at,
+                                                                        old.pair_id)
 
 
 def test_demo_page_blind_vote_feeds_the_human_win_rate(seeded):

@@ -10,6 +10,7 @@ from apps.dashboard_shared import store
 from core import charts
 from core.preferences import export_votes
 from core.records import CHOICES
+from core.store import StoreBusy
 from core.win_rate import position_bias
 
 st.title("Data")
@@ -17,7 +18,11 @@ st.title("Data")
 
 @st.fragment(run_every="10s")
 def overview() -> None:
-    ov = store().overview()
+    try:
+        ov = store().overview()
+    except StoreBusy as err:  # a long import holds the file: try again at the next refresh
+        st.warning(f"{err}")
+        return
     totals = ov["totals"].iloc[0]
     if not totals.votes and not totals.demonstrations:
         st.info("No votes yet. Open the arena (`make run` starts it at http://127.0.0.1:7860) and vote on a few "
@@ -31,13 +36,11 @@ def overview() -> None:
     left, right = st.columns(2)
     left.plotly_chart(charts.votes_per_day(ov["per_day"]), key="per_day")
     right.plotly_chart(charts.choice_mix(ov["choices"]), key="choices")
-    by_choice = dict(zip(ov["choices"].choice, ov["choices"].votes))
-    bias = position_bias(int(by_choice.get("left", 0)), int(by_choice.get("right", 0)))
+    sides = ov["shuffled_sides"].iloc[0]
+    bias = position_bias(int(sides.left), int(sides.right))
     if bias["n"]:
-        verdict = "no sign of" if bias["low"] <= 0.5 <= bias["high"] else "a"
-        left.markdown(f"**Position bias:** {bias['left_share']:.0%} of {bias['n']} decided votes went left "
-                      f"(95 % interval {bias['low']:.0%}-{bias['high']:.0%}): {verdict} position bias "
-                      "(sides are shuffled, so 50 % is unbiased).")
+        left.markdown(f"**Position bias:** {bias['left_share']:.0%} of {bias['n']} decided arena votes went left "
+                      f"(95 % interval {bias['low']:.0%}-{bias['high']:.0%}): {bias['verdict']}.")
     if ov["decision_s"].empty:
         right.caption("No decision times yet (imported votes have none; arena votes do).")
     else:

@@ -6,10 +6,11 @@ import getpass
 import streamlit as st
 
 from apps.dashboard_shared import runs, store
-from core.demo import Demo, adapter_base, human_win_rate, policy_names
+from core.demo import Demo, adapter_base, human_win_rate, policy_names, record_blind_vote
 from core.library import load_prompts
 from core.lists import parse_list
 from core.policy_value import adapter_dir
+from core.model import ModelLoadError
 from core.records import InputError
 
 st.title("Demo")
@@ -31,9 +32,10 @@ def demo_for(tuned: str, reward: str) -> Demo:
 
 
 c1, c2 = st.columns(2)
-tuned = c1.selectbox("tuned policy", tuned_runs, format_func=lambda r: r.name)
-reward_runs = [None] + [r for r in runs(("reward",), finished_only=True)]
-reward = c2.selectbox("reward model (scores)", reward_runs, format_func=lambda r: r.name if r else "(none)")
+by_name = {r.name: r for r in tuned_runs}
+tuned = by_name[c1.selectbox("tuned policy", list(by_name), key="demo_tuned")]
+rewards = {"(none)": None} | {r.name: r for r in runs(("reward",), finished_only=True)}
+reward = rewards[c2.selectbox("reward model (scores)", list(rewards), key="demo_reward")]
 examples = [p.text for p in load_prompts() if p.split == "eval"][:20]
 request = st.selectbox("request", examples, accept_new_options=True,
                        help="a held-out request, or type your own")
@@ -43,7 +45,7 @@ if st.button("Generate", type="primary"):
         st.session_state["shown"] = (demo_for(str(tuned.path), str(reward.path) if reward else "").compare(request),
                                      blind)
         st.session_state.pop("revealed", None)
-    except InputError as err:
+    except (InputError, ModelLoadError) as err:
         st.error(str(err))
 
 if "shown" in st.session_state:
@@ -62,14 +64,13 @@ if "shown" in st.session_state:
         for col, (choice, label) in zip(buttons, [("left", "A is better"), ("right", "B is better"),
                                                   ("tie", "Tie"), ("both_bad", "Both bad")]):
             if col.button(label, key=f"vote:{choice}"):
-                demo = demo_for(str(tuned.path), str(reward.path) if reward else "")
-                st.session_state["revealed"] = demo.vote(shown, choice, f"demo:{getpass.getuser()}")
+                st.session_state["revealed"] = record_blind_vote(store(), shown, choice, f"demo:{getpass.getuser()}")
                 st.rerun()
     elif "revealed" in st.session_state:
         st.success(f"Vote saved. {st.session_state['revealed']}")
 
 demo_names = policy_names(str(adapter_dir(tuned.path)))
-rate = human_win_rate(store().votes(), *demo_names)
+rate = human_win_rate(store().votes_between(*demo_names), *demo_names)
 st.subheader("Human win rate, tuned vs base")
 if rate.n:
     low, high = rate.interval

@@ -19,7 +19,8 @@ if not reward_runs:
             "`python -m core train reward --preset quick`; its scores appear here when it finishes.")
     st.stop()
 
-run = st.selectbox("reward model", reward_runs, format_func=lambda r: r.name)
+by_name = {r.name: r for r in reward_runs}
+run = by_name[st.selectbox("reward model", list(by_name), key="disagreements_run")]
 split = st.radio("pairs", ["eval", "train", "all"], horizontal=True,
                  format_func={"eval": "held-out", "train": "training", "all": "all"}.get)
 scores = load_scores(run.path)

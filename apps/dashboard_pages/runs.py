@@ -6,6 +6,7 @@ import streamlit as st
 from apps.dashboard_shared import runs, show_status
 from core import charts, run_view
 from core.overoptimisation import curve as overoptimisation_curve
+from core.runs import RunInfo, read_status
 
 st.title("Runs")
 found = runs()
@@ -17,24 +18,23 @@ st.dataframe(run_view.runs_table(found), hide_index=True,
              column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0)})
 by_name = {r.name: r for r in found}
 chosen = st.multiselect("runs to plot (runs of one stage overlay on the same axes)", list(by_name),
-                        default=[found[0].name])
+                        default=[found[0].name], key="plotted_runs")
 
 
 @st.fragment(run_every="3s")
 def curves() -> None:
-    selected = [by_name[name] for name in chosen]
+    # statuses are read again on every refresh: progress, ETA and a run that died show up live
+    selected = [RunInfo(by_name[name].path, by_name[name].stage, read_status(by_name[name].path)) for name in chosen]
     for run in selected:
         show_status(run, log_lines=8)
     for stage in dict.fromkeys(r.stage for r in selected):
         frames = {r.name: run_view.metrics_frame(r.path) for r in selected if r.stage == stage}
-        panels = run_view.panels_for(stage, next(iter(frames.values()))) if len(frames) == 1 else \
-            [p for f in frames.values() for p in run_view.panels_for(stage, f)]
-        panels = list(dict.fromkeys((title, tuple(keys)) for title, keys in panels))
+        panels = run_view.panels_for(stage, *frames.values())
         if not panels:
             st.caption(f"{stage}: no metrics logged yet.")
         columns = st.columns(2)
         for n, (title, keys) in enumerate(panels):
-            columns[n % 2].plotly_chart(charts.curves(frames, list(keys), title), key=f"{stage}:{title}")
+            columns[n % 2].plotly_chart(charts.curves(frames, keys, title), key=f"{stage}:{title}")
         for name, frame in frames.items():
             figures = run_view.final_figures(frame)
             if figures:
@@ -56,11 +56,14 @@ for name in chosen:
 
 st.subheader("Compare two configs")
 c1, c2 = st.columns(2)
-a = c1.selectbox("run A", list(by_name), index=0)
-b = c2.selectbox("run B", list(by_name), index=min(1, len(by_name) - 1))
+a = c1.selectbox("run A", list(by_name), index=0, key="diff_a")
+b = c2.selectbox("run B", list(by_name), index=min(1, len(by_name) - 1), key="diff_b")
 if a != b:
     diff = run_view.config_diff(by_name[a].path, by_name[b].path)
-    st.dataframe(diff, hide_index=True) if len(diff) else st.caption("Same settings.")
+    if len(diff):
+        st.dataframe(diff, hide_index=True)
+    else:
+        st.caption("Same settings.")
 
 st.subheader("Samples")
 sample_run = st.selectbox("run", list(by_name), key="sample_run")
