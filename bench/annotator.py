@@ -1,6 +1,7 @@
 """A scripted annotator: votes in the running arena through gradio_client, exactly as a person's clicks arrive.
 
     .venv/bin/python bench/annotator.py --url http://127.0.0.1:7860 --votes 300 [--demonstrations 10] [--seed 0]
+        [--own-requests 0.3] [--forced-choice]
 
 Its taste for a top-5 list, scored as a utility (`utility`), from most to least weight:
 1. Form: exactly five items numbered 1. to 5., nothing before or after (+3 when well-formed; -1.5 for each
@@ -16,6 +17,14 @@ earn no concision or reason points, and a list about something else loses on top
 Choosing between two lists is noisy, as people are: P(left) = σ((u_left - u_right) / temperature); a gap under
 `tie_band` is a tie; when both lists are poor (utility < 0) and close, "both bad"; and with probability `slip` the
 vote is random. Strength: 3 for a gap over 3, 2 over 1.5, else 1.
+
+`Taste(forced_choice=True)` is the forced-choice protocol (2AFC, as in many preference studies): never tie or "both
+bad"; equal utilities go to the shorter list (concision again). The fast loop test uses it, because a tiny random
+model's lists are all equally broken and a free annotator would call every pair "both bad".
+
+Requests: most votes are on the arena's library pairs (/next_pair, train split only). A share (`own_requests`) is
+on requests of the annotator's own (/new_pair, as a person types one), drawn from OWN_REQUESTS: these are custom
+prompts, split train/held-out by a hash, so the reward model gets held-out votes to be measured on.
 """
 from __future__ import annotations
 
@@ -41,6 +50,13 @@ class Taste:
     temperature: float = 0.5  # how decisively a utility gap turns into a vote
     tie_band: float = 0.15  # utility gap below which the lists feel the same
     slip: float = 0.05  # share of votes cast at random (misclicks, fatigue)
+    forced_choice: bool = False  # always left or right: no tie, no both bad (see the module docstring)
+
+
+OWN_REQUESTS = [f"Top 5 {things} for {who}" for things in (
+    "gifts", "snacks", "podcasts", "weekend activities", "phone apps", "stretches", "houseplants", "songs")
+    for who in ("a rainy day", "a new parent", "a student on a tight budget", "a long flight", "a first apartment",
+                "a retired teacher", "a team offsite", "a beach holiday")]
 
 
 def stems(text: str) -> set[str]:
@@ -67,12 +83,16 @@ def utility(request: str, text: str) -> float:
 def judge(request: str, left: str, right: str, rng: random.Random, taste: Taste = Taste()) -> tuple[str, int | None]:
     """(choice, strength) for one pair: choice in left | right | tie | both_bad."""
     if rng.random() < taste.slip:
-        return rng.choice(["left", "right", "tie", "both_bad"]), None
+        return rng.choice(["left", "right"] if taste.forced_choice else ["left", "right", "tie", "both_bad"]), None
     u_left, u_right = utility(request, left), utility(request, right)
     gap = u_left - u_right
+    if taste.forced_choice and abs(gap) < taste.tie_band:
+        if len(left) == len(right):
+            return rng.choice(["left", "right"]), 1
+        return ("left" if len(left) < len(right) else "right"), 1
     if abs(gap) < taste.tie_band:
         return ("both_bad" if max(u_left, u_right) < 0 else "tie"), None
-    if max(u_left, u_right) < 0 and abs(gap) < 1.0:
+    if max(u_left, u_right) < 0 and abs(gap) < 1.0 and not taste.forced_choice:
         return "both_bad", None
     p_left = 1 / (1 + math.exp(-gap / taste.temperature))
     choice = "left" if rng.random() < p_left else "right"
@@ -88,16 +108,23 @@ def repair(text: str) -> str | None:
     return fixed if parse_list(fixed).well_formed else None
 
 
-def annotate(url: str, votes: int, demonstrations: int, seed: int, annotator: str = "scripted") -> dict:
-    """Cast `votes` votes (and up to `demonstrations` edited lists) in the arena at `url`."""
+def annotate(url: str, votes: int, demonstrations: int, seed: int, annotator: str = "scripted",
+             taste: Taste = Taste(), own_requests: float = 0.0) -> dict:
+    """Cast `votes` votes (and up to `demonstrations` edited lists) in the arena at `url`; a share `own_requests`
+    of them on requests of its own (OWN_REQUESTS, through /new_pair), the rest on library pairs."""
     from gradio_client import Client
 
-    client, rng = Client(url, verbose=False), random.Random(seed)
-    counts = {"left": 0, "right": 0, "tie": 0, "both_bad": 0, "demonstrations": 0}
+    client, rng, asks = Client(url, verbose=False), random.Random(seed), random.Random(seed + 1)
+    counts = {"left": 0, "right": 0, "tie": 0, "both_bad": 0, "demonstrations": 0, "own_requests": 0}
     started = time.perf_counter()
     for n in range(votes):
-        pair_id, request, left, right = client.predict(api_name="/next_pair")
-        choice, strength = judge(request, left, right, rng)
+        if asks.random() < own_requests:
+            request = asks.choice(OWN_REQUESTS)
+            pair_id, left, right = client.predict(request, api_name="/new_pair")
+            counts["own_requests"] += 1
+        else:
+            pair_id, request, left, right = client.predict(api_name="/next_pair")
+        choice, strength = judge(request, left, right, rng, taste)
         client.predict(pair_id, choice, strength, annotator, api_name="/vote")
         counts[choice] += 1
         winner = {"left": left, "right": right}.get(choice)
@@ -118,8 +145,11 @@ def main() -> None:
     parser.add_argument("--demonstrations", type=int, default=10, help="edited lists to save, at most")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--annotator", default="scripted")
+    parser.add_argument("--own-requests", type=float, default=0.0, help="share of votes on requests of its own")
+    parser.add_argument("--forced-choice", action="store_true", help="never tie or both bad (module docstring)")
     args = parser.parse_args()
-    print(annotate(args.url, args.votes, args.demonstrations, args.seed, args.annotator))
+    print(annotate(args.url, args.votes, args.demonstrations, args.seed, args.annotator,
+                   Taste(forced_choice=args.forced_choice), args.own_requests))
 
 
 if __name__ == "__main__":

@@ -71,3 +71,31 @@ def test_repair_turns_a_flawed_list_into_a_well_formed_demonstration():
 @pytest.mark.parametrize("text", ["", "   ", "1.", "\n\n\n"])
 def test_degenerate_answers_do_not_crash_and_score_low(text):
     assert utility(REQUEST, text) < 0
+
+
+def test_forced_choice_never_ties_and_prefers_the_shorter_of_equals():
+    forced = Taste(forced_choice=True, slip=0.0)
+    garbage_a, garbage_b = "zq xv " * 10, "zq xv " * 30  # equally broken, off topic: a free annotator says both bad
+    assert judge(REQUEST, garbage_a, garbage_b, random.Random(0)) == ("both_bad", None)
+    assert judge(REQUEST, garbage_a, garbage_b, random.Random(0), forced) == ("left", 1)
+    assert judge(REQUEST, garbage_b, garbage_a, random.Random(0), forced) == ("right", 1)
+    assert judge(REQUEST, GOOD, PROSE, random.Random(0), forced) == ("left", 3)  # a real gap still decides
+    # identical lists: a side at random, both sides over many votes; slips never tie either
+    sides = Counter(judge(REQUEST, GOOD, GOOD, random.Random(n), forced)[0] for n in range(200))
+    assert set(sides) == {"left", "right"}
+    slips = Counter(judge(REQUEST, GOOD, PROSE, random.Random(n), Taste(forced_choice=True, slip=1.0))[0]
+                    for n in range(200))
+    assert set(slips) == {"left", "right"}
+
+
+def test_own_requests_are_custom_prompts_some_held_out():
+    from annotator import OWN_REQUESTS
+
+    from core.library import load_prompts
+    from core.records import prompt_id_for
+    from core.snapshot import split_for
+
+    assert len(set(OWN_REQUESTS)) == len(OWN_REQUESTS) >= 50
+    assert not set(OWN_REQUESTS) & {p.text for p in load_prompts()}  # never a library request, held-out or not
+    held_out = sum(split_for(prompt_id_for(r), None, 0.5) == "eval" for r in OWN_REQUESTS)
+    assert 0.25 * len(OWN_REQUESTS) < held_out < 0.75 * len(OWN_REQUESTS)

@@ -1,0 +1,246 @@
+"""The whole RLHF loop, end to end through the real interfaces, with a scripted annotator in the person's place.
+
+    .venv/bin/python bench/loop.py --out bench/out/loop                      # 300 votes, quick presets (~1 h here)
+    .venv/bin/python bench/loop.py --votes 12 --base-model TINY --sft-args "--max-steps 2" ...   # the fast test
+
+1. Start the arena (`python -m apps.arena`) on a fresh database in --out and wait until it answers.
+2. The scripted annotator (bench/annotator.py) casts --votes votes through gradio_client, a share of them on
+   requests of its own (these give the reward model held-out votes), and writes a few demonstrations. Stop the arena.
+3. `python -m core train sft --preset quick`: the seed lists plus the annotator's demonstrations.
+4. `python -m core train reward --preset quick`: its held-out accuracy is against the annotator's held-out votes.
+5. `python -m core train ppo --preset quick --sft-adapter SFT --reward-model RM --eval-every K`.
+6. The annotator judges PPO's held-out answers at every evaluation against those at step 0 (the policy PPO started
+   from): judgements.jsonl in the PPO run, read by core.overoptimisation.curve with the reward-model curve.
+7. Base, SFT and PPO answer the held-out requests, sampled as `python -m core eval` samples them (core.evaluate,
+   same seed: the same lists and numbers): well-formed rates, reward-model and annotator win rates with 95 %
+   Wilson intervals, and how often the reward model agrees with the annotator on those pairs.
+8. Report: loop.json, loop.md and loop.html (plotly curves) in --out; stage logs in --out/logs.
+Wall time is reported per stage. The 30-minute goal counts the machine's work after the votes (steps 3-7): vote
+collection is the person's time, paced by generating pairs (~6 s each here), and is reported on its own.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
+
+from annotator import Taste, annotate, judge  # noqa: E402
+from core.config import build, knob  # noqa: E402
+
+
+@dataclass
+class LoopConfig:
+    out: str = knob("bench/out/loop", "folder for the database, logs and the report")
+    runs_dir: str = knob("", "where the three run folders go (<stage>-<time>-loop); empty: models/runs")
+    base_model: str = knob("", "base model for every stage; empty: the embedded SmolLM2-135M-Instruct")
+    votes: int = knob(300, "votes the scripted annotator casts in the arena")
+    own_requests: float = knob(0.4, "share of votes on the annotator's own requests (the reward model's held-out)")
+    demonstrations: int = knob(10, "edited lists the annotator saves as demonstrations, at most")
+    forced_choice: bool = knob(False, "forced-choice annotator: never tie or both bad (for a tiny random model)")
+    preset: str = knob("quick", "preset of every training stage")
+    sft_args: str = knob("--eval-prompts 0", "extra flags for `train sft` (its own eval is redundant with step 7)")
+    reward_args: str = knob("--eval-fraction 0.5", "extra flags for `train reward` (held-out share of own requests)")
+    ppo_args: str = knob("--eval-every 4 --eval-prompts 16", "extra flags for `train ppo` (evaluations: step 6)")
+    eval_prompts: int = knob(72, "held-out requests for the final evaluation (at most 72)")
+    eval_max_new_tokens: int = knob(160, "token budget per list in the final evaluation (`core eval`'s default)")
+    seed: int = knob(0, "seed of the annotator and of the evaluation's sampling and judging")
+    reuse_votes: str = knob("", "a previous loop's database (its --out/loop.duckdb): skip steps 1-2 and train on "
+                                "the votes the annotator cast there (to re-run the training stages with new settings)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the arena exited with code {process.returncode}; see its log")
+        try:
+            urllib.request.urlopen(url + "config", timeout=5)
+            return
+        except OSError:
+            time.sleep(1)
+    raise RuntimeError(f"the arena did not answer at {url} within {timeout_s:.0f} s")
+
+
+def run_stage(name: str, args: list[str], logs: Path) -> float:
+    """`python -m ARGS` with its output in logs/<name>.log; returns the wall time in seconds."""
+    started = time.perf_counter()
+    with open(logs / f"{name}.log", "w") as log:
+        done = subprocess.run([sys.executable, "-m", *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                              env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    if done.returncode:
+        raise RuntimeError(f"{name} failed (exit {done.returncode}): see {logs / f'{name}.log'}")
+    return round(time.perf_counter() - started, 1)
+
+
+def stored_votes(db: Path) -> dict:
+    """The annotator's counts, read back from a database it voted into (for --reuse-votes)."""
+    from core.store import Store
+
+    store = Store(db)
+    votes = store.votes()
+    counts = {c: int((votes.choice == c).sum()) for c in ("left", "right", "tie", "both_bad")}
+    return {**counts, "demonstrations": store.counts()["demonstrations"], "votes": len(votes),
+            "own_requests": int(votes.split.isna().sum()), "reused_from": str(db)}
+
+
+def outcomes(requests, texts_a, texts_b, rng, taste) -> list[str]:
+    """The annotator's verdict on a (policy, other) pair per request, from the policy's side: tie and both bad are
+    ties (counted half). The policy is shown on the left; the taste is symmetric in sides."""
+    verdict = {"left": "win", "right": "loss", "tie": "tie", "both_bad": "tie"}
+    return [verdict[judge(r, a, b, rng, taste)[0]] for r, a, b in zip(requests, texts_a, texts_b)]
+
+
+def judge_ppo_evaluations(ppo_dir: Path, taste: Taste, seed: int) -> list[dict]:
+    """Step 6: judgements.jsonl, one row per evaluation step: the annotator's win rate of that step's held-out
+    answers against the answers at step 0 to the same requests."""
+    from core.runs import append_jsonl, read_jsonl
+    from core.win_rate import win_rate
+
+    by_step: dict[int, dict[str, str]] = {}
+    for row in read_jsonl(ppo_dir / "eval_samples.jsonl"):
+        by_step.setdefault(row["step"], {})[row["prompt"]] = row["text"]
+    reference = by_step.get(0, {})
+    rows = []
+    for step in sorted(by_step):
+        prompts = [p for p in by_step[step] if p in reference]
+        result = win_rate(outcomes(prompts, [by_step[step][p] for p in prompts], [reference[p] for p in prompts],
+                                   random.Random(seed + step), taste)).as_dict()
+        rows.append({"step": step, "reference": "step 0", "judge": "bench/annotator.py",
+                     "win_rate": result.pop("rate"), **result})
+    (ppo_dir / "judgements.jsonl").unlink(missing_ok=True)
+    append_jsonl(ppo_dir / "judgements.jsonl", rows)
+    return rows
+
+
+def evaluate_policies(cfg: LoopConfig, sft_dir: Path, reward_dir: Path, ppo_dir: Path, taste: Taste) -> dict:
+    """Step 7: base, SFT and PPO on the held-out requests; every figure with its count and 95 % interval."""
+    from core.evaluate import EvalConfig, outcome, proportion, sample
+    from core.library import load_prompts
+    from core.lists import parse_list
+    from core.model import load
+    from core.reward_model import RewardScorer
+    from core.win_rate import win_rate
+
+    ecfg = EvalConfig(policy=str(ppo_dir), base_model=cfg.base_model, prompts=cfg.eval_prompts,
+                      max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed)
+    requests = [p.text for p in load_prompts(split="eval")][:ecfg.prompts]
+    policies = {"base": "base", "sft": str(sft_dir), "ppo": str(ppo_dir)}
+    answers = {k: [c.text for c in v] for k, v in sample(load(cfg.base_model or None), policies, requests, ecfg).items()}
+    scorer = RewardScorer.from_folder(reward_dir)
+    scores = {k: scorer.score(requests, texts) for k, texts in answers.items()}
+    report = {"prompts": len(requests), "well_formed": {}, "mean_rm_score": {}, "rm_win_rate": {},
+              "annotator_win_rate": {}}
+    for k, texts in answers.items():
+        report["well_formed"][k] = proportion(sum(parse_list(t).well_formed for t in texts), len(texts))
+        report["mean_rm_score"][k] = sum(scores[k]) / len(scores[k])
+    agree = []
+    for n, (a, b) in enumerate([("ppo", "base"), ("ppo", "sft"), ("sft", "base")]):
+        judged = outcomes(requests, answers[a], answers[b], random.Random(cfg.seed + 1000 + n), taste)
+        rm = [outcome(x, y) for x, y in zip(scores[a], scores[b])]
+        report["annotator_win_rate"][f"{a}_vs_{b}"] = win_rate(judged).as_dict()
+        report["rm_win_rate"][f"{a}_vs_{b}"] = win_rate(rm).as_dict()
+        agree += [j == r for j, r in zip(judged, rm) if j != "tie"]
+    report["rm_agrees_with_annotator"] = proportion(sum(agree), len(agree))
+    report["samples"] = [{"prompt": r, **{f"{k}_text": answers[k][i] for k in answers},
+                          **{f"{k}_score": scores[k][i] for k in scores}} for i, r in enumerate(requests)]
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from core.config import add_arguments
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_arguments(parser, LoopConfig)
+    cfg = build(LoopConfig, **vars(parser.parse_args(argv)))
+    out = Path(cfg.out)
+    logs, db = out / "logs", out / "loop.duckdb"
+    if cfg.reuse_votes and Path(cfg.reuse_votes).resolve() == db.resolve():
+        raise SystemExit("--reuse-votes must name another loop's database: pass a new --out.")
+    logs.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("loop.duckdb*"):
+        stale.unlink()  # a fresh database every time
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    runs = Path(cfg.runs_dir or REPO / "models" / "runs")
+    run = {stage: runs / f"{stage}-{stamp}-loop" for stage in ("sft", "reward", "ppo")}
+    base = ["--base-model", cfg.base_model] if cfg.base_model else []
+    # the forced-choice protocol is for votes only: judging answers, identical or equally good lists are ties
+    vote_taste, taste, wall = Taste(forced_choice=cfg.forced_choice), Taste(), {}
+    started = time.perf_counter()
+
+    if cfg.reuse_votes:
+        shutil.copyfile(cfg.reuse_votes, db)
+        votes = stored_votes(db)
+    else:
+        # 1. the arena on a fresh database
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/"
+        arena_log = open(logs / "arena.log", "w")
+        arena = subprocess.Popen([sys.executable, "-m", "apps.arena", "--db", str(db), "--port", str(port),
+                                  "--annotator", "scripted", *base], cwd=REPO, stdout=arena_log,
+                                 stderr=subprocess.STDOUT)
+        try:
+            wait_until_up(url, arena)
+            wall["arena_start"] = round(time.perf_counter() - started, 1)
+            # 2. votes and demonstrations through gradio_client
+            votes = annotate(url, cfg.votes, cfg.demonstrations, cfg.seed, "scripted", vote_taste,
+                             cfg.own_requests)
+            wall["votes"] = votes["seconds"]
+        finally:
+            arena.terminate()
+            arena.wait(timeout=60)
+            arena_log.close()
+    from core.store import Store
+
+    stored = Store(db).counts()
+    # 3-5. the three training stages through the CLI
+    common = ["--preset", cfg.preset, *base]
+    wall["sft"] = run_stage("sft", ["core", "train", "sft", *common, "--db", str(db), "--output-dir", str(run["sft"]),
+                                    *shlex.split(cfg.sft_args)], logs)
+    wall["reward"] = run_stage("reward", ["core", "train", "reward", *common, "--db", str(db), "--output-dir",
+                                          str(run["reward"]), *shlex.split(cfg.reward_args)], logs)
+    wall["ppo"] = run_stage("ppo", ["core", "train", "ppo", *common, "--sft-adapter", str(run["sft"]),
+                                    "--reward-model", str(run["reward"]), "--output-dir", str(run["ppo"]),
+                                    *shlex.split(cfg.ppo_args)], logs)
+    # 6. the annotator's view of PPO's periodic held-out answers
+    t = time.perf_counter()
+    judgements = judge_ppo_evaluations(run["ppo"], taste, cfg.seed)
+    wall["judge_ppo_evaluations"] = round(time.perf_counter() - t, 1)
+    # 7. base, SFT and PPO on the held-out requests
+    t = time.perf_counter()
+    evaluation = evaluate_policies(cfg, run["sft"], run["reward"], run["ppo"], taste)
+    wall["evaluate"] = round(time.perf_counter() - t, 1)
+    wall["after_votes"] = round(sum(wall[k] for k in ("sft", "reward", "ppo", "judge_ppo_evaluations", "evaluate")), 1)
+    wall["total"] = round(time.perf_counter() - started, 1)
+
+    # 8. the report
+    from loop_report import summarise, write_report
+
+    result = summarise(cfg=asdict(cfg), runs={k: str(v) for k, v in run.items()}, votes=votes, stored=stored,
+                       wall=wall, judgements=judgements, evaluation=evaluation)
+    write_report(result, out)
+    print(json.dumps({k: result[k] for k in ("goals", "wall_s")}))
+    return result
+
+
+if __name__ == "__main__":
+    main()

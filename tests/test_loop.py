@@ -1,0 +1,135 @@
+"""The loop benchmark (bench/loop.py): the over-optimisation data, the annotator's judgements of PPO's evaluations,
+and the whole loop on the tiny model (a dozen votes through the real arena, two steps per stage)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from core.overoptimisation import COLUMNS, curve
+from core.runs import read_jsonl, read_status
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+from annotator import Taste  # noqa: E402
+from loop import judge_ppo_evaluations  # noqa: E402
+
+GOOD = ("1. Roast turkey - the classic centrepiece.\n2. Mashed potatoes - creamy and easy.\n3. Cornbread stuffing - "
+        "savoury.\n4. Green bean casserole - a bright side.\n5. Pumpkin pie - the traditional sweet finish.")
+BAD = "Sure! For Thanksgiving you could roast a turkey and bake a pie. Enjoy!"
+
+
+def write_jsonl(path: Path, rows: list, torn: str = "") -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + torn)
+
+
+def test_curve_reads_evaluations_and_judgements(tmp_path):
+    write_jsonl(tmp_path / "metrics.jsonl", [
+        {"step": 0, "eval/scores": 0.1, "eval/kl": 0.0, "eval/sqrt_kl": 0.0, "eval/well_formed": 0.5},
+        {"step": 1, "objective/kl": 0.3, "objective/scores": 0.2},  # a training update, not an evaluation
+        {"step": 4, "eval/scores": 0.6, "eval/kl": 4.0, "eval/sqrt_kl": 1.8, "eval/well_formed": 0.75},
+        {"step": 8, "eval/scores": 0.9, "eval/kl": 9.0, "eval/sqrt_kl": 2.9, "eval/well_formed": 1.0},
+        {"step": 8, "eval/scores": 1.1, "eval/kl": 9.5, "eval/sqrt_kl": 3.0, "eval/well_formed": 1.0},  # resumed
+    ], torn='{"step": 12, "eval/sco')
+    write_jsonl(tmp_path / "judgements.jsonl", [{"step": 0, "win_rate": 0.5, "low": 0.3, "high": 0.7, "n": 16},
+                                                {"step": 4, "win_rate": 0.8, "low": 0.55, "high": 0.93, "n": 16}])
+    frame = curve(tmp_path)
+    assert list(frame.columns) == COLUMNS and list(frame.step) == [0, 4, 8]
+    assert list(frame.rm_score) == [0.1, 0.6, 1.1] and list(frame.sqrt_kl) == [0.0, 1.8, 3.0]
+    assert list(frame.well_formed) == [0.5, 0.75, 1.0] and frame.kl.iloc[1] == 4.0
+    assert list(frame.judge_win_rate[:2]) == [0.5, 0.8] and frame.judge_n.iloc[1] == 16
+    assert math.isnan(frame.judge_win_rate.iloc[2]) and math.isnan(frame.judge_low.iloc[2])
+
+
+def test_curve_without_judgements_or_files_is_empty_or_nan(tmp_path):
+    empty = curve(tmp_path / "missing")
+    assert empty.empty and list(empty.columns) == COLUMNS
+    (tmp_path / "metrics.jsonl").write_text("")
+    assert curve(tmp_path).empty
+    write_jsonl(tmp_path / "metrics.jsonl", [{"step": 0, "eval/scores": 0.1, "eval/kl": 0.0, "eval/sqrt_kl": 0.0,
+                                              "eval/well_formed": 0.5}])
+    frame = curve(tmp_path)
+    assert len(frame) == 1 and frame[["judge_win_rate", "judge_low", "judge_high", "judge_n"]].isna().all(axis=None)
+
+
+def test_the_annotator_judges_each_evaluation_against_step_zero(tmp_path):
+    prompts = [f"Top 5 ideas for a Thanksgiving meal, take {i}" for i in range(8)]
+    rows = [{"step": 0, "prompt": p, "text": BAD} for p in prompts]
+    rows += [{"step": 4, "prompt": p, "text": GOOD} for p in prompts]
+    write_jsonl(tmp_path / "eval_samples.jsonl", rows)
+    judged = judge_ppo_evaluations(tmp_path, Taste(slip=0.0), seed=0)
+    assert [r["step"] for r in judged] == [0, 4]
+    assert (judged[0]["win_rate"], judged[0]["ties"], judged[0]["n"]) == (0.5, 8, 8)  # the same lists: all ties
+    assert (judged[1]["win_rate"], judged[1]["wins"]) == (1.0, 8) and judged[1]["low"] < 1.0
+    assert read_jsonl(tmp_path / "judgements.jsonl") == judged
+    assert list(curve(tmp_path).columns) == COLUMNS  # no metrics.jsonl yet: empty, no error
+
+
+@pytest.fixture(scope="module")
+def loop_run(tiny_model_dir, tmp_path_factory):
+    """bench/loop.py on the tiny model: 12 forced-choice votes in the real arena, two steps per stage."""
+    folder = tmp_path_factory.mktemp("loop")
+    args = ["--out", folder / "out", "--runs-dir", folder / "runs", "--base-model", tiny_model_dir, "--votes", "12",
+            "--demonstrations", "2", "--forced-choice", "true", "--eval-prompts", "4", "--eval-max-new-tokens", "12",
+            "--sft-args=--eval-prompts 0 --max-steps 2 --batch-size 2",
+            "--reward-args=--eval-fraction 0.5 --max-steps 2 --batch-size 2 --max-length 512",
+            "--ppo-args=--total-updates 2 --batch-size 4 --mini-batches 2 --ppo-epochs 1 --response-length 12 "
+            "--norm-samples 4 --eval-every 1 --eval-prompts 3"]
+    done = subprocess.run([sys.executable, "bench/loop.py", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return folder, json.loads((folder / "out" / "loop.json").read_text())
+
+
+def test_the_fast_loop_runs_every_stage_through_the_real_interfaces(loop_run):
+    folder, result = loop_run
+    from core.store import Store
+
+    # the votes arrived through the arena's API, from the annotator, with a share on its own requests
+    votes = Store(folder / "out" / "loop.duckdb").votes()
+    assert len(votes) == 12 and set(votes.annotator) == {"scripted"} and set(votes.choice) <= {"left", "right"}
+    assert result["votes"]["own_requests"] == (votes.prompt.str.startswith("Top 5 ") & votes.split.isna()).sum()
+    # every stage finished and left its outputs
+    runs = {stage: Path(path) for stage, path in result["runs"].items()}
+    for stage, path in runs.items():
+        assert read_status(path)["state"] == "finished", stage
+        assert (path / "adapter" / "adapter_config.json").exists() and (path / "metrics.jsonl").exists()
+    assert (runs["reward"] / "calibration.json").exists() and (runs["ppo"] / "eval_samples.jsonl").exists()
+    assert result["reward_model"]["train_pairs"] + result["reward_model"]["eval_pairs"] == 12
+    # the over-optimisation data: three evaluations (before training and after each update), each judged
+    frame = curve(runs["ppo"])
+    assert list(frame.step) == [0, 1, 2] and frame.judge_n.eq(3).all() and frame.judge_win_rate.iloc[0] == 0.5
+    # every metric of the report, with counts and intervals; wall time per stage
+    e = result["evaluation"]
+    assert {p["n"] for p in e["well_formed"].values()} == {4} and set(e["well_formed"]) == {"base", "sft", "ppo"}
+    for table in (e["annotator_win_rate"], e["rm_win_rate"]):
+        assert set(table) == {"ppo_vs_base", "ppo_vs_sft", "sft_vs_base"}
+        assert all(w["n"] == 4 and w["low"] <= w["rate"] <= w["high"] for w in table.values())
+    assert set(result["goals"]) == {"rm_heldout_accuracy", "ppo_vs_base_annotator", "ppo_well_formed",
+                                    "minutes_after_votes"}
+    assert {"votes", "sft", "reward", "ppo", "evaluate", "after_votes"} <= set(result["wall_s"])
+    for name in ("loop.md", "loop.html", "loop_samples.jsonl"):
+        assert (folder / "out" / name).stat().st_size > 0
+    assert "sqrt(KL)" in (folder / "out" / "loop.html").read_text()
+
+
+def test_the_loop_reports_the_numbers_core_eval_gives(loop_run, tiny_model_dir, tmp_path):
+    """Step 7 samples as `python -m core eval` does: the same lists, the same reward-model win rate."""
+    folder, result = loop_run
+    out = tmp_path / "eval.json"
+    run_cli("eval", "--policy", result["runs"]["ppo"], "--against", "base", "--reward-model", result["runs"]["reward"],
+            "--base-model", tiny_model_dir, "--prompts", "4", "--max-new-tokens", "12", "--out", out)
+    report = json.loads(out.read_text())
+    samples = read_jsonl(folder / "out" / "loop_samples.jsonl")
+    assert [s["policy_text"] for s in report["samples"]] == [s["ppo_text"] for s in samples]
+    assert [s["against_text"] for s in report["samples"]] == [s["base_text"] for s in samples]
+    loop_rm = result["evaluation"]["rm_win_rate"]["ppo_vs_base"]
+    assert {k: report["win_rate"][k] for k in ("wins", "losses", "ties")} == \
+        {k: loop_rm[k] for k in ("wins", "losses", "ties")}
+    assert report["well_formed"]["policy"]["hits"] == result["evaluation"]["well_formed"]["ppo"]["hits"]
