@@ -1,6 +1,6 @@
 """The whole RLHF loop, end to end through the real interfaces, with a scripted annotator in the person's place.
 
-    .venv/bin/python bench/loop.py --out bench/out/loop                      # 300 votes, quick presets (~1 h here)
+    .venv/bin/python bench/loop.py --out bench/out/loop                      # 300 votes, quick presets (~2 h on 2 cores)
     .venv/bin/python bench/loop.py --votes 12 --base-model TINY --sft-args "--max-steps 2" ...   # the fast test
 
 1. Start the arena (`python -m apps.arena`) on a fresh database in --out and wait until it answers.
@@ -16,7 +16,7 @@
    Wilson intervals, and how often the reward model agrees with the annotator on those pairs.
 8. Report: loop.json, loop.md and loop.html (plotly curves) in --out; stage logs in --out/logs.
 Wall time is reported per stage. The 30-minute goal counts the machine's work after the votes (steps 3-7): vote
-collection is the person's time, paced by generating pairs (~6 s each here), and is reported on its own.
+collection is the person's time, paced by generating pairs (~13 s each here), and is reported on its own.
 """
 from __future__ import annotations
 
