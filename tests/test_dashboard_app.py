@@ -47,7 +47,7 @@ def _titles(at: AppTest) -> list[str]:
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_explains_itself_on_a_first_start(dashboard, page):
     at = dashboard.open(page)
-    assert at.info or page == "train", f"{page}: no empty-state message"
+    assert at.info, f"{page}: no empty-state message"
     assert not at.error
 
 
