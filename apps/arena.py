@@ -3,7 +3,7 @@
     python -m apps.arena [--base-model M] [--challenger ADAPTER_DIR] [--db PATH] [--host 127.0.0.1] [--port 7860]
 
 Named API endpoints for gradio_client (README lists them): new_pair, next_pair, vote, vote_and_next, undo, rate,
-demonstrate, status. The page's own events are private; each handler below is a few lines over core.arena.Arena.
+demonstrate, status. The page's own events are private; each handler below is a few lines over core.collect.arena.Arena.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
-from core.arena import Arena, ShownPair
+from core.collect.arena import Arena, ShownPair
 from core.records import STRENGTHS, InputError
 
 log = logging.getLogger(__name__)
@@ -222,10 +222,10 @@ def _counter(arena: Arena) -> str:
 
 
 def build_arena(args) -> Arena:
-    from core.generate import Generator
-    from core.library import load_prompts
+    from core.collect.generate import Generator
+    from core.collect.library import load_prompts
     from core.model import load
-    from core.store import Store
+    from core.store.database import Store
 
     generator = Generator(load(args.base_model, args.device))
     challenger = generator.add_adapter(args.challenger) if args.challenger else None
@@ -247,7 +247,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> None:
-    from core.model import ModelLoadError
+    from core.records import ModelLoadError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)

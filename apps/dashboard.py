@@ -2,21 +2,18 @@
 
     streamlit run apps/dashboard.py          # make run starts it beside the arena: http://127.0.0.1:8501
 
-It reads the database in short shared transactions (the arena's writes go first, see core/db_lock.py) and run
-folders from disk; it starts training as separate processes (core/launcher.py) and never trains itself. The
+It reads the database in short shared transactions (the arena's writes go first, see core/store/lock.py) and run
+folders from disk; it starts training as separate processes (core/train/launcher.py) and never trains itself. The
 database is $RLHF_DB, run folders live in $RLHF_RUNS_DIR (default models/runs/).
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit run` puts apps/ on the path, not the repo
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from apps.dashboard_shared import device_label, store  # noqa: E402
-from core.runs import runs_root  # noqa: E402
+from apps.dashboard_shared import device_label, store
+from core.train.runs import runs_root
 
 PAGES = Path(__file__).resolve().parent / "dashboard_pages"
 

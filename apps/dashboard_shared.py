@@ -5,11 +5,12 @@ import os
 
 import streamlit as st
 
-from core.launcher import log_tail
-from core.runs import RunInfo, list_runs, runs_root
-from core.store import Store
+from core.model import describe_device, pick_device
+from core.store.database import Store
+from core.train.launcher import log_tail
+from core.train.runs import RunInfo, RunState, list_runs, runs_root
 
-PROBLEM_STATES = ("failed", "killed", "damaged")
+PROBLEM_STATES = (RunState.FAILED, RunState.KILLED, RunState.DAMAGED)
 
 
 @st.cache_resource
@@ -18,32 +19,30 @@ def _store(path: str) -> Store:
 
 
 def store() -> Store:
-    """The store for $RLHF_DB (one object per path; it holds no connection, see core/store.py)."""
+    """The store for $RLHF_DB (one object per path; it holds no connection, see core/store/database.py)."""
     return _store(os.environ.get("RLHF_DB", ""))
 
 
 @st.cache_resource
 def device_label() -> str:
-    from core.model import describe_device, pick_device
-
     return describe_device(pick_device(None))
 
 
 def runs(stages: tuple[str, ...] = (), finished_only: bool = False) -> list[RunInfo]:
     found = [r for r in list_runs(runs_root()) if not stages or r.stage in stages]
-    return [r for r in found if r.status.get("state") == "finished"] if finished_only else found
+    return [r for r in found if r.status.get("state") == RunState.FINISHED] if finished_only else found
 
 
 def show_status(run: RunInfo, log_lines: int = 12) -> None:
     """A run's state; a crashed, killed or damaged run shows why, with its last log lines."""
     s = run.status
-    state = s.get("state", "damaged")
+    state = s.get("state", RunState.DAMAGED)
     if state in PROBLEM_STATES:
         st.error(f"**{run.name}** {state}: {s.get('message', '')}")
         tail = log_tail(run.path, log_lines)
         if tail:
             st.code(tail, language=None)
-    elif state in ("running", "starting"):
+    elif state in (RunState.RUNNING, RunState.STARTING):
         step, total = s.get("step") or 0, s.get("total") or 0
         eta = f", about {s['eta_s'] / 60:.1f} min left" if isinstance(s.get("eta_s"), (int, float)) else ""
         st.progress(min(step / total, 1.0) if total else 0.0, text=f"**{run.name}** {state}: step {step}/{total}{eta}")

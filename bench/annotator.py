@@ -32,14 +32,10 @@ import argparse
 import math
 import random
 import re
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from core.lists import LIST_LENGTH, format_list, parse_list  # noqa: E402
+from core.lists import LIST_LENGTH, format_list, parse_list
 
 STOPWORDS = set("""a an and are as at be best by can do for from give good great how i ideas in is it list me my
 need of on or some suggest that the things tips to top what which with would you your five 5 ways""".split())

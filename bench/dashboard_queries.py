@@ -17,16 +17,13 @@ import argparse
 import json
 import random
 import statistics
-import sys
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from core.lists import parse_list  # noqa: E402
-from core.records import CHOICES, Generation, Pair, Policy, Prompt  # noqa: E402
-from core.store import Store  # noqa: E402
+from core.lists import parse_list
+from core.records import CHOICES, Generation, Pair, Policy, Prompt
+from core.store.database import Store
 
 BASE, TUNED = Policy("models/SmolLM2-135M-Instruct"), Policy("models/SmolLM2-135M-Instruct", "models/runs/ppo-1/adapter")
 

@@ -10,8 +10,8 @@
 4. `python -m core train reward --preset quick`: its held-out accuracy is against the annotator's held-out votes.
 5. `python -m core train ppo --preset quick --sft-adapter SFT --reward-model RM --eval-every K`.
 6. The annotator judges PPO's held-out answers at every evaluation against those at step 0 (the policy PPO started
-   from): judgements.jsonl in the PPO run, read by core.overoptimisation.curve with the reward-model curve.
-7. Base, SFT and PPO answer the held-out requests, sampled as `python -m core eval` samples them (core.evaluate,
+   from): judgements.jsonl in the PPO run, read by core.judge.overoptimisation.curve with the reward-model curve.
+7. Base, SFT and PPO answer the held-out requests, sampled as `python -m core eval` samples them (core.judge.evaluate,
    same seed: the same lists and numbers): well-formed rates, reward-model and annotator win rates with 95 %
    Wilson intervals, and how often the reward model agrees with the annotator on those pairs.
 8. Report: loop.json, loop.md and loop.html (plotly curves) in --out; stage logs in --out/logs.
@@ -20,7 +20,6 @@ collection is the person's time, paced by generating pairs (~13 s each here), an
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -36,10 +35,17 @@ from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "bench")]
-
-from annotator import Taste, annotate, judge  # noqa: E402
-from core.config import build, knob  # noqa: E402
+from bench.annotator import Taste, annotate, judge
+from bench.loop_report import summarise, write_report
+from core.collect.library import load_prompts
+from core.config import knob, parse_config
+from core.judge.evaluate import EvalConfig, outcome, proportion, sample
+from core.judge.win_rate import win_rate
+from core.lists import parse_list
+from core.model import load
+from core.store.database import Store
+from core.train.reward_model import RewardScorer
+from core.train.runs import RunFolder, append_jsonl, read_jsonl
 
 
 @dataclass
@@ -94,8 +100,6 @@ def run_stage(name: str, args: list[str], logs: Path) -> float:
 
 def stored_votes(db: Path) -> dict:
     """The annotator's counts, read back from a database it voted into (for --reuse-votes)."""
-    from core.store import Store
-
     store = Store(db)
     votes = store.votes()
     counts = {c: int((votes.choice == c).sum()) for c in ("left", "right", "tie", "both_bad")}
@@ -113,11 +117,9 @@ def outcomes(requests, texts_a, texts_b, rng, taste) -> list[str]:
 def judge_ppo_evaluations(ppo_dir: Path, taste: Taste, seed: int) -> list[dict]:
     """Step 6: judgements.jsonl, one row per evaluation step: the annotator's win rate of that step's held-out
     answers against the answers at step 0 to the same requests."""
-    from core.runs import append_jsonl, read_jsonl
-    from core.win_rate import win_rate
-
     by_step: dict[int, dict[str, str]] = {}
-    for row in read_jsonl(ppo_dir / "eval_samples.jsonl"):
+    folder = RunFolder(ppo_dir)
+    for row in read_jsonl(folder.eval_samples):
         by_step.setdefault(row["step"], {})[row["prompt"]] = row["text"]
     reference = by_step.get(0, {})
     rows = []
@@ -127,20 +129,13 @@ def judge_ppo_evaluations(ppo_dir: Path, taste: Taste, seed: int) -> list[dict]:
                                    random.Random(seed + step), taste)).as_dict()
         rows.append({"step": step, "reference": "step 0", "judge": "bench/annotator.py",
                      "win_rate": result.pop("rate"), **result})
-    (ppo_dir / "judgements.jsonl").unlink(missing_ok=True)
-    append_jsonl(ppo_dir / "judgements.jsonl", rows)
+    folder.judgements.unlink(missing_ok=True)
+    append_jsonl(folder.judgements, rows)
     return rows
 
 
 def evaluate_policies(cfg: LoopConfig, sft_dir: Path, reward_dir: Path, ppo_dir: Path, taste: Taste) -> dict:
     """Step 7: base, SFT and PPO on the held-out requests; every figure with its count and 95 % interval."""
-    from core.evaluate import EvalConfig, outcome, proportion, sample
-    from core.library import load_prompts
-    from core.lists import parse_list
-    from core.model import load
-    from core.reward_model import RewardScorer
-    from core.win_rate import win_rate
-
     ecfg = EvalConfig(policy=str(ppo_dir), base_model=cfg.base_model, prompts=cfg.eval_prompts,
                       max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed)
     requests = [p.text for p in load_prompts(split="eval")][:ecfg.prompts]
@@ -167,11 +162,8 @@ def evaluate_policies(cfg: LoopConfig, sft_dir: Path, reward_dir: Path, ppo_dir:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from core.config import add_arguments
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_arguments(parser, LoopConfig)
-    cfg = build(LoopConfig, **vars(parser.parse_args(argv)))
+    cfg = parse_config(LoopConfig, sys.argv[1:] if argv is None else argv, prog="python -m bench.loop",
+                       description=__doc__.split("\n")[0])
     out = Path(cfg.out)
     logs, db = out / "logs", out / "loop.duckdb"
     if cfg.reuse_votes and Path(cfg.reuse_votes).resolve() == db.resolve():
@@ -209,8 +201,6 @@ def main(argv: list[str] | None = None) -> dict:
             arena.terminate()
             arena.wait(timeout=60)
             arena_log.close()
-    from core.store import Store
-
     stored = Store(db).counts()
     # 3-5. the three training stages through the CLI
     common = ["--preset", cfg.preset, *base]
@@ -233,7 +223,6 @@ def main(argv: list[str] | None = None) -> dict:
     wall["total"] = round(time.perf_counter() - started, 1)
 
     # 8. the report
-    from loop_report import summarise, write_report
 
     result = summarise(cfg=asdict(cfg), runs={k: str(v) for k, v in run.items()}, votes=votes, stored=stored,
                        wall=wall, judgements=judgements, evaluation=evaluation)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from core.evaluate import proportion
-from core.overoptimisation import curve
-from core.runs import read_json, read_jsonl
+from core.judge.evaluate import proportion
+from core.judge.overoptimisation import curve
+from core.train.runs import RunFolder, read_json, read_jsonl
 
 GOALS = {  # name: (what, threshold, higher is better)
     "rm_heldout_accuracy": ("reward-model held-out accuracy against the annotator's votes", 0.85, True),
@@ -23,7 +23,7 @@ GOALS = {  # name: (what, threshold, higher is better)
 
 
 def summarise(cfg: dict, runs: dict, votes: dict, stored: dict, wall: dict, judgements: list, evaluation: dict) -> dict:
-    calibration = read_json(Path(runs["reward"]) / "calibration.json")
+    calibration = read_json(RunFolder(runs["reward"]).calibration)
     rm = proportion(calibration.get("correct") or 0, calibration.get("pairs") or 0)
     figures = {"rm_heldout_accuracy": rm["rate"],
                "ppo_vs_base_annotator": evaluation["annotator_win_rate"]["ppo_vs_base"]["rate"],
@@ -32,7 +32,7 @@ def summarise(cfg: dict, runs: dict, votes: dict, stored: dict, wall: dict, judg
     goals = {name: {"what": what, "goal": goal, "value": figures[name],
                     "reached": figures[name] is not None and (figures[name] >= goal if up else figures[name] <= goal)}
              for name, (what, goal, up) in GOALS.items()}
-    lineage = read_json(Path(runs["reward"]) / "data" / "lineage.json")
+    lineage = read_json(RunFolder(runs["reward"]).lineage)
     samples = evaluation.pop("samples")
     return {"config": cfg, "runs": runs, "goals": goals, "votes": votes, "stored": stored, "reward_model": {
         "heldout": rm, "ece": calibration.get("ece"), "train_pairs": lineage.get("train_pairs"),

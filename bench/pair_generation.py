@@ -16,16 +16,12 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from core.generate import Generator, chat_text
-from core.library import load_prompts
+from core.collect.generate import Generator, chat_text
+from core.collect.library import load_prompts
 from core.model import load
 from core.records import SamplingSettings
 

@@ -10,7 +10,7 @@ no EOS stop, T 0.7, lr 3e-6, β 0.05, a LoRA r=16 policy on q/k/v/o, a reward mo
 score head, 6 updates with the first excluded as warm-up; the two sides alternate, `--repeats` times each.
 
 What differs is the design: TRL holds three model copies (policy, a fully trained value model, a reward model);
-ours holds one base and puts reference, value head and reward model on it (core/policy_value.py). Figures per side:
+ours holds one base and puts reference, value head and reward model on it (core/train/ppo/policy_value.py). Figures per side:
 steady s/update (median of updates 2-6), episodes/s, generated tokens/s, peak RSS of the process (ru_maxrss).
 """
 from __future__ import annotations
@@ -30,9 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 ANCHOR = REPO / "bench" / "trl112_anchor"
 OUT = REPO / "bench" / "out"
 VENV = OUT / "venv-trl112"
-sys.path.insert(0, str(REPO))
-
-from core.model import EMBEDDED_MODEL_DIR  # noqa: E402
+from core.model import EMBEDDED_MODEL_DIR
+from core.train.runs import RunFolder, read_jsonl
 
 
 def _anchor_module():
@@ -61,8 +60,8 @@ def random_reward_model(folder: Path) -> Path:
     model = load_causal_lm(str(EMBEDDED_MODEL_DIR), torch.device("cpu"), dtype=torch.float32, head="reward")
     peft = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"],
                                             task_type="SEQ_CLS", modules_to_save=["score"]))
-    peft.save_pretrained(folder / "adapter")
-    (folder / "config.json").write_text("{}\n")
+    peft.save_pretrained(RunFolder(folder).adapter)
+    RunFolder(folder).config.write_text("{}\n")
     return folder
 
 
@@ -84,7 +83,7 @@ def ours(reward_model: Path, workdir: Path) -> dict:
     print("=== ours:", " ".join(command), flush=True)
     subprocess.run(command, check=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
                    stdout=subprocess.DEVNULL)
-    metrics = [json.loads(line) for line in open(run / "metrics.jsonl")]
+    metrics = read_jsonl(RunFolder(run).metrics)
     step_s = [m["time/update_s"] for m in metrics]
     steady = step_s[1:]
     tokens = BENCH["per_device_train_batch_size"] * BENCH["response_length"]

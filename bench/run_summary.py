@@ -13,15 +13,13 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from core.runs import read_json, read_jsonl, read_status  # noqa: E402
+from core.train.runs import RunFolder, read_jsonl, read_status
 
 
 def summarise(run: Path) -> dict:
-    status, config = read_status(run), read_json(run / "config.json")
-    metrics = read_jsonl(run / "metrics.jsonl")
-    row = {"run": run.name, "stage": config.get("stage_config"), "state": status.get("state"),
+    folder = RunFolder(run)
+    status, metrics = read_status(run), read_jsonl(folder.metrics)
+    row = {"run": run.name, "stage": folder.stage, "state": status.get("state"),
            "steps": status.get("step")}
     if status.get("started_at") and status.get("finished_at"):
         wall = datetime.fromisoformat(status["finished_at"]) - datetime.fromisoformat(status["started_at"])

@@ -15,15 +15,12 @@ import multiprocessing as mp
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from core.records import Generation, Pair, Policy, Prompt
-from core.store import Store
+from core.store.database import Store
 
 
 def make_pair(writer: int, i: int) -> Pair:

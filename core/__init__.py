@@ -1,0 +1,12 @@
+"""The RLHF playground's library: everything but the user interfaces, in the order of the loop.
+
+    collect/   what the person sees and says: generation, the pair queue, the arena's logic, the prompt library
+    store/     where every event lands: the DuckDB store (all SQL), its cross-process lock, vote import/export
+    train/     runs: stage configs and registry, the run-folder contract, snapshots, SFT, reward model, PPO, launcher
+    judge/     how good it is: evaluation, win rates, calibration, disagreements, over-optimisation, the demo
+    view/      what the dashboard draws: charts and run tables
+
+Shared by all: records.py (plain records and errors), lists.py (what a top-5 list is), model.py (the base model),
+config.py (a dataclass -> CLI, form and config.json), paths.py (where files live), cli.py (`python -m core`).
+apps/ (Gradio arena, Streamlit dashboard) only call into here; nothing here imports gradio or streamlit.
+"""

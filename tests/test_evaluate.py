@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from conftest import run_cli
-from core.win_rate import WinRate, win_rate, wilson_interval
+from core.judge.win_rate import WinRate, wilson_interval, win_rate
+from tests.helpers import run_cli
 
 
 def test_wilson_interval_on_hand_examples():

@@ -2,7 +2,14 @@
 import pytest
 import torch
 
-from core.generate import (SYSTEM_PROMPT, GenerationCancelled, Generator, chat_text, eos_ids, response_lengths)
+from core.collect.generate import (
+    SYSTEM_PROMPT,
+    GenerationCancelled,
+    Generator,
+    chat_text,
+    eos_ids,
+    response_lengths,
+)
 from core.model import load
 from core.records import Prompt, SamplingSettings
 

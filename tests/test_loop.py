@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
-from core.overoptimisation import COLUMNS, curve
-from core.runs import read_jsonl, read_status
+from core.judge.overoptimisation import COLUMNS, curve
+from core.train.runs import read_jsonl, read_status
+from tests.helpers import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "bench"))
-from annotator import Taste  # noqa: E402
-from loop import judge_ppo_evaluations  # noqa: E402
+from bench.annotator import Taste
+from bench.loop import judge_ppo_evaluations
 
 GOOD = ("1. Roast turkey - the classic centrepiece.\n2. Mashed potatoes - creamy and easy.\n3. Cornbread stuffing - "
         "savoury.\n4. Green bean casserole - a bright side.\n5. Pumpkin pie - the traditional sweet finish.")
@@ -89,7 +88,7 @@ def loop_run(tiny_model_dir, tmp_path_factory):
 
 def test_the_fast_loop_runs_every_stage_through_the_real_interfaces(loop_run):
     folder, result = loop_run
-    from core.store import Store
+    from core.store.database import Store
 
     # the votes arrived through the arena's API, from the annotator, with a share on its own requests
     votes = Store(folder / "out" / "loop.duckdb").votes()

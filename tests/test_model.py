@@ -2,7 +2,8 @@
 import pytest
 
 from core import model as model_module
-from core.model import ModelLoadError, load, pick_device, resolve_base_model
+from core.model import load, pick_device, resolve_base_model
+from core.records import ModelLoadError
 
 
 def test_base_model_resolution_order(monkeypatch):
@@ -50,7 +51,7 @@ def test_cli_prints_message_not_traceback(tmp_path):
 
 @pytest.mark.slow
 def test_embedded_model_writes_a_pair_of_lists(embedded_model_dir):
-    from core.generate import Generator
+    from core.collect.generate import Generator
     from core.records import Prompt, SamplingSettings
 
     generator = Generator(load(embedded_model_dir, device="cpu"))

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli
-from core.runs import read_jsonl, read_status
+from core.train.runs import read_jsonl, read_status
+from tests.helpers import ADAPTER_FILES, run_cli, run_files, tensorboard_scalars
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = ["--batch-size", "4", "--mini-batches", "2", "--ppo-epochs", "2", "--response-length", "12",
@@ -25,9 +25,9 @@ def trainer(tiny_model_dir, tiny_reward_run):
     from accelerate import Accelerator
     from peft import LoraConfig
 
-    from core import policy_value
     from core.model import load_causal_lm, load_tokenizer
-    from core.ppo import PPOConfig, PPOTrainer
+    from core.train.ppo import policy_value
+    from core.train.ppo.trainer import PPOConfig, PPOTrainer
 
     cfg = PPOConfig(reward_model=str(tiny_reward_run), batch_size=4, mini_batches=2, ppo_epochs=2,
                     response_length=12, learning_rate=1e-3)
@@ -98,6 +98,9 @@ def test_ppo_run_folder(uninterrupted, tiny_model_dir):
 
     status = read_status(uninterrupted)
     assert status["state"] == "finished" and status["step"] == status["total"] == 4
+    assert run_files(uninterrupted) == ADAPTER_FILES | {
+        "config.json", "status.json", "metrics.jsonl", "train.log", "samples.jsonl", "checkpoint/state.pt",
+        "data/lineage.json", "data/prompts_train.jsonl"}
     config = json.loads((uninterrupted / "config.json").read_text())
     assert config["stage_config"] == "PPOConfig" and config["reward_model_shares_base"] is True
     assert (uninterrupted / "data" / "prompts_train.jsonl").exists()
@@ -116,7 +119,7 @@ def test_ppo_run_folder(uninterrupted, tiny_model_dir):
 
 
 def test_the_ppo_adapter_loads_into_the_arena_generator(uninterrupted, tiny_model_dir):
-    from core.generate import Generator
+    from core.collect.generate import Generator
     from core.model import load
     from core.records import Prompt, SamplingSettings
 
@@ -197,7 +200,7 @@ def test_ppo_refuses_bad_input_with_a_message(tmp_path, tiny_model_dir, tiny_rew
 def test_a_reward_model_on_another_base_scores_decoded_text(tiny_model_dir, preference_db, tmp_path):
     """A reward model trained on a different base cannot ride on the policy's weights: PPO loads it beside the
     policy and scores the decoded lists."""
-    from conftest import build_tiny_model
+    from tests.helpers import build_tiny_model
 
     other_base = build_tiny_model(tmp_path / "other-base", seed=7)
     run_cli("train", "reward", "--base-model", other_base, "--db", preference_db, "--max-steps", "2",
@@ -229,9 +232,9 @@ def test_starting_from_an_sft_adapter_makes_it_the_reference(tiny_model_dir, tin
     from accelerate import Accelerator
     from peft import LoraConfig
 
-    from core import policy_value
     from core.model import load_causal_lm, load_tokenizer
-    from core.ppo import PPOConfig, PPOTrainer
+    from core.train.ppo import policy_value
+    from core.train.ppo.trainer import PPOConfig, PPOTrainer
 
     tok = load_tokenizer(tiny_model_dir)
     pv = policy_value.build(load_causal_lm(tiny_model_dir, torch.device("cpu")), tok,
@@ -256,7 +259,7 @@ def test_starting_from_an_sft_adapter_makes_it_the_reference(tiny_model_dir, tin
 def test_periodic_held_out_evaluation_feeds_the_over_optimisation_view(tiny_model_dir, tiny_reward_run, tmp_path):
     run = tmp_path / "run"
     _ppo_cli("--base-model", tiny_model_dir, "--reward-model", tiny_reward_run, "--total-updates", "2", *SMALL,
-             "--eval-every", "1", "--eval-prompts", "3", "--output-dir", run)
+             "--eval-every", "1", "--eval-prompts", "3", "--output-dir", run, "--report-to", "tensorboard")
     evals = [m for m in read_jsonl(run / "metrics.jsonl") if "eval/scores" in m]
     assert [m["step"] for m in evals] == [0, 1, 2]  # before training, then after every update
     assert evals[0]["eval/kl"] == pytest.approx(0.0, abs=1e-3)  # the starting policy is the reference
@@ -265,3 +268,8 @@ def test_periodic_held_out_evaluation_feeds_the_over_optimisation_view(tiny_mode
     assert [s["step"] for s in samples] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     held_out = [json.loads(line)["prompt"] for line in open(run / "data" / "prompts_eval.jsonl")][:3]
     assert [s["prompt"] for s in samples[:3]] == held_out and {"text", "score", "kl"} <= set(samples[0])
+    # --report-to tensorboard: the same rows, by the same names, in the run's tensorboard/ event files
+    logged = tensorboard_scalars(run / "tensorboard")
+    assert [step for step, _ in logged["eval/scores"]] == [0, 1, 2]
+    assert [v for _, v in logged["eval/scores"]] == pytest.approx([m["eval/scores"] for m in evals])
+    assert [step for step, _ in logged["objective/kl"]] == [1, 2]

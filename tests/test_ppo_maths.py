@@ -6,8 +6,19 @@ import math
 import pytest
 import torch
 
-from core.ppo import (adaptive_kl_coef, gae, kl_estimators, masked_mean, masked_var, masked_whiten,
-                      per_token_rewards, policy_loss, prompt_batch, truncate_after_eos, value_loss)
+from core.train.ppo.maths import (
+    adaptive_kl_coef,
+    gae,
+    kl_estimators,
+    masked_mean,
+    masked_var,
+    masked_whiten,
+    per_token_rewards,
+    policy_loss,
+    truncate_after_eos,
+    value_loss,
+)
+from core.train.ppo.state import prompt_batch
 
 X = torch.tensor([[1.0, 2.0, 99.0, 4.0]])
 M = torch.tensor([[1.0, 1.0, 0.0, 1.0]])
@@ -132,3 +143,72 @@ def test_bradley_terry_loss_with_margin_as_trl_computes_it(tiny_model_dir, tmp_p
         # −log σ(1 − 0 − 1/3) = log(1 + e^(−2/3)); centring: 0.01 · mean((r⁺ + r⁻)²) = 0.01 · 1
         expected = math.log(1 + math.exp(-2 / 3)) + (0.01 if centre else 0.0)
         assert trainer.compute_loss(stub, inputs).item() == pytest.approx(expected, abs=1e-6)
+
+
+# ---- the statistics an update logs, each tied to the quantity its name says ----------------------------------------
+class FixedPolicy(torch.nn.Module):
+    """A stand-in for PolicyValue: returns chosen log-probs, entropies and values for the rows of a mini-batch (the
+    features carry each row's index). Its one parameter has zero gradient effect at lr 0, so nothing moves."""
+
+    def __init__(self, logprobs, entropy, values):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(()))
+        self.logprobs, self.entropy, self.value = logprobs, entropy, values
+
+    def forward(self, input_ids, attention_mask, context_length, temperature, features):
+        rows = features[:, 0, 0].long()
+        return self.logprobs[rows] + self.bias, self.entropy[rows], self.value[rows] + self.bias
+
+
+def test_each_logged_statistic_is_the_quantity_it_names():
+    from accelerate import Accelerator
+
+    from core.train.ppo.config import PPOConfig
+    from core.train.ppo.trainer import Rollout, ppo_update
+
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])  # B = 2, R = 3; row 2 ended after two tokens
+    old = torch.tensor([[-1.0, -1.0, -1.0], [-2.0, -2.0, 0.0]])
+    ref = torch.tensor([[-1.5, -1.0, -0.5], [-2.0, -3.0, 0.0]])
+    new = old + torch.tensor([[0.1, 0.0, 0.0], [0.0, 0.0, 0.0]])  # the policy moved on one token
+    old_values = torch.tensor([[0.5, 0.5, 0.5], [0.0, 0.0, 0.0]])
+    new_values = old_values + 0.3
+    entropy = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    features = torch.arange(2.0).view(2, 1, 1).expand(2, 3, 4)  # (B, R, H) holding the row index
+    rollout = Rollout(prompts=["a", "b"], texts=["x", "y"], input_ids=torch.zeros(2, 5, dtype=torch.long),
+                      attention_mask=torch.ones(2, 5, dtype=torch.long), context_length=2, mask=mask,
+                      ended=torch.tensor([True, False]), logprobs=old, ref_logprobs=ref, features=features,
+                      values=old_values, raw_scores=torch.tensor([2.0, 0.0]), scores=torch.tensor([1.0, -1.0]))
+    cfg = PPOConfig(reward_model="unused", batch_size=2, mini_batches=1, ppo_epochs=1, cliprange=0.05,
+                    cliprange_value=0.2, learning_rate=1e-3)
+    pv = FixedPolicy(new, entropy, new_values)
+    optimizer = torch.optim.SGD(pv.parameters(), lr=0.0)
+
+    stats = {k: v.item() for k, v in ppo_update(pv, optimizer, Accelerator(cpu=True), rollout, cfg, 0.1, 0).items()}
+
+    # KL per token k1 = logπ − logπ_ref = [[0.5, 0, −0.5], [0, 1, 0]]: per-list sums 0 and 1, mean 0.5
+    assert stats["objective/kl"] == pytest.approx(0.5)
+    # k3 = e^x − 1 − x with x = logπ_ref − logπ: (e^−.5 − .5) + (e^.5 − 1.5) = 0.25525; e^−1 = 0.36788; mean 0.31156
+    assert stats["objective/kl3"] == pytest.approx((0.25525 + 0.36788) / 2, abs=1e-4)
+    assert stats["objective/entropy"] == pytest.approx((3 + 4) / 2)  # −Σ logπ per list: 3 and 4
+    assert stats["objective/scores"] == pytest.approx(1.0)  # raw reward-model scores 2 and 0
+    assert stats["objective/scores_normalized"] == pytest.approx(0.0)  # 1 and −1
+    assert stats["objective/non_score_reward"] == pytest.approx(-0.05)  # −β·KL per list: 0 and −0.1
+    assert stats["objective/rlhf_reward"] == pytest.approx(-0.05)  # (1 + 0) and (−1 − 0.1): mean −0.05
+    assert stats["val/num_eos_tokens"] == 1  # one of the two lists ended
+    assert stats["val/mean_value"] == pytest.approx(1.5 / 5)  # old values over the 5 kept tokens
+    assert stats["policy/entropy_avg"] == pytest.approx((1 + 2 + 3 + 4 + 5) / 5)  # the policy's, kept tokens only
+    assert stats["val/ratio"] == pytest.approx((math.exp(0.1) + 4) / 5)  # e^0.1 on one token, 1 on four
+    assert stats["policy/approxkl_avg"] == pytest.approx(0.5 * 0.1 ** 2 / 5)  # ½·mean((Δ logπ)²)
+    assert stats["val/ratio_var"] == 0.0  # one mini-batch: no spread
+
+    # the losses and clip fractions are the maths functions' own outputs on this rollout's advantages and returns
+    rewards = per_token_rewards(rollout.scores, (old - ref) * mask, mask, 0.1)
+    advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+    pg_loss, pg = policy_loss(new, old, masked_whiten(advantages, mask), mask, cfg.cliprange)
+    vf_loss, vf_clipfrac = value_loss(new_values, old_values, returns, mask, cfg.cliprange_value)
+    assert stats["loss/policy_avg"] == pytest.approx(pg_loss.item())
+    assert stats["policy/clipfrac_avg"] == pytest.approx(pg["clipfrac"].item())
+    assert stats["loss/value_avg"] == pytest.approx(vf_loss.item())
+    assert stats["val/clipfrac_avg"] == pytest.approx(vf_clipfrac.item()) and stats["val/clipfrac_avg"] > 0
+    assert stats["val/mean_return"] == pytest.approx(masked_mean(returns, mask).item())
+    assert len(set(round(v, 6) for v in stats.values())) >= len(stats) - 3  # distinct values: a swap would show

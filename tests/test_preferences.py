@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core.preferences import export_votes, import_votes
 from core.records import Generation, InputError, Pair, Policy, Prompt
+from core.store.preferences import export_votes, import_votes
 
 REPO = Path(__file__).resolve().parent.parent
 FRUITS_A = "1. Mango\n2. Cherry\n3. Peach\n4. Fig\n5. Plum"
@@ -244,6 +244,6 @@ def test_cli_import_good_and_bad_file(tmp_path):
     assert bad.stderr.startswith("error: line 4: choice must be one of"), bad.stderr
     assert "Traceback" not in bad.stderr
 
-    from core.store import Store
+    from core.store.database import Store
 
     assert len(Store(db).table("comparisons")) == 3  # the bad file added nothing

@@ -8,10 +8,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import run_cli
-from core.calibration import accuracy_by_margin, expected_calibration_error, reliability_bins
-from core.reward_model import reward_input_ids, training_rows
-from core.runs import read_jsonl, read_status
+from core.judge.calibration import (
+    accuracy_by_margin,
+    expected_calibration_error,
+    reliability_bins,
+)
+from core.train.reward_model import reward_input_ids, training_rows
+from core.train.runs import read_jsonl, read_status
+from tests.helpers import ADAPTER_FILES, run_cli, run_files
 
 
 def test_ece_on_a_hand_example():
@@ -44,6 +48,9 @@ def test_training_rows_carry_margin_and_swap_labels(tiny_loaded):
 def test_reward_run_folder(tiny_reward_run, tiny_model_dir):
     run = tiny_reward_run
     assert read_status(run)["state"] == "finished"
+    assert run_files(run) == ADAPTER_FILES | {
+        "config.json", "status.json", "metrics.jsonl", "train.log", "scores.parquet", "calibration.json",
+        "data/lineage.json", "data/votes.parquet", "data/pairs.parquet"}
     config = json.loads((run / "config.json").read_text())
     assert config["stage_config"] == "RewardConfig" and config["base_model_resolved"] == tiny_model_dir
     lineage = json.loads((run / "data" / "lineage.json").read_text())
@@ -112,9 +119,9 @@ def test_score_and_train_refuse_bad_input_with_a_message(tmp_path, tiny_model_di
 def test_shared_base_scoring_equals_the_reward_model(tiny_reward_run, tiny_model_dir):
     """PPO reads the reward model as one more adapter on the policy's base; it must score exactly as the
     stand-alone reward model does."""
-    from core import policy_value
     from core.model import load_causal_lm, load_tokenizer
-    from core.reward_model import RewardScorer
+    from core.train.ppo import policy_value
+    from core.train.reward_model import RewardScorer
 
     scorer = RewardScorer.from_folder(tiny_reward_run, device="cpu")
     tok = load_tokenizer(tiny_model_dir)

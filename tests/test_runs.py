@@ -10,16 +10,26 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from core.library import load_prompts
-from core.records import Generation, Pair, Policy, Prompt
-from core.runs import Run, StopRequest, list_runs, new_run_dir, read_json, read_jsonl, read_status, write_json
-from core.snapshot import split_for, take_preferences
+from core.collect.library import load_prompts
+from core.records import Generation, InputError, Pair, Policy, Prompt
+from core.train.run_writer import Run, StopRequest
+from core.train.runs import (
+    list_runs,
+    new_run_dir,
+    read_json,
+    read_jsonl,
+    read_status,
+    write_json,
+)
+from core.train.snapshot import split_for, take_preferences
+from tests.helpers import tensorboard_scalars
 
 
 @pytest.fixture(autouse=True)
@@ -192,6 +202,7 @@ def test_new_run_dir_never_reuses_a_folder(tmp_path):
 def test_list_runs_orders_newest_first_across_stages(tmp_path):
     for name in ("sft-20261120-100000", "reward-20261121-090000", "ppo-20261121-100000", "sft-20261121-100000-1"):
         (tmp_path / name).mkdir()
+        write_json(tmp_path / name / "config.json", {"stage": name.split("-")[0]})
     write_json(tmp_path / "ppo-20261121-100000" / "status.json", {"state": "finished", "pid": 1})
     (tmp_path / "notes.txt").write_text("not a run")
 
@@ -200,6 +211,23 @@ def test_list_runs_orders_newest_first_across_stages(tmp_path):
                                       "sft-20261120-100000"]
     assert [r.stage for r in runs] == ["sft", "ppo", "reward", "sft"]
     assert runs[1].status["state"] == "finished" and runs[0].status["state"] == "damaged"
+
+
+def test_the_stage_comes_from_the_runs_own_files_not_its_name(tmp_path):
+    """A run with its own --output-dir name is still plotted, offered and resumed as what it is."""
+    named = tmp_path / "my-experiment"
+    named.mkdir()
+    write_json(named / "config.json", {"stage": "ppo", "learning_rate": 1e-4})
+    old = tmp_path / "thursday"  # written before config.json named its stage: the config class says it
+    old.mkdir()
+    write_json(old / "config.json", {"stage_config": "RewardConfig"})
+    starting = tmp_path / "sft-but-really-ppo"  # launched, no config yet: launch.json says
+    starting.mkdir()
+    write_json(starting / "launch.json", {"stage": "ppo", "pid": 1})
+    (tmp_path / "ppo-20261121-100000").mkdir()  # nothing inside: its name is not trusted
+    stages = {r.name: r.stage for r in list_runs(tmp_path)}
+    assert stages == {"my-experiment": "ppo", "thursday": "reward", "sft-but-really-ppo": "ppo",
+                      "ppo-20261121-100000": ""}
 
 
 def test_list_runs_puts_a_run_made_later_first(tmp_path):
@@ -249,3 +277,30 @@ def test_take_preferences_snapshots_standing_decided_votes_with_their_split(stor
     assert {k: lineage[k] for k in ("votes", "pairs", "ties", "both_bad", "train_pairs", "eval_pairs")} == \
         {"votes": 3, "pairs": 2, "ties": 1, "both_bad": 0, "train_pairs": 1, "eval_pairs": 1}
     assert lineage["database"] == str(store.path) and lineage["newest_vote_at"]
+
+
+def test_report_to_tensorboard_writes_every_logged_metric_by_name(tmp_path):
+    @dataclass
+    class TinyConfig:
+        lr: float = 0.1
+        report_to: str = "tensorboard"
+
+    run = Run(tmp_path, total=2)
+    run.save_config(TinyConfig())
+    run.log_metrics(1, {"train/loss": 2.5, "objective/kl": 0.25, "note": "text is not a scalar", "gap": None})
+    run.log_metrics(2, {"train/loss": 1.5, "objective/kl": 0.5})
+    run.finish()
+    logged = tensorboard_scalars(tmp_path / "tensorboard")
+    assert logged == {"train/loss": [(1, 2.5), (2, 1.5)], "objective/kl": [(1, 0.25), (2, 0.5)]}
+    assert read_json(tmp_path / "config.json")["report_to"] == "tensorboard"
+
+
+def test_report_to_an_unknown_tracker_says_what_to_pass(tmp_path):
+    @dataclass
+    class TinyConfig:
+        report_to: str = "mlflow"
+
+    run = Run(tmp_path, total=1)
+    with pytest.raises(InputError, match="--report-to 'mlflow' is not one of none, tensorboard, wandb"):
+        run.save_config(TinyConfig())
+    run.finish()

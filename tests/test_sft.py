@@ -15,13 +15,14 @@ import torch
 from safetensors.torch import load_file
 
 from core import config
-from core.generate import SYSTEM_PROMPT
-from core.library import load_prompts, load_seed_demonstrations
+from core.collect.generate import SYSTEM_PROMPT
+from core.collect.library import load_prompts, load_seed_demonstrations
 from core.model import load_tokenizer
 from core.records import Prompt
-from core.runs import read_json, read_jsonl, read_status
-from core.sft import SFTConfig, tokenize_demonstration
-from core.snapshot import split_for, take_demonstrations
+from core.train.runs import read_json, read_jsonl, read_status
+from core.train.sft import SFTConfig, tokenize_demonstration
+from core.train.snapshot import split_for, take_demonstrations
+from tests.helpers import ADAPTER_FILES, run_files
 
 REPO = Path(__file__).resolve().parent.parent
 REQUEST = "Top 5 board games for two"
@@ -74,7 +75,7 @@ def test_trl_turns_the_mask_into_labels_on_the_list_only(tiny_model_dir, tmp_pat
     from trl import SFTTrainer
 
     from core.model import load
-    from core.trainer_run import trainer_arguments
+    from core.train.trainer_run import trainer_arguments
 
     loaded = load(tiny_model_dir, "cpu")  # a private copy: the trainer wraps the model with LoRA in place
     example = tokenize_demonstration(loaded.tokenizer, REQUEST, LIST, max_length=512)
@@ -146,6 +147,9 @@ def sft_run(tiny_model_dir, tmp_path_factory):
 def test_cli_writes_a_complete_run_folder(sft_run):
     run_dir = sft_run["dir"]
     assert f"run folder: {run_dir}" in sft_run["stdout"]
+    assert run_files(run_dir) == ADAPTER_FILES | {
+        "config.json", "status.json", "metrics.jsonl", "samples.jsonl", "train.log", "data/lineage.json",
+        "data/demonstrations.jsonl", "data/prompts_eval.jsonl"}
     for name in ("config.json", "status.json", "metrics.jsonl", "samples.jsonl", "train.log",
                  "data/demonstrations.jsonl", "data/lineage.json", "data/prompts_eval.jsonl",
                  "adapter/adapter_config.json", "adapter/adapter_model.safetensors"):

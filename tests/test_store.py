@@ -10,8 +10,8 @@ from contextlib import contextmanager
 import pandas as pd
 import pytest
 
-from core.records import Generation, Pair, Policy, Prompt, SamplingSettings
-from core.store import SCHEMA_VERSION, Store, StoreBusy, StoreError
+from core.records import Generation, Pair, Policy, Prompt, SamplingSettings, StoreBusy
+from core.store.database import SCHEMA_VERSION, Store, StoreError
 
 TABLES = {"meta", "prompts", "generations", "pairs", "comparisons", "retractions", "ratings", "demonstrations",
           "reviews"}
@@ -308,7 +308,7 @@ def _drain(results, expected: int, timeout_s: float) -> list[tuple]:
 @pytest.mark.parametrize("reader_pause_s", [0.0, 0.1], ids=["readers-back-to-back", "readers-polling"])
 def test_concurrent_writers_and_readers_lose_nothing(tmp_path, reader_pause_s):
     # "polling" is a dashboard refreshing; "back-to-back" readers keep their shared locks overlapping, and the
-    # writers must still get their turn ("a writer waits its turn instead of failing", core/store.py).
+    # writers must still get their turn ("a writer waits its turn instead of failing", core/store/database.py).
     path = str(tmp_path / "shared.duckdb")
     Store(path)  # schema first, so no child races to create the file
     start, stop, results = SPAWN.Barrier(WRITERS + READERS), SPAWN.Event(), SPAWN.Queue()

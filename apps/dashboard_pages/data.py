@@ -7,11 +7,10 @@ from pathlib import Path
 import streamlit as st
 
 from apps.dashboard_shared import store
-from core import charts
-from core.preferences import export_votes
-from core.records import CHOICES
-from core.store import StoreBusy
-from core.win_rate import position_bias
+from core.judge.win_rate import position_bias
+from core.records import CHOICES, StoreBusy
+from core.store.preferences import export_votes
+from core.view import charts
 
 st.title("Data")
 
@@ -39,8 +38,11 @@ def overview() -> None:
     sides = ov["shuffled_sides"].iloc[0]
     bias = position_bias(int(sides.left), int(sides.right))
     if bias["n"]:
-        left.markdown(f"**Position bias:** {bias['left_share']:.0%} of {bias['n']} decided arena votes went left "
-                      f"(95 % interval {bias['low']:.0%}-{bias['high']:.0%}): {bias['verdict']}.")
+        share, count = left.columns(2)
+        share.metric("position bias: decided arena votes that went left", f"{bias['left_share']:.0%}",
+                     help="sides are shuffled, so a share far from 50 % means the position sways votes")
+        count.metric("decided arena votes", bias["n"])
+        left.caption(f"95 % interval {bias['low']:.0%}-{bias['high']:.0%}: {bias['verdict']}.")
     if ov["decision_s"].empty:
         right.caption("No decision times yet (imported votes have none; arena votes do).")
     else:
@@ -59,21 +61,21 @@ overview()
 
 st.subheader("Browse comparisons")
 c1, c2, c3, c4 = st.columns([2, 1, 2, 1])
-choices = c1.multiselect("choice", CHOICES, default=list(CHOICES))
-annotator = c2.text_input("annotator", placeholder="anyone")
-search = c3.text_input("request contains", placeholder="e.g. thanksgiving")
-limit = c4.number_input("rows", min_value=10, max_value=5000, value=200, step=50)
+choices = c1.multiselect("choice", CHOICES, default=list(CHOICES), key="browse_choices")
+annotator = c2.text_input("annotator", placeholder="anyone", key="browse_annotator")
+search = c3.text_input("request contains", placeholder="e.g. thanksgiving", key="browse_search")
+limit = c4.number_input("rows", min_value=10, max_value=5000, value=200, step=50, key="browse_rows")
 st.dataframe(store().browse_votes(choices, annotator.strip() or None, search.strip(), int(limit)), hide_index=True)
 
 st.subheader("Export")
 st.caption("TRL's preference format (prompt, chosen, rejected[, margin]), the same file as "
            "`python -m core export-votes`: ties, both-bad, undone and noise-flagged votes are left out.")
-fmt = st.radio("format", [".jsonl", ".parquet"], horizontal=True)
-if st.button("Prepare export"):
+fmt = st.radio("format", [".jsonl", ".parquet"], horizontal=True, key="export_format")
+if st.button("Prepare export", key="prepare_export"):
     out = Path(tempfile.mkdtemp()) / f"preferences{fmt}"
     summary = export_votes(store(), out)
-    st.session_state["export"] = (out.read_bytes(), out.name, str(summary))
+    st.session_state["export"] = (out.read_bytes(), out.name, str(summary), str(out))
 if "export" in st.session_state:
-    data, name, said = st.session_state["export"]
+    data, name, said, _ = st.session_state["export"]
     st.success(said)
-    st.download_button("Download", data, file_name=name)
+    st.download_button("Download", data, file_name=name, key="download_export")

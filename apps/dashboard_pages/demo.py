@@ -6,15 +6,20 @@ import getpass
 import streamlit as st
 
 from apps.dashboard_shared import runs, store
-from core.demo import Demo, adapter_base, human_win_rate, policy_names, record_blind_vote
-from core.library import load_prompts
+from core.collect.library import load_prompts
+from core.judge.demo import (
+    Demo,
+    adapter_base,
+    human_win_rate,
+    policy_names,
+    record_blind_vote,
+)
 from core.lists import parse_list
-from core.policy_value import adapter_dir
-from core.model import ModelLoadError
-from core.records import InputError
+from core.records import InputError, ModelLoadError
+from core.train.runs import adapter_dir
 
 st.title("Demo")
-tuned_runs = [r for r in runs(("ppo", "sft"), finished_only=True) if (r.path / "adapter").is_dir()]
+tuned_runs = [r for r in runs(("ppo", "sft"), finished_only=True) if r.folder.adapter.is_dir()]
 if not tuned_runs:
     st.info("No tuned policy yet: finish an SFT or PPO run (Train page), then compare it with the base here.")
     st.stop()
@@ -22,9 +27,9 @@ if not tuned_runs:
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the models…")
 def demo_for(tuned: str, reward: str) -> Demo:
-    from core.generate import Generator
+    from core.collect.generate import Generator
     from core.model import load
-    from core.reward_model import RewardScorer
+    from core.train.reward_model import RewardScorer
 
     adapter = str(adapter_dir(tuned))
     scorer = RewardScorer.from_folder(reward) if reward else None
@@ -37,10 +42,10 @@ tuned = by_name[c1.selectbox("tuned policy", list(by_name), key="demo_tuned")]
 rewards = {"(none)": None} | {r.name: r for r in runs(("reward",), finished_only=True)}
 reward = rewards[c2.selectbox("reward model (scores)", list(rewards), key="demo_reward")]
 examples = [p.text for p in load_prompts() if p.split == "eval"][:20]
-request = st.selectbox("request", examples, accept_new_options=True,
+request = st.selectbox("request", examples, accept_new_options=True, key="demo_request",
                        help="a held-out request, or type your own")
-blind = st.toggle("blind: hide which list is which until I vote")
-if st.button("Generate", type="primary"):
+blind = st.toggle("blind: hide which list is which until I vote", key="demo_blind")
+if st.button("Generate", type="primary", key="demo_generate"):
     try:
         st.session_state["shown"] = (demo_for(str(tuned.path), str(reward.path) if reward else "").compare(request),
                                      blind)
@@ -74,8 +79,8 @@ rate = human_win_rate(store().votes_between(*demo_names), *demo_names)
 st.subheader("Human win rate, tuned vs base")
 if rate.n:
     low, high = rate.interval
-    st.metric(f"{demo_names[0]} over {demo_names[1]}", f"{rate.rate:.0%}",
-              help=f"95 % Wilson interval {low:.0%}-{high:.0%}")
-    st.caption(f"{rate}. From every blind vote on a pair of these two (demo and arena).")
+    st.metric("human win rate, tuned vs base", f"{rate.rate:.0%}", help=f"95 % Wilson interval {low:.0%}-{high:.0%}")
+    st.caption(f"{demo_names[0]} over {demo_names[1]}: {rate}. From every blind vote on a pair of these two "
+               "(demo and arena).")
 else:
     st.caption("No blind votes on this pair of policies yet: switch on blind mode and vote.")

@@ -6,14 +6,14 @@ import getpass
 import streamlit as st
 
 from apps.dashboard_shared import runs, store
-from core import charts
-from core.disagreements import calibration, disagreements, load_scores
+from core.judge.disagreements import calibration, disagreements, load_scores
 from core.records import CHOICES, InputError
+from core.view import charts
 
 PAGE_SIZE = 10
 
 st.title("Disagreements")
-reward_runs = [r for r in runs(("reward",)) if (r.path / "scores.parquet").exists()]
+reward_runs = [r for r in runs(("reward",)) if r.folder.scores.exists()]
 if not reward_runs:
     st.info("No reward model has scored the votes yet. Train one on the Train page (stage 2) or with "
             "`python -m core train reward --preset quick`; its scores appear here when it finishes.")
@@ -21,15 +21,18 @@ if not reward_runs:
 
 by_name = {r.name: r for r in reward_runs}
 run = by_name[st.selectbox("reward model", list(by_name), key="disagreements_run")]
-split = st.radio("pairs", ["eval", "train", "all"], horizontal=True,
+split = st.radio("pairs", ["eval", "train", "all"], horizontal=True, key="disagreements_split",
                  format_func={"eval": "held-out", "train": "training", "all": "all"}.get)
 scores = load_scores(run.path)
 table = disagreements(scores, store().table("reviews"), None if split == "all" else split)
 cal = calibration(run.path, scores, split)
 if cal["pairs"]:
-    st.markdown(f"Accuracy **{cal['accuracy']:.1%}** over {cal['pairs']} decided pairs; "
-                f"**{len(table)}** disagreements ({(table.review == 'open').sum()} not reviewed yet)."
-                + (f" ECE {cal['ece']:.3f}." if cal["ece"] is not None else ""))
+    figures = st.columns(5)
+    for col, (label, value) in zip(figures, [("accuracy", f"{cal['accuracy']:.1%}"), ("decided pairs", cal["pairs"]),
+                                             ("disagreements", len(table)),
+                                             ("not reviewed", int((table.review == "open").sum())),
+                                             ("ECE", "-" if cal["ece"] is None else f"{cal['ece']:.3f}")]):
+        col.metric(label, value)
 left, right = st.columns(2)
 left.plotly_chart(charts.reliability(cal["reliability"]), key="reliability")
 right.plotly_chart(charts.accuracy_by_margin(cal["by_margin"]), key="margin")
@@ -37,12 +40,15 @@ right.plotly_chart(charts.accuracy_by_margin(cal["by_margin"]), key="margin")
 if table.empty:
     st.success("The reward model agrees with every decided vote here.")
     st.stop()
-reviewer = st.text_input("reviewer", value=getpass.getuser())
-page = st.number_input("page", min_value=1, max_value=(len(table) - 1) // PAGE_SIZE + 1, value=1)
+reviewer = st.text_input("reviewer", value=getpass.getuser(), key="reviewer")
+page = st.number_input("page", min_value=1, max_value=(len(table) - 1) // PAGE_SIZE + 1, value=1,
+                       key="disagreements_page")
 for row in table.iloc[(page - 1) * PAGE_SIZE: page * PAGE_SIZE].itertuples():
     with st.container(border=True):
-        st.markdown(f"**{row.prompt}**  \nhuman: **{row.choice}**, model: **{row.model_prefers}** "
-                    f"({row.confidence:.0%} sure) · {row.split} · by {row.annotator} · review: *{row.review}*")
+        # the request and the annotator's name are typed text: shown as text, never as Markdown
+        st.text(row.prompt)
+        st.text(f"human: {row.choice}, model: {row.model_prefers} ({row.confidence:.0%} sure) · {row.split} · "
+                f"by {row.annotator} · review: {row.review}")
         a, b = st.columns(2)
         a.caption(f"left · reward {row.score_left:+.2f}")
         a.text(row.left_text)

@@ -4,9 +4,10 @@ from __future__ import annotations
 import streamlit as st
 
 from apps.dashboard_shared import runs, show_status
-from core import charts, run_view
-from core.overoptimisation import curve as overoptimisation_curve
-from core.runs import RunInfo, read_status
+from core.judge.overoptimisation import curve as overoptimisation_curve
+from core.train.runs import RunInfo, read_status
+from core.view import charts
+from core.view import runs as run_view
 
 st.title("Runs")
 found = runs()
@@ -67,8 +68,9 @@ if a != b:
 
 st.subheader("Samples")
 sample_run = st.selectbox("run", list(by_name), key="sample_run")
-kind = st.radio("which", ["samples.jsonl", "eval_samples.jsonl"], horizontal=True)
-frame = run_view.samples(by_name[sample_run].path, kind)
+kind = st.radio("which", ["samples during training", "answers to held-out requests (--eval-every)"],
+                horizontal=True, key="sample_kind")
+frame = run_view.samples(by_name[sample_run].path, held_out=kind.startswith("answers"))
 if frame.empty:
     st.caption("No samples in this run.")
 else:

@@ -6,10 +6,11 @@ import shlex
 import streamlit as st
 
 from apps.dashboard_shared import device_label, runs, show_status
-from core import launcher
-from core.__main__ import STAGES, stage_config_class, stage_module
 from core.config import build, form_fields
 from core.records import InputError
+from core.train import launcher
+from core.train.runs import RESUMABLE_STATES, RunState
+from core.train.stages import STAGES, config_class, stage_module
 
 RUN_PICKERS = {"reward_model": "reward", "sft_adapter": "sft"}  # settings that name a finished run's folder
 NOT_IN_FORM = ("resume",)  # the Resume button below does that
@@ -18,12 +19,12 @@ st.title("Train")
 st.caption(f"Runs start as their own processes (`python -m core train ...`), keep going if this page is closed, "
            f"and write folders the Runs page plots. Device: **{device_label()}**.")
 
-stage = st.radio("stage", list(STAGES), horizontal=True, format_func={"sft": "1. SFT", "reward": "2. Reward model",
-                                                                        "ppo": "3. PPO"}.get)
-cls = stage_config_class(stage)
+stage = st.radio("stage", list(STAGES), horizontal=True, key="stage",
+                 format_func={"sft": "1. SFT", "reward": "2. Reward model", "ppo": "3. PPO"}.get)
+cls = config_class(stage)
 st.caption((stage_module(stage).__doc__ or "").split("\n\n")[0])
 presets = ["(defaults: GPU-sized)"] + sorted(getattr(cls, "PRESETS", {}))
-preset = st.selectbox("preset", presets, index=len(presets) - 1 if len(presets) > 1 else 0)
+preset = st.selectbox("preset", presets, index=len(presets) - 1 if len(presets) > 1 else 0, key="preset")
 preset = None if preset.startswith("(") else preset
 
 typed = {}
@@ -50,7 +51,7 @@ except InputError as err:
     st.error(f"{err}")
 if cfg is not None:
     st.code(shlex.join(launcher.command_for(stage, cfg)), language="bash")
-    if st.button("Start", type="primary"):
+    if st.button("Start", type="primary", key="start"):
         try:
             started = launcher.launch(stage, cfg)
             st.success(f"started {started.run_dir.name} (pid {started.pid}); follow it below or on the Runs page.")
@@ -68,12 +69,12 @@ def live_runs() -> None:
         state = run.status.get("state")
         with st.container(border=True):
             show_status(run)
-            if state in ("running", "starting"):
+            if state in (RunState.RUNNING, RunState.STARTING):
                 st.code(launcher.log_tail(run.path, 6) or "(no log yet)", language=None)
                 if st.button("Stop", key=f"stop:{run.name}"):
                     st.toast(launcher.stop(run.path))
-            elif run.stage in launcher.RESUMABLE and state in ("stopped", "failed", "killed") and \
-                    (run.path / "checkpoint").is_dir():
+            elif run.stage in STAGES and STAGES[run.stage].resumable and state in RESUMABLE_STATES and \
+                    run.folder.checkpoint_state.exists():
                 if st.button("Resume", key=f"resume:{run.name}"):
                     try:
                         st.toast(f"resumed {launcher.resume(run.path).run_dir.name}")

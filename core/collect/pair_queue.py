@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Callable
 
-from core.generate import GenerationCancelled
+from core.collect.generate import GenerationCancelled
 from core.records import Pair
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.calibration import accuracy_by_margin, reliability_bins
-from core.runs import read_json
+from core.judge.calibration import accuracy_by_margin, reliability_bins
+from core.train.runs import RunFolder, read_json
 
 COLUMNS = ["comparison_id", "split", "prompt", "choice", "model_prefers", "confidence", "score_left", "score_right",
            "left_text", "right_text", "annotator", "review"]
@@ -23,7 +23,7 @@ COLUMNS = ["comparison_id", "split", "prompt", "choice", "model_prefers", "confi
 def load_scores(reward_run: Path) -> pd.DataFrame:
     """A reward run's scores.parquet, or an empty frame when the run has none (still training, failed, damaged)."""
     try:
-        return pd.read_parquet(Path(reward_run) / "scores.parquet")
+        return pd.read_parquet(RunFolder(reward_run).scores)
     except (OSError, ValueError):
         return pd.DataFrame(columns=["comparison_id", "split", "prompt", "choice", "p_left", "score_left",
                                      "score_right", "left_text", "right_text", "annotator", "correct"])
@@ -56,7 +56,7 @@ def calibration(reward_run: Path, scores: pd.DataFrame | None = None, split: str
     """Reliability bins and accuracy by score gap: from calibration.json for held-out pairs (what training
     reported), recomputed from scores.parquet for any other split ("train" or "all")."""
     if split == "eval":
-        saved = read_json(Path(reward_run) / "calibration.json")
+        saved = read_json(RunFolder(reward_run).calibration)
         return {"reliability": pd.DataFrame(saved.get("reliability", [])),
                 "by_margin": pd.DataFrame(saved.get("accuracy_by_margin", [])),
                 "accuracy": saved.get("accuracy"), "pairs": saved.get("pairs", 0), "ece": saved.get("ece")}

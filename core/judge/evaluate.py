@@ -6,7 +6,7 @@
 Both policies answer the same held-out library requests (the eval split no stage trains on), sampled with the same
 seed. The reward model scores every answer; a request is a win for `--policy` when its list scores higher (ties,
 exact equality, count half). Win rate and well-formed rates come with their counts and 95 % Wilson intervals
-(core/win_rate.py). A reward model judges only as well as it agrees with the person who voted: read the win rate
+(core/judge/win_rate.py). A reward model judges only as well as it agrees with the person who voted: read the win rate
 beside the reward model's held-out accuracy.
 """
 from __future__ import annotations
@@ -15,7 +15,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.collect.generate import Generator, complete
+from core.collect.library import load_prompts
 from core.config import check, knob
+from core.judge.win_rate import WinRate, wilson_interval, win_rate
+from core.lists import parse_list
+from core.model import load
+from core.records import SamplingSettings
+from core.train.reward_model import RewardScorer
+from core.train.runs import adapter_dir, read_adapter_config
 
 
 @dataclass
@@ -42,18 +50,12 @@ def outcome(score: float, other: float) -> str:
 
 
 def proportion(hits: int, n: int) -> dict:
-    from core.win_rate import wilson_interval
-
     low, high = wilson_interval(hits, n)
     return {"hits": hits, "n": n, "rate": hits / n if n else None, "low": low, "high": high}
 
 
 def sample(loaded, policies: dict[str, str], requests: list[str], cfg: EvalConfig) -> dict[str, list]:
     """Each policy's answers to `requests`: {label: [Completion]}; adapters share the one loaded base."""
-    from core.generate import Generator, complete
-    from core.policy_value import adapter_dir, read_adapter_config
-    from core.records import SamplingSettings
-
     generator = Generator(loaded)
     names = {}
     for label, spec in policies.items():
@@ -77,12 +79,6 @@ def sample(loaded, policies: dict[str, str], requests: list[str], cfg: EvalConfi
 
 
 def evaluate(cfg: EvalConfig) -> dict:
-    from core.library import load_prompts
-    from core.lists import parse_list
-    from core.model import load
-    from core.reward_model import RewardScorer
-    from core.win_rate import win_rate
-
     requests = [p.text for p in load_prompts(split="eval")][:cfg.prompts]
     loaded = load(cfg.base_model or None, cfg.device)
     answers = sample(loaded, {"policy": cfg.policy, "against": cfg.against}, requests, cfg)
@@ -106,8 +102,6 @@ def evaluate(cfg: EvalConfig) -> dict:
 
 
 def summary(report: dict) -> str:
-    from core.win_rate import WinRate
-
     lines = [f"{report['prompts']} held-out requests"]
     for label in ("policy", "against"):
         wf = report["well_formed"][label]

@@ -15,11 +15,27 @@ Reported: training loss per step, and the well-formed top-5 rate of base vs tune
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from core.config import check, knob
+from datasets import Dataset
+from peft import LoraConfig
+from trl import SFTConfig as TRLSFTConfig
+from trl import SFTTrainer
+
+from core.collect.generate import complete, prompt_and_answer_ids
+from core.config import check, knob, stage_main
+from core.lists import parse_list
+from core.model import describe_device, load
+from core.records import InputError, SamplingSettings
+from core.store.database import Store
+from core.train.run_writer import Run
+from core.train.runs import RunFolder, prepare_run_dir
+from core.train.snapshot import take_demonstrations, take_prompts
+from core.train.trackers import report_to_knob
+from core.train.trainer_run import attach, trainer_arguments
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +53,14 @@ class SFTConfig:
     lora_r: int = knob(16, "LoRA rank")
     lora_alpha: int = knob(32, "LoRA scaling numerator (the update is scaled by alpha / r)")
     lora_dropout: float = knob(0.05, "dropout on the LoRA input during training")
-    lora_targets: list = knob(["q_proj", "k_proj", "v_proj", "o_proj"], "module names that get LoRA adapters")
+    lora_targets: list[str] = knob(["q_proj", "k_proj", "v_proj", "o_proj"], "module names that get LoRA adapters")
     max_length: int = knob(512, "longest example in tokens (request + list); longer ones are truncated")
     eval_prompts: int = knob(72, "held-out prompts sampled for the well-formed rate, base vs tuned (0: skip)")
     eval_max_new_tokens: int = knob(160, "token budget per sampled list in the evaluation")
     device: str = knob("auto", "where to train: auto (GPU if present), cpu or cuda", choices=("auto", "cpu", "cuda"))
     seed: int = knob(0, "seed for data order, LoRA initialisation and evaluation sampling")
     output_dir: str = knob("", "run folder; empty: models/runs/sft-<timestamp>")
+    report_to: str = report_to_knob()
 
     PRESETS: ClassVar[dict] = {
         # 40 steps of 8 (~2 passes over the seed lists) took the held-out well-formed rate from 0.12 to 0.81
@@ -65,8 +82,6 @@ class SFTConfig:
 
 def tokenize_demonstration(tokenizer, prompt: str, response: str, max_length: int) -> dict:
     """input_ids = chat-templated request + list + EOS; completion_mask marks the list and EOS (the loss)."""
-    from core.generate import prompt_and_answer_ids
-
     prompt_ids, response_ids = prompt_and_answer_ids(tokenizer, prompt, response)
     input_ids = (prompt_ids + response_ids)[:max_length]
     completion_mask = ([0] * len(prompt_ids) + [1] * len(response_ids))[:max_length]
@@ -75,10 +90,6 @@ def tokenize_demonstration(tokenizer, prompt: str, response: str, max_length: in
 
 def well_formed_rate(model, tokenizer, prompts: list[str], max_new_tokens: int, seed: int) -> tuple[float, list]:
     """Share of held-out prompts answered with a well-formed top-5 list, and the samples."""
-    from core.generate import complete
-    from core.lists import parse_list
-    from core.records import SamplingSettings
-
     completions = complete(model, tokenizer, prompts, SamplingSettings(max_new_tokens=max_new_tokens), seed)
     ok = [parse_list(c.text).well_formed for c in completions]
     return sum(ok) / max(len(ok), 1), [{"prompt": c.request, "text": c.text, "well_formed": w, "finished": c.finished}
@@ -86,18 +97,6 @@ def well_formed_rate(model, tokenizer, prompts: list[str], max_new_tokens: int, 
 
 
 def train(cfg: SFTConfig) -> Path:
-    from datasets import Dataset
-    from peft import LoraConfig
-    from trl import SFTConfig as TRLSFTConfig
-    from trl import SFTTrainer
-
-    from core.model import describe_device, load
-    from core.records import InputError
-    from core.runs import Run, prepare_run_dir
-    from core.snapshot import take_demonstrations, take_prompts
-    from core.store import Store
-    from core.trainer_run import attach, trainer_arguments
-
     run_dir = prepare_run_dir("sft", cfg.output_dir)
     with Run(run_dir, total=max(cfg.max_steps, 0)) as run:
         # 1. snapshot the data and load the base
@@ -137,7 +136,7 @@ def train(cfg: SFTConfig) -> Path:
         trainer.train()
         model = trainer.model.eval()
         if run.is_main:
-            model.save_pretrained(run_dir / "adapter")
+            model.save_pretrained(RunFolder(run_dir).adapter)
         stopped = run.stop.requested
 
         # 4. held-out well-formed rate, base (adapter off) vs tuned
@@ -158,6 +157,4 @@ def train(cfg: SFTConfig) -> Path:
 
 
 if __name__ == "__main__":
-    from core.__main__ import main
-
-    raise SystemExit(main(["train", "sft", *__import__("sys").argv[1:]]))
+    sys.exit(stage_main(SFTConfig, train, prog="python -m core.train.sft"))

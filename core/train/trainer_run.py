@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import torch
 from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from core.runs import Run
+from core.train.run_writer import Run
 
 
 def flat_logs(logs: dict) -> dict:
@@ -55,8 +56,6 @@ def trainer_arguments(device: torch.device, seed: int, output_dir, **knobs) -> d
 
 
 def attach(trainer, run: Run) -> None:
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(RunCallback(run))

@@ -20,11 +20,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from core.config import to_command
+from core.paths import REPO_ROOT
 from core.records import InputError
-from core.runs import FINAL_STATES, new_run_dir, pid_alive, read_json, read_status, write_json
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-RESUMABLE = ("ppo",)  # SFT and reward runs are minutes long and restart from scratch instead
+from core.train.runs import (
+    FINAL_STATES,
+    RESUMABLE_STATES,
+    RunFolder,
+    RunState,
+    new_run_dir,
+    pid_alive,
+    read_status,
+    write_json,
+)
+from core.train.stages import STAGES
 
 
 @dataclass(frozen=True)
@@ -44,7 +52,8 @@ def command_for(stage: str, cfg, run_dir: Path | None = None) -> list[str]:
 def launch(stage: str, cfg, runs_root: Path | None = None) -> Launch:
     """Start a run of `stage` with `cfg` in the background; returns at once with its folder and pid."""
     run_dir = Path(cfg.output_dir).resolve() if cfg.output_dir else new_run_dir(stage, runs_root)
-    if (run_dir / "status.json").exists() or (run_dir / "launch.json").exists():
+    folder = RunFolder(run_dir)
+    if folder.status.exists() or folder.launch.exists():
         raise InputError(f"{run_dir} already holds a run; leave the output folder empty for a fresh one.")
     run_dir.mkdir(parents=True, exist_ok=True)
     return _start(run_dir, command_for(stage, cfg, run_dir))
@@ -52,14 +61,14 @@ def launch(stage: str, cfg, runs_root: Path | None = None) -> Launch:
 
 def resume(run_dir: Path) -> Launch:
     """Continue a stopped, failed or killed PPO run from its last checkpoint."""
-    run_dir = Path(run_dir)
-    stage = read_json(run_dir / "launch.json").get("stage") or run_dir.name.split("-")[0]
-    if stage not in RESUMABLE:
-        raise InputError(f"only PPO runs resume; start a new {stage} run instead (it takes minutes).")
+    folder = RunFolder(run_dir)
+    run_dir, stage = folder.path, folder.stage
+    if stage not in STAGES or not STAGES[stage].resumable:
+        raise InputError(f"only PPO runs resume; start a new {stage or 'training'} run instead (it takes minutes).")
     state = read_status(run_dir).get("state")  # "starting" while a resume is already loading
-    if state not in ("stopped", "failed", "killed"):
+    if state not in RESUMABLE_STATES:
         raise InputError(f"{run_dir.name} is {state}; only a stopped, failed or killed run can be resumed.")
-    if not (run_dir / "checkpoint").is_dir():
+    if not folder.checkpoint_state.exists():
         raise InputError(f"{run_dir.name} saved no checkpoint to resume from; start a new run.")
     return _start(run_dir, ["python", "-m", "core", "train", stage, "--resume", str(run_dir)])
 
@@ -67,7 +76,7 @@ def resume(run_dir: Path) -> Launch:
 def stop(run_dir: Path) -> str:
     """Ask a running run to stop at the end of its current step (it saves first). Returns what was done."""
     status = read_status(run_dir)
-    if status.get("state") in FINAL_STATES or status.get("state") == "damaged":
+    if status.get("state") in FINAL_STATES or status.get("state") == RunState.DAMAGED:
         return f"{Path(run_dir).name} is not running ({status.get('state')})."
     pid = status.get("pid")
     if not pid_alive(pid):
@@ -75,7 +84,7 @@ def stop(run_dir: Path) -> str:
     if not _is_training(pid):
         return f"pid {pid} is no longer {Path(run_dir).name}'s process; nothing was stopped."
     os.kill(pid, signal.SIGTERM)
-    if status.get("state") == "starting":
+    if status.get("state") == RunState.STARTING:
         return f"stopped {Path(run_dir).name} while it was still starting (nothing to save yet)."
     return f"asked {Path(run_dir).name} to stop: it saves at the end of the current step."
 
@@ -90,7 +99,8 @@ def _is_training(pid: int) -> bool:
 
 def log_tail(run_dir: Path, lines: int = 20) -> str:
     """The last lines the run logged (train.log, or console.log for a run that died while starting)."""
-    logs = [p for p in (Path(run_dir) / "train.log", Path(run_dir) / "console.log") if p.exists() and p.stat().st_size]
+    folder = RunFolder(run_dir)
+    logs = [p for p in (folder.log, folder.console) if p.exists() and p.stat().st_size]
     if not logs:
         return ""
     newest = max(logs, key=lambda p: p.stat().st_mtime)  # a resume that died while starting wrote console.log last
@@ -101,10 +111,11 @@ def log_tail(run_dir: Path, lines: int = 20) -> str:
 
 def _start(run_dir: Path, command: list[str]) -> Launch:
     argv = [sys.executable, *command[1:]]  # "python" in the preview; this interpreter (the venv's) in practice
-    with open(run_dir / "console.log", "ab") as console:
+    folder = RunFolder(run_dir)
+    with open(folder.console, "ab") as console:
         process = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=console, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
-    write_json(run_dir / "launch.json", {"stage": command[4], "command": command, "pid": process.pid,
+    write_json(folder.launch, {"stage": command[4], "command": command, "pid": process.pid,
                                          "launched_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     # reap it when it ends, so a finished child never lingers as a zombie that still looks alive
     threading.Thread(target=process.wait, daemon=True, name=f"reap-{process.pid}").start()

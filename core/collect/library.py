@@ -6,9 +6,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.paths import DATA_DIR
 from core.records import Prompt
-
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from core.lists import parse_list
 from core.records import Generation, InputError, Pair, Policy, Prompt, utc_now
-from core.store import Store
+from core.store.database import Store
 
 IMPORT_CHOICES = {"a": "left", "b": "right", "tie": "tie", "both_bad": "both_bad"}
 MARGINS = {1: 1 / 3, 2: 2 / 3, 3: 1.0}

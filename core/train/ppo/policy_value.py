@@ -22,16 +22,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+from peft.tuners.lora import LoraLayer
+from safetensors.torch import load_file
 from torch import nn
+
+from core.train.runs import adapter_dir, read_adapter_config
 
 log = logging.getLogger(__name__)
 POLICY, REFERENCE, REWARD = "default", "reference", "reward"  # "default": PEFT saves it at the folder's top
-
-
-def adapter_dir(path: str | Path) -> Path:
-    """A run folder or an adapter folder -> the folder holding adapter_config.json."""
-    path = Path(path)
-    return path / "adapter" if (path / "adapter" / "adapter_config.json").exists() else path
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -94,8 +93,6 @@ class PolicyValue(nn.Module):
         """Sample with the policy's LoRA folded into copies of the weights it adapts (~15 % faster on CPU, +~100 MB
         while it lasts). The original weights are swapped back untouched, so the reference stays exact; merging in
         place and unmerging would leave rounding drift in the base after every update."""
-        from peft.tuners.lora import LoraLayer
-
         swapped = []
         with torch.no_grad():
             for module in self.peft_model.modules():
@@ -138,9 +135,6 @@ def _train_only(peft_model, name: str) -> None:
 
 def build(base, tokenizer, lora_config, sft_adapter: str | None, reward_adapter: str | None) -> PolicyValue:
     """Wrap the loaded base causal LM (eval mode) into the four roles."""
-    from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
-    from safetensors.torch import load_file
-
     if sft_adapter:
         read_adapter_config(sft_adapter, "CAUSAL_LM", "python -m core train sft")
         peft_model = PeftModel.from_pretrained(base, str(adapter_dir(sft_adapter)), adapter_name=POLICY,
@@ -172,20 +166,6 @@ def build(base, tokenizer, lora_config, sft_adapter: str | None, reward_adapter:
     nn.init.zeros_(value_head.weight)
     nn.init.zeros_(value_head.bias)
     return PolicyValue(peft_model, value_head, score_head, has_reference=bool(sft_adapter))
-
-
-def read_adapter_config(path: str | Path, task_type: str, made_by: str) -> dict:
-    """A run's or adapter folder's adapter_config.json, checked to be the kind of adapter expected."""
-    from core.model import ModelLoadError
-
-    config_path = adapter_dir(path) / "adapter_config.json"
-    if not config_path.exists():
-        raise ModelLoadError(f"{path} holds no adapter (no adapter_config.json); pass a folder made by `{made_by}`.")
-    saved = json.loads(config_path.read_text())
-    if saved.get("task_type") not in (task_type, None if task_type == "CAUSAL_LM" else task_type):  # untyped: LM
-        raise ModelLoadError(f"{path} holds a {saved.get('task_type')} adapter, not the {task_type} adapter "
-                             f"expected here; pass a folder made by `{made_by}`.")
-    return saved
 
 
 def reward_shares_base(reward_adapter: str | Path, base_name: str) -> bool:

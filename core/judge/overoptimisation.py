@@ -1,6 +1,6 @@
 """The over-optimisation view of a PPO run: proxy reward and a judge's win rate against sqrt(KL) (Gao et al. 2022).
 
-    from core.overoptimisation import curve
+    from core.judge.overoptimisation import curve
     curve(Path("models/runs/ppo-20261121-101500"))   # one row per held-out evaluation
 
 Data, both read from the run folder (missing or torn files give fewer rows, never an exception):
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.runs import read_jsonl
+from core.train.runs import RunFolder, read_jsonl
 
 COLUMNS = ["step", "sqrt_kl", "kl", "rm_score", "well_formed", "judge_win_rate", "judge_low", "judge_high", "judge_n"]
 _FROM_METRICS = {"eval/sqrt_kl": "sqrt_kl", "eval/kl": "kl", "eval/scores": "rm_score", "eval/well_formed": "well_formed"}
@@ -37,9 +37,9 @@ def _rows(path: Path, keys: dict[str, str], required: str) -> pd.DataFrame:
 
 def curve(run_dir: Path) -> pd.DataFrame:
     """One row per held-out evaluation of a PPO run, by step: COLUMNS (judge_* NaN without judgements.jsonl)."""
-    run_dir = Path(run_dir)
-    evals = _rows(run_dir / "metrics.jsonl", _FROM_METRICS, "eval/sqrt_kl")
-    judged = _rows(run_dir / "judgements.jsonl", _FROM_JUDGEMENTS, "win_rate")
+    folder = RunFolder(run_dir)
+    evals = _rows(folder.metrics, _FROM_METRICS, "eval/sqrt_kl")
+    judged = _rows(folder.judgements, _FROM_JUDGEMENTS, "win_rate")
     merged = evals.merge(judged, on="step", how="left")
     numeric = [c for c in COLUMNS if c != "step"]
     merged[numeric] = merged[numeric].apply(pd.to_numeric, errors="coerce").astype(float)

@@ -1,6 +1,6 @@
 """What the dashboard shows of run folders: tables of runs, metric frames, config diffs, lineage and samples.
 
-Pure readers over core/runs.py: a missing, torn or damaged file gives an empty frame or dict, never an exception,
+Pure readers over core/train/runs.py: a missing, torn or damaged file gives an empty frame or dict, never an exception,
 so one bad folder cannot take a page down.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.runs import RunInfo, read_json, read_jsonl
+from core.train.runs import RunFolder, RunInfo, read_json, read_jsonl
 
 # The curves each stage's runs plot, by panel: (title, metric keys). Keys a run did not log are skipped.
 PANELS = {
@@ -54,7 +54,7 @@ def runs_table(runs: list[RunInfo]) -> pd.DataFrame:
 
 def metrics_frame(run_dir: Path) -> pd.DataFrame:
     """metrics.jsonl as a frame (one row per logged step; columns are the flat metric keys)."""
-    rows = read_jsonl(Path(run_dir) / "metrics.jsonl")
+    rows = read_jsonl(RunFolder(run_dir).metrics)
     frame = pd.DataFrame(rows)
     if "step" not in frame:
         frame["step"] = pd.Series(dtype=float)
@@ -79,7 +79,7 @@ def final_figures(frame: pd.DataFrame) -> dict:
 
 def config_diff(a: Path, b: Path) -> pd.DataFrame:
     """The settings in which two runs' config.json differ (a setting only one has shows as missing)."""
-    left, right = read_json(Path(a) / "config.json"), read_json(Path(b) / "config.json")
+    left, right = read_json(RunFolder(a).config), read_json(RunFolder(b).config)
     keys = sorted(set(left) | set(right))
     rows = [{"setting": k, Path(a).name: _shown(left.get(k, "(missing)")), Path(b).name: _shown(right.get(k, "(missing)"))}
             for k in keys if left.get(k, "(missing)") != right.get(k, "(missing)")]
@@ -88,12 +88,13 @@ def config_diff(a: Path, b: Path) -> pd.DataFrame:
 
 def lineage(run_dir: Path) -> dict:
     """What the run trained on: data/lineage.json (counts, newest vote, database)."""
-    return read_json(Path(run_dir) / "data" / "lineage.json")
+    return read_json(RunFolder(run_dir).lineage)
 
 
-def samples(run_dir: Path, name: str = "samples.jsonl") -> pd.DataFrame:
-    """Generations the run kept (samples.jsonl, or eval_samples.jsonl), with a step column."""
-    frame = pd.DataFrame(read_jsonl(Path(run_dir) / name))
+def samples(run_dir: Path, held_out: bool = False) -> pd.DataFrame:
+    """Generations the run kept (samples.jsonl, or with `held_out` eval_samples.jsonl), with a step column."""
+    folder = RunFolder(run_dir)
+    frame = pd.DataFrame(read_jsonl(folder.eval_samples if held_out else folder.samples))
     return frame if "step" in frame else pd.DataFrame(columns=["step"])
 
 

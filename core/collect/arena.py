@@ -10,12 +10,20 @@ import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from core.generate import Generator
-from core.library import PromptCycle
+from core.collect.generate import Generator
+from core.collect.library import PromptCycle
+from core.collect.pair_queue import PairQueue
 from core.lists import format_list, parse_list
-from core.pair_queue import PairQueue
-from core.records import CHOICES, STRENGTHS, InputError, Pair, Policy, Prompt, SamplingSettings
-from core.store import Store
+from core.records import (
+    CHOICES,
+    STRENGTHS,
+    InputError,
+    Pair,
+    Policy,
+    Prompt,
+    SamplingSettings,
+)
+from core.store.database import Store
 
 MAX_REQUEST_CHARS = 300
 MAX_LIST_CHARS = 3000

@@ -15,9 +15,7 @@ from pathlib import Path
 
 import duckdb
 
-
-class StoreBusy(RuntimeError):
-    """The database stayed locked by another process for longer than the store waits."""
+from core.records import StoreBusy
 
 
 @contextmanager

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.library import load_prompts, load_seed_demonstrations
-from core.preferences import preference_pairs
-from core.runs import is_main_process, read_json, write_json
-from core.store import Store
-
+from core.collect.library import load_prompts, load_seed_demonstrations
+from core.records import InputError
+from core.store.database import Store
+from core.store.preferences import preference_pairs, read_rows
+from core.train.runs import RunFolder, is_main_process, read_json, write_json
 
 DEFAULT_EVAL_FRACTION = 0.2  # share of custom prompts held out, for every stage that does not say otherwise
 
@@ -33,7 +33,7 @@ def split_for(prompt_id: str, library_split, eval_fraction: float) -> str:
 
 def _lineage(run_dir: Path, store: Store | None, **counts) -> dict:
     """Add to data/lineage.json what was taken and from where (a stage may take several snapshots)."""
-    path = run_dir / "data" / "lineage.json"
+    path = RunFolder(run_dir).lineage
     lineage = read_json(path) | {"taken_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **counts}
     if store is not None:
         lineage["database"] = str(store.path)
@@ -58,14 +58,14 @@ def take_preferences(store: Store, run_dir: Path, eval_fraction: float) -> tuple
 
     Returns (votes, pairs, lineage); pairs: comparison_id, prompt_id, split, prompt, chosen, rejected, margin.
     """
-    data = Path(run_dir) / "data"
+    folder = RunFolder(run_dir)
     votes = store.votes()
     votes["split"] = [split_for(pid, split, eval_fraction) for pid, split in zip(votes.prompt_id, votes.split)]
-    _save(votes, data / "votes.parquet")
+    _save(votes, folder.snapshot("votes.parquet"))
     pairs, left_out = preference_pairs(votes, with_ids=True)
     if "margin" not in pairs:
         pairs["margin"] = 0.0
-    _save(pairs, data / "pairs.parquet")
+    _save(pairs, folder.snapshot("pairs.parquet"))
     newest = votes.created_at.max() if len(votes) else None
     lineage = _lineage(run_dir, store, votes=len(votes), pairs=len(pairs), **left_out,
                        train_pairs=int((pairs.split == "train").sum()), eval_pairs=int((pairs.split == "eval").sum()),
@@ -86,7 +86,7 @@ def take_demonstrations(store: Store | None, run_dir: Path, seed: bool = True) -
                      "split": split_for(row.prompt_id, row.split, DEFAULT_EVAL_FRACTION)})
     demos = pd.DataFrame(rows, columns=["prompt", "response", "source", "split"])
     demos = demos[demos.split == "train"].drop_duplicates(["prompt", "response"]).reset_index(drop=True)
-    _save(demos, Path(run_dir) / "data" / "demonstrations.jsonl")
+    _save(demos, RunFolder(run_dir).snapshot("demonstrations.jsonl"))
     newest = arena.created_at.max() if len(arena) else None
     lineage = _lineage(run_dir, store, demonstrations=len(demos), seed=int((demos.source == "seed").sum()),
                        from_arena=int((demos.source != "seed").sum()),
@@ -97,14 +97,11 @@ def take_demonstrations(store: Store | None, run_dir: Path, seed: bool = True) -
 def take_prompts(run_dir: Path, split: str, path: str | None = None) -> tuple[list[str], dict]:
     """Library prompts of one split (or every prompt of the JSONL at `path`) -> data/prompts_<split>.jsonl:
     PPO's rollout prompts, the stages' eval prompts."""
-    from core.preferences import read_rows
-    from core.records import InputError
-
     if path:
         prompts = [row["prompt"] for _, row in read_rows(Path(path)) if isinstance(row.get("prompt"), str)]
         if not prompts:
             raise InputError(f"{path} holds no rows with a \"prompt\" field.")
     else:
         prompts = [p.text for p in load_prompts(split=split)]
-    _save(pd.DataFrame({"prompt": prompts}), Path(run_dir) / "data" / f"prompts_{split}.jsonl")
+    _save(pd.DataFrame({"prompt": prompts}), RunFolder(run_dir).snapshot(f"prompts_{split}.jsonl"))
     return prompts, _lineage(Path(run_dir), None, **{f"{split}_prompts": len(prompts)})

@@ -11,15 +11,16 @@ from __future__ import annotations
 import random
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
-from core.arena import MAX_REQUEST_CHARS, clean_text, parse_choice
-from core.generate import Generator
+from core.collect.arena import MAX_REQUEST_CHARS, clean_text, parse_choice
+from core.collect.generate import Generator
+from core.judge.win_rate import WinRate, win_rate
+from core.model import resolve_base_model
 from core.records import Pair, Policy, Prompt, SamplingSettings
-from core.store import Store
-from core.win_rate import WinRate, win_rate
+from core.store.database import Store
+from core.train.runs import adapter_config
 
 
 @dataclass
@@ -65,10 +66,7 @@ def record_blind_vote(store: Store, shown: DemoPair, choice: object, annotator: 
 
 def adapter_base(adapter: str) -> str:
     """The base model an adapter was trained on (its adapter_config.json), else the default base."""
-    from core.model import resolve_base_model
-    from core.runs import read_json
-
-    return read_json(Path(adapter) / "adapter_config.json").get("base_model_name_or_path") or resolve_base_model()
+    return adapter_config(adapter).get("base_model_name_or_path") or resolve_base_model()
 
 
 def policy_names(tuned_adapter: str) -> tuple[str, str]:

@@ -10,7 +10,7 @@ How votes enter training (our decisions; TRL models neither ties nor "both bad")
    ignore it).
 2. Ties and "both bad" are left out of training: neither says which list is better, and a tie term would pull
    the two scores together without telling the model what made them equal. They are still scored (scores.parquet).
-3. Held-out split by prompt (core/snapshot.py): library prompts keep their shipped split, others hash to one.
+3. Held-out split by prompt (core/train/snapshot.py): library prompts keep their shipped split, others hash to one.
 
 Inputs are tokenised here exactly as PPO will score a rollout: chat-templated request + list + EOS; the score is
 read at the last token. After training every labelled pair, train and held-out, is scored (scores.parquet, for
@@ -19,13 +19,42 @@ browsing disagreements), and held-out accuracy with counts, ECE and accuracy aga
 """
 from __future__ import annotations
 
+import json
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from core.config import check, knob
-from core.snapshot import DEFAULT_EVAL_FRACTION
+import numpy as np
+import torch
+from datasets import Dataset
+from peft import LoraConfig, PeftModel
+from trl import RewardConfig as TRLRewardConfig
+from trl import RewardTrainer
+
+from core.collect.generate import prompt_and_answer_ids
+from core.config import check, knob, stage_main
+from core.judge.calibration import (
+    accuracy_by_margin,
+    expected_calibration_error,
+    preference_probability,
+    reliability_bins,
+)
+from core.model import (
+    describe_device,
+    load_causal_lm,
+    load_tokenizer,
+    pick_device,
+    resolve_base_model,
+)
+from core.records import InputError
+from core.store.database import Store
+from core.train.run_writer import Run
+from core.train.runs import RunFolder, adapter_dir, prepare_run_dir, read_adapter_config
+from core.train.snapshot import DEFAULT_EVAL_FRACTION, take_preferences
+from core.train.trackers import report_to_knob
+from core.train.trainer_run import attach, trainer_arguments
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +76,12 @@ class RewardConfig:
     lora_r: int = knob(16, "LoRA rank")
     lora_alpha: int = knob(32, "LoRA scaling numerator (the update is scaled by alpha / r)")
     lora_dropout: float = knob(0.05, "dropout on the LoRA input during training")
-    lora_targets: list = knob(["q_proj", "k_proj", "v_proj", "o_proj"], "module names that get LoRA adapters")
+    lora_targets: list[str] = knob(["q_proj", "k_proj", "v_proj", "o_proj"], "module names that get LoRA adapters")
     max_length: int = knob(512, "longest request + list in tokens; longer pairs are left out of training")
     device: str = knob("auto", "where to train: auto (GPU if present), cpu or cuda", choices=("auto", "cpu", "cuda"))
     seed: int = knob(0, "seed for data order and initialisation")
     output_dir: str = knob("", "run folder; empty: models/runs/reward-<timestamp>")
+    report_to: str = report_to_knob()
 
     PRESETS: ClassVar[dict] = {
         # one epoch at 2e-4 left 163 scripted-annotator pairs underfit (train accuracy 0.69, held-out 20/30): the
@@ -73,8 +103,6 @@ class RewardConfig:
 
 def reward_input_ids(tokenizer, prompt: str, response: str) -> list[int]:
     """What the reward model reads: chat-templated request (our system prompt) + list + EOS."""
-    from core.generate import prompt_and_answer_ids
-
     prompt_ids, response_ids = prompt_and_answer_ids(tokenizer, prompt, response)
     return prompt_ids + response_ids
 
@@ -94,8 +122,6 @@ def training_rows(pairs, tokenizer, use_margin: bool, swap_labels: bool) -> list
 
 def held_out_report(scores, n_bins: int = 5) -> dict:
     """Accuracy (with counts), ECE, reliability bins and accuracy by score gap on decided held-out votes."""
-    from core.calibration import accuracy_by_margin, expected_calibration_error, reliability_bins
-
     held = scores[(scores.split == "eval") & scores.choice.isin(["left", "right"])]
     left_won = (held.choice == "left").to_numpy()
     correct = int(held.correct.sum())
@@ -107,10 +133,6 @@ def held_out_report(scores, n_bins: int = 5) -> dict:
 
 def score_votes(scorer, votes):
     """Every labelled pair scored on both sides: score_left/right, p_left = σ(Δ), and `correct` for decided votes."""
-    import numpy as np
-
-    from core.calibration import preference_probability
-
     left = scorer.score(list(votes.prompt), list(votes.left_text))
     right = scorer.score(list(votes.prompt), list(votes.right_text))
     out = votes[["comparison_id", "pair_id", "prompt_id", "prompt", "split", "choice", "strength", "annotator",
@@ -132,12 +154,6 @@ class RewardScorer:
     @classmethod
     def from_folder(cls, path: str | Path, device: str | None = None) -> "RewardScorer":
         """A reward-model run folder (or its adapter/ folder), on the base model it was trained from."""
-        import torch
-        from peft import PeftModel
-
-        from core.model import load_causal_lm, load_tokenizer, pick_device
-        from core.policy_value import adapter_dir, read_adapter_config
-
         base_name = read_adapter_config(path, "SEQ_CLS", "python -m core train reward")["base_model_name_or_path"]
         adapter = adapter_dir(path)
         tokenizer = load_tokenizer(base_name)
@@ -146,8 +162,6 @@ class RewardScorer:
         return cls(PeftModel.from_pretrained(base, str(adapter)), tokenizer)
 
     def score(self, prompts: list[str], responses: list[str], batch_size: int = 16) -> list[float]:
-        import torch
-
         ids = [reward_input_ids(self.tokenizer, p, r) for p, r in zip(prompts, responses)]
         scores = []
         for start in range(0, len(ids), batch_size):
@@ -159,20 +173,6 @@ class RewardScorer:
 
 
 def train(cfg: RewardConfig) -> Path:
-    import json
-
-    from datasets import Dataset
-    from peft import LoraConfig
-    from trl import RewardConfig as TRLRewardConfig
-    from trl import RewardTrainer
-
-    from core.model import describe_device, load_causal_lm, load_tokenizer, pick_device, resolve_base_model
-    from core.records import InputError
-    from core.runs import Run, prepare_run_dir
-    from core.snapshot import take_preferences
-    from core.store import Store
-    from core.trainer_run import attach, trainer_arguments
-
     run_dir = prepare_run_dir("reward", cfg.output_dir)
     with Run(run_dir, total=max(cfg.max_steps, 0)) as run:
         # 1. snapshot the votes; split by prompt
@@ -204,13 +204,14 @@ def train(cfg: RewardConfig) -> Path:
         if not run.is_main:  # rank 0 saves and evaluates
             run.finish()
             return run_dir
-        trainer.model.save_pretrained(run_dir / "adapter")
+        folder = RunFolder(run_dir)
+        trainer.model.save_pretrained(folder.adapter)
         # 3. score every labelled pair; report held-out accuracy, calibration, accuracy by margin
         run.set_status("running", message="scoring every labelled pair")
         scores = score_votes(RewardScorer(trainer.model, tokenizer), votes)
-        scores.to_parquet(run_dir / "scores.parquet", index=False)
+        scores.to_parquet(folder.scores, index=False)
         report = held_out_report(scores)
-        (run_dir / "calibration.json").write_text(json.dumps(report, indent=2) + "\n")
+        folder.calibration.write_text(json.dumps(report, indent=2) + "\n")
         train_scored = scores[(scores.split == "train") & scores.choice.isin(["left", "right"])]
         run.log_metrics(run.step, {"eval/accuracy": report["accuracy"], "eval/pairs": report["pairs"],
                                    "eval/correct": report["correct"], "eval/ece": report["ece"],
@@ -222,6 +223,4 @@ def train(cfg: RewardConfig) -> Path:
 
 
 if __name__ == "__main__":
-    from core.__main__ import main
-
-    raise SystemExit(main(["train", "reward", *__import__("sys").argv[1:]]))
+    sys.exit(stage_main(RewardConfig, train, prog="python -m core.train.reward_model"))

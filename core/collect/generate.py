@@ -87,7 +87,9 @@ class Generator:
 
     def add_adapter(self, path: str) -> Policy:
         """Load a LoRA adapter trained on this base; the returned policy can be one side of a pair."""
-        from peft import PeftModel
+        from peft import (
+            PeftModel,  # lazy: PEFT takes ~7 s to import, and only a challenger adapter needs it
+        )
 
         if path not in self.adapters:
             name = f"adapter{len(self.adapters)}"

@@ -21,10 +21,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.db_lock import StoreBusy, file_lock, open_duckdb
-from core.records import CHOICES, Generation, InputError, Pair, Prompt, SamplingSettings, new_id, utc_now
+from core.paths import DEFAULT_DB
+from core.records import (
+    CHOICES,
+    Generation,
+    InputError,
+    Pair,
+    Prompt,
+    SamplingSettings,
+    new_id,
+    utc_now,
+)
+from core.store.lock import file_lock, open_duckdb
 
-DEFAULT_DB = Path(__file__).resolve().parent.parent / "data" / "rlhf.duckdb"
 SCHEMA_VERSION = 1
 
 SCHEMA = f"""

@@ -1,0 +1,134 @@
+"""Command line: `python -m core <command>`.
+
+    python -m core prepare-model              # convert the embedded SmolLM2-135M-Instruct once (idempotent)
+    python -m core import-votes votes.jsonl   # prompt, response_a, response_b, choice[, annotator, created_at]
+    python -m core export-votes prefs.jsonl   # TRL preference format (prompt, chosen, rejected[, margin])
+    python -m core stats                      # what the database holds
+    python -m core train sft|reward|ppo [--preset quick] [--help for every setting]
+    python -m core score --reward-model RUN --prompt "Top 5 ..." --response "1. ..." [--response "1. ..."]
+    python -m core eval --policy RUN [--against base|RUN] [--reward-model RUN]   # win rate, well-formed rate
+
+The database is $RLHF_DB (default data/rlhf.duckdb), or --db. A stage's flags come from its config dataclass
+(core/config.py); the stages themselves are listed in core/train/stages.py.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import warnings
+
+from core.config import parse_config
+from core.model import prepare_embedded_model
+from core.records import USER_ERRORS, InputError
+from core.store.database import Store
+from core.store.preferences import export_votes, import_votes
+from core.train.stages import STAGES, config_class, stage_module
+
+
+def _heavy(module: str):
+    """A module that imports PEFT and TRL (~10 s): loaded only by the commands that use it, so `stats` stays fast."""
+    return importlib.import_module(module)
+
+
+def _prepare_model(args) -> None:
+    print(f"embedded model ready at {prepare_embedded_model()}")
+
+
+def _import_votes(args) -> None:
+    store = Store(args.db)
+    print(f"imported {import_votes(store, args.file)} votes from {args.file} into {store.path}")
+
+
+def _export_votes(args) -> None:
+    print(export_votes(Store(args.db), args.out))
+
+
+def _stats(args) -> None:
+    store = Store(args.db)
+    print(f"{store.path}: " + ", ".join(f"{v} {k}" for k, v in store.counts().items()))
+
+
+def _train(args) -> None:
+    module = stage_module(args.stage)
+    cfg = parse_config(config_class(args.stage), args.settings, prog=f"python -m core train {args.stage}",
+                       description=(module.__doc__ or "").split("\n\n")[0])
+    print(f"run folder: {module.train(cfg)}")
+
+
+def _score(args) -> None:
+    reward_model = _heavy("core.train.reward_model")
+    calibration = _heavy("core.judge.calibration")
+    if not args.response:
+        raise InputError("give at least one --response to score.")
+    scorer = reward_model.RewardScorer.from_folder(args.reward_model, device=args.device)
+    scores = scorer.score([args.prompt] * len(args.response), args.response)
+    for n, score in enumerate(scores, start=1):
+        print(f"response {n}: reward {score:+.3f}")
+    if len(scores) == 2:
+        print(f"P(response 1 preferred) = {float(calibration.preference_probability(scores[0], scores[1])):.3f}")
+
+
+def _eval(args) -> None:
+    evaluate = _heavy("core.judge.evaluate")
+    cfg = parse_config(evaluate.EvalConfig, args.settings, prog="python -m core eval",
+                       description=(evaluate.__doc__ or "").split("\n\n")[0])
+    print(evaluate.summary(evaluate.evaluate(cfg)))
+    if cfg.out:
+        print(f"report: {cfg.out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("prepare-model", help="convert the embedded model once").set_defaults(run=_prepare_model)
+    imp = commands.add_parser("import-votes", help="add votes from a JSONL or Parquet file (all or nothing)")
+    imp.add_argument("file")
+    imp.set_defaults(run=_import_votes)
+    exp = commands.add_parser("export-votes", help="write standing votes in TRL's preference format")
+    exp.add_argument("out", help="a .jsonl or .parquet path")
+    exp.set_defaults(run=_export_votes)
+    commands.add_parser("stats", help="count votes, ratings and demonstrations").set_defaults(run=_stats)
+    for sub in (imp, exp, commands.choices["stats"]):
+        sub.add_argument("--db", default=None, help="DuckDB file (default $RLHF_DB or data/rlhf.duckdb)")
+
+    # A stage's (and eval's) settings are parsed by its own config parser, so only that stage's module is loaded.
+    train = commands.add_parser("train", help="run a training stage; each run writes a folder under models/runs/")
+    train.add_argument("stage", choices=sorted(STAGES), help="the stage; `train STAGE --help` lists its settings")
+    train.add_argument("settings", nargs=argparse.REMAINDER, help="the stage's settings")
+    train.set_defaults(run=_train)
+    evaluation = commands.add_parser("eval", add_help=False, help="judge a policy against another: reward-model "
+                                     "win rate and well-formed rate on held-out requests (`eval --help`)")
+    evaluation.add_argument("settings", nargs=argparse.REMAINDER)
+    evaluation.set_defaults(run=_eval)
+
+    score = commands.add_parser("score", help="score request + list pairs with a trained reward model")
+    score.add_argument("--reward-model", required=True, help="a reward run folder (or its adapter/ folder)")
+    score.add_argument("--prompt", required=True, help="the request, e.g. 'Top 5 ideas for a Thanksgiving meal'")
+    score.add_argument("--response", action="append", default=[], help="a list to score (repeat to compare)")
+    score.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    score.set_defaults(run=_score)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # transformers 5 renames "gradient checkpointing"; PEFT and TRL still ask by the old name on every run
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "eval":  # `eval --flag ...`: a leading option is not captured by the remainder
+        args.settings = unknown + args.settings
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    level = logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s")
+    logging.getLogger().handlers[0].setLevel(level)  # a Run lowers the root level so that train.log gets INFO
+    try:
+        args.run(args)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

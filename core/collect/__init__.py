@@ -1,0 +1,7 @@
+"""Collect: two top-5 lists for a request, side by side, and the person's verdict on them.
+
+    generate.py    both candidates of a pair in one batched `generate` (base and adapters routed per row)
+    pair_queue.py  keeps the next pairs ready while the person reads, so a vote never waits for generation
+    arena.py       the arena's logic (serve, vote, undo, rate, edit); apps/arena.py is a face on it
+    library.py     the shipped prompt library (train / eval split) and seed demonstrations
+"""

@@ -1,0 +1,9 @@
+"""Judge: is the tuned policy better, and can the reward model be trusted?
+
+    evaluate.py          `python -m core eval`: one policy against another on held-out requests
+    win_rate.py          win rates with Wilson intervals (ties count half)
+    calibration.py       reward-model accuracy, ECE, reliability and accuracy by score gap
+    disagreements.py     where the reward model and the person disagree, most confident first
+    overoptimisation.py  proxy reward and a judge's win rate against sqrt(KL) during PPO (Gao et al. 2022)
+    demo.py              base vs tuned side by side, with blind votes
+"""
