@@ -4,22 +4,26 @@
 
 Named API endpoints for gradio_client (README lists them): new_pair, next_pair, vote, vote_and_next, undo, rate,
 demonstrate, status. The page's own events are private; each handler below is a few lines over core.collect.arena.Arena.
+Requests and lists are shown in read-only text boxes: what a person or a model wrote is text, never Markdown or HTML.
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import getpass
+import html
 import logging
 import os
+import sys
 from dataclasses import dataclass, replace
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
-from core.collect.arena import Arena, ShownPair
-from core.records import STRENGTHS, InputError
+from core.access import arena_login, bind_warning
+from core.collect.arena import Arena, ShownPair, parse_stars
+from core.records import STRENGTHS, USER_ERRORS, InputError
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +41,13 @@ Keys: **1** left better, **2** right better, **3** tie, **4** both bad, **u** un
 VOTE_BUTTONS = {"left": "⬅ Left is better [1]", "right": "Right is better ➡ [2]", "tie": "Tie [3]",
                 "both_bad": "Both bad [4]"}
 STRENGTH_LABELS = {label: level for level, label in STRENGTHS.items()}
-# Keyboard shortcuts: click the matching button unless the user is typing in a field.
+# Keyboard shortcuts: click the matching button unless the user is typing in a field (the read-only request and
+# lists are disabled textareas: keys pressed after clicking one still vote).
 SHORTCUTS_JS = """
 <script>
 document.addEventListener("keydown", (e) => {
-  const t = e.target; if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.isContentEditable)) return;
+  const t = e.target, field = t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA");
+  if (t && ((field && !t.disabled && !t.readOnly) || t.isContentEditable)) return;
   if (e.ctrlKey || e.metaKey || e.altKey) return;
   const ids = {"1": "vote-left", "2": "vote-right", "3": "vote-tie", "4": "vote-both_bad", "u": "undo", "n": "next"};
   const button = ids[e.key] && document.getElementById(ids[e.key]);
@@ -59,54 +65,72 @@ class View:
     last_vote: str | None = None
 
 
-def _failing(fn):
-    """Bad input becomes a message in the UI (or an error for API clients); nothing changes."""
+def _api(fn):
+    """Bad input raises gr.Error, which gradio_client turns into an exception carrying the message; nothing changes."""
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except InputError as err:
+        except USER_ERRORS as err:
             raise gr.Error(str(err), print_exception=False) from None
     return wrapped
 
 
+def _page(status_box: gr.Textbox):
+    """Bad input on the page: one warning and the message in the status line; every other output is left as it was
+    (raising would mark every output with an error badge)."""
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapped(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except USER_ERRORS as err:
+                gr.Warning(html.escape(str(err)))  # a toast renders HTML, and a message may quote what was typed
+                return {status_box: str(err)}
+        return wrapped
+    return decorate
+
+
 def build_app(arena: Arena, default_annotator: str) -> gr.Blocks:
     # ---- API endpoints (stateless: ids in, ids out) ---------------------------------------------------------------
-    @_failing
-    def new_pair(request: str) -> tuple[str, str, str]:
-        """A fresh pair for your request: (pair_id, left list, right list)."""
+    @_api
+    def new_pair(request: str) -> tuple[str, str, str, str, str]:
+        """A fresh pair for your request: (pair_id, left list, right list, left_generation_id, right_generation_id)."""
         shown = arena.custom_pair(request)
-        return shown.pair_id, shown.left, shown.right
+        return shown.pair_id, shown.left, shown.right, shown.left_generation_id, shown.right_generation_id
 
-    @_failing
-    def next_pair() -> tuple[str, str, str, str]:
-        """The next ready pair from the prompt library: (pair_id, request, left list, right list)."""
-        shown = arena.next_pair()
-        return shown.pair_id, shown.prompt, shown.left, shown.right
+    @_api
+    def next_pair() -> tuple[str, str, str, str, str, str]:
+        """The next ready library pair: (pair_id, request, left, right, left_generation_id, right_generation_id)."""
+        return _pair_fields(arena.next_pair())
 
-    @_failing
-    def vote(pair_id: str, choice: str, strength: int | None = None, annotator: str = "") -> str:
-        """choice: left | right | tie | both_bad; strength 1-3 optional. Returns a confirmation with the sources."""
-        return arena.vote(pair_id, choice, annotator or default_annotator, strength).message
+    @_api
+    def vote(pair_id: str, choice: str, strength: int | None = None, annotator: str = "") -> tuple[str, str]:
+        """choice: left | right | tie | both_bad; strength 1-3 or None. Returns (confirmation naming the sources,
+        vote_id for /undo)."""
+        receipt = arena.vote(pair_id, choice, annotator or default_annotator, strength)
+        return receipt.message, receipt.comparison_id
 
-    @_failing
+    @_api
     def vote_and_next(pair_id: str, choice: str, strength: int | None = None,
-                      annotator: str = "") -> tuple[str, str, str, str, str]:
-        """What a vote button does: vote, then the next library pair.
-        Returns (confirmation with the vote counter, pair_id, request, left, right)."""
+                      annotator: str = "") -> tuple[str, str, str, str, str, str, str, str]:
+        """What a vote button does: vote, then the next library pair. Returns (confirmation with the vote counter,
+        vote_id, then the next pair as /next_pair returns it)."""
         receipt, shown = arena.vote_and_next(pair_id, choice, annotator or default_annotator, strength)
-        return f"{receipt.message} {_counter(arena)}", shown.pair_id, shown.prompt, shown.left, shown.right
+        return f"{receipt.message} {_counter(arena)}", receipt.comparison_id, *_pair_fields(shown)
 
-    @_failing
+    @_api
     def undo(vote_id: str, annotator: str = "") -> str:
         return f"Vote undone; pair {arena.undo(vote_id, annotator or default_annotator)} is open again."
 
-    @_failing
+    @_api
     def rate(generation_id: str, stars: int, annotator: str = "") -> str:
+        """stars: a whole number 1-5."""
+        stars = parse_stars(stars)
         arena.rate(generation_id, stars, annotator or default_annotator)
         return f"Rated {stars}/5."
 
-    @_failing
+    @_api
     def demonstrate(pair_id: str, side: str, text: str, annotator: str = "") -> str:
         """Save a corrected list for a pair's request; side (left | right | empty) is the list it was edited from."""
         arena.save_demonstration(pair_id, side or None, text, annotator or default_annotator)
@@ -115,31 +139,28 @@ def build_app(arena: Arena, default_annotator: str) -> gr.Blocks:
     def status() -> dict:
         return {**arena.counts(), "ready_pairs": arena.queue.ready_count(), "queue_error": arena.queue.last_error}
 
-    # ---- page handlers ----------------------------------------------------------------------------------------------
+    # ---- page handlers (bad input raises InputError; _page turns it into a warning) ----------------------------------
     def show(view: View, shown: ShownPair, message: str):
-        return (replace(view, pair=shown), f"**Request:** {shown.prompt}", shown.left, shown.right,
+        return (replace(view, pair=shown), shown.prompt, shown.left, shown.right,
                 None, None, None, "", message + _counter(arena))
 
-    @_failing
     def on_next(view: View):
         return show(view, arena.next_pair(), "")
 
-    @_failing
     def on_request(view: View, request: str, progress=gr.Progress()):
         shown = arena.custom_pair(request, on_step=lambda s, n: progress(s / n, desc=f"Generating: {s}/{n} tokens"))
         return show(view, shown, "")
 
     def on_vote(choice: str):
-        @_failing
         def handler(view: View, strength_label: str | None, annotator: str):
             if view.pair is None:
                 raise InputError("No pair is shown yet: press 'Next pair'.")
             receipt, shown = arena.vote_and_next(view.pair.pair_id, choice, annotator or default_annotator,
                                                  STRENGTH_LABELS.get(strength_label))
             return show(View(previous=view.pair, last_vote=receipt.comparison_id), shown, receipt.message + " ")
+        handler.__name__ = f"on_vote_{choice}"
         return handler
 
-    @_failing
     def on_undo(view: View, annotator: str):
         if not view.last_vote or view.previous is None:
             raise InputError("Nothing to undo: no vote in this session since the last undo.")
@@ -147,15 +168,14 @@ def build_app(arena: Arena, default_annotator: str) -> gr.Blocks:
         return show(View(), view.previous, "Last vote undone: vote again. ")
 
     def on_rate(side: str):
-        @_failing
         def handler(view: View, stars: int | None, annotator: str):
             if view.pair is None or stars is None:
                 return gr.skip()
             arena.rate(getattr(view.pair, f"{side}_generation_id"), stars, annotator or default_annotator)
             return f"Rated the {side} list {stars}/5. " + _counter(arena)
+        handler.__name__ = f"on_rate_{side}"
         return handler
 
-    @_failing
     def on_demonstrate(view: View, side: str | None, text: str, annotator: str):
         if view.pair is None:
             raise InputError("No pair is shown yet: press 'Next pair'.")
@@ -165,7 +185,8 @@ def build_app(arena: Arena, default_annotator: str) -> gr.Blocks:
     def on_pick_side(view: View, side: str | None):
         return getattr(view.pair, side) if view.pair and side else ""
 
-    # ---- layout -------------------------------------------------------------------------------------------------
+    # ---- layout: what a person or a model wrote sits in read-only text boxes, never Markdown ------------------------
+    shown_text = {"interactive": False, "autoscroll": False, "buttons": ["copy"]}
     with gr.Blocks(title="RLHF arena: top-5 lists") as app:
         view = gr.State(View())
         gr.Markdown("## Which top-5 list is better?")
@@ -174,13 +195,13 @@ def build_app(arena: Arena, default_annotator: str) -> gr.Blocks:
                                  scale=4, max_lines=2)
             ask = gr.Button("Generate for my request", scale=1)
             nxt = gr.Button("Next pair from the library [n]", elem_id="next", scale=1)
-        prompt_md = gr.Markdown()
+        prompt_box = gr.Textbox(label="Request", max_lines=3, key="shown_request", **shown_text)
         with gr.Row(equal_height=True):
             with gr.Column():
-                left_md = gr.Markdown(label="Left", container=True, min_height=220)
+                left_box = gr.Textbox(label="Left", lines=8, max_lines=20, key="left_list", **shown_text)
                 left_stars = gr.Radio([1, 2, 3, 4, 5], label="Rate the left list", value=None)
             with gr.Column():
-                right_md = gr.Markdown(label="Right", container=True, min_height=220)
+                right_box = gr.Textbox(label="Right", lines=8, max_lines=20, key="right_list", **shown_text)
                 right_stars = gr.Radio([1, 2, 3, 4, 5], label="Rate the right list", value=None)
         with gr.Row():
             vote_buttons = {c: gr.Button(label, elem_id=f"vote-{c}", variant="primary" if c in ("left", "right")
@@ -188,7 +209,7 @@ def build_app(arena: Arena, default_annotator: str) -> gr.Blocks:
         with gr.Row():
             strength = gr.Radio(list(STRENGTH_LABELS), label="How much better? (optional)", value=None, scale=3)
             undo_button = gr.Button("Undo last vote [u]", elem_id="undo", scale=1)
-        status_md = gr.Markdown()
+        status_box = gr.Textbox(show_label=False, container=False, max_lines=3, key="status", interactive=False)
         with gr.Accordion("Edit a list into a good one (saved as a demonstration)", open=False):
             edit_side = gr.Radio(["left", "right"], label="Start from", value=None)
             edit_text = gr.Textbox(label="Your list", lines=7, placeholder="1. ...\n2. ...\n3. ...\n4. ...\n5. ...")
@@ -197,28 +218,33 @@ def build_app(arena: Arena, default_annotator: str) -> gr.Blocks:
             gr.Markdown(GUIDELINES)
             annotator = gr.Textbox(label="Annotator name", value=default_annotator, max_lines=1)
 
-        pair_outputs = [view, prompt_md, left_md, right_md, left_stars, right_stars, strength, edit_text, status_md]
+        page = _page(status_box)
+        pair_outputs = [view, prompt_box, left_box, right_box, left_stars, right_stars, strength, edit_text, status_box]
         private = {"api_visibility": "private"}
-        app.load(on_next, [view], pair_outputs, **private)
-        nxt.click(on_next, [view], pair_outputs, **private)
-        ask.click(on_request, [view, request], pair_outputs, **private)
-        request.submit(on_request, [view, request], pair_outputs, **private)
+        app.load(page(on_next), [view], pair_outputs, **private)
+        nxt.click(page(on_next), [view], pair_outputs, **private)
+        ask.click(page(on_request), [view, request], pair_outputs, **private)
+        request.submit(page(on_request), [view, request], pair_outputs, **private)
         for choice, button in vote_buttons.items():
-            button.click(on_vote(choice), [view, strength, annotator], pair_outputs, **private)
-        undo_button.click(on_undo, [view, annotator], pair_outputs, **private)
-        left_stars.input(on_rate("left"), [view, left_stars, annotator], [status_md], **private)
-        right_stars.input(on_rate("right"), [view, right_stars, annotator], [status_md], **private)
+            button.click(page(on_vote(choice)), [view, strength, annotator], pair_outputs, **private)
+        undo_button.click(page(on_undo), [view, annotator], pair_outputs, **private)
+        left_stars.input(page(on_rate("left")), [view, left_stars, annotator], [status_box], **private)
+        right_stars.input(page(on_rate("right")), [view, right_stars, annotator], [status_box], **private)
         edit_side.input(on_pick_side, [view, edit_side], [edit_text], **private)
-        save_demo.click(on_demonstrate, [view, edit_side, edit_text, annotator], [status_md], **private)
+        save_demo.click(page(on_demonstrate), [view, edit_side, edit_text, annotator], [status_box], **private)
         for fn in (new_pair, next_pair, vote, vote_and_next, undo, rate, demonstrate, status):
             gr.api(fn, api_name=fn.__name__)
     return app
 
 
+def _pair_fields(shown: ShownPair) -> tuple[str, str, str, str, str, str]:
+    return (shown.pair_id, shown.prompt, shown.left, shown.right, shown.left_generation_id,
+            shown.right_generation_id)
+
+
 def _counter(arena: Arena) -> str:
     counts = arena.counts()
-    return (f"Votes: **{counts['votes']}** · ratings: {counts['ratings']} · "
-            f"demonstrations: {counts['demonstrations']}")
+    return f"Votes: {counts['votes']} · ratings: {counts['ratings']} · demonstrations: {counts['demonstrations']}"
 
 
 def build_arena(args) -> Arena:
@@ -255,8 +281,11 @@ def main(argv=None) -> None:
         arena = build_arena(args)
     except ModelLoadError as err:
         raise SystemExit(f"error: {err}") from None
+    if warning := bind_warning(args.host, "arena"):
+        print(warning, file=sys.stderr)
     build_app(arena, args.annotator).queue(default_concurrency_limit=1).launch(
-        server_name=args.host, server_port=args.port, head=SHORTCUTS_JS, show_error=True)
+        server_name=args.host, server_port=args.port, head=SHORTCUTS_JS, show_error=True, auth=arena_login(),
+        auth_message="This arena is protected by RLHF_PASSWORD: any name, and that password.")
 
 
 if __name__ == "__main__":

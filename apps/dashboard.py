@@ -12,12 +12,24 @@ from pathlib import Path
 
 import streamlit as st
 
-from apps.dashboard_shared import device_label, store
+from apps.dashboard_shared import (
+    RETRY_S,
+    as_text,
+    device_label,
+    retry_when_free,
+    sign_in,
+    store,
+)
+from core.access import Role, bind_warning
+from core.records import StoreBusy
 from core.train.runs import runs_root
 
 PAGES = Path(__file__).resolve().parent / "dashboard_pages"
 
 st.set_page_config(page_title="RLHF playground", page_icon="🏆", layout="wide")
+if warning := bind_warning(st.get_option("server.address") or "127.0.0.1", "dashboard"):
+    st.warning(warning)
+role = sign_in()
 page = st.navigation([
     st.Page(PAGES / "data.py", title="Data", icon="🗳️", default=True),
     st.Page(PAGES / "train.py", title="Train", icon="🚀"),
@@ -25,6 +37,11 @@ page = st.navigation([
     st.Page(PAGES / "disagreements.py", title="Disagreements", icon="⚖️"),
     st.Page(PAGES / "demo.py", title="Demo", icon="🎬"),
 ])
-with st.sidebar:
-    st.caption(f"Database: `{store().path}`  \nRuns: `{runs_root()}`  \nDevice: {device_label()}")
-page.run()
+try:
+    with st.sidebar:
+        st.text(f"Database: {store().path}\nRuns: {runs_root()}\nDevice: {device_label()}"
+                + ("\nViewer: look only" if role == Role.VIEWER else ""))
+    page.run()
+except StoreBusy as err:  # another process holds the database longer than a page waits: say so, try again
+    st.warning(f"The database is busy: {as_text(err)}. This page tries again every {RETRY_S} s.")
+    retry_when_free()

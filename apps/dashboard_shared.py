@@ -2,25 +2,71 @@
 from __future__ import annotations
 
 import os
+import re
 
 import streamlit as st
 
+from core.access import Role, passwords_configured, role_for
 from core.model import describe_device, pick_device
+from core.records import StoreBusy
 from core.store.database import Store
 from core.train.launcher import log_tail
 from core.train.runs import RunInfo, RunState, list_runs, runs_root
 
 PROBLEM_STATES = (RunState.FAILED, RunState.KILLED, RunState.DAMAGED)
+# A page waits this long for the database before saying it is busy and trying again every RETRY_S seconds (the
+# arena's votes go first; a long import or a DuckDB shell can hold the file for longer).
+PAGE_WAIT_S = float(os.environ.get("RLHF_PAGE_DB_WAIT_S", "5"))
+RETRY_S = 5
+_MARKDOWN = re.compile(r"([\\`*_\[\]()#!<>$~|{}])")
+
+
+def as_text(value) -> str:
+    """Text a person or a model wrote, made safe for a Streamlit message (st.error, st.caption and the like render
+    Markdown: an image link would load, `#include <x>` would vanish)."""
+    return _MARKDOWN.sub(r"\\\1", str(value))
 
 
 @st.cache_resource
 def _store(path: str) -> Store:
-    return Store(path or None)
+    return Store(path or None, timeout_s=PAGE_WAIT_S)
 
 
 def store() -> Store:
     """The store for $RLHF_DB (one object per path; it holds no connection, see core/store/database.py)."""
     return _store(os.environ.get("RLHF_DB", ""))
+
+
+def sign_in() -> Role:
+    """The visitor's role. With a password configured, a page shows only a password field until one matches."""
+    if not passwords_configured():
+        return Role.ADMIN
+    if "role" in st.session_state:
+        return st.session_state["role"]
+    typed = st.text_input("Password", type="password", key="password")
+    if typed:
+        role = role_for(typed)
+        if role is Role.NONE:
+            st.error("Wrong password.")
+        else:
+            st.session_state["role"] = role
+            st.rerun()
+    st.stop()
+
+
+def can_act() -> bool:
+    """Whether this visitor may start, stop, resume, relabel or vote (a viewer may only look)."""
+    return not passwords_configured() or st.session_state.get("role") == Role.ADMIN
+
+
+@st.fragment(run_every=f"{RETRY_S}s")
+def retry_when_free() -> None:
+    """Rerun the whole page once the database answers again (shown after a page met a busy database)."""
+    try:
+        store().counts()
+    except StoreBusy:
+        return
+    st.rerun(scope="app")
 
 
 @st.cache_resource
@@ -38,13 +84,14 @@ def show_status(run: RunInfo, log_lines: int = 12) -> None:
     s = run.status
     state = s.get("state", RunState.DAMAGED)
     if state in PROBLEM_STATES:
-        st.error(f"**{run.name}** {state}: {s.get('message', '')}")
+        st.error(f"{as_text(run.name)} {state}: {as_text(s.get('message', ''))}")
         tail = log_tail(run.path, log_lines)
         if tail:
             st.code(tail, language=None)
     elif state in (RunState.RUNNING, RunState.STARTING):
         step, total = s.get("step") or 0, s.get("total") or 0
         eta = f", about {s['eta_s'] / 60:.1f} min left" if isinstance(s.get("eta_s"), (int, float)) else ""
-        st.progress(min(step / total, 1.0) if total else 0.0, text=f"**{run.name}** {state}: step {step}/{total}{eta}")
+        st.progress(min(step / total, 1.0) if total else 0.0,
+                    text=f"{as_text(run.name)} {state}: step {step}/{total}{eta}")
     else:
-        st.caption(f"**{run.name}** {state}. {s.get('message', '')}")
+        st.caption(f"{as_text(run.name)} {state}. {as_text(s.get('message', ''))}")

@@ -116,10 +116,10 @@ def annotate(url: str, votes: int, demonstrations: int, seed: int, annotator: st
     for n in range(votes):
         if asks.random() < own_requests:
             request = asks.choice(OWN_REQUESTS)
-            pair_id, left, right = client.predict(request, api_name="/new_pair")
+            pair_id, left, right, *_ = client.predict(request, api_name="/new_pair")
             counts["own_requests"] += 1
         else:
-            pair_id, request, left, right = client.predict(api_name="/next_pair")
+            pair_id, request, left, right, *_ = client.predict(api_name="/next_pair")
         choice, strength = judge(request, left, right, rng, taste)
         client.predict(pair_id, choice, strength, annotator, api_name="/vote")
         counts[choice] += 1

@@ -109,9 +109,9 @@ def main() -> None:
             timed("client status (one read)", lambda: client.predict(api_name="/status"))
             vote = [pair_id, "left", None, "bench"]
             if i % 3 == 0:
-                _, pair_id, *_ = timed("raw vote_and_next", lambda: call_raw(http, "vote_and_next", vote))
+                _, _, pair_id, *_ = timed("raw vote_and_next", lambda: call_raw(http, "vote_and_next", vote))
             elif i % 3 == 1:
-                _, pair_id, *_ = timed("client vote_and_next",
+                _, _, pair_id, *_ = timed("client vote_and_next",
                                        lambda: client.predict(*vote, api_name="/vote_and_next"))
             else:
                 pair_id, *_ = timed("client vote + next_pair", lambda: (client.predict(*vote, api_name="/vote"),

@@ -4,8 +4,15 @@ import time
 
 import pytest
 
-from core.collect.arena import MAX_REQUEST_CHARS, Arena, clean_text, parse_choice
+from core.collect.arena import (
+    MAX_REQUEST_CHARS,
+    Arena,
+    clean_text,
+    parse_choice,
+    parse_stars,
+)
 from core.collect.generate import GenerationCancelled, Generator
+from core.collect.library import load_prompts
 from core.collect.pair_queue import PairQueue
 from core.model import load
 from core.records import InputError, Prompt, SamplingSettings
@@ -23,8 +30,10 @@ def arena(tiny_model_dir, store):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("", "empty"), ("   \n ", "empty"), (None, "empty"), ("x" * (MAX_REQUEST_CHARS + 1), "characters long"),
+    ("", "empty"), ("   \n ", "empty"), ("x" * (MAX_REQUEST_CHARS + 1), "characters long"),
     ("Top 5\x00 fruits", "control characters"), ("Top 5\x1b[31m fruits", "control characters"),
+    ("\u200b\u200b\u200b", "empty"), ("\ufeff", "empty"), (" \u200b\u2060 \ufeff\u200d ", "empty"),
+    (None, "must be text, not NoneType"), (5, "must be text, not int"), (["Top 5 fruits"], "must be text"),
 ])
 def test_bad_requests_are_refused_with_a_reason(text, message):
     with pytest.raises(InputError, match=message):
@@ -35,18 +44,66 @@ def test_request_is_stripped_and_may_hold_tabs():
     assert clean_text("  Top 5\tfruits \n", "request", MAX_REQUEST_CHARS) == "Top 5\tfruits"
 
 
+def test_format_characters_are_dropped_from_a_request():
+    assert clean_text("\ufeffTop 5\u200b fruits\u2060", "request", MAX_REQUEST_CHARS) == "Top 5 fruits"
+
+
 @pytest.mark.parametrize("choice, strength, expected", [
-    ("left", None, ("left", None)), ("right", "3", ("right", 3)), ("tie", "", ("tie", None)),
+    ("left", None, ("left", None)), ("right", 3, ("right", 3)), ("left", 1, ("left", 1)), ("tie", None, ("tie", None)),
     ("both_bad", None, ("both_bad", None)),
 ])
 def test_parse_choice(choice, strength, expected):
     assert parse_choice(choice, strength) == expected
 
 
-@pytest.mark.parametrize("choice, strength", [("up", None), ("left", 4), ("left", "much"), ("tie", 2)])
+@pytest.mark.parametrize("choice, strength", [
+    ("up", None), ("left", 4), ("left", "much"), ("tie", 2),
+    ("left", 0), ("left", 2.7), ("left", 2.0), ("left", True), ("right", False), ("left", "2"), ("left", ""),
+])
 def test_parse_choice_refuses(choice, strength):
     with pytest.raises(InputError):
         parse_choice(choice, strength)
+
+
+def test_a_bad_strength_is_refused_with_the_levels_not_coerced():
+    for strength in (0, 2.7, True):
+        with pytest.raises(InputError, match=r"Strength is one of 1 \(slightly better\), 2 .* or None"):
+            parse_choice("left", strength)
+
+
+@pytest.mark.parametrize("stars, expected", [(1, 1), (5, 5), ("4", 4), (" 3 ", 3)])
+def test_parse_stars(stars, expected):
+    assert parse_stars(stars) == expected
+
+
+@pytest.mark.parametrize("stars", [3.7, 4.0, True, False, 0, 6, "3.7", "great", None, "²"])
+def test_parse_stars_refuses_anything_but_whole_stars(stars):
+    with pytest.raises(InputError, match="1 to 5 whole stars"):
+        parse_stars(stars)
+
+
+def test_fractional_or_boolean_stars_store_nothing(arena, store):
+    shown = arena.next_pair()
+    for stars in (3.7, True):
+        with pytest.raises(InputError, match="whole stars"):
+            arena.rate(shown.left_generation_id, stars, "ann")
+    assert store.table("ratings").empty
+
+
+def test_a_typed_library_request_is_the_library_prompt(arena, store):
+    held_out = load_prompts(split="eval")[0]
+    # stray spaces, a doubled space and a zero-width space: still the library's held-out request
+    typed = "  " + held_out.text.replace(" ", "  \u200b", 1) + " "
+    shown = arena.custom_pair(typed)
+    served = arena.custom_pair(LIBRARY[1].text)
+    own = arena.custom_pair("Top 5 things nobody ships in a library")
+    prompts = store.table("prompts").set_index("text")
+    assert shown.prompt == held_out.text
+    row = prompts.loc[held_out.text]
+    assert (row.prompt_id, row.source, row.library_id, row.split) == \
+        (held_out.prompt_id, "library", held_out.library_id, "eval")
+    assert (prompts.loc[served.prompt].source, prompts.loc[served.prompt].split) == ("library", "train")
+    assert prompts.loc[own.prompt].source == "custom" and prompts.loc[own.prompt].split not in ("train", "eval")
 
 
 def test_bad_custom_request_writes_nothing(arena, store):
@@ -59,7 +116,7 @@ def test_vote_is_stored_with_decision_time_and_reveals_sources(arena, store):
     shown = arena.next_pair()
     assert shown.prompt in {p.text for p in LIBRARY}
     time.sleep(0.05)
-    receipt = arena.vote(shown.pair_id, "right", "ann", strength="2")
+    receipt = arena.vote(shown.pair_id, "right", "ann", strength=2)
     row = store.votes().iloc[0]
     assert (row.pair_id, row.choice, row.strength, row.annotator) == (shown.pair_id, "right", 2, "ann")
     assert row.decision_ms >= 50

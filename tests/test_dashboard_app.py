@@ -3,6 +3,7 @@ votes through the page's own buttons, and a real two-step run started from the T
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -124,7 +125,7 @@ def test_runs_page_plots_curves_and_shows_broken_runs(seeded):
     assert {"Reward", "KL to the reference (nats) and beta", "Over-optimisation: reward against sqrt(KL)"} \
         <= set(_titles(at))
     errors = " ".join(e.value for e in at.error)
-    assert "ppo-20260101-000004** killed" in errors and "sft-20260101-000005** damaged" in errors
+    assert "ppo-20260101-000004 killed" in errors and "sft-20260101-000005 damaged" in errors
     assert any("out of memory" in c.value for c in at.code)
     assert not at.get("help")  # no stray st.help from a bare expression
 
@@ -205,7 +206,47 @@ def test_train_page_validates_and_previews_the_command(dashboard):
     assert "start" not in {b.key for b in at.button}  # no Start button for a config that would not run
 
 
-def test_train_page_starts_a_real_run_whose_curves_appear(dashboard, tiny_model_dir):
+def test_train_page_refuses_paths_outside_the_project_folders(dashboard):
+    at = dashboard.open("train")
+    outside = dashboard.runs.parent / "outside-run"
+    at.text_input(key="sft:quick:output_dir").set_value(str(dashboard.runs / ".." / "outside-run")).run()
+    assert "output-dir" in at.error[0].value and "outside the data and models folders" in at.error[0].value
+    assert "start" not in {b.key for b in at.button} and not outside.exists()
+    at.text_input(key="sft:quick:output_dir").set_value("").run()
+    at.text_input(key="sft:quick:db").set_value("/etc/passwd").run()
+    assert "db: /etc/passwd is outside" in at.error[0].value.replace("\\", "")
+
+
+def test_a_busy_database_gets_a_message_not_a_crash(dashboard, monkeypatch):
+    from core.store.lock import file_lock
+
+    Store(dashboard.db).counts()  # create the file
+    monkeypatch.setenv("RLHF_PAGE_DB_WAIT_S", "0.5")
+    with file_lock(dashboard.db, write=True, deadline=time.monotonic() + 5):  # another process mid-write
+        at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception
+    assert "database is busy" in at.warning[0].value
+
+
+def test_disagreements_show_typed_text_as_text(seeded):
+    scored = seeded.runs / "reward-20260101-000002"
+    scores = pd.read_parquet(scored / "scores.parquet")
+    hostile = "Top 5 C++ headers like #include <iostream> ![beacon](http://127.0.0.1:9/t.png) **bold**"
+    first = scores[scores.choice.isin(["left", "right"])].index[0]
+    scores.loc[first, ["prompt", "annotator"]] = [hostile, "<b>mallory</b>"]
+    scores.loc[first, "p_left"] = 0.99 if scores.loc[first, "choice"] == "right" else 0.01  # a confident disagreement
+    scores.to_parquet(scored / "scores.parquet")
+    at = seeded.open("disagreements")
+    picker = at.selectbox(key="disagreements_run")
+    picker.set_value(next(o for o in picker.options if o.endswith("000002"))).run()
+    at.radio(key="disagreements_split").set_value("all").run()
+    assert hostile in [t.value for t in at.text]
+    assert any("by <b>mallory</b>" in t.value for t in at.text)
+    assert not any("beacon" in m.value or "mallory" in m.value for m in [*at.markdown, *at.caption])
+
+
+def test_train_page_starts_a_real_run_whose_curves_appear(dashboard, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("RLHF_BASE_MODEL", tiny_model_dir)  # the base the dashboard was started with: a page may name it
     at = dashboard.open("train")
     for name, value in {"base_model": tiny_model_dir, "max_steps": "2", "eval_prompts": "2",
                         "eval_max_new_tokens": "8"}.items():
@@ -288,3 +329,61 @@ def test_a_real_browser_renders_the_pages(dashboard_server):
                 break
             time.sleep(2)
         assert expected in dom, f"{path or '/'}: {expected!r} not rendered"
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses with a socket listening on `port` (from /proc/net/tcp and tcp6, state 0A = LISTEN)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:
+                found.add(address)
+    return found
+
+
+def test_a_plain_streamlit_run_binds_this_machine_only(tmp_path):
+    """`streamlit run apps/dashboard.py` with no address flag: the shipped .streamlit/config.toml binds 127.0.0.1."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RLHF_DB": str(tmp_path / "db.duckdb"), "RLHF_RUNS_DIR": str(tmp_path / "runs")}
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "apps/dashboard.py", "--server.port",
+                               str(port)], cwd=Path(APP).parent.parent, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        assert _get(f"http://127.0.0.1:{port}/_stcore/health") == "ok"
+        assert _listening_addresses(port) == {"0100007F"}  # 127.0.0.1, and no 0.0.0.0 or :: socket
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+# ---- passwords ------------------------------------------------------------------------------------------------------
+def test_a_password_keeps_every_page_closed_until_it_is_typed(seeded, monkeypatch):
+    monkeypatch.setenv("RLHF_PASSWORD", "s3cret-admin")
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.metric and not at.get("plotly_chart")  # nothing of the data shows
+    at.text_input(key="password").set_value("guess").run()
+    assert at.error[0].value == "Wrong password." and not at.metric
+    at.text_input(key="password").set_value("s3cret-admin").run()
+    assert {m.label: m.value for m in at.metric}["votes"] == "50"
+
+
+def test_a_viewer_can_look_but_not_start_or_review(seeded, monkeypatch):
+    monkeypatch.setenv("RLHF_PASSWORD", "s3cret-admin")
+    monkeypatch.setenv("RLHF_VIEWER_PASSWORD", "look-only")
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.text_input(key="password").set_value("look-only").run()
+    at.switch_page("dashboard_pages/train.py").run()
+    assert not at.exception and at.code  # the command is previewed ...
+    keys = {b.key for b in at.button}
+    assert "start" not in keys and not any(k.startswith(("resume:", "stop:")) for k in keys)  # ... but not started
+    at.switch_page("dashboard_pages/disagreements.py").run()
+    assert not any(b.key.startswith(("relabel:", "noise:", "confirm:")) for b in at.button)
+    assert len(Store(seeded.db).table("reviews")) == 0

@@ -173,6 +173,7 @@ def test_run_views_survive_torn_damaged_and_killed_folders(tmp_path):
 # ---- the launcher ---------------------------------------------------------------------------------------------------
 def test_a_launched_run_that_fails_shows_why(tmp_path, monkeypatch):
     monkeypatch.setenv("RLHF_DB", str(tmp_path / "db.duckdb"))  # an empty database: nothing to train on
+    monkeypatch.setenv("RLHF_RUNS_DIR", str(tmp_path))  # the runs folder the dashboard was started with
     from core.train.reward_model import RewardConfig
 
     started = launcher.launch("reward", RewardConfig(output_dir=str(tmp_path / "run")))
@@ -238,3 +239,40 @@ def test_pid_alive_is_false_for_an_unreaped_child():
         time.sleep(0.05)
     assert not pid_alive(child.pid)  # exited, not yet waited for: a zombie
     child.wait()
+
+
+# ---- paths a page may name --------------------------------------------------------------------------------------------
+def test_page_paths_stay_inside_the_data_and_models_folders(tmp_path, monkeypatch):
+    from core.paths import DATA_DIR, MODELS_DIR
+    from core.records import InputError
+    from core.train.sft import SFTConfig
+
+    monkeypatch.setenv("RLHF_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.delenv("RLHF_BASE_MODEL", raising=False)
+    monkeypatch.delenv("RLHF_DB", raising=False)
+    for name, value in [("output_dir", str(MODELS_DIR / "runs" / ".." / ".." / ".." / "outside")),
+                        ("output_dir", "/tmp/elsewhere"), ("db", "/etc/passwd"), ("base_model", "/root"),
+                        ("base_model", "../models")]:
+        with pytest.raises(InputError, match=f"{name.replace('_', '-')}: .* is outside the data and models folders"):
+            launcher.check_paths(SFTConfig(**{name: value}))
+    for name, value in [("output_dir", str(tmp_path / "runs" / "mine")), ("db", str(DATA_DIR / "other.duckdb")),
+                        ("base_model", "HuggingFaceTB/SmolLM2-360M-Instruct"), ("base_model", str(MODELS_DIR))]:
+        launcher.check_paths(SFTConfig(**{name: value}))  # inside, or a hub id: accepted
+    with pytest.raises(InputError, match="outside"):  # launch checks too, before it creates anything
+        launcher.launch("sft", SFTConfig(output_dir=str(tmp_path / "elsewhere")))
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_passwords_open_roles_and_an_open_bind_is_warned_about(monkeypatch):
+    from core.access import Role, bind_warning, passwords_configured, role_for
+
+    monkeypatch.delenv("RLHF_PASSWORD", raising=False)
+    monkeypatch.delenv("RLHF_VIEWER_PASSWORD", raising=False)
+    assert not passwords_configured() and role_for("anything") is Role.NONE
+    assert bind_warning("127.0.0.1", "arena") is None and bind_warning("::1", "arena") is None
+    assert "binds 0.0.0.0 with no RLHF_PASSWORD" in bind_warning("0.0.0.0", "arena")
+    monkeypatch.setenv("RLHF_PASSWORD", "a")
+    monkeypatch.setenv("RLHF_VIEWER_PASSWORD", "v")
+    assert (role_for("a"), role_for("v"), role_for(""), role_for("av")) == (Role.ADMIN, Role.VIEWER, Role.NONE,
+                                                                            Role.NONE)
+    assert bind_warning("0.0.0.0", "arena") is None  # protected

@@ -17,8 +17,12 @@ import pandas as pd
 import pytest
 import torch
 
+from core.collect.arena import Arena
+from core.collect.generate import Generator
 from core.collect.library import load_prompts
-from core.records import Generation, InputError, Pair, Policy, Prompt
+from core.model import load
+from core.records import Generation, InputError, Pair, Policy, Prompt, SamplingSettings
+from core.store.preferences import vote_from_row
 from core.train.run_writer import Run, StopRequest
 from core.train.runs import (
     list_runs,
@@ -28,7 +32,7 @@ from core.train.runs import (
     read_status,
     write_json,
 )
-from core.train.snapshot import split_for, take_preferences
+from core.train.snapshot import split_for, take_demonstrations, take_preferences
 from tests.helpers import tensorboard_scalars
 
 
@@ -277,6 +281,52 @@ def test_take_preferences_snapshots_standing_decided_votes_with_their_split(stor
     assert {k: lineage[k] for k in ("votes", "pairs", "ties", "both_bad", "train_pairs", "eval_pairs")} == \
         {"votes": 3, "pairs": 2, "ties": 1, "both_bad": 0, "train_pairs": 1, "eval_pairs": 1}
     assert lineage["database"] == str(store.path) and lineage["newest_vote_at"]
+
+
+def imported(text: str, line_no: int = 1):
+    return vote_from_row({"prompt": text, "response_a": "1. a", "response_b": "1. b", "choice": "a"}, line_no)
+
+
+def test_a_held_out_request_stays_held_out_however_it_arrives(store, tmp_path, tiny_model_dir):
+    """Typed in the arena, imported from a file, stored earlier as a custom prompt, or served from the library: a
+    library request keeps its library split (with eval_fraction 0 every other prompt goes to train)."""
+    held_out = load_prompts(split="eval")[:6]
+    arena = Arena(store, Generator(load(tiny_model_dir, device="cpu")), load_prompts(split="train")[:2],
+                  sampling=SamplingSettings(max_new_tokens=2), queue_size=0, seed=0)
+    typed = arena.custom_pair(" " + held_out[0].text.replace(" ", "  \u200b", 1))
+    arena.vote(typed.pair_id, "left", "alice")
+    store.import_votes([imported(held_out[1].text), imported(held_out[2].text.replace(" ", "\t ") + "\ufeff", 2)])
+    vote_on(store, Prompt(text=held_out[3].text), "right")  # a custom row from before the arena looked texts up...
+    vote_on(store, held_out[3], "left")  # ...which a later library pair for the same text does not overwrite
+    vote_on(store, Prompt(text="  ".join(held_out[4].text.split()), source="custom"), "left")
+    vote_on(store, held_out[5], "left")  # served from the library
+
+    votes, pairs, lineage = take_preferences(store, tmp_path, eval_fraction=0.0)
+
+    assert len(votes) == 7 and set(votes.split) == {"eval"}
+    assert set(pairs.split) == {"eval"} and lineage["train_pairs"] == 0
+    assert set(pd.read_parquet(tmp_path / "data" / "votes.parquet").split) == {"eval"}
+
+
+def test_a_custom_request_still_gets_the_hashed_split(store, tmp_path):
+    vote_on(store, Prompt(text="Top 5 things no library holds"), "left")
+    votes, _, _ = take_preferences(store, tmp_path, eval_fraction=0.0)
+    assert list(votes.split) == ["train"]
+    votes, _, _ = take_preferences(store, tmp_path, eval_fraction=1.0)
+    assert list(votes.split) == ["eval"]
+
+
+def test_demonstrations_for_held_out_requests_never_train(store, tmp_path):
+    good = "1. a - x\n2. b - x\n3. c - x\n4. d - x\n5. e - x"
+    for prompt in load_prompts(split="eval")[:10]:  # stored as custom, as before the arena looked texts up
+        store.record_demonstration(Prompt(text=prompt.text), good, "alice")
+        store.record_demonstration(Prompt(text=prompt.text + "\u200b "), good, "alice")
+    train_prompt = load_prompts(split="train")[0]
+    store.record_demonstration(Prompt(text=train_prompt.text), good, "alice")
+
+    demos, _ = take_demonstrations(store, tmp_path, seed=False)
+
+    assert list(demos.prompt) == [train_prompt.text] and list(demos.split) == ["train"]
 
 
 def test_report_to_tensorboard_writes_every_logged_metric_by_name(tmp_path):

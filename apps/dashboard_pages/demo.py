@@ -5,7 +5,7 @@ import getpass
 
 import streamlit as st
 
-from apps.dashboard_shared import runs, store
+from apps.dashboard_shared import as_text, can_act, runs, store
 from core.collect.library import load_prompts
 from core.judge.demo import (
     Demo,
@@ -51,7 +51,7 @@ if st.button("Generate", type="primary", key="demo_generate"):
                                      blind)
         st.session_state.pop("revealed", None)
     except (InputError, ModelLoadError) as err:
-        st.error(str(err))
+        st.error(as_text(err))
 
 if "shown" in st.session_state:
     shown, shown_blind = st.session_state["shown"]
@@ -64,7 +64,7 @@ if "shown" in st.session_state:
         problems = parse_list(generation.text).problems
         col.caption(("well-formed top-5 ✓" if not problems else "✗ " + "; ".join(problems))
                     + (f" · reward {shown.scores[n]:+.2f}" if revealed and shown.scores else ""))
-    if shown_blind and not revealed:
+    if shown_blind and not revealed and can_act():
         buttons = st.columns(4)
         for col, (choice, label) in zip(buttons, [("left", "A is better"), ("right", "B is better"),
                                                   ("tie", "Tie"), ("both_bad", "Both bad")]):
@@ -72,7 +72,7 @@ if "shown" in st.session_state:
                 st.session_state["revealed"] = record_blind_vote(store(), shown, choice, f"demo:{getpass.getuser()}")
                 st.rerun()
     elif "revealed" in st.session_state:
-        st.success(f"Vote saved. {st.session_state['revealed']}")
+        st.success(f"Vote saved. {as_text(st.session_state['revealed'])}")
 
 demo_names = policy_names(str(adapter_dir(tuned.path)))
 rate = human_win_rate(store().votes_between(*demo_names), *demo_names)
@@ -80,7 +80,7 @@ st.subheader("Human win rate, tuned vs base")
 if rate.n:
     low, high = rate.interval
     st.metric("human win rate, tuned vs base", f"{rate.rate:.0%}", help=f"95 % Wilson interval {low:.0%}-{high:.0%}")
-    st.caption(f"{demo_names[0]} over {demo_names[1]}: {rate}. From every blind vote on a pair of these two "
+    st.caption(f"{as_text(demo_names[0])} over {as_text(demo_names[1])}: {rate}. From every blind vote on a pair of these two "
                "(demo and arena).")
 else:
     st.caption("No blind votes on this pair of policies yet: switch on blind mode and vote.")

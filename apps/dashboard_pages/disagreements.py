@@ -5,7 +5,7 @@ import getpass
 
 import streamlit as st
 
-from apps.dashboard_shared import runs, store
+from apps.dashboard_shared import as_text, can_act, runs, store
 from core.judge.disagreements import calibration, disagreements, load_scores
 from core.records import CHOICES, InputError
 from core.view import charts
@@ -54,6 +54,8 @@ for row in table.iloc[(page - 1) * PAGE_SIZE: page * PAGE_SIZE].itertuples():
         a.text(row.left_text)
         b.caption(f"right · reward {row.score_right:+.2f}")
         b.text(row.right_text)
+        if not can_act():
+            continue  # a viewer sees the disagreements, and cannot review them
         c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
         new_choice = c1.selectbox("relabel to", [c for c in CHOICES if c != row.choice], key=f"to:{row.comparison_id}",
                                   label_visibility="collapsed")
@@ -69,4 +71,4 @@ for row in table.iloc[(page - 1) * PAGE_SIZE: page * PAGE_SIZE].itertuples():
                 store().review_vote(row.comparison_id, action[0], reviewer or "dashboard", action[1])
                 st.rerun()
             except InputError as err:
-                st.error(str(err))
+                st.error(as_text(err))

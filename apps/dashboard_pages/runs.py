@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from apps.dashboard_shared import runs, show_status
+from apps.dashboard_shared import as_text, runs, show_status
 from core.judge.overoptimisation import curve as overoptimisation_curve
 from core.train.runs import RunInfo, read_status
 from core.view import charts
@@ -39,7 +39,7 @@ def curves() -> None:
         for name, frame in frames.items():
             figures = run_view.final_figures(frame)
             if figures:
-                st.caption(f"{name}: " + ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
+                st.caption(f"{as_text(name)}: " + ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
                                                    for k, v in figures.items()))
     for run in selected:
         if run.stage == "ppo":
@@ -52,7 +52,7 @@ curves()
 
 st.subheader("What each run trained on")
 for name in chosen:
-    st.markdown(f"**{name}**")
+    st.text(name)
     st.json(run_view.lineage(by_name[name].path) or {"lineage": "none recorded"}, expanded=False)
 
 st.subheader("Compare two configs")

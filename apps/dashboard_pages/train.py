@@ -5,7 +5,7 @@ import shlex
 
 import streamlit as st
 
-from apps.dashboard_shared import device_label, runs, show_status
+from apps.dashboard_shared import as_text, can_act, device_label, runs, show_status
 from core.config import build, form_fields
 from core.records import InputError
 from core.train import launcher
@@ -46,17 +46,21 @@ with st.expander("Settings", expanded=True):
 
 try:
     cfg = build(cls, None, **typed)
+    launcher.check_paths(cfg)
 except InputError as err:
     cfg = None
-    st.error(f"{err}")
+    st.error(as_text(err))
 if cfg is not None:
     st.code(shlex.join(launcher.command_for(stage, cfg)), language="bash")
-    if st.button("Start", type="primary", key="start"):
+    if not can_act():
+        st.caption("Viewer: you can look, not start, stop or resume runs.")
+    elif st.button("Start", type="primary", key="start"):
         try:
             started = launcher.launch(stage, cfg)
-            st.success(f"started {started.run_dir.name} (pid {started.pid}); follow it below or on the Runs page.")
+            st.success(f"started {as_text(started.run_dir.name)} (pid {started.pid}); follow it below or on the "
+                       "Runs page.")
         except InputError as err:
-            st.error(str(err))
+            st.error(as_text(err))
 
 
 @st.fragment(run_every="2s")
@@ -71,15 +75,15 @@ def live_runs() -> None:
             show_status(run)
             if state in (RunState.RUNNING, RunState.STARTING):
                 st.code(launcher.log_tail(run.path, 6) or "(no log yet)", language=None)
-                if st.button("Stop", key=f"stop:{run.name}"):
-                    st.toast(launcher.stop(run.path))
-            elif run.stage in STAGES and STAGES[run.stage].resumable and state in RESUMABLE_STATES and \
-                    run.folder.checkpoint_state.exists():
+                if can_act() and st.button("Stop", key=f"stop:{run.name}"):
+                    st.toast(as_text(launcher.stop(run.path)))
+            elif can_act() and run.stage in STAGES and STAGES[run.stage].resumable and \
+                    state in RESUMABLE_STATES and run.folder.checkpoint_state.exists():
                 if st.button("Resume", key=f"resume:{run.name}"):
                     try:
-                        st.toast(f"resumed {launcher.resume(run.path).run_dir.name}")
+                        st.toast(f"resumed {as_text(launcher.resume(run.path).run_dir.name)}")
                     except InputError as err:
-                        st.error(str(err))
+                        st.error(as_text(err))
 
 
 live_runs()

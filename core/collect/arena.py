@@ -11,7 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from core.collect.generate import Generator
-from core.collect.library import PromptCycle
+from core.collect.library import PromptCycle, by_text, load_prompts, text_key
 from core.collect.pair_queue import PairQueue
 from core.lists import format_list, parse_list
 from core.records import (
@@ -55,10 +55,13 @@ class VoteReceipt:
 
 
 def clean_text(text: object, what: str, max_chars: int) -> str:
-    """Stripped text, or InputError saying why it is refused: empty, too long, or holding control characters."""
-    if not isinstance(text, str) or not text.strip():
+    """Stripped text without format characters (zero-width spaces, BOM: category Cf), or InputError saying why it
+    is refused: not text, empty, too long, or holding control characters."""
+    if not isinstance(text, str):
+        raise InputError(f"The {what} must be text, not {type(text).__name__}.")
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf").strip()
+    if not text:
         raise InputError(f"The {what} is empty: type something first.")
-    text = text.strip()
     if len(text) > max_chars:
         raise InputError(f"The {what} is {len(text)} characters long; keep it under {max_chars}.")
     if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in text):
@@ -66,28 +69,45 @@ def clean_text(text: object, what: str, max_chars: int) -> str:
     return text
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python, not to a voter
+
+
 def parse_choice(choice: object, strength: object = None) -> tuple[str, int | None]:
+    """(choice, strength) as stored; strength is 1, 2, 3 or None, never coerced (0, 2.7, True and "2" are refused)."""
     if choice not in CHOICES:
         raise InputError(f"A vote is one of {', '.join(CHOICES)}, not {choice!r}.")
-    if strength in (None, "", 0):
+    if strength is None:
         return choice, None
+    if not _is_int(strength) or strength not in STRENGTHS:
+        levels = ", ".join(f"{level} ({label})" for level, label in STRENGTHS.items())
+        raise InputError(f"Strength is one of {levels} or None for no strength, not {strength!r}.")
     if choice in ("tie", "both_bad"):
         raise InputError("Strength only applies when one list is better; leave it empty for a tie or both bad.")
-    try:
-        strength = int(strength)
-    except (TypeError, ValueError):
-        raise InputError(f"Strength is 1, 2 or 3 ({', '.join(STRENGTHS.values())}), not {strength!r}.") from None
-    if strength not in STRENGTHS:
-        raise InputError(f"Strength is 1, 2 or 3 ({', '.join(STRENGTHS.values())}), not {strength}.")
     return choice, strength
 
 
+def parse_stars(stars: object) -> int:
+    """A rating as stored: a whole number of stars 1 to 5 (digits in a string are fine; 3.7 and True are not)."""
+    if isinstance(stars, str) and stars.strip().isdecimal():
+        stars = int(stars)
+    if not _is_int(stars) or not 1 <= stars <= 5:
+        raise InputError(f"A rating is 1 to 5 whole stars, not {stars!r}.")
+    return stars
+
+
 class Arena:
-    """Pairs from `base` and `challenger` (the base again by default), sides shuffled on every pair."""
+    """Pairs from `base` and `challenger` (the base again by default), sides shuffled on every pair.
+
+    `library` is what the queue serves; `known` is every library prompt of any split (default data/prompts.jsonl):
+    a typed request with one of their texts becomes that prompt, so a held-out request stays held out.
+    """
 
     def __init__(self, store: Store, generator: Generator, library: list[Prompt], challenger: Policy | None = None,
-                 sampling: SamplingSettings = SamplingSettings(), queue_size: int = 2, seed: int | None = None):
+                 sampling: SamplingSettings = SamplingSettings(), queue_size: int = 2, seed: int | None = None,
+                 known: list[Prompt] | None = None):
         self.store, self.generator, self.sampling = store, generator, sampling
+        self._known = by_text([*(load_prompts() if known is None else known), *library])
         self.policies = (generator.base_policy, challenger or generator.base_policy)
         self._rng = random.Random(seed)
         self._cycle = PromptCycle(library, seed)
@@ -111,7 +131,8 @@ class Arena:
     def custom_pair(self, request: object, on_step=None) -> ShownPair:
         """A pair for the user's own request, generated now (`on_step(step, max_steps)` reports progress)."""
         text = clean_text(request, "request", MAX_REQUEST_CHARS)
-        return self._show(self.queue.run_foreground(lambda: self._make_pair(Prompt(text), on_step=on_step)))
+        prompt = self._known.get(text_key(text)) or Prompt(text)
+        return self._show(self.queue.run_foreground(lambda: self._make_pair(prompt, on_step=on_step)))
 
     def _make_pair(self, prompt: Prompt, should_stop=None, on_step=None) -> Pair:
         policies = list(self.policies)
@@ -152,10 +173,7 @@ class Arena:
         return self.store.retract_vote(clean_text(comparison_id, "vote id", 64), annotator)
 
     def rate(self, generation_id: object, stars: object, annotator: str) -> str:
-        try:
-            stars = int(stars)
-        except (TypeError, ValueError):
-            raise InputError(f"A rating is 1 to 5 stars, not {stars!r}.") from None
+        stars = parse_stars(stars)
         return self.store.record_rating(clean_text(generation_id, "generation id", 64), stars, annotator)
 
     def save_demonstration(self, pair_id: object, side: str | None, text: object, annotator: str) -> str:

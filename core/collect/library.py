@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,18 @@ def load_prompts(path: Path = DATA_DIR / "prompts.jsonl", split: str | None = No
     prompts = [Prompt(text=row["prompt"], source="library", library_id=row["id"], category=row["category"],
                       split=row["split"]) for row in _read_jsonl(path)]
     return [p for p in prompts if split is None or p.split == split]
+
+
+def text_key(text: str) -> str:
+    """What two requests are compared by: format characters (zero-width spaces, BOM) dropped, whitespace collapsed,
+    so "Top 5  fruits " typed in the arena is the library's "Top 5 fruits"."""
+    return " ".join("".join(ch for ch in text if unicodedata.category(ch) != "Cf").split())
+
+
+def by_text(prompts: list[Prompt]) -> dict[str, Prompt]:
+    """Library prompts keyed by `text_key`: a request with one of these texts is that library prompt, split and all,
+    however it arrives (typed, imported, served), so a held-out request never trains."""
+    return {text_key(p.text): p for p in prompts}
 
 
 def load_seed_demonstrations(path: Path = DATA_DIR / "demonstrations.jsonl",

@@ -16,6 +16,7 @@ import pandas as pd
 
 from core.collect.arena import MAX_REQUEST_CHARS, clean_text, parse_choice
 from core.collect.generate import Generator
+from core.collect.library import by_text, load_prompts, text_key
 from core.judge.win_rate import WinRate, win_rate
 from core.model import resolve_base_model
 from core.records import Pair, Policy, Prompt, SamplingSettings
@@ -44,7 +45,8 @@ class Demo:
 
     def compare(self, request: object) -> DemoPair:
         """Base and tuned answer `request` in one batch; sides shuffled; the pair is stored for a blind vote."""
-        prompt = Prompt(clean_text(request, "request", MAX_REQUEST_CHARS))
+        text = clean_text(request, "request", MAX_REQUEST_CHARS)
+        prompt = by_text(load_prompts()).get(text_key(text)) or Prompt(text)  # a library request keeps its split
         with self._lock:
             tuned_side = self._rng.choice(["left", "right"])
             policies = [self.tuned, self.base] if tuned_side == "left" else [self.base, self.tuned]

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from core.config import to_command
-from core.paths import REPO_ROOT
+from core.paths import REPO_ROOT, inside_project_folders
 from core.records import InputError
 from core.train.runs import (
     FINAL_STATES,
@@ -33,6 +33,24 @@ from core.train.runs import (
     write_json,
 )
 from core.train.stages import STAGES
+
+# The settings that name a file or folder. A page may point them only inside the project's folders (core/paths.py):
+# the dashboard is not a way to read or write anywhere else on the machine.
+PATH_SETTINGS = ("output_dir", "db", "prompts_file", "reward_model", "sft_adapter", "base_model", "resume")
+
+
+def check_paths(cfg) -> None:
+    """InputError naming the first path setting of `cfg` that points outside the data and models folders. A
+    base model that is not a local path (a Hugging Face id such as HuggingFaceTB/SmolLM2-360M) is left alone."""
+    for name in PATH_SETTINGS:
+        value = str(getattr(cfg, name, "") or "")
+        if not value:
+            continue
+        if name == "base_model" and not value.startswith(("/", ".", "~")) and not Path(value).exists():
+            continue
+        if not inside_project_folders(value):
+            raise InputError(f"{name.replace('_', '-')}: {value} is outside the data and models folders; pick a "
+                             "file or run under data/ or models/ (or leave it empty).")
 
 
 @dataclass(frozen=True)
@@ -51,6 +69,7 @@ def command_for(stage: str, cfg, run_dir: Path | None = None) -> list[str]:
 
 def launch(stage: str, cfg, runs_root: Path | None = None) -> Launch:
     """Start a run of `stage` with `cfg` in the background; returns at once with its folder and pid."""
+    check_paths(cfg)
     run_dir = Path(cfg.output_dir).resolve() if cfg.output_dir else new_run_dir(stage, runs_root)
     folder = RunFolder(run_dir)
     if folder.status.exists() or folder.launch.exists():

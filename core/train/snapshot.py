@@ -4,8 +4,9 @@ A run never holds the DuckDB file: the arena keeps writing while training reads 
 stays beside the adapter so the dashboard can say what a model was trained on (lineage.json).
 
 Held-out split, by prompt (a prompt in both splits would leak): library prompts keep the split they ship with
-(data/prompts.jsonl, so every stage holds out the same 72 requests); a custom or imported prompt is assigned by a
-hash of its id, `eval_fraction` of them to eval.
+(data/prompts.jsonl, so every stage holds out the same 72 requests), found by text (`library.text_key`) whatever
+split, source or id was stored with it, so a held-out request typed in the arena or imported from a file stays held
+out; any other custom or imported prompt is assigned by a hash of its id, `eval_fraction` of them to eval.
 """
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.collect.library import load_prompts, load_seed_demonstrations
+from core.collect.library import (
+    by_text,
+    load_prompts,
+    load_seed_demonstrations,
+    text_key,
+)
 from core.records import InputError
 from core.store.database import Store
 from core.store.preferences import preference_pairs, read_rows
@@ -29,6 +35,16 @@ def split_for(prompt_id: str, library_split, eval_fraction: float) -> str:
         return library_split
     bucket = int(hashlib.sha1(prompt_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     return "eval" if bucket < eval_fraction else "train"
+
+
+def resolved_splits(frame: pd.DataFrame, eval_fraction: float) -> list[str]:
+    """The split of each row (columns prompt_id, prompt, split): the library's for a library text, else `split_for`."""
+    library = by_text(load_prompts())
+    splits = []
+    for prompt_id, text, stored in zip(frame.prompt_id, frame.prompt, frame.split):
+        known = library.get(text_key(text))
+        splits.append(split_for(prompt_id, known.split if known else stored, eval_fraction))
+    return splits
 
 
 def _lineage(run_dir: Path, store: Store | None, **counts) -> dict:
@@ -60,7 +76,7 @@ def take_preferences(store: Store, run_dir: Path, eval_fraction: float) -> tuple
     """
     folder = RunFolder(run_dir)
     votes = store.votes()
-    votes["split"] = [split_for(pid, split, eval_fraction) for pid, split in zip(votes.prompt_id, votes.split)]
+    votes["split"] = resolved_splits(votes, eval_fraction)
     _save(votes, folder.snapshot("votes.parquet"))
     pairs, left_out = preference_pairs(votes, with_ids=True)
     if "margin" not in pairs:
@@ -81,9 +97,10 @@ def take_demonstrations(store: Store | None, run_dir: Path, seed: bool = True) -
     rows = [{"prompt": d.prompt.text, "response": d.response, "source": "seed", "split": d.prompt.split}
             for d in (load_seed_demonstrations() if seed else [])]
     arena = store.demonstrations() if store is not None else pd.DataFrame()
+    if len(arena):
+        arena["split"] = resolved_splits(arena, DEFAULT_EVAL_FRACTION)
     for row in arena.itertuples():
-        rows.append({"prompt": row.prompt, "response": row.text, "source": row.source,
-                     "split": split_for(row.prompt_id, row.split, DEFAULT_EVAL_FRACTION)})
+        rows.append({"prompt": row.prompt, "response": row.text, "source": row.source, "split": row.split})
     demos = pd.DataFrame(rows, columns=["prompt", "response", "source", "split"])
     demos = demos[demos.split == "train"].drop_duplicates(["prompt", "response"]).reset_index(drop=True)
     _save(demos, RunFolder(run_dir).snapshot("demonstrations.jsonl"))
