@@ -192,16 +192,19 @@ def build_app(arena: Arena, default_annotator: str) -> gr.Blocks:
         gr.Markdown("## Which top-5 list is better?")
         with gr.Row():
             request = gr.Textbox(label="Your own request", placeholder="Top 5 ideas for a Thanksgiving meal",
-                                 scale=4, max_lines=2)
-            ask = gr.Button("Generate for my request", scale=1)
+                                 scale=4, max_lines=2, elem_id="request")
+            ask = gr.Button("Generate for my request", scale=1, elem_id="ask")
             nxt = gr.Button("Next pair from the library [n]", elem_id="next", scale=1)
-        prompt_box = gr.Textbox(label="Request", max_lines=3, key="shown_request", **shown_text)
+        prompt_box = gr.Textbox(label="Request", max_lines=3, key="shown_request", elem_id="shown-request",
+                                **shown_text)
         with gr.Row(equal_height=True):
             with gr.Column():
-                left_box = gr.Textbox(label="Left", lines=8, max_lines=20, key="left_list", **shown_text)
+                left_box = gr.Textbox(label="Left", lines=8, max_lines=20, key="left_list", elem_id="left-list",
+                                      **shown_text)
                 left_stars = gr.Radio([1, 2, 3, 4, 5], label="Rate the left list", value=None)
             with gr.Column():
-                right_box = gr.Textbox(label="Right", lines=8, max_lines=20, key="right_list", **shown_text)
+                right_box = gr.Textbox(label="Right", lines=8, max_lines=20, key="right_list", elem_id="right-list",
+                                       **shown_text)
                 right_stars = gr.Radio([1, 2, 3, 4, 5], label="Rate the right list", value=None)
         with gr.Row():
             vote_buttons = {c: gr.Button(label, elem_id=f"vote-{c}", variant="primary" if c in ("left", "right")
@@ -209,11 +212,13 @@ def build_app(arena: Arena, default_annotator: str) -> gr.Blocks:
         with gr.Row():
             strength = gr.Radio(list(STRENGTH_LABELS), label="How much better? (optional)", value=None, scale=3)
             undo_button = gr.Button("Undo last vote [u]", elem_id="undo", scale=1)
-        status_box = gr.Textbox(show_label=False, container=False, max_lines=3, key="status", interactive=False)
+        status_box = gr.Textbox(show_label=False, container=False, max_lines=3, key="status", interactive=False,
+                                elem_id="status")
         with gr.Accordion("Edit a list into a good one (saved as a demonstration)", open=False):
-            edit_side = gr.Radio(["left", "right"], label="Start from", value=None)
-            edit_text = gr.Textbox(label="Your list", lines=7, placeholder="1. ...\n2. ...\n3. ...\n4. ...\n5. ...")
-            save_demo = gr.Button("Save demonstration")
+            edit_side = gr.Radio(["left", "right"], label="Start from", value=None, elem_id="edit-side")
+            edit_text = gr.Textbox(label="Your list", lines=7, placeholder="1. ...\n2. ...\n3. ...\n4. ...\n5. ...",
+                                   elem_id="edit-text")
+            save_demo = gr.Button("Save demonstration", elem_id="save-demo")
         with gr.Accordion("Guidelines", open=False):
             gr.Markdown(GUIDELINES)
             annotator = gr.Textbox(label="Annotator name", value=default_annotator, max_lines=1)

@@ -7,8 +7,12 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -96,3 +100,41 @@ def tensorboard_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
     events = EventAccumulator(str(log_dir))
     events.Reload()
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen, timeout_s: float = 180) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        assert process.poll() is None, f"the server exited with {process.returncode}"
+        try:
+            urllib.request.urlopen(url, timeout=5)
+            return
+        except OSError as err:
+            if getattr(err, "code", None) in (401, 403):  # up, behind a password
+                return
+            time.sleep(0.5)
+    raise TimeoutError(url)
+
+
+@contextmanager
+def serve(argv: list[str], url_path: str, env: dict, log_dir: Path):
+    """`python ARGV` as a server on a free port (PORT in argv), up once `url_path` answers: yields (url, process).
+    Its output goes to a log in `log_dir`; it is stopped on the way out."""
+    port = free_port()
+    log = open(Path(log_dir) / f"server-{port}.log", "w")
+    process = subprocess.Popen([sys.executable, *[a.replace("PORT", str(port)) for a in argv]], cwd=REPO,
+                               env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(f"http://127.0.0.1:{port}{url_path}", process)
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=20)
+        log.close()

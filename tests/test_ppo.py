@@ -273,3 +273,16 @@ def test_periodic_held_out_evaluation_feeds_the_over_optimisation_view(tiny_mode
     assert [step for step, _ in logged["eval/scores"]] == [0, 1, 2]
     assert [v for _, v in logged["eval/scores"]] == pytest.approx([m["eval/scores"] for m in evals])
     assert [step for step, _ in logged["objective/kl"]] == [1, 2]
+
+
+def test_resume_without_a_checkpoint_is_refused(tiny_model_dir, tiny_reward_run, tmp_path):
+    """A run that saved no checkpoint is not silently restarted at update 0 (which would drop its curves)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"stage": "ppo", "reward_model": str(tiny_reward_run),
+                                                 "base_model": tiny_model_dir}))
+    curves = '{"step": 1, "objective/kl": 0.5}\n'
+    (run / "metrics.jsonl").write_text(curves)
+    done = _ppo_cli("--resume", run, check=False)
+    assert done.returncode == 2 and "saved no checkpoint to resume from" in done.stderr
+    assert "Traceback" not in done.stderr and (run / "metrics.jsonl").read_text() == curves
