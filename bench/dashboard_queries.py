@@ -45,8 +45,8 @@ def seed(store: Store, n: int, rng: random.Random) -> None:
                          f"annotator{rng.randrange(60)}", created))
         store.import_votes(rows)
     votes = store.browse_votes(limit=200)
-    for comparison_id in votes.comparison_id[:100]:
-        store.retract_vote(comparison_id, "bench")
+    for comparison_id, annotator in zip(votes.comparison_id[:100], votes.annotator[:100]):
+        store.retract_vote(comparison_id, annotator)  # an undo is the voter's own
     for comparison_id in votes.comparison_id[100:150]:
         store.review_vote(comparison_id, "noise", "bench")
 

@@ -19,26 +19,24 @@ import logging
 import sys
 import warnings
 
-from core.config import parse_config
-from core.model import prepare_embedded_model
 from core.records import USER_ERRORS, InputError
 from core.store.database import Store
-from core.store.preferences import export_votes, import_votes
+from core.store.preferences import export_votes, import_file
 from core.train.stages import STAGES, config_class, stage_module
 
 
 def _heavy(module: str):
-    """A module that imports PEFT and TRL (~10 s): loaded only by the commands that use it, so `stats` stays fast."""
+    """A module that imports torch, transformers, PEFT or TRL (seconds, and ~300 MB before any work): loaded only
+    by the commands that use it, so `stats` answers at once and `import-votes` keeps its memory for the votes."""
     return importlib.import_module(module)
 
 
 def _prepare_model(args) -> None:
-    print(f"embedded model ready at {prepare_embedded_model()}")
+    print(f"embedded model ready at {_heavy('core.model').prepare_embedded_model()}")
 
 
 def _import_votes(args) -> None:
-    store = Store(args.db)
-    print(f"imported {import_votes(store, args.file)} votes from {args.file} into {store.path}")
+    print(import_file(Store(args.db), args.file))
 
 
 def _export_votes(args) -> None:
@@ -52,6 +50,7 @@ def _stats(args) -> None:
 
 def _train(args) -> None:
     module = stage_module(args.stage)
+    parse_config = _heavy("core.config").parse_config
     cfg = parse_config(config_class(args.stage), args.settings, prog=f"python -m core train {args.stage}",
                        description=(module.__doc__ or "").split("\n\n")[0])
     print(f"run folder: {module.train(cfg)}")
@@ -72,7 +71,7 @@ def _score(args) -> None:
 
 def _eval(args) -> None:
     evaluate = _heavy("core.judge.evaluate")
-    cfg = parse_config(evaluate.EvalConfig, args.settings, prog="python -m core eval",
+    cfg = _heavy("core.config").parse_config(evaluate.EvalConfig, args.settings, prog="python -m core eval",
                        description=(evaluate.__doc__ or "").split("\n\n")[0])
     print(evaluate.summary(evaluate.evaluate(cfg)))
     if cfg.out:

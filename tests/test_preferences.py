@@ -1,16 +1,22 @@
 """Votes in and out as files: import checks every row first (all or nothing), export is TRL's preference format."""
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
 import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 
 from core.records import Generation, InputError, Pair, Policy, Prompt
+from core.store import database
+from core.store.database import Store, StoreError
 from core.store.preferences import export_votes, import_votes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -150,6 +156,85 @@ def test_unusable_file_is_rejected(store, tmp_path, name, content, message):
     assert_nothing_stored(store)
 
 
+def jsonl_bytes(*rows, **changed) -> bytes:
+    """Rows as JSONL, a bytes row as it is; no rows: ROWS[0] with the `changed` fields."""
+    rows = rows or ({**ROWS[0], **changed},)
+    return b"".join((row if isinstance(row, bytes) else json.dumps(row).encode()) + b"\n" for row in rows)
+
+
+UNREADABLE = {  # id: (suffix, file content, the one line that must come back)
+    "latin-1": (".jsonl", jsonl_bytes(ROWS[0], b'{"prompt": "Top 5 caf\xe9s"}'), r"^line 2: not UTF-8 text \(byte"),
+    "list-prompt": (".jsonl", jsonl_bytes(prompt=["Top 5"]), r"^line 1: 'prompt' must be text, not a list\.$"),
+    "list-choice": (".jsonl", jsonl_bytes(choice=["a"]), r"^line 1: choice must be one of .* not \['a'\]\.$"),
+    "dict-response": (".jsonl", jsonl_bytes(response_b={"a": 1}), "^line 1: 'response_b' must be text, not an object"),
+    "year-0": (".jsonl", jsonl_bytes(created_at="0000-01-01T00:00:00Z"), "^line 1: created_at '0000-01-01T00:00:00Z'"),
+    "year-10000": (".jsonl", jsonl_bytes(created_at="10000-01-01"), "^line 1: created_at '10000-01-01' is out"),
+    "1999-in-utc": (".jsonl", jsonl_bytes(created_at="2000-01-01T00:30+01:00"), r"00:30\+01:00' is out of range"),
+    "surrogate": (".jsonl", jsonl_bytes(prompt="\ud800"), r"^line 1: 'prompt' holds a lone surrogate"),
+    "nul-annotator": (".jsonl", jsonl_bytes(annotator="carol\u0000"), "^line 1: annotator contains control"),
+    "parquet-list": (".parquet", pd.DataFrame([{**ROWS[0], "prompt": ["a"]}]).to_parquet(), "^line 1: 'prompt' must"),
+    "parquet-corrupt": (".parquet", b"PAR1 not really Parquet PAR1", r"^votes\.parquet: not a readable Parquet file"),
+}
+
+
+@pytest.mark.parametrize("suffix,content,message", UNREADABLE.values(), ids=UNREADABLE.keys())
+def test_unreadable_bytes_or_cells_are_rejected_in_one_line(store, tmp_path, suffix, content, message):
+    path = tmp_path / f"votes{suffix}"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message) as refused:
+        import_votes(store, path)
+    assert "\n" not in str(refused.value)
+    assert_nothing_stored(store)
+
+
+def test_store_import_skips_votes_stored_before_and_is_all_or_nothing_across_chunks(store, monkeypatch):
+    monkeypatch.setattr(database, "IMPORT_CHUNK_ROWS", 2)  # the repeats below land in different chunks
+
+    def votes(created_at):  # new pair ids every time, as when a file is read again
+        return [(make_pair(f"Top 5 things {i % 3}", "1. a", "1. b"), "left", "carol", created_at) for i in range(5)]
+
+    assert store.import_votes(votes(datetime(2024, 5, 1))) == (5, 0)  # rows 0 and 3, 1 and 4 repeat: all kept
+    assert store.import_votes(votes(datetime(2024, 5, 1))) == (0, 5)
+    assert store.import_votes(votes(None)) == (0, 5)  # a row without a time matches a stored vote of any time
+    assert store.import_votes(votes(datetime(2024, 5, 2))) == (5, 0)  # another time is another vote
+    assert (len(store.table("comparisons")), len(store.table("pairs")), len(store.table("prompts"))) == (10, 10, 3)
+
+    def failing_after_three_chunks():
+        yield from votes(datetime(2024, 5, 3))
+        raise InputError("line 6: the file changed while it was read")
+
+    with pytest.raises(InputError, match="^line 6"):
+        store.import_votes(failing_after_three_chunks())
+    assert len(store.table("comparisons")) == 10 and len(store.table("generations")) == 20
+
+
+@pytest.mark.parametrize("full", [OSError(errno.ENOSPC, "No space left on device"),
+                                  duckdb.IOException('IO Error: Could not write "x.wal": No space left on device')])
+def test_full_disk_is_reported_not_hidden_by_the_failed_rollback(store, full):
+    with pytest.raises(InputError, match=r"^the disk holding .*test\.duckdb is full \(No space left on device\): "
+                                         "free some space, then try again$"), store.connect(write=True) as con:
+        con.commit()  # ends the transaction, as a failed COMMIT does, so the ROLLBACK that follows fails too
+        raise full
+
+
+def test_every_store_write_refuses_a_bad_annotator_name(store):
+    pair = make_pair("Top 5 things", "1. a", "1. b")
+    store.record_pair(pair)
+    vote = store.record_vote(pair.pair_id, "left", annotator=" demo:root ")
+    writes = (lambda name: store.record_vote(pair.pair_id, "left", name), lambda name: store.retract_vote(vote, name),
+              lambda name: store.review_vote(vote, "noise", name),
+              lambda name: store.record_rating(pair.left.generation_id, 3, name),
+              lambda name: store.record_demonstration(pair.prompt, FRUITS_A, name),
+              lambda name: store.import_votes([(make_pair("Top 5 more", "1. a", "1. b"), "tie", name, None)]))
+    for name, message in ((["alice"], "must be a name of 1 to 64 characters, not list"), (None, "must be a name"),
+                          ("  ", "is empty"), ("x" * 65, "is 65 characters long"), ("a\x00b", "contains control")):
+        for write in writes:
+            with pytest.raises(StoreError, match=f"^annotator {message}"):
+                write(name)
+    assert list(store.table("comparisons").annotator) == ["demo:root"]  # stored stripped
+    assert all(store.table(name).empty for name in ("retractions", "reviews", "ratings", "demonstrations"))
+
+
 # ---- export ------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
 def test_export_is_trl_prompt_chosen_rejected(store, tmp_path, suffix):
@@ -208,6 +293,19 @@ def test_export_refuses_other_formats(store, tmp_path):
     assert not (tmp_path / "prefs.csv").exists()
 
 
+def test_export_on_a_full_disk_says_so_and_leaves_no_half_file(store, tmp_path, monkeypatch):
+    import_votes(store, write_jsonl(tmp_path / "votes.jsonl", ROWS))
+
+    def half_written_then_full(frame, path, **kwargs):
+        Path(path).write_text('{"prompt": "Top 5')
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_json", half_written_then_full)
+    with pytest.raises(InputError, match=r"No space left on device; free some space or export to another disk\.$"):
+        export_votes(store, tmp_path / "out" / "prefs.jsonl")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 @pytest.mark.parametrize("suffix,builder", [(".jsonl", "json"), (".parquet", "parquet")])
 def test_exported_file_loads_in_datasets_as_string_columns(store, tmp_path, suffix, builder):
     from datasets import Value, load_dataset
@@ -247,3 +345,54 @@ def test_cli_import_good_and_bad_file(tmp_path):
     from core.store.database import Store
 
     assert len(Store(db).table("comparisons")) == 3  # the bad file added nothing
+
+
+def test_cli_import_twice_skips_every_vote(tmp_path):
+    db, votes = str(tmp_path / "cli.duckdb"), str(write_jsonl(tmp_path / "votes.jsonl", ROWS))
+    run_cli("import-votes", votes, "--db", db)
+    again = run_cli("import-votes", votes, "--db", db)
+    assert (again.returncode, again.stdout.split(";")[0]) == (0, f"imported 0 votes from {votes} into {db}")
+    assert "skipped 3 already stored" in again.stdout and len(Store(db).table("comparisons")) == 3
+
+
+def without_root_override(command: list[str]) -> list[str]:
+    """Root ignores file modes: run it without that power, so that a read-only folder is read-only to it too."""
+    if os.geteuid() != 0:
+        return command
+    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
+    if not shutil.which("setpriv") or subprocess.run([*drop, "true"], capture_output=True).returncode:
+        pytest.skip("running as root without setpriv: a read-only folder cannot be made read-only to the CLI")
+    return drop + command
+
+
+def test_cli_answers_bad_input_in_one_line(tmp_path):
+    """Every input of the issue at once (in parallel) through the real CLI: exit 2, one line, no traceback."""
+    kept, locked = tmp_path / "read-only" / "votes.duckdb", tmp_path / "locked"
+    import_votes(Store(kept), write_jsonl(tmp_path / "votes.jsonl", ROWS))
+    for name in ("latin-1", "list-prompt", "year-0", "parquet-corrupt"):
+        suffix, content, _ = UNREADABLE[name]
+        (tmp_path / f"{name}{suffix}").write_bytes(content)
+    expected = {  # command: the start of its one line
+        ("import-votes", tmp_path / "latin-1.jsonl"): "error: line 2: not UTF-8 text",
+        ("import-votes", tmp_path / "list-prompt.jsonl"): "error: line 1: 'prompt' must be text, not a list.",
+        ("import-votes", tmp_path / "year-0.jsonl"): "error: line 1: created_at '0000-01-01T00:00:00Z' is out of range",
+        ("import-votes", tmp_path / "parquet-corrupt.parquet"): "error: parquet-corrupt.parquet: not a readable",
+        ("stats", "--db", kept): f"error: cannot write to {kept} or its folder",
+        ("export-votes", tmp_path / "prefs.jsonl", "--db", kept): f"error: cannot write to {kept} or its folder",
+        ("export-votes", locked / "prefs.jsonl"): f"error: cannot write {locked / 'prefs.jsonl'}: Permission denied",
+    }
+    locked.mkdir()
+    for folder in (kept.parent, locked):
+        folder.chmod(0o555)
+    try:
+        runs = {args: subprocess.Popen(without_root_override([sys.executable, "-m", "core", *map(str, args), *(
+                    [] if "--db" in args else ["--db", str(tmp_path / f"{n}.duckdb")])]),
+                    cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for n, args in enumerate(expected)}
+        answers = {args: (run.communicate(timeout=180)[1], run.returncode) for args, run in runs.items()}
+    finally:
+        for folder in (kept.parent, locked):
+            folder.chmod(0o755)
+    for args, start in expected.items():
+        stderr, code = answers[args]
+        assert (code, stderr.count("\n")) == (2, 1) and stderr.startswith(start), (args, stderr)

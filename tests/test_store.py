@@ -163,6 +163,15 @@ def test_retracting_twice_or_an_unknown_vote_is_refused(store):
     assert row_count(store, "retractions") == 1
 
 
+def test_undo_refuses_another_annotators_vote_but_a_reviewer_may_relabel_it(store):
+    vote = store.record_vote(store.record_pair(make_pair()), "left", annotator="alice")
+    with pytest.raises(StoreError, match=f"^vote '{vote}' was cast by another annotator, not 'bob': undo only"):
+        store.retract_vote(vote, annotator="bob")
+    assert row_count(store, "retractions") == 0
+    store.review_vote(vote, "relabel", "dashboard", "right")  # a reviewer changes other people's votes on purpose
+    assert list(store.votes()[["annotator", "choice"]].itertuples(index=False, name=None)) == [("alice", "right")]
+
+
 def test_ratings_one_to_five_stars(store):
     pair = make_pair()
     store.record_pair(pair)

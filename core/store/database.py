@@ -2,10 +2,8 @@
 
 DuckDB lets one process hold a read-write connection and locks every other process out, and three processes use
 this file (arena, dashboard, training). So no connection lives long: each call opens the file, does its work in one
-transaction and closes it (a vote: p50 40 ms on 2 cores, bench/store_writes.py). Calls are serialised across processes by an advisory lock on a sidecar file
-(`<db>.lock`: exclusive for writers, shared for readers, with a `<db>.gate` that lets a waiting writer in ahead of
-new readers), so a writer waits its turn instead of failing on DuckDB's own lock; a process outside this module
-holding the file (a DuckDB shell) is waited for with bounded retries.
+transaction and closes it (a vote: p50 40 ms on 2 cores, bench/store_writes.py). Calls take turns across
+processes through lock.py (writers first), so a writer waits its turn instead of failing on DuckDB's own lock.
 Training never reads the live file: it snapshots what it needs to Parquet when it starts.
 
 Tables are append-only. Undo writes a retraction; nothing is ever updated or deleted. A review of a vote (the
@@ -14,9 +12,12 @@ dashboard's Disagreements page) is a row too: "noise" keeps the vote out of expo
 """
 from __future__ import annotations
 
+import itertools
 import os
 import time
-from contextlib import contextmanager
+import unicodedata
+from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -32,7 +33,7 @@ from core.records import (
     new_id,
     utc_now,
 )
-from core.store.lock import file_lock, open_duckdb
+from core.store.lock import prepare_path, transaction
 
 SCHEMA_VERSION = 1
 
@@ -85,10 +86,28 @@ CREATE OR REPLACE VIEW votes AS
 
 _GENERATION_COLUMNS = ("generation_id, prompt_id, text, policy, base_model, adapter, system_prompt, temperature, top_p, "
                        "top_k, max_new_tokens, seed, num_tokens, finished, latency_ms, well_formed, n_items, created_at")
+# What makes two votes the same vote, for re-imports: JSON keeps the fields apart whatever characters they hold.
+_VOTE_KEY = "md5_number(to_json([prompt, left_text, right_text, choice, annotator]))"
+MAX_ANNOTATOR_CHARS = 64
+IMPORT_CHUNK_ROWS = 20_000  # votes per bulk insert: all an import holds in Python at a time
 
 
 class StoreError(InputError):
     """A request the store refuses (unknown pair, vote already cast…); the message says what to change."""
+
+
+def check_annotator(name: object) -> str:
+    """The annotator name every write stores: text, stripped, 1-64 characters, no control characters."""
+    if not isinstance(name, str):
+        raise StoreError(f"annotator must be a name of 1 to {MAX_ANNOTATOR_CHARS} characters, "
+                         f"not {type(name).__name__}")
+    name = name.strip()
+    if not 1 <= len(name) <= MAX_ANNOTATOR_CHARS:
+        raise StoreError(f"annotator is {f'{len(name)} characters long' if name else 'empty'}: pass a name of 1 to "
+                         f"{MAX_ANNOTATOR_CHARS} characters")
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):  # NUL, newlines, escapes, lone surrogates
+        raise StoreError("annotator contains control characters (NUL, newline, escape…): pass a plain name")
+    return name
 
 
 class Store:
@@ -97,25 +116,14 @@ class Store:
     def __init__(self, path: str | Path | None = None, timeout_s: float = 30.0):
         self.path = Path(path or os.environ.get("RLHF_DB") or DEFAULT_DB)
         self.timeout_s = timeout_s
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        prepare_path(self.path)
         with self.connect(write=True) as con:
             con.execute(SCHEMA)
 
-    @contextmanager
     def connect(self, write: bool = False):
-        """One transaction on a fresh connection, under the cross-process lock (writers first, see _lock)."""
-        deadline = time.monotonic() + self.timeout_s
-        with file_lock(self.path, write, deadline):
-            con = open_duckdb(self.path, read_only=not write, deadline=deadline)
-            try:
-                con.execute("BEGIN TRANSACTION")
-                yield con
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            finally:
-                con.close()  # releases DuckDB's file lock before ours
+        """One transaction on a fresh connection, under the cross-process lock (writers first, see lock.py); a full
+        disk or an unwritable folder comes out as an InputError saying so."""
+        return transaction(self.path, write, time.monotonic() + self.timeout_s)
 
     # ---- writes -------------------------------------------------------------------------------------------------
     def record_pair(self, pair: Pair) -> str:
@@ -131,7 +139,7 @@ class Store:
             raise StoreError(f"choice must be one of {', '.join(CHOICES)}, not {choice!r}")
         if strength is not None and strength not in (1, 2, 3):
             raise StoreError(f"strength must be 1, 2 or 3 (or empty), not {strength!r}")
-        comparison_id = new_id()
+        annotator, comparison_id = check_annotator(annotator), new_id()
         with self.connect(write=True) as con:
             if not con.execute("SELECT 1 FROM pairs WHERE pair_id = ?", [pair_id]).fetchone():
                 raise StoreError(f"unknown pair {pair_id!r}: ask for a new pair first")
@@ -142,11 +150,17 @@ class Store:
         return comparison_id
 
     def retract_vote(self, comparison_id: str, annotator: str) -> str:
-        """Undo: mark a vote retracted. Returns its pair id, which can then be voted on again."""
+        """Undo: mark one's own vote retracted. Returns its pair id, which can then be voted on again.
+        Someone else's vote is refused: a reviewer changes it with review_vote, which keeps a record of who did."""
+        annotator = check_annotator(annotator)
         with self.connect(write=True) as con:
-            row = con.execute("SELECT pair_id FROM comparisons WHERE comparison_id = ?", [comparison_id]).fetchone()
+            row = con.execute("SELECT pair_id, annotator FROM comparisons WHERE comparison_id = ?",
+                              [comparison_id]).fetchone()
             if not row:
                 raise StoreError(f"unknown vote {comparison_id!r}")
+            if row[1] != annotator:
+                raise StoreError(f"vote {comparison_id!r} was cast by another annotator, not {annotator!r}: undo only "
+                                 "your own votes (a reviewer relabels a vote on the dashboard's Disagreements page)")
             if con.execute("SELECT 1 FROM retractions WHERE comparison_id = ?", [comparison_id]).fetchone():
                 raise StoreError("that vote was already undone")
             con.execute("INSERT INTO retractions VALUES (?, ?, ?)", [comparison_id, annotator, utc_now()])
@@ -158,7 +172,7 @@ class Store:
             raise StoreError(f"a review is confirm, noise or relabel, not {action!r}")
         if action == "relabel" and choice not in CHOICES:
             raise StoreError(f"relabel to one of {', '.join(CHOICES)}, not {choice!r}")
-        review_id, new_comparison_id = new_id(), None
+        annotator, review_id, new_comparison_id = check_annotator(annotator), new_id(), None
         with self.connect(write=True) as con:
             row = con.execute("""SELECT c.pair_id, c.choice, x.comparison_id IS NOT NULL FROM comparisons c
                                  LEFT JOIN retractions x USING (comparison_id) WHERE comparison_id = ?""",
@@ -183,7 +197,7 @@ class Store:
     def record_rating(self, generation_id: str, stars: int, annotator: str) -> str:
         if stars not in (1, 2, 3, 4, 5):
             raise StoreError(f"a rating is 1 to 5 stars, not {stars!r}")
-        rating_id = new_id()
+        annotator, rating_id = check_annotator(annotator), new_id()
         with self.connect(write=True) as con:
             if not con.execute("SELECT 1 FROM generations WHERE generation_id = ?", [generation_id]).fetchone():
                 raise StoreError(f"unknown generation {generation_id!r}")
@@ -193,7 +207,7 @@ class Store:
 
     def record_demonstration(self, prompt: Prompt, text: str, annotator: str, source: str = "arena_edit",
                              edited_from_generation_id: str | None = None) -> str:
-        demonstration_id = new_id()
+        annotator, demonstration_id = check_annotator(annotator), new_id()
         with self.connect(write=True) as con:
             _insert_prompt(con, prompt)
             con.execute("INSERT INTO demonstrations VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -201,32 +215,20 @@ class Store:
                          utc_now()])
         return demonstration_id
 
-    def import_votes(self, votes: list[tuple[Pair, str, str, object]]) -> int:
-        """(pair, choice, annotator, created_at) rows, all or nothing, in one bulk insert per table (DuckDB scans
-        the frames directly: 100k votes take seconds, where row-by-row inserts take minutes)."""
-        prompts, generations, pairs, comparisons = [], [], [], []
-        for pair, choice, annotator, created_at in votes:
-            p = pair.prompt
-            prompts.append((p.prompt_id, p.text, p.source, p.library_id, p.category, p.split, utc_now()))
-            generations += [_generation_row(g) for g in (pair.left, pair.right)]
-            pairs.append((pair.pair_id, p.prompt_id, pair.left.generation_id, pair.right.generation_id, pair.source,
-                          created_at))
-            comparisons.append((new_id(), pair.pair_id, choice, None, annotator, None, created_at))
-        frames = {
-            "prompts": pd.DataFrame(prompts, columns=["prompt_id", "text", "source", "library_id", "category", "split",
-                                                      "created_at"]).drop_duplicates("prompt_id"),
-            "generations": pd.DataFrame(generations), "pairs": pd.DataFrame(pairs),
-            "comparisons": pd.DataFrame(comparisons)}
+    def import_votes(self, votes: Iterable[tuple[Pair, str, str, datetime | None]]) -> tuple[int, int]:
+        """(pair, choice, annotator, created_at) rows, all or nothing: one transaction, filled by bulk inserts of
+        IMPORT_CHUNK_ROWS votes (DuckDB scans each chunk's frames directly: 100k votes take seconds, row by row
+        minutes); only DuckDB's indexes and pending rows grow with `votes` (1M: ~0.7 GB, bench/import_memory.py).
+        A vote identical to one stored before (same prompt, texts, choice, annotator and created_at; None means now
+        and matches any time) is skipped: importing a file twice adds nothing. Returns (imported, skipped)."""
+        votes, now, imported, skipped = iter(votes), utc_now(), 0, 0
         with self.connect(write=True) as con:
-            for table, frame in frames.items():
-                con.register("incoming", frame)
-                if table == "prompts":  # a prompt is stored once, whoever brought it first
-                    con.execute("INSERT INTO prompts SELECT * FROM incoming "
-                                "WHERE prompt_id NOT IN (SELECT prompt_id FROM prompts)")
-                else:
-                    con.execute(f"INSERT INTO {table} SELECT * FROM incoming")
-                con.unregister("incoming")
-        return len(votes)
+            con.execute(f"CREATE TEMP TABLE stored_votes AS SELECT {_VOTE_KEY} AS key, created_at FROM votes")
+            while chunk := [(pair, choice, check_annotator(annotator), created_at) for pair, choice, annotator,
+                            created_at in itertools.islice(votes, IMPORT_CHUNK_ROWS)]:
+                fresh = _insert_new_votes(con, chunk, now)
+                imported, skipped = imported + fresh, skipped + len(chunk) - fresh
+        return imported, skipped
 
     # ---- reads --------------------------------------------------------------------------------------------------
     def votes(self, include_retracted: bool = False, include_noise: bool = False) -> pd.DataFrame:
@@ -339,6 +341,35 @@ class Store:
             return con.execute(f"SELECT * FROM {name}").df()
 
 
+def _insert_new_votes(con, chunk: list[tuple], now: datetime) -> int:
+    """One bulk insert per table of the (pair, choice, annotator, created_at) votes that match none in the
+    `stored_votes` key table (see import_votes); a prompt is stored once, whoever brought it first."""
+    keys = pd.DataFrame([(row, pair.prompt.text, pair.left.text, pair.right.text, choice, annotator,
+                          created_at is not None, created_at or now)
+                         for row, (pair, choice, annotator, created_at) in enumerate(chunk)],
+                        columns=["row", "prompt", "left_text", "right_text", "choice", "annotator", "timed",
+                                 "created_at"])
+    # from_df(...).query, not con.register: a view registered inside a transaction keeps its frame alive until the
+    # commit, so an import of every chunk would hold them all (1M votes: gigabytes)
+    stored = {row for (row,) in con.from_df(keys).query("incoming", f"""
+        SELECT i.row FROM (SELECT row, timed, created_at, {_VOTE_KEY} AS key FROM incoming) i
+        SEMI JOIN stored_votes s ON s.key = i.key AND (NOT i.timed OR s.created_at = i.created_at)""").fetchall()}
+    prompts, generations, pairs, comparisons = [], [], [], []
+    for pair, choice, annotator, created_at in (vote for row, vote in enumerate(chunk) if row not in stored):
+        p, created_at = pair.prompt, created_at or now
+        prompts.append((p.prompt_id, p.text, p.source, p.library_id, p.category, p.split, now))
+        generations += [_generation_row(g) for g in (pair.left, pair.right)]
+        pairs.append((pair.pair_id, p.prompt_id, pair.left.generation_id, pair.right.generation_id, pair.source,
+                      created_at))
+        comparisons.append((new_id(), pair.pair_id, choice, None, annotator, None, created_at))
+    frames = {"prompts": pd.DataFrame(prompts).drop_duplicates(0), "generations": pd.DataFrame(generations),
+              "pairs": pd.DataFrame(pairs), "comparisons": pd.DataFrame(comparisons)}
+    for table, frame in frames.items() if comparisons else ():
+        con.from_df(frame).query("incoming", f"INSERT {'OR IGNORE ' if table == 'prompts' else ''}INTO {table} "
+                                             "SELECT * FROM incoming")
+    return len(comparisons)
+
+
 def _standing_vote(con, pair_id: str) -> bool:
     return con.execute("""SELECT 1 FROM comparisons c LEFT JOIN retractions x USING (comparison_id)
                           WHERE c.pair_id = ? AND x.comparison_id IS NULL""", [pair_id]).fetchone() is not None
@@ -348,7 +379,8 @@ def _insert_pair(con, pair: Pair, created_at) -> None:
     """The prompt (once), both generations and the pair."""
     _insert_prompt(con, pair.prompt)
     for gen in (pair.left, pair.right):
-        _insert_generation(con, gen)
+        con.execute(f"INSERT INTO generations ({_GENERATION_COLUMNS}) VALUES ({', '.join('?' * 18)})",
+                    _generation_row(gen))
     con.execute("INSERT INTO pairs VALUES (?, ?, ?, ?, ?, ?)",
                 [pair.pair_id, pair.prompt.prompt_id, pair.left.generation_id, pair.right.generation_id,
                  pair.source, created_at])
@@ -365,8 +397,3 @@ def _generation_row(gen: Generation) -> list:
     return [gen.generation_id, gen.prompt.prompt_id, gen.text, gen.policy.name, gen.policy.base_model,
             gen.policy.adapter, gen.system_prompt, s.temperature, s.top_p, s.top_k, s.max_new_tokens, gen.seed,
             gen.num_tokens, gen.finished, gen.latency_ms, gen.well_formed, gen.n_items, gen.created_at]
-
-
-def _insert_generation(con, gen: Generation) -> None:
-    con.execute(f"INSERT INTO generations ({_GENERATION_COLUMNS}) VALUES ({', '.join('?' * 18)})",
-                _generation_row(gen))
