@@ -24,6 +24,7 @@ import gradio as gr
 from core.access import arena_login, bind_warning
 from core.collect.arena import Arena, ShownPair, parse_stars
 from core.records import STRENGTHS, USER_ERRORS, InputError
+from core.train.runs import adapter_dir, read_adapter_config
 
 log = logging.getLogger(__name__)
 
@@ -258,8 +259,12 @@ def build_arena(args) -> Arena:
     from core.model import load
     from core.store.database import Store
 
+    challenger_dir = None
+    if args.challenger:  # a run folder or an adapter folder; checked before the model loads
+        read_adapter_config(args.challenger, "CAUSAL_LM", "python -m core train sft (or ppo)")
+        challenger_dir = str(adapter_dir(args.challenger))
     generator = Generator(load(args.base_model, args.device))
-    challenger = generator.add_adapter(args.challenger) if args.challenger else None
+    challenger = generator.add_adapter(challenger_dir) if challenger_dir else None
     return Arena(Store(args.db), generator, load_prompts(split="train"), challenger=challenger,
                  queue_size=args.queue_size).start()
 
