@@ -1,7 +1,6 @@
 """The Gradio arena through its real client: named endpoints, votes, undo, ratings, demonstrations, bad input."""
 import asyncio
 import json
-import socket
 
 import gradio as gr
 import pytest
@@ -13,16 +12,11 @@ from core.collect.arena import Arena, ShownPair
 from core.collect.generate import Generator
 from core.model import load
 from core.records import Prompt, SamplingSettings
+from tests.helpers import free_port
 
 GOOD_LIST = "1. Apples - crisp\n2. Pears - sweet\n3. Plums - juicy\n4. Figs - rich\n5. Kiwis - tart"
 HOSTILE = "Top 5 C++ headers like #include <iostream> for **bold** coders <img src=x onerror=alert(1)>"
 SKIPPED = {"__type__": "update"}  # what Gradio sends for an output a handler left as it was
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
