@@ -105,3 +105,6 @@ class Pair:
     pair_id: str = field(default_factory=new_id)
     source: str = "arena"  # arena | import | demo
     created_at: datetime = field(default_factory=utc_now)
+    chosen_by: str = "random"  # random | uncertain | repeat (how the arena picked it; see core/store/schema.py)
+    predicted_p_left: float | None = None  # the reward model's P(left preferred) when it chose the pair
+    repeat_of: str | None = None  # the pair this one repeats with sides swapped (a self-consistency check)

@@ -54,7 +54,7 @@ class Demo:
             scores = None
             if self.scorer is not None:
                 scores = tuple(self.scorer.score([prompt.text] * 2, [left.text, right.text]))
-        pair = Pair(prompt=prompt, left=left, right=right, source="demo")
+        pair = Pair(prompt=prompt, left=left, right=right, source="demo", chosen_by="demo")
         self.store.record_pair(pair)
         return DemoPair(pair, tuned_side, scores)
 

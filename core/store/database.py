@@ -6,9 +6,10 @@ transaction and closes it (a vote: p50 40 ms on 2 cores, bench/store_writes.py).
 processes through lock.py (writers first), so a writer waits its turn instead of failing on DuckDB's own lock.
 Training never reads the live file: it snapshots what it needs to Parquet when it starts.
 
-Tables are append-only. Undo writes a retraction; nothing is ever updated or deleted. A review of a vote (the
-dashboard's Disagreements page) is a row too: "noise" keeps the vote out of exports and training until a later
-"confirm"; "relabel" retracts the vote and casts the corrected one in the same transaction.
+Tables are append-only (but `meta`: settings the dashboard changes while the arena runs). Undo writes a
+retraction; nothing is ever updated or deleted. A review of a vote (the dashboard's Disagreements page) is a row
+too: "noise" keeps the vote out of exports and training until a later "confirm"; "relabel" retracts the vote and
+casts the corrected one in the same transaction.
 """
 from __future__ import annotations
 
@@ -28,64 +29,20 @@ from core.records import (
     Generation,
     InputError,
     Pair,
+    Policy,
     Prompt,
     SamplingSettings,
     new_id,
     utc_now,
 )
 from core.store.lock import prepare_path, transaction
-
-SCHEMA_VERSION = 1
-
-SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
-INSERT OR IGNORE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');
-CREATE TABLE IF NOT EXISTS prompts (
-    prompt_id VARCHAR PRIMARY KEY, text VARCHAR NOT NULL, source VARCHAR NOT NULL,
-    library_id VARCHAR, category VARCHAR, split VARCHAR, created_at TIMESTAMP NOT NULL);
-CREATE TABLE IF NOT EXISTS generations (
-    generation_id VARCHAR PRIMARY KEY, prompt_id VARCHAR NOT NULL, text VARCHAR NOT NULL,
-    policy VARCHAR NOT NULL, base_model VARCHAR, adapter VARCHAR, system_prompt VARCHAR,
-    temperature DOUBLE, top_p DOUBLE, top_k INTEGER, max_new_tokens INTEGER, seed BIGINT,
-    num_tokens INTEGER, finished BOOLEAN, latency_ms DOUBLE, well_formed BOOLEAN, n_items INTEGER,
-    created_at TIMESTAMP NOT NULL);
-CREATE TABLE IF NOT EXISTS pairs (
-    pair_id VARCHAR PRIMARY KEY, prompt_id VARCHAR NOT NULL,
-    left_generation_id VARCHAR NOT NULL, right_generation_id VARCHAR NOT NULL,
-    source VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL);
-CREATE TABLE IF NOT EXISTS comparisons (
-    comparison_id VARCHAR PRIMARY KEY, pair_id VARCHAR NOT NULL,
-    choice VARCHAR NOT NULL CHECK (choice IN {CHOICES}), strength INTEGER CHECK (strength BETWEEN 1 AND 3),
-    annotator VARCHAR NOT NULL, decision_ms INTEGER, created_at TIMESTAMP NOT NULL);
-CREATE TABLE IF NOT EXISTS retractions (
-    comparison_id VARCHAR PRIMARY KEY, annotator VARCHAR, created_at TIMESTAMP NOT NULL);
-CREATE TABLE IF NOT EXISTS ratings (
-    rating_id VARCHAR PRIMARY KEY, generation_id VARCHAR NOT NULL, stars INTEGER NOT NULL CHECK (stars BETWEEN 1 AND 5),
-    annotator VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL);
-CREATE TABLE IF NOT EXISTS demonstrations (
-    demonstration_id VARCHAR PRIMARY KEY, prompt_id VARCHAR NOT NULL, text VARCHAR NOT NULL,
-    edited_from_generation_id VARCHAR, annotator VARCHAR NOT NULL, source VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL);
-CREATE TABLE IF NOT EXISTS reviews (
-    review_id VARCHAR PRIMARY KEY, comparison_id VARCHAR NOT NULL,
-    action VARCHAR NOT NULL CHECK (action IN ('confirm', 'noise', 'relabel')), choice VARCHAR,
-    new_comparison_id VARCHAR, annotator VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL);
-CREATE OR REPLACE VIEW votes AS
-    SELECT c.comparison_id, c.pair_id, pr.prompt_id, pr.text AS prompt, pr.split,
-           c.choice, c.strength, c.annotator, c.decision_ms, c.created_at, p.source,
-           l.generation_id AS left_generation_id, l.text AS left_text, l.policy AS left_policy,
-           r.generation_id AS right_generation_id, r.text AS right_text, r.policy AS right_policy,
-           x.comparison_id IS NOT NULL AS retracted, v.review
-    FROM comparisons c JOIN pairs p USING (pair_id) JOIN prompts pr ON pr.prompt_id = p.prompt_id
-    JOIN generations l ON l.generation_id = p.left_generation_id
-    JOIN generations r ON r.generation_id = p.right_generation_id
-    LEFT JOIN retractions x ON x.comparison_id = c.comparison_id
-    LEFT JOIN (SELECT comparison_id, arg_max(action, created_at) AS review FROM reviews
-               WHERE action IN ('confirm', 'noise') GROUP BY comparison_id) v ON v.comparison_id = c.comparison_id;
-"""
+from core.store.schema import SCHEMA
 
 _GENERATION_COLUMNS = ("generation_id, prompt_id, text, policy, base_model, adapter, system_prompt, temperature, top_p, "
                        "top_k, max_new_tokens, seed, num_tokens, finished, latency_ms, well_formed, n_items, created_at")
+# A generations row in the order Generation takes it: text, Policy(2), well_formed … system_prompt, Sampling(4), rest
+_AS_GENERATION = ("g.text, base_model, adapter, well_formed, n_items, system_prompt, temperature, top_p, top_k, "
+                  "max_new_tokens, seed, num_tokens, finished, latency_ms, generation_id, g.created_at")
 # What makes two votes the same vote, for re-imports: JSON keeps the fields apart whatever characters they hold.
 _VOTE_KEY = "md5_number(to_json([prompt, left_text, right_text, choice, annotator]))"
 MAX_ANNOTATOR_CHARS = 64
@@ -127,10 +84,16 @@ class Store:
 
     # ---- writes -------------------------------------------------------------------------------------------------
     def record_pair(self, pair: Pair) -> str:
-        """The prompt (once), both generations and the pair, atomically."""
+        """The prompt (once), both generations and the pair, atomically. A repeat (`repeat_of` set) shows two
+        generations stored before (see Store.pair), so only its pairs row is new."""
         with self.connect(write=True) as con:
-            _insert_pair(con, pair, pair.created_at)
+            _insert_pair(con, pair, pair.created_at, generations=pair.repeat_of is None)
         return pair.pair_id
+
+    def set_setting(self, key: str, value: object) -> None:
+        """A live setting in `meta`, as text (the arena's pair choice: core/collect/chooser.py)."""
+        with self.connect(write=True) as con:
+            con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, str(value)])
 
     def record_vote(self, pair_id: str, choice: str, annotator: str, strength: int | None = None,
                     decision_ms: int | None = None) -> str:
@@ -324,6 +287,39 @@ class Store:
                 FROM votes SEMI JOIN chosen USING (comparison_id) ORDER BY created_at DESC""",
                                args + [int(limit)]).df()
 
+    def setting(self, key: str) -> str | None:
+        with self.connect() as con:
+            row = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    def pair(self, pair_id: str) -> Pair:
+        """A stored pair rebuilt with its prompt and both generations, as recorded."""
+        with self.connect() as con:
+            row = con.execute("""SELECT pr.text, pr.source, library_id, category, split, p.source, p.created_at,
+                                 chosen_by, predicted_p_left, repeat_of FROM pairs p JOIN prompts pr USING (prompt_id)
+                                 WHERE pair_id = ?""", [pair_id]).fetchone()
+            found = con.execute(f"""SELECT {_AS_GENERATION} FROM pairs p JOIN generations g ON generation_id IN
+                                    (left_generation_id, right_generation_id) WHERE pair_id = ?
+                                    ORDER BY generation_id = right_generation_id""", [pair_id]).fetchall()
+        if not row:
+            raise StoreError(f"unknown pair {pair_id!r}")
+        prompt = Prompt(*row[:5])
+        left, right = (Generation(prompt, g[0], Policy(*g[1:3]), *g[3:6], SamplingSettings(*g[6:10]), *g[10:])
+                       for g in found)
+        return Pair(prompt, left, right, pair_id, *row[5:])
+
+    def repeat_candidates(self, annotator: str, skip_latest: int = 0) -> list[str]:
+        """Pairs a self-consistency repeat may show `annotator`, oldest vote first: their standing votes on arena pairs
+        of library requests, not repeats nor repeated yet, nor among their `skip_latest` newest votes."""
+        with self.connect() as con:
+            return [pair_id for (pair_id,) in con.execute("""
+                WITH mine AS (SELECT pair_id, created_at, row_number() OVER (ORDER BY created_at DESC) AS recency
+                              FROM comparisons ANTI JOIN retractions USING (comparison_id) WHERE annotator = ?)
+                SELECT pair_id FROM mine JOIN pairs p USING (pair_id) JOIN prompts pr ON pr.prompt_id = p.prompt_id
+                WHERE recency > ? AND p.source = 'arena' AND pr.source = 'library' AND p.repeat_of IS NULL
+                AND pair_id NOT IN (SELECT repeat_of FROM pairs WHERE repeat_of IS NOT NULL)
+                ORDER BY mine.created_at""", [check_annotator(annotator), int(skip_latest)]).fetchall()]
+
     def votes_between(self, first: str, second: str) -> pd.DataFrame:
         """Standing votes on pairs of exactly these two policies (either side): left_policy, right_policy, choice."""
         with self.connect() as con:
@@ -360,7 +356,7 @@ def _insert_new_votes(con, chunk: list[tuple], now: datetime) -> int:
         prompts.append((p.prompt_id, p.text, p.source, p.library_id, p.category, p.split, now))
         generations += [_generation_row(g) for g in (pair.left, pair.right)]
         pairs.append((pair.pair_id, p.prompt_id, pair.left.generation_id, pair.right.generation_id, pair.source,
-                      created_at))
+                      created_at, "import", None, None))
         comparisons.append((new_id(), pair.pair_id, choice, None, annotator, None, created_at))
     frames = {"prompts": pd.DataFrame(prompts).drop_duplicates(0), "generations": pd.DataFrame(generations),
               "pairs": pd.DataFrame(pairs), "comparisons": pd.DataFrame(comparisons)}
@@ -375,15 +371,16 @@ def _standing_vote(con, pair_id: str) -> bool:
                           WHERE c.pair_id = ? AND x.comparison_id IS NULL""", [pair_id]).fetchone() is not None
 
 
-def _insert_pair(con, pair: Pair, created_at) -> None:
-    """The prompt (once), both generations and the pair."""
+def _insert_pair(con, pair: Pair, created_at, generations: bool = True) -> None:
+    """The prompt (once), both generations (unless stored already: a repeat) and the pair."""
     _insert_prompt(con, pair.prompt)
-    for gen in (pair.left, pair.right):
+    for gen in (pair.left, pair.right) if generations else ():
         con.execute(f"INSERT INTO generations ({_GENERATION_COLUMNS}) VALUES ({', '.join('?' * 18)})",
                     _generation_row(gen))
-    con.execute("INSERT INTO pairs VALUES (?, ?, ?, ?, ?, ?)",
+    con.execute("INSERT INTO pairs (pair_id, prompt_id, left_generation_id, right_generation_id, source, created_at, "
+                "chosen_by, predicted_p_left, repeat_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [pair.pair_id, pair.prompt.prompt_id, pair.left.generation_id, pair.right.generation_id,
-                 pair.source, created_at])
+                 pair.source, created_at, pair.chosen_by, pair.predicted_p_left, pair.repeat_of])
 
 
 def _insert_prompt(con, prompt: Prompt) -> None:

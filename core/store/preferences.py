@@ -79,7 +79,7 @@ def vote_from_row(row: dict, line_no: int) -> tuple[Pair, str, str, datetime | N
     prompt_text, response_a, response_b, choice, annotator, created_at = checked_row(row, line_no)
     prompt = Prompt(text=prompt_text, source="import")
     left, right = (_imported_generation(prompt, text) for text in (response_a, response_b))
-    return Pair(prompt=prompt, left=left, right=right, source="import"), choice, annotator, created_at
+    return Pair(prompt=prompt, left=left, right=right, source="import", chosen_by="import"), choice, annotator, created_at
 
 
 def checked_row(row: dict, line_no: int) -> tuple[str, str, str, str, str, datetime | None]:
