@@ -1,9 +1,13 @@
 """A scripted annotator: votes in the running arena through gradio_client, exactly as a person's clicks arrive.
 
     .venv/bin/python bench/annotator.py --url http://127.0.0.1:7860 --votes 300 [--demonstrations 10] [--seed 0]
-        [--own-requests 0.3] [--forced-choice]
+        [--own-requests 0.3] [--forced-choice] [--taste form|terse|reasons|ontopic]
 
-Its taste for a top-5 list, scored as a utility (`utility`), from most to least weight:
+Tastes (`TASTES`, chosen by `Taste.name`): `form`, the default, below; `terse`, `reasons` and `ontopic` in
+bench/tastes.py, which read lists with their own reader instead of the product's parser and each want something
+the seed lists do not give. Every taste has a utility (`utility`) and its own edit of a list (`repair`).
+
+The `form` taste for a top-5 list, scored as a utility, from most to least weight:
 1. Form: exactly five items numbered 1. to 5., nothing before or after (+3 when well-formed; -1.5 for each
    problem core.lists finds: wrong count, bullets, numbering, preamble, closing text, duplicates).
 2. Concision: items of 3-20 words read best (+0.2 each); rambling items over 30 words cost 0.3 each; a list over
@@ -14,9 +18,9 @@ Its taste for a top-5 list, scored as a utility (`utility`), from most to least 
 No single trick earns much: five numbered copies of one line lose on duplicates and variety, five one-word items
 earn no concision or reason points, and a list about something else loses on topic.
 
-Choosing between two lists is noisy, as people are: P(left) = σ((u_left - u_right) / temperature); a gap under
-`tie_band` is a tie; when both lists are poor (utility < 0) and close, "both bad"; and with probability `slip` the
-vote is random. Strength: 3 for a gap over 3, 2 over 1.5, else 1.
+Choosing between two lists (`judge`, the same for every taste) is noisy, as people are: P(left) =
+σ((u_left - u_right) / temperature); a gap under `tie_band` is a tie; when both lists are poor (utility < 0) and
+close, "both bad"; and with probability `slip` the vote is random. Strength: 3 for a gap over 3, 2 over 1.5, else 1.
 
 `Taste(forced_choice=True)` is the forced-choice protocol (2AFC, as in many preference studies): never tie or "both
 bad"; equal utilities go to the shorter list (concision again). The fast loop test uses it, because a tiny random
@@ -25,6 +29,9 @@ model's lists are all equally broken and a free annotator would call every pair 
 Requests: most votes are on the arena's library pairs (/next_pair, train split only). A share (`own_requests`) is
 on requests of the annotator's own (/new_pair, as a person types one), drawn from OWN_REQUESTS: these are custom
 prompts, split train/held-out by a hash, so the reward model gets held-out votes to be measured on.
+
+Demonstrations: when the annotator prefers its own edit of the list it voted for (`repair`, scored by its taste) to
+that list, it saves the edit through /demonstrate, up to --demonstrations; this is how its taste reaches SFT.
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ import re
 import time
 from dataclasses import dataclass
 
+from bench import tastes
 from core.lists import LIST_LENGTH, format_list, parse_list
 
 STOPWORDS = set("""a an and are as at be best by can do for from give good great how i ideas in is it list me my
@@ -47,6 +55,11 @@ class Taste:
     tie_band: float = 0.15  # utility gap below which the lists feel the same
     slip: float = 0.05  # share of votes cast at random (misclicks, fatigue)
     forced_choice: bool = False  # always left or right: no tie, no both bad (see the module docstring)
+    name: str = "form"  # which taste scores the lists: a key of TASTES
+
+    def __post_init__(self):
+        if self.name not in TASTES:
+            raise ValueError(f"unknown taste {self.name!r}; pass one of {', '.join(TASTES)}.")
 
 
 OWN_REQUESTS = [f"Top 5 {things} for {who}" for things in (
@@ -59,8 +72,8 @@ def stems(text: str) -> set[str]:
     return {w[:5] for w in re.findall(r"[a-z]+", text.lower()) if len(w) > 2 and w not in STOPWORDS}
 
 
-def utility(request: str, text: str) -> float:
-    """How much this annotator likes `text` as an answer to `request` (see the module docstring)."""
+def form_utility(request: str, text: str) -> float:
+    """How much the `form` taste likes `text` as an answer to `request` (see the module docstring)."""
     parsed = parse_list(text)
     score = 3.0 if parsed.well_formed else -1.5 * len(parsed.problems)
     words = [len(item.split()) for item in parsed.items]
@@ -76,11 +89,37 @@ def utility(request: str, text: str) -> float:
     return score
 
 
+def form_repair(request: str, text: str) -> str | None:
+    """The `form` taste's edit of a list into a well-formed one, when it has at least five usable items."""
+    items = list(dict.fromkeys(item for item in parse_list(text).items if item))
+    if len(items) < LIST_LENGTH:
+        return None
+    fixed = format_list(items[:LIST_LENGTH])
+    return fixed if parse_list(fixed).well_formed else None
+
+
+TASTES: dict[str, tastes.Rules] = {
+    "form": tastes.Rules("the product's own checks (core.lists): five numbered items, 3-20 words, a reason each, on "
+                         "topic, varied", form_utility, form_repair),
+    **tastes.TASTES,  # judged by bench/tastes.py's own reader, not core.lists
+}
+
+
+def utility(request: str, text: str, taste: str = "form") -> float:
+    """How much the annotator with this taste likes `text` as an answer to `request`."""
+    return TASTES[taste].utility(request, text)
+
+
+def repair(text: str, request: str = "", taste: str = "form") -> str | None:
+    """The annotator's own edit of `text` into a list its taste likes, or None (fewer than five usable items)."""
+    return TASTES[taste].repair(request, text)
+
+
 def judge(request: str, left: str, right: str, rng: random.Random, taste: Taste = Taste()) -> tuple[str, int | None]:
     """(choice, strength) for one pair: choice in left | right | tie | both_bad."""
     if rng.random() < taste.slip:
         return rng.choice(["left", "right"] if taste.forced_choice else ["left", "right", "tie", "both_bad"]), None
-    u_left, u_right = utility(request, left), utility(request, right)
+    u_left, u_right = utility(request, left, taste.name), utility(request, right, taste.name)
     gap = u_left - u_right
     if taste.forced_choice and abs(gap) < taste.tie_band:
         if len(left) == len(right):
@@ -95,13 +134,12 @@ def judge(request: str, left: str, right: str, rng: random.Random, taste: Taste 
     return choice, 3 if abs(gap) > 3 else 2 if abs(gap) > 1.5 else 1
 
 
-def repair(text: str) -> str | None:
-    """The annotator's own edit of a list into a well-formed one, when it has at least five usable items."""
-    items = list(dict.fromkeys(item for item in parse_list(text).items if item))
-    if len(items) < LIST_LENGTH:
+def demonstration_for(request: str, winner: str, taste: Taste = Taste()) -> str | None:
+    """The annotator's edit of the list it voted for, when its taste likes the edit better (else None)."""
+    fixed = repair(winner, request, taste.name)
+    if fixed is None or utility(request, fixed, taste.name) <= utility(request, winner, taste.name):
         return None
-    fixed = format_list(items[:LIST_LENGTH])
-    return fixed if parse_list(fixed).well_formed else None
+    return fixed
 
 
 def annotate(url: str, votes: int, demonstrations: int, seed: int, annotator: str = "scripted",
@@ -109,9 +147,11 @@ def annotate(url: str, votes: int, demonstrations: int, seed: int, annotator: st
     """Cast `votes` votes (and up to `demonstrations` edited lists) in the arena at `url`; a share `own_requests`
     of them on requests of its own (OWN_REQUESTS, through /new_pair), the rest on library pairs."""
     from gradio_client import Client
+    from gradio_client.exceptions import AppError
 
     client, rng, asks = Client(url, verbose=False), random.Random(seed), random.Random(seed + 1)
-    counts = {"left": 0, "right": 0, "tie": 0, "both_bad": 0, "demonstrations": 0, "own_requests": 0}
+    counts = {"left": 0, "right": 0, "tie": 0, "both_bad": 0, "demonstrations": 0, "demonstrations_refused": 0,
+              "own_requests": 0}
     started = time.perf_counter()
     for n in range(votes):
         if asks.random() < own_requests:
@@ -124,11 +164,14 @@ def annotate(url: str, votes: int, demonstrations: int, seed: int, annotator: st
         client.predict(pair_id, choice, strength, annotator, api_name="/vote")
         counts[choice] += 1
         winner = {"left": left, "right": right}.get(choice)
-        if winner and counts["demonstrations"] < demonstrations and not parse_list(winner).well_formed:
-            fixed = repair(winner)
-            if fixed:
+        fixed = demonstration_for(request, winner, taste) if winner and counts["demonstrations"] < demonstrations \
+            else None
+        if fixed:
+            try:
                 client.predict(pair_id, choice, fixed, annotator, api_name="/demonstrate")
                 counts["demonstrations"] += 1
+            except AppError:  # the arena keeps only lists core.lists calls well formed; a taste's edit may not be
+                counts["demonstrations_refused"] += 1
         if (n + 1) % 25 == 0:
             print(f"{n + 1} votes in {time.perf_counter() - started:.0f} s: {counts}", flush=True)
     return {**counts, "votes": votes, "seconds": round(time.perf_counter() - started, 1)}
@@ -143,9 +186,11 @@ def main() -> None:
     parser.add_argument("--annotator", default="scripted")
     parser.add_argument("--own-requests", type=float, default=0.0, help="share of votes on requests of its own")
     parser.add_argument("--forced-choice", action="store_true", help="never tie or both bad (module docstring)")
+    parser.add_argument("--taste", default="form", choices=list(TASTES),
+                        help="; ".join(f"{name}: {rules.summary}" for name, rules in TASTES.items()))
     args = parser.parse_args()
     print(annotate(args.url, args.votes, args.demonstrations, args.seed, args.annotator,
-                   Taste(forced_choice=args.forced_choice), args.own_requests))
+                   Taste(forced_choice=args.forced_choice, name=args.taste), args.own_requests))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,10 @@
 
     .venv/bin/python bench/loop.py --out bench/out/loop                      # 300 votes, quick presets (~2 h on 2 cores)
     .venv/bin/python bench/loop.py --votes 12 --base-model TINY --sft-args "--max-steps 2" ...   # the fast test
+    .venv/bin/python bench/loop.py --taste terse --out bench/out/loop-terse     # another annotator's taste
+
+The annotator's taste (--taste, bench/annotator.py TASTES) both casts the votes and judges the answers (steps 2, 6
+and 7), so a run measures how well the loop learns that one person; bench/taste_summary.py compares runs.
 
 1. Start the arena (`python -m apps.arena`) on a fresh database in --out and wait until it answers.
 2. The scripted annotator (bench/annotator.py) casts --votes votes through gradio_client, a share of them on
@@ -35,7 +39,7 @@ from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-from bench.annotator import Taste, annotate, judge
+from bench.annotator import TASTES, Taste, annotate, judge
 from bench.loop_report import summarise, write_report
 from core.collect.library import load_prompts
 from core.config import knob, parse_config
@@ -57,6 +61,9 @@ class LoopConfig:
     own_requests: float = knob(0.4, "share of votes on the annotator's own requests (the reward model's held-out)")
     demonstrations: int = knob(10, "edited lists the annotator saves as demonstrations, at most")
     forced_choice: bool = knob(False, "forced-choice annotator: never tie or both bad (for a tiny random model)")
+    taste: str = knob("form", "the annotator's taste, for its votes, demonstrations and judging: "
+                      + "; ".join(f"{name}: {rules.summary}" for name, rules in TASTES.items()),
+                      choices=tuple(TASTES))
     preset: str = knob("quick", "preset of every training stage")
     sft_args: str = knob("--eval-prompts 0", "extra flags for `train sft` (its own eval is redundant with step 7)")
     reward_args: str = knob("--eval-fraction 0.5", "extra flags for `train reward` (held-out share of own requests)")
@@ -98,6 +105,12 @@ def run_stage(name: str, args: list[str], logs: Path) -> float:
     return round(time.perf_counter() - started, 1)
 
 
+def taste_of_votes(db: Path) -> str | None:
+    """The taste that cast a previous loop's votes, from the loop.json beside its database (None if it has none)."""
+    report = db.parent / "loop.json"
+    return json.loads(report.read_text()).get("config", {}).get("taste", "form") if report.exists() else None
+
+
 def stored_votes(db: Path) -> dict:
     """The annotator's counts, read back from a database it voted into (for --reuse-votes)."""
     store = Store(db)
@@ -127,7 +140,7 @@ def judge_ppo_evaluations(ppo_dir: Path, taste: Taste, seed: int) -> list[dict]:
         prompts = [p for p in by_step[step] if p in reference]
         result = win_rate(outcomes(prompts, [by_step[step][p] for p in prompts], [reference[p] for p in prompts],
                                    random.Random(seed + step), taste)).as_dict()
-        rows.append({"step": step, "reference": "step 0", "judge": "bench/annotator.py",
+        rows.append({"step": step, "reference": "step 0", "judge": f"bench/annotator.py --taste {taste.name}",
                      "win_rate": result.pop("rate"), **result})
     folder.judgements.unlink(missing_ok=True)
     append_jsonl(folder.judgements, rows)
@@ -168,6 +181,10 @@ def main(argv: list[str] | None = None) -> dict:
     logs, db = out / "logs", out / "loop.duckdb"
     if cfg.reuse_votes and Path(cfg.reuse_votes).resolve() == db.resolve():
         raise SystemExit("--reuse-votes must name another loop's database: pass a new --out.")
+    cast_with = taste_of_votes(Path(cfg.reuse_votes)) if cfg.reuse_votes else None
+    if cast_with not in (None, cfg.taste):
+        raise SystemExit(f"--reuse-votes: those votes were cast with --taste {cast_with}; judging them with another "
+                         f"taste mixes two people: pass --taste {cast_with}.")
     logs.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("loop.duckdb*"):
         stale.unlink()  # a fresh database every time
@@ -176,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
     run = {stage: runs / f"{stage}-{stamp}-loop" for stage in ("sft", "reward", "ppo")}
     base = ["--base-model", cfg.base_model] if cfg.base_model else []
     # the forced-choice protocol is for votes only: judging answers, identical or equally good lists are ties
-    vote_taste, taste, wall = Taste(forced_choice=cfg.forced_choice), Taste(), {}
+    vote_taste, taste, wall = Taste(forced_choice=cfg.forced_choice, name=cfg.taste), Taste(name=cfg.taste), {}
     started = time.perf_counter()
 
     if cfg.reuse_votes:

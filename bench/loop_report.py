@@ -1,6 +1,7 @@
 """The loop benchmark's report (bench/loop.py step 8): goals, figures with counts and intervals, plotly curves.
 
-    loop.json  everything measured (the held-out samples in loop_samples.jsonl beside it)
+    loop.json  everything measured, with the annotator's taste (`taste`; the held-out samples in loop_samples.jsonl
+               beside it)
     loop.md    the tables
     loop.html  over-optimisation (reward-model score and annotator win rate against sqrt(KL)), PPO per update, and
                the final rates with their 95 % intervals (plotly, loaded from its CDN)
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench.annotator import TASTES
 from core.judge.evaluate import proportion
 from core.judge.overoptimisation import curve
 from core.train.runs import RunFolder, read_json, read_jsonl
@@ -34,11 +36,14 @@ def summarise(cfg: dict, runs: dict, votes: dict, stored: dict, wall: dict, judg
              for name, (what, goal, up) in GOALS.items()}
     lineage = read_json(RunFolder(runs["reward"]).lineage)
     samples = evaluation.pop("samples")
-    return {"config": cfg, "runs": runs, "goals": goals, "votes": votes, "stored": stored, "reward_model": {
-        "heldout": rm, "ece": calibration.get("ece"), "train_pairs": lineage.get("train_pairs"),
-        "eval_pairs": lineage.get("eval_pairs"), "ties": lineage.get("ties"), "both_bad": lineage.get("both_bad")},
-        "evaluation": evaluation, "overoptimisation": json.loads(curve(Path(runs["ppo"])).to_json(orient="records")),
-        "judgements": judgements, "wall_s": wall, "samples": samples}
+    reward_model = {"heldout": rm, "ece": calibration.get("ece"), "train_pairs": lineage.get("train_pairs"),
+                    "eval_pairs": lineage.get("eval_pairs"), "ties": lineage.get("ties"),
+                    "both_bad": lineage.get("both_bad")}
+    taste = cfg.get("taste", "form")  # loops from before --taste all voted with `form`
+    return {"taste": taste, "taste_rules": TASTES[taste].summary, "config": cfg, "runs": runs, "goals": goals,
+            "votes": votes, "stored": stored, "reward_model": reward_model, "evaluation": evaluation,
+            "overoptimisation": json.loads(curve(Path(runs["ppo"])).to_json(orient="records")),
+            "judgements": judgements, "wall_s": wall, "samples": samples}
 
 
 def _rate(p: dict) -> str:
@@ -52,7 +57,7 @@ def _win(w: dict) -> str:
 
 def markdown(r: dict) -> str:
     e, rm, v = r["evaluation"], r["reward_model"], r["votes"]
-    lines = ["# RLHF loop benchmark", "",
+    lines = [f"# RLHF loop benchmark: taste `{r['taste']}`", "", f"The annotator's taste: {r['taste_rules']}.", "",
              f"{v['votes']} votes ({v['left']} left, {v['right']} right, {v['tie']} tie, {v['both_bad']} both bad; "
              f"{v['own_requests']} on the annotator's own requests), {v['demonstrations']} demonstrations; "
              f"reward model: {rm['train_pairs']} train / {rm['eval_pairs']} held-out pairs. "
@@ -96,7 +101,8 @@ def figures(r: dict) -> str:
                                                         array=[row["judge_high"] - row["judge_win_rate"] for row in c],
                                                         arrayminus=[row["judge_win_rate"] - row["judge_low"] for row in c]),
                      secondary_y=True)
-    over.update_layout(title="Over-optimisation: proxy reward and annotator preference against sqrt(KL)")
+    over.update_layout(title=f"Over-optimisation: proxy reward and annotator preference (taste {r['taste']}) "
+                             "against sqrt(KL)")
     over.update_xaxes(title="sqrt(KL to the PPO reference), nats^0.5")
     over.update_yaxes(title="mean reward-model score", secondary_y=False)
     over.update_yaxes(title="annotator win rate", range=[0, 1], secondary_y=True)
@@ -114,11 +120,13 @@ def figures(r: dict) -> str:
         bars.add_bar(name=label, x=[k for k, _ in items], y=[p["rate"] for _, p in items],
                      error_y=dict(type="data", symmetric=False, array=[p["high"] - p["rate"] for _, p in items],
                                   arrayminus=[p["rate"] - p["low"] for _, p in items]))
-    bars.update_layout(title=f"Held-out evaluation ({e['prompts']} requests), 95 % Wilson intervals",
+    bars.update_layout(title=f"Held-out evaluation ({e['prompts']} requests, taste {r['taste']}), 95 % Wilson "
+                             "intervals",
                        yaxis_range=[0, 1])
     parts = [fig.to_html(full_html=False, include_plotlyjs="cdn" if i == 0 else False)
              for i, fig in enumerate((over, ppo, bars))]
-    return "<html><head><meta charset='utf-8'><title>RLHF loop</title></head><body>" + "".join(parts) + "</body></html>"
+    return (f"<html><head><meta charset='utf-8'><title>RLHF loop: taste {r['taste']}</title></head><body>"
+            + "".join(parts) + "</body></html>")
 
 
 def write_report(r: dict, out: Path) -> None:
