@@ -3,7 +3,7 @@
     python -m core prepare-model              # convert the embedded SmolLM2-135M-Instruct once (idempotent)
     python -m core import-votes votes.jsonl   # prompt, response_a, response_b, choice[, annotator, created_at]
     python -m core export-votes prefs.jsonl   # TRL preference format (prompt, chosen, rejected[, margin])
-    python -m core stats                      # what the database holds
+    python -m core stats                      # what the database holds; annotator agreement (core/judge/agreement.py)
     python -m core train sft|reward|ppo [--preset quick] [--help for every setting]
     python -m core score --reward-model RUN --prompt "Top 5 ..." --response "1. ..." [--response "1. ..."]
     python -m core eval --policy RUN [--against base|RUN] [--reward-model RUN]   # win rate, well-formed rate
@@ -16,9 +16,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import warnings
+from pathlib import Path
 
+from core.judge import agreement
+from core.paths import DEFAULT_DB
 from core.records import USER_ERRORS, InputError
 from core.store.database import Store
 from core.store.preferences import export_votes, import_file
@@ -44,8 +48,13 @@ def _export_votes(args) -> None:
 
 
 def _stats(args) -> None:
-    store = Store(args.db)
-    print(f"{store.path}: " + ", ".join(f"{v} {k}" for k, v in store.counts().items()))
+    # a read-only look: a mistyped --db must not quietly start an empty database (Store creates missing files)
+    db = Path(args.db or os.environ.get("RLHF_DB") or DEFAULT_DB)  # resolved as Store resolves it
+    if not db.is_file():
+        raise InputError(f"{db}: no such database; pass --db PATH of an existing DuckDB file (or set $RLHF_DB).")
+    store = Store(db, timeout_s=args.wait)
+    print(f"{store.path}: " + ", ".join(f"{v} {k}" for k, v in store.counts().items()) + "\n")
+    print(agreement.summary(store.votes()))
 
 
 def _train(args) -> None:
@@ -90,9 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     exp = commands.add_parser("export-votes", help="write standing votes in TRL's preference format")
     exp.add_argument("out", help="a .jsonl or .parquet path")
     exp.set_defaults(run=_export_votes)
-    commands.add_parser("stats", help="count votes, ratings and demonstrations").set_defaults(run=_stats)
+    commands.add_parser("stats", help="count votes, ratings and demonstrations; self- and inter-annotator "
+                        "agreement").set_defaults(run=_stats)
     for sub in (imp, exp, commands.choices["stats"]):
         sub.add_argument("--db", default=None, help="DuckDB file (default $RLHF_DB or data/rlhf.duckdb)")
+    commands.choices["stats"].add_argument("--wait", type=float, default=30.0,
+                                           help="seconds to wait for a database another process holds")
 
     # A stage's (and eval's) settings are parsed by its own config parser, so only that stage's module is loaded.
     train = commands.add_parser("train", help="run a training stage; each run writes a folder under models/runs/")

@@ -1,4 +1,4 @@
-"""Data: what has been collected, refreshed live; browse and export the votes."""
+"""Data: what has been collected, refreshed live; how far annotators agree; browse and export the votes."""
 from __future__ import annotations
 
 import tempfile
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from apps.dashboard_shared import store
+from apps.dashboard_shared import as_text, runs, store
+from core.judge.agreement import agreement_report, ceiling_sentence, headline
 from core.judge.win_rate import position_bias
 from core.records import CHOICES, StoreBusy
 from core.store.preferences import export_votes
@@ -58,6 +59,30 @@ def overview() -> None:
 
 
 overview()
+
+
+def agreement() -> None:
+    """Self-agreement on the arena's swapped repeats beside the newest reward model's accuracy, then the kappas."""
+    report = agreement_report(store().votes(), runs(("reward",)))
+    if not report["annotators"]:
+        return
+    st.subheader("Agreement")
+    for col, (label, value, interval) in zip(st.columns(3), headline(report)):
+        col.metric(label, value)
+        col.caption(interval)
+    # a run's name is whatever --output-dir was given: shown as text
+    newest = f" Newest reward run: {as_text(report['reward']['run'])}." if report["reward"] else ""
+    if note := (ceiling_sentence(report["overall"]) + newest).strip():
+        st.caption(note)
+    st.dataframe(report["intra"], hide_index=True)
+    if report["annotators"] >= 2:
+        st.caption("Between annotators: Cohen's kappa per pair on the items both rated; Fleiss' kappa over the items "
+                   "rated by the same number of annotators.")
+        st.dataframe(report["kappa"], hide_index=True)
+        st.dataframe(report["fleiss"], hide_index=True)
+
+
+agreement()
 
 st.subheader("Browse comparisons")
 c1, c2, c3, c4 = st.columns([2, 1, 2, 1])

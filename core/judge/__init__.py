@@ -4,6 +4,7 @@
     win_rate.py          win rates with Wilson intervals (ties count half)
     calibration.py       reward-model accuracy, ECE, reliability and accuracy by score gap
     disagreements.py     where the reward model and the person disagree, most confident first
+    agreement.py         self-agreement on swapped repeats, Cohen's and Fleiss' kappa between annotators
     overoptimisation.py  proxy reward and a judge's win rate against sqrt(KL) during PPO (Gao et al. 2022)
     demo.py              base vs tuned side by side, with blind votes
 """
