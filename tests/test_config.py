@@ -142,7 +142,7 @@ def test_to_command_round_trips_through_the_parser(overrides):
 
 
 def test_sft_to_command_round_trips_through_the_real_cli():
-    cfg = build(SFTConfig, "quick", lora_targets="q_proj,v_proj", learning_rate="1e-4", seed_demonstrations="no",
+    cfg = build(SFTConfig, "quick", lora_targets="q_proj,v_proj", learning_rate="1e-4", seed_lists="off",
                 device="cpu", output_dir="/tmp/some run")
     command = to_command("sft", cfg)
     assert command[:5] == ["python", "-m", "core", "train", "sft"]

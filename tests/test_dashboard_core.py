@@ -184,7 +184,7 @@ def test_a_launched_run_that_fails_shows_why(tmp_path, monkeypatch):
         time.sleep(0.5)
     status = read_status(started.run_dir)
     assert status["state"] == "failed"
-    assert "0 decided votes" in launcher.log_tail(started.run_dir)
+    assert "only 0 training pairs" in launcher.log_tail(started.run_dir)
     with pytest.raises(Exception, match="already holds a run"):
         launcher.launch("reward", RewardConfig(output_dir=str(started.run_dir)))
     with pytest.raises(Exception, match="only PPO runs resume"):

@@ -50,7 +50,8 @@ def test_reward_run_folder(tiny_reward_run, tiny_model_dir):
     assert read_status(run)["state"] == "finished"
     assert run_files(run) == ADAPTER_FILES | {
         "config.json", "status.json", "metrics.jsonl", "train.log", "scores.parquet", "calibration.json",
-        "data/lineage.json", "data/votes.parquet", "data/pairs.parquet"}
+        "data/lineage.json", "data/votes.parquet", "data/arena_demonstrations.parquet", "data/ratings.parquet",
+        "data/pairs.parquet"}
     config = json.loads((run / "config.json").read_text())
     assert config["stage_config"] == "RewardConfig" and config["base_model_resolved"] == tiny_model_dir
     lineage = json.loads((run / "data" / "lineage.json").read_text())

@@ -324,7 +324,7 @@ def test_demonstrations_for_held_out_requests_never_train(store, tmp_path):
     train_prompt = load_prompts(split="train")[0]
     store.record_demonstration(Prompt(text=train_prompt.text), good, "alice")
 
-    demos, _ = take_demonstrations(store, tmp_path, seed=False)
+    demos, _ = take_demonstrations(store, tmp_path, seed_lists="off")
 
     assert list(demos.prompt) == [train_prompt.text] and list(demos.split) == ["train"]
 

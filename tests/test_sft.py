@@ -96,20 +96,39 @@ def test_take_demonstrations_keeps_seed_and_train_split_arena_lists_only(store, 
     store.record_demonstration(train_prompt, LIST, "alice")
     store.record_demonstration(eval_prompt, "1. held\n2. out\n3. of\n4. training\n5. data", "alice")
     seed = load_seed_demonstrations()
-    store.record_demonstration(seed[0].prompt, seed[0].response, "bob")  # an exact copy of a seed list: one row
+    copied = next(d for d in seed if d.prompt.split == "train")
+    store.record_demonstration(copied.prompt, copied.response, "bob")  # an exact copy of a seed list: one row, bob's
     train_seed = [d for d in seed if d.prompt.split == "train"]
 
-    demos, lineage = take_demonstrations(store, tmp_path)
+    demos, lineage = take_demonstrations(store, tmp_path, seed_lists="keep")
 
     assert set(demos.split) == {"train"} and eval_prompt.text not in set(demos.prompt)
     arena = demos[demos.source != "seed"]
-    assert arena[["prompt", "response", "source"]].values.tolist() == [[train_prompt.text, LIST, "arena_edit"]]
-    assert (demos.source == "seed").sum() == len(train_seed) and len(demos) == len(train_seed) + 1
+    assert arena[["prompt", "response", "source"]].values.tolist() == [[train_prompt.text, LIST, "arena_edit"],
+                                                                        [copied.prompt.text, copied.response,
+                                                                         "arena_edit"]]
+    assert (demos.source == "seed").sum() == len(train_seed) - 1 and len(demos) == len(train_seed) + 1
     pd.testing.assert_frame_equal(pd.read_json(tmp_path / "data" / "demonstrations.jsonl", lines=True), demos)
 
     assert read_json(tmp_path / "data" / "lineage.json") == lineage
-    assert (lineage["demonstrations"], lineage["seed"], lineage["from_arena"]) == (len(demos), len(train_seed), 1)
+    assert (lineage["demonstrations"], lineage["seed"], lineage["from_arena"]) == (len(demos), len(train_seed) - 1, 2)
     assert lineage["database"] == str(store.path) and lineage["newest_demonstration_at"]
+
+
+def test_your_lists_replace_the_seed_lists_of_their_requests_and_count_own_weight_times(store, tmp_path):
+    train_seed = [d for d in load_seed_demonstrations() if d.prompt.split == "train"]
+    mine = train_seed[0].prompt
+    store.record_demonstration(mine, LIST, "alice")
+
+    filled, lineage = take_demonstrations(store, tmp_path, seed_lists="fill", own_weight=3)
+    assert filled[filled.prompt == mine.text].response.tolist() == [LIST] * 3  # the shipped list for it is gone
+    assert (filled.source == "seed").sum() == len(train_seed) - 1 == len(train_seed) - lineage["seed_replaced"]
+    assert (lineage["from_arena"], lineage["own_weight"], lineage["demonstrations"]) == (1, 3, len(filled))
+
+    kept, _ = take_demonstrations(store, tmp_path, seed_lists="keep")
+    assert sorted(kept[kept.prompt == mine.text].response) == sorted([LIST, train_seed[0].response])
+    off, _ = take_demonstrations(store, tmp_path, seed_lists="off")
+    assert off.response.tolist() == [LIST]
 
 
 def test_take_demonstrations_splits_custom_prompts_by_the_hash_of_their_id(store, tmp_path):
@@ -119,13 +138,13 @@ def test_take_demonstrations_splits_custom_prompts_by_the_hash_of_their_id(store
     expected = [p.text for p in customs if split_for(p.prompt_id, None, 0.2) == "train"]
     assert 0 < len(expected) < len(customs)  # both splits occur, so the filter is exercised
 
-    demos, _ = take_demonstrations(store, tmp_path, seed=False)
+    demos, _ = take_demonstrations(store, tmp_path, seed_lists="off")
     assert sorted(demos.prompt) == sorted(expected) and set(demos.source) == {"arena_edit"}
 
 
 def test_take_demonstrations_with_nothing_to_take(tmp_path):
 
-    empty, lineage = take_demonstrations(None, tmp_path, seed=False)
+    empty, lineage = take_demonstrations(None, tmp_path, seed_lists="off")
     assert empty.empty and list(empty.columns) == ["prompt", "response", "source", "split"]
     assert lineage["demonstrations"] == 0 and "database" not in lineage
 

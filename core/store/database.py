@@ -6,10 +6,9 @@ transaction and closes it (a vote: p50 40 ms on 2 cores, bench/store_writes.py).
 processes through lock.py (writers first), so a writer waits its turn instead of failing on DuckDB's own lock.
 Training never reads the live file: it snapshots what it needs to Parquet when it starts.
 
-Tables are append-only (but `meta`: settings the dashboard changes while the arena runs). Undo writes a
-retraction; nothing is ever updated or deleted. A review of a vote (the dashboard's Disagreements page) is a row
-too: "noise" keeps the vote out of exports and training until a later "confirm"; "relabel" retracts the vote and
-casts the corrected one in the same transaction.
+Tables are append-only. Undo writes a retraction; nothing is ever updated or deleted. A review of a vote (the
+dashboard's Disagreements page) is a row too: "noise" keeps the vote out of exports and training until a later
+"confirm"; "relabel" retracts the vote and casts the corrected one in the same transaction.
 """
 from __future__ import annotations
 
@@ -29,7 +28,6 @@ from core.records import (
     Generation,
     InputError,
     Pair,
-    Policy,
     Prompt,
     SamplingSettings,
     new_id,
@@ -40,9 +38,6 @@ from core.store.schema import SCHEMA
 
 _GENERATION_COLUMNS = ("generation_id, prompt_id, text, policy, base_model, adapter, system_prompt, temperature, top_p, "
                        "top_k, max_new_tokens, seed, num_tokens, finished, latency_ms, well_formed, n_items, created_at")
-# A generations row in the order Generation takes it: text, Policy(2), well_formed … system_prompt, Sampling(4), rest
-_AS_GENERATION = ("g.text, base_model, adapter, well_formed, n_items, system_prompt, temperature, top_p, top_k, "
-                  "max_new_tokens, seed, num_tokens, finished, latency_ms, generation_id, g.created_at")
 # What makes two votes the same vote, for re-imports: JSON keeps the fields apart whatever characters they hold.
 _VOTE_KEY = "md5_number(to_json([prompt, left_text, right_text, choice, annotator]))"
 MAX_ANNOTATOR_CHARS = 64
@@ -84,14 +79,13 @@ class Store:
 
     # ---- writes -------------------------------------------------------------------------------------------------
     def record_pair(self, pair: Pair) -> str:
-        """The prompt (once), both generations and the pair, atomically. A repeat (`repeat_of` set) shows two
-        generations stored before (see Store.pair), so only its pairs row is new."""
+        """The prompt (once), both generations (a repeat's are stored already) and the pair, atomically."""
         with self.connect(write=True) as con:
             _insert_pair(con, pair, pair.created_at, generations=pair.repeat_of is None)
         return pair.pair_id
 
     def set_setting(self, key: str, value: object) -> None:
-        """A live setting in `meta`, as text (the arena's pair choice: core/collect/chooser.py)."""
+        """A live setting in `meta`, as text: the one row that changes (the arena's pair choice, chooser.py)."""
         with self.connect(write=True) as con:
             con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, str(value)])
 
@@ -203,10 +197,25 @@ class Store:
             return con.execute(f"SELECT * FROM votes WHERE {' AND '.join(where)} ORDER BY created_at").df()
 
     def demonstrations(self) -> pd.DataFrame:
-        """Every demonstration written in the arena with its prompt, oldest first."""
+        """Every demonstration written in the arena with its prompt and the text it was edited from (if any),
+        oldest first."""
         with self.connect() as con:
-            return con.execute("""SELECT d.*, p.text AS prompt, p.split, p.library_id FROM demonstrations d
-                                  JOIN prompts p USING (prompt_id) ORDER BY d.created_at""").df()
+            return con.execute("""SELECT d.*, p.text AS prompt, p.split, p.library_id, g.text AS edited_from_text
+                                  FROM demonstrations d JOIN prompts p USING (prompt_id)
+                                  LEFT JOIN generations g ON g.generation_id = d.edited_from_generation_id
+                                  ORDER BY d.created_at""").df()
+
+    def ratings(self) -> pd.DataFrame:
+        """Each annotator's latest rating of each list: generation_id, stars, annotator, created_at, the list
+        (text) and its request (prompt_id, prompt, split)."""
+        with self.connect() as con:
+            return con.execute("""SELECT r.generation_id, arg_max(r.stars, r.created_at) AS stars, r.annotator,
+                                         max(r.created_at) AS created_at, any_value(g.text) AS text,
+                                         any_value(p.prompt_id) AS prompt_id, any_value(p.text) AS prompt,
+                                         any_value(p.split) AS split
+                                  FROM ratings r JOIN generations g USING (generation_id)
+                                  JOIN prompts p ON p.prompt_id = g.prompt_id
+                                  GROUP BY r.generation_id, r.annotator ORDER BY created_at""").df()
 
     def pair_policies(self, pair_id: str) -> tuple[str, str]:
         """Which policy produced the left and the right list (revealed after the vote)."""
@@ -292,33 +301,14 @@ class Store:
             row = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
         return row[0] if row else None
 
-    def pair(self, pair_id: str) -> Pair:
-        """A stored pair rebuilt with its prompt and both generations, as recorded."""
+    def repeat_candidates(self, annotator: str) -> pd.DataFrame:
+        """The standing votes of `annotator` that a self-consistency repeat may show again, newest first (the votes
+        view's columns): on pairs the arena showed, neither a repeat nor repeated yet."""
         with self.connect() as con:
-            row = con.execute("""SELECT pr.text, pr.source, library_id, category, split, p.source, p.created_at,
-                                 chosen_by, predicted_p_left, repeat_of FROM pairs p JOIN prompts pr USING (prompt_id)
-                                 WHERE pair_id = ?""", [pair_id]).fetchone()
-            found = con.execute(f"""SELECT {_AS_GENERATION} FROM pairs p JOIN generations g ON generation_id IN
-                                    (left_generation_id, right_generation_id) WHERE pair_id = ?
-                                    ORDER BY generation_id = right_generation_id""", [pair_id]).fetchall()
-        if not row:
-            raise StoreError(f"unknown pair {pair_id!r}")
-        prompt = Prompt(*row[:5])
-        left, right = (Generation(prompt, g[0], Policy(*g[1:3]), *g[3:6], SamplingSettings(*g[6:10]), *g[10:])
-                       for g in found)
-        return Pair(prompt, left, right, pair_id, *row[5:])
-
-    def repeat_candidates(self, annotator: str, skip_latest: int = 0) -> list[str]:
-        """Pairs a self-consistency repeat may show `annotator`, oldest vote first: their standing votes on arena pairs
-        of library requests, not repeats nor repeated yet, nor among their `skip_latest` newest votes."""
-        with self.connect() as con:
-            return [pair_id for (pair_id,) in con.execute("""
-                WITH mine AS (SELECT pair_id, created_at, row_number() OVER (ORDER BY created_at DESC) AS recency
-                              FROM comparisons ANTI JOIN retractions USING (comparison_id) WHERE annotator = ?)
-                SELECT pair_id FROM mine JOIN pairs p USING (pair_id) JOIN prompts pr ON pr.prompt_id = p.prompt_id
-                WHERE recency > ? AND p.source = 'arena' AND pr.source = 'library' AND p.repeat_of IS NULL
-                AND pair_id NOT IN (SELECT repeat_of FROM pairs WHERE repeat_of IS NOT NULL)
-                ORDER BY mine.created_at""", [check_annotator(annotator), int(skip_latest)]).fetchall()]
+            return con.execute("""SELECT * FROM votes WHERE annotator = ? AND NOT retracted AND source = 'arena'
+                                  AND repeat_of IS NULL AND pair_id NOT IN (SELECT repeat_of FROM pairs
+                                  WHERE repeat_of IS NOT NULL) ORDER BY created_at DESC""",
+                               [check_annotator(annotator)]).df()
 
     def votes_between(self, first: str, second: str) -> pd.DataFrame:
         """Standing votes on pairs of exactly these two policies (either side): left_policy, right_policy, choice."""

@@ -11,7 +11,7 @@ which RewardTrainer and DPOTrainer take unchanged, plus `margin` when any vote c
 - a strength maps to a margin in reward units as in Llama 2's "small margin" variant (Touvron et al. 2023,
   Table 28): slightly better 1/3, clearly better 2/3, much better 1; a vote without a strength gets 0;
 - ties and "both bad" say nothing about which list is better, so they are left out (and counted in the summary);
-- retracted votes are left out.
+- retracted votes are left out, and so is the vote on a self-consistency repeat (the original vote counts once).
 """
 from __future__ import annotations
 
@@ -155,7 +155,8 @@ def preference_pairs(votes: pd.DataFrame, with_ids: bool = False) -> tuple[pd.Da
 
     `with_ids` keeps comparison_id, prompt_id and split, so a trained reward model's scores can be traced back.
     """
-    decided = votes[votes.choice.isin(["left", "right"])]
+    repeat = is_repeat(votes)
+    decided = votes[votes.choice.isin(["left", "right"]) & ~repeat]
     left_won = decided.choice == "left"
     ids = decided[["comparison_id", "prompt_id", "split"]] if with_ids else pd.DataFrame(index=decided.index)
     pairs = ids.assign(**{
@@ -165,8 +166,16 @@ def preference_pairs(votes: pd.DataFrame, with_ids: bool = False) -> tuple[pd.Da
     })
     if decided.strength.notna().any():
         pairs["margin"] = decided.strength.map(MARGINS).fillna(0.0).astype(float)
-    left_out = {"ties": int((votes.choice == "tie").sum()), "both_bad": int((votes.choice == "both_bad").sum())}
+    left_out = {"ties": int((votes.choice == "tie").sum()), "both_bad": int((votes.choice == "both_bad").sum()),
+                "repeats": int(repeat.sum())}
     return pairs.reset_index(drop=True), left_out
+
+
+def is_repeat(votes: pd.DataFrame) -> pd.Series:
+    """Which votes are on a self-consistency repeat of a pair (their original vote is the one that counts)."""
+    if "repeat_of" not in votes:
+        return pd.Series(False, index=votes.index)
+    return votes.repeat_of.notna()
 
 
 def export_votes(store: Store, out: Path) -> ExportSummary:

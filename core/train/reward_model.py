@@ -4,13 +4,16 @@
     python -m core train reward --swap-labels true             # sanity check: held-out accuracy must fall to ~0
     python -m core score --reward-model RUN_DIR --prompt "Top 5 ..." --response "1. ..." --response "1. ..."
 
-How votes enter training (our decisions; TRL models neither ties nor "both bad"):
+How feedback enters training (core/train/feedback.py has the table; TRL models neither ties nor "both bad"):
 1. A left/right vote is a (chosen, rejected) pair. Loss: Bradley–Terry −log σ(r⁺ − r⁻ − m), with m the vote's
    strength as a margin (1/3, 2/3, 1: Llama 2's small-margin scale; 0 without a strength; `--use-margin false` to
    ignore it).
-2. Ties and "both bad" are left out of training: neither says which list is better, and a tie term would pull
-   the two scores together without telling the model what made them equal. They are still scored (scores.parquet).
+2. An edited list beats the list it was edited from (`--from-edits`); a list the annotator wrote for a request
+   beats both lists of their "both bad" votes on it (`--from-both-bad`); of two rated lists of one request the one
+   with more stars wins, margin from the gap (`--from-ratings`); a tie becomes a 0.5 target (`--from-ties`, off:
+   it did not help held-out accuracy, README's ablation). "Both bad" with no demonstration trains nothing.
 3. Held-out split by prompt (core/train/snapshot.py): library prompts keep their shipped split, others hash to one.
+   Held-out accuracy is measured on held-out left/right votes only (a repeat's vote counted once), whatever trains.
 
 Inputs are tokenised here exactly as PPO will score a rollout: chat-templated request + list + EOS; the score is
 read at the last token. After training every labelled pair, train and held-out, is scored (scores.parquet, for
@@ -50,6 +53,8 @@ from core.model import (
 )
 from core.records import InputError
 from core.store.database import Store
+from core.store.preferences import is_repeat
+from core.train.feedback import SOURCES, FeedbackSources
 from core.train.run_writer import Run
 from core.train.runs import RunFolder, adapter_dir, prepare_run_dir, read_adapter_config
 from core.train.snapshot import DEFAULT_EVAL_FRACTION, take_preferences
@@ -65,7 +70,12 @@ class RewardConfig:
                                "($RLHF_BASE_MODEL or the embedded SmolLM2-135M-Instruct)")
     db: str = knob("", "DuckDB file holding the votes; empty: $RLHF_DB or data/rlhf.duckdb")
     eval_fraction: float = knob(DEFAULT_EVAL_FRACTION, "share of custom (non-library) prompts held out; library prompts keep their split")
-    use_margin: bool = knob(True, "use a vote's strength as a margin in the loss")
+    use_margin: bool = knob(True, "use a vote's strength (and a rating gap) as a margin in the loss")
+    from_edits: bool = knob(True, "train on edits: an edited list beats the list it was edited from")
+    from_both_bad: bool = knob(True, "train on 'both bad' votes with a list the annotator wrote for the request: "
+                                     "it beats both")
+    from_ratings: bool = knob(True, "train on ratings: of two rated lists of a request, more stars wins")
+    from_ties: bool = knob(False, "train on ties as a 0.5 target (off: it did not help held-out accuracy)")
     swap_labels: bool = knob(False, "sanity check: train on swapped chosen/rejected (held-out accuracy must fall)")
     epochs: float = knob(2.0, "passes over the training pairs")
     max_steps: int = knob(-1, "stop after this many optimiser steps (-1: run all epochs)")
@@ -122,7 +132,7 @@ def training_rows(pairs, tokenizer, use_margin: bool, swap_labels: bool) -> list
 
 def held_out_report(scores, n_bins: int = 5) -> dict:
     """Accuracy (with counts), ECE, reliability bins and accuracy by score gap on decided held-out votes."""
-    held = scores[(scores.split == "eval") & scores.choice.isin(["left", "right"])]
+    held = scores[(scores.split == "eval") & scores.choice.isin(["left", "right"]) & ~is_repeat(scores)]
     left_won = (held.choice == "left").to_numpy()
     correct = int(held.correct.sum())
     return {"pairs": len(held), "correct": correct, "accuracy": correct / len(held) if len(held) else None,
@@ -136,7 +146,7 @@ def score_votes(scorer, votes):
     left = scorer.score(list(votes.prompt), list(votes.left_text))
     right = scorer.score(list(votes.prompt), list(votes.right_text))
     out = votes[["comparison_id", "pair_id", "prompt_id", "prompt", "split", "choice", "strength", "annotator",
-                 "left_text", "right_text", "created_at"]].copy()
+                 "left_text", "right_text", "created_at", "repeat_of"]].copy()
     out["score_left"], out["score_right"] = left, right
     out["p_left"] = preference_probability(left, right)
     decided = out.choice.isin(["left", "right"])
@@ -176,17 +186,19 @@ def train(cfg: RewardConfig) -> Path:
     run_dir = prepare_run_dir("reward", cfg.output_dir)
     with Run(run_dir, total=max(cfg.max_steps, 0)) as run:
         # 1. snapshot the votes; split by prompt
-        votes, pairs, lineage = take_preferences(Store(cfg.db or None), run_dir, cfg.eval_fraction)
+        sources = FeedbackSources(cfg.from_edits, cfg.from_both_bad, cfg.from_ratings, cfg.from_ties)
+        votes, pairs, lineage = take_preferences(Store(cfg.db or None), run_dir, cfg.eval_fraction, sources,
+                                                 cfg.use_margin)
         train_pairs = pairs[pairs.split == "train"]
         if len(train_pairs) < 2:
-            raise InputError(f"only {len(train_pairs)} decided votes on training prompts; vote left/right on a few "
-                             "more pairs in the arena (ties and both-bad do not train a reward model).")
+            raise InputError(f"only {len(train_pairs)} training pairs on training prompts; vote left/right on a few "
+                             "more pairs in the arena, or edit a list (a tie or 'both bad' alone teaches nothing).")
         base_name, device = resolve_base_model(cfg.base_model or None), pick_device(cfg.device)
         tokenizer = load_tokenizer(base_name)
         model = load_causal_lm(base_name, device, head="reward")
         run.save_config(cfg, base_model_resolved=base_name, device_name=describe_device(device))
-        log.info("reward model on %d train / %d held-out pairs (%d ties, %d both-bad left out)", len(train_pairs),
-                 lineage["eval_pairs"], lineage["ties"], lineage["both_bad"])
+        log.info("reward model on %d train / %d held-out pairs (%s)", len(train_pairs), lineage["eval_pairs"],
+                 ", ".join(f"{lineage[f'pairs_from_{name}']} from {name}" for name in SOURCES))
 
         # 2. train the LoRA adapter and score head with TRL's Bradley–Terry loss
         rows = training_rows(train_pairs, tokenizer, cfg.use_margin, cfg.swap_labels)

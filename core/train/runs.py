@@ -79,7 +79,8 @@ class RunFolder:
     console = property(lambda self: self.path / "console.log")
 
     def snapshot(self, name: str) -> Path:
-        """A file of the data snapshot: votes.parquet, pairs.parquet, demonstrations.jsonl, prompts_<split>.jsonl."""
+        """A file of the data snapshot: votes.parquet, arena_demonstrations.parquet, ratings.parquet, pairs.parquet
+        (the reward model's), demonstrations.jsonl (SFT's), prompts_<split>.jsonl."""
         return self.data / name
 
     @property

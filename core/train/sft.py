@@ -4,8 +4,9 @@
     python -m core train sft                         # GPU-sized defaults; see --help for every setting
     accelerate launch -m core train sft ...          # several GPUs
 
-Data: the hand-written seed lists in data/demonstrations.jsonl plus every list a user wrote or edited in the arena,
-train-split prompts only (snapshot in the run's data/). Each example is tokenised here, exactly as the policy will
+Data: every list a user wrote or edited in the arena, each counted `--own-weight` times, plus the hand-written seed
+lists in data/demonstrations.jsonl (by default only for requests the user wrote none for: `--seed-lists`), train-split
+prompts only (snapshot in the run's data/). Each example is tokenised here, exactly as the policy will
 see it at generation time: the chat-templated request with our system prompt, then the list and EOS. The loss is on
 the list tokens only (`completion_mask`), so the model learns to answer, not to predict requests.
 
@@ -33,7 +34,7 @@ from core.records import InputError, SamplingSettings
 from core.store.database import Store
 from core.train.run_writer import Run
 from core.train.runs import RunFolder, prepare_run_dir
-from core.train.snapshot import take_demonstrations, take_prompts
+from core.train.snapshot import SEED_LISTS, take_demonstrations, take_prompts
 from core.train.trackers import report_to_knob
 from core.train.trainer_run import attach, trainer_arguments
 
@@ -45,7 +46,9 @@ class SFTConfig:
     base_model: str = knob("", "Hugging Face id or folder of the base model; empty: $RLHF_BASE_MODEL or the "
                                "embedded SmolLM2-135M-Instruct")
     db: str = knob("", "DuckDB file holding the arena's demonstrations; empty: $RLHF_DB or data/rlhf.duckdb")
-    seed_demonstrations: bool = knob(True, "also train on the hand-written lists shipped in data/")
+    seed_lists: str = knob("fill", "the hand-written lists shipped in data/: keep (all), fill (only for requests you "
+                                   "wrote no list for: yours replace them), off (yours only)", choices=SEED_LISTS)
+    own_weight: int = knob(2, "times each of your own lists counts, so a few of yours outweigh the seed lists' style")
     epochs: float = knob(3.0, "passes over the demonstrations")
     max_steps: int = knob(-1, "stop after this many optimiser steps (-1: run all epochs)")
     learning_rate: float = knob(2e-4, "AdamW learning rate for the LoRA weights")
@@ -69,6 +72,7 @@ class SFTConfig:
 
     def __post_init__(self):
         check(self.epochs > 0, "epochs must be positive, e.g. --epochs 3.")
+        check(1 <= self.own_weight <= 20, "own-weight must be 1 to 20: how many times each of your lists counts.")
         check(self.max_steps == -1 or self.max_steps > 0, "max-steps must be -1 (all epochs) or a positive count.")
         check(0 < self.learning_rate < 1, "learning-rate should be small and positive, e.g. 2e-4.")
         check(self.batch_size > 0, "batch-size must be at least 1.")
@@ -100,16 +104,16 @@ def train(cfg: SFTConfig) -> Path:
     run_dir = prepare_run_dir("sft", cfg.output_dir)
     with Run(run_dir, total=max(cfg.max_steps, 0)) as run:
         # 1. snapshot the data and load the base
-        demos, lineage = take_demonstrations(Store(cfg.db or None), run_dir, seed=cfg.seed_demonstrations)
+        demos, lineage = take_demonstrations(Store(cfg.db or None), run_dir, cfg.seed_lists, cfg.own_weight)
         if demos.empty:
-            raise InputError("no demonstrations to train on: keep --seed-demonstrations true or write some in the "
+            raise InputError("no demonstrations to train on: pass --seed-lists fill (or keep), or write some in the "
                              "arena (edit a list and save it).")
         eval_prompts, _ = take_prompts(run_dir, "eval")
         loaded = load(cfg.base_model or None, cfg.device)
         tokenizer = loaded.tokenizer
         run.save_config(cfg, base_model_resolved=loaded.name, device_name=describe_device(loaded.device))
-        log.info("SFT on %d demonstrations (%d seed, %d from the arena)", len(demos), lineage["seed"],
-                 lineage["from_arena"])
+        log.info("SFT on %d demonstrations (%d seed, %d from the arena x%d; %d seed lists replaced by yours)",
+                 len(demos), lineage["seed"], lineage["from_arena"], cfg.own_weight, lineage["seed_replaced"])
 
         # 2. tokenise exactly as generation sees it; loss on the list tokens only
         examples = [tokenize_demonstration(tokenizer, p, r, cfg.max_length) for p, r in zip(demos.prompt, demos.response)]

@@ -25,6 +25,7 @@ from core.collect.library import (
 from core.records import InputError
 from core.store.database import Store
 from core.store.preferences import preference_pairs, read_rows
+from core.train.feedback import FeedbackSources, feedback_pairs
 from core.train.runs import RunFolder, is_main_process, read_json, write_json
 
 DEFAULT_EVAL_FRACTION = 0.2  # share of custom prompts held out, for every stage that does not say otherwise
@@ -69,44 +70,62 @@ def _save(frame: pd.DataFrame, path: Path) -> None:
         frame.to_json(path, orient="records", lines=True, force_ascii=False)
 
 
-def take_preferences(store: Store, run_dir: Path, eval_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Standing votes -> data/votes.parquet (all of them, split resolved) and data/pairs.parquet (what trains).
+def take_preferences(store: Store, run_dir: Path, eval_fraction: float,
+                     sources: FeedbackSources = FeedbackSources(), use_margin: bool = True
+                     ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Standing votes -> data/votes.parquet (all of them, split resolved); with the arena's demonstrations
+    (data/arena_demonstrations.parquet) and ratings (data/ratings.parquet), every switched-on source's pairs
+    (core/train/feedback.py) -> data/pairs.parquet, what trains.
 
-    Returns (votes, pairs, lineage); pairs: comparison_id, prompt_id, split, prompt, chosen, rejected, margin.
+    Returns (votes, pairs, lineage); pairs: source, comparison_id, prompt_id, split, prompt, chosen, rejected, margin.
     """
     folder = RunFolder(run_dir)
-    votes = store.votes()
-    votes["split"] = resolved_splits(votes, eval_fraction)
-    _save(votes, folder.snapshot("votes.parquet"))
-    pairs, left_out = preference_pairs(votes, with_ids=True)
-    if "margin" not in pairs:
-        pairs["margin"] = 0.0
+    votes, demos, ratings = store.votes(), store.demonstrations(), store.ratings()
+    for frame, name in ((votes, "votes.parquet"), (demos, "arena_demonstrations.parquet"), (ratings, "ratings.parquet")):
+        frame["split"] = resolved_splits(frame, eval_fraction)
+        _save(frame, folder.snapshot(name))
+    pairs, from_each = feedback_pairs(votes, demos, ratings, sources, use_margin)
+    _, left_out = preference_pairs(votes)
     _save(pairs, folder.snapshot("pairs.parquet"))
     newest = votes.created_at.max() if len(votes) else None
-    lineage = _lineage(run_dir, store, votes=len(votes), pairs=len(pairs), **left_out,
+    lineage = _lineage(run_dir, store, votes=len(votes), pairs=len(pairs), **left_out, **from_each,
                        train_pairs=int((pairs.split == "train").sum()), eval_pairs=int((pairs.split == "eval").sum()),
                        newest_vote_at=None if newest is None else str(newest))
     return votes, pairs, lineage
 
 
-def take_demonstrations(store: Store | None, run_dir: Path, seed: bool = True) -> tuple[pd.DataFrame, dict]:
-    """Seed demonstrations (data/demonstrations.jsonl) plus those written in the arena -> data/demonstrations.jsonl.
+SEED_LISTS = ("keep", "fill", "off")
 
-    Columns: prompt, response, source, split. Only train-split prompts are kept, so eval stays held out.
+
+def take_demonstrations(store: Store | None, run_dir: Path, seed_lists: str = "fill",
+                        own_weight: int = 1) -> tuple[pd.DataFrame, dict]:
+    """The arena's demonstrations plus the seed lists (data/demonstrations.jsonl) -> data/demonstrations.jsonl.
+
+    How the person's lists and the shipped ones combine (the seed lists have one style, "Name - explanation"; a
+    person whose taste differs must be able to win): `seed_lists` keep: all seed lists; fill: a seed list only for
+    a request the person wrote none for, so theirs replace the shipped one where the two disagree; off: theirs only.
+    Each of the person's lists appears `own_weight` times. Columns: prompt, response, source, split. Only
+    train-split prompts are kept, so eval stays held out.
     """
-    rows = [{"prompt": d.prompt.text, "response": d.response, "source": "seed", "split": d.prompt.split}
-            for d in (load_seed_demonstrations() if seed else [])]
     arena = store.demonstrations() if store is not None else pd.DataFrame()
     if len(arena):
         arena["split"] = resolved_splits(arena, DEFAULT_EVAL_FRACTION)
-    for row in arena.itertuples():
-        rows.append({"prompt": row.prompt, "response": row.text, "source": row.source, "split": row.split})
-    demos = pd.DataFrame(rows, columns=["prompt", "response", "source", "split"])
-    demos = demos[demos.split == "train"].drop_duplicates(["prompt", "response"]).reset_index(drop=True)
+    own = pd.DataFrame([{"prompt": r.prompt, "response": r.text, "source": r.source, "split": r.split}
+                        for r in arena.itertuples()], columns=["prompt", "response", "source", "split"])
+    own = own[own.split == "train"].drop_duplicates(["prompt", "response"])
+    seeds = pd.DataFrame([{"prompt": d.prompt.text, "response": d.response, "source": "seed", "split": d.prompt.split}
+                          for d in (load_seed_demonstrations() if seed_lists != "off" else [])],
+                         columns=["prompt", "response", "source", "split"])
+    seeds = seeds[seeds.split == "train"]
+    written = {text_key(prompt) for prompt in own.prompt}
+    copied = pd.Series(list(zip(seeds.prompt, seeds.response)), index=seeds.index, dtype=object).isin(
+        set(zip(own.prompt, own.response)))  # a seed list the person saved unchanged counts as theirs
+    replaced = (seeds.prompt.map(text_key).isin(written) if seed_lists == "fill" else copied) | copied
+    demos = pd.concat([seeds[~replaced], *[own] * own_weight], ignore_index=True)
     _save(demos, RunFolder(run_dir).snapshot("demonstrations.jsonl"))
     newest = arena.created_at.max() if len(arena) else None
     lineage = _lineage(run_dir, store, demonstrations=len(demos), seed=int((demos.source == "seed").sum()),
-                       from_arena=int((demos.source != "seed").sum()),
+                       from_arena=len(own), own_weight=own_weight, seed_replaced=int(replaced.sum()),
                        newest_demonstration_at=None if newest is None else str(newest))
     return demos, lineage
 
