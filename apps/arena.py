@@ -1,6 +1,10 @@
 """The arena: vote on pairs of top-5 lists in the browser. Every event goes to DuckDB through core.
 
     python -m apps.arena [--base-model M] [--challenger ADAPTER_DIR] [--db PATH] [--host 127.0.0.1] [--port 7860]
+                         [--sampling random|uncertain] [--repeat-rate 0.05] [--candidates 4]
+
+--sampling and --repeat-rate, when given, are written to the database at start; the dashboard's Arena page changes
+them later, and the arena reads them at every pair, so the latest change wins (core/collect/chooser.py).
 
 Named API endpoints for gradio_client (README lists them): new_pair, next_pair, vote, vote_and_next, undo, rate,
 demonstrate, status. The page's own events are private; each handler below is a few lines over core.collect.arena.Arena.
@@ -16,6 +20,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -23,8 +28,9 @@ import gradio as gr
 
 from core.access import arena_login, bind_warning
 from core.collect.arena import Arena, ShownPair, parse_stars
+from core.collect.chooser import SAMPLINGS, RewardWatcher, save_settings
 from core.records import STRENGTHS, USER_ERRORS, InputError
-from core.train.runs import adapter_dir, read_adapter_config
+from core.train.runs import RunState, adapter_dir, list_runs, read_adapter_config
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +107,10 @@ def build_app(arena: Arena, default_annotator: str) -> gr.Blocks:
         return shown.pair_id, shown.left, shown.right, shown.left_generation_id, shown.right_generation_id
 
     @_api
-    def next_pair() -> tuple[str, str, str, str, str, str]:
-        """The next ready library pair: (pair_id, request, left, right, left_generation_id, right_generation_id)."""
-        return _pair_fields(arena.next_pair())
+    def next_pair(annotator: str = "") -> tuple[str, str, str, str, str, str]:
+        """The next ready library pair: (pair_id, request, left, right, left_generation_id, right_generation_id).
+        annotator (optional): who will vote on it."""
+        return _pair_fields(arena.next_pair(annotator or None))
 
     @_api
     def vote(pair_id: str, choice: str, strength: int | None = None, annotator: str = "") -> tuple[str, str]:
@@ -145,7 +152,7 @@ def build_app(arena: Arena, default_annotator: str) -> gr.Blocks:
         return (replace(view, pair=shown), shown.prompt, shown.left, shown.right,
                 None, None, None, "", message + _counter(arena))
 
-    def on_next(view: View):
+    def on_next(view: View):  # a skip, not a vote: never a repeat (those follow votes, in on_vote)
         return show(view, arena.next_pair(), "")
 
     def on_request(view: View, request: str, progress=gr.Progress()):
@@ -253,11 +260,27 @@ def _counter(arena: Arena) -> str:
     return f"Votes: {counts['votes']} · ratings: {counts['ratings']} · demonstrations: {counts['demonstrations']}"
 
 
+def newest_reward_run() -> Path | None:
+    """The newest finished reward-model run under $RLHF_RUNS_DIR: what uncertain choice scores with."""
+    return next((r.path for r in list_runs() if r.stage == "reward" and r.status.get("state") == RunState.FINISHED),
+                None)
+
+
 def build_arena(args) -> Arena:
     from core.collect.generate import Generator
     from core.collect.library import load_prompts
     from core.model import load
     from core.store.database import Store
+
+    def load_scorer(path: Path):
+        from core.train.reward_model import (
+            RewardScorer,  # lazy: TRL and PEFT take seconds to import, and only uncertain choice needs them
+        )
+
+        return RewardScorer.from_folder(path, args.device)
+
+    store = Store(args.db)
+    save_settings(store, args.sampling, args.repeat_rate)  # checked before the model loads
 
     challenger_dir = None
     if args.challenger:  # a run folder or an adapter folder; checked before the model loads
@@ -265,8 +288,8 @@ def build_arena(args) -> Arena:
         challenger_dir = str(adapter_dir(args.challenger))
     generator = Generator(load(args.base_model, args.device))
     challenger = generator.add_adapter(challenger_dir) if challenger_dir else None
-    return Arena(Store(args.db), generator, load_prompts(split="train"), challenger=challenger,
-                 queue_size=args.queue_size).start()
+    return Arena(store, generator, load_prompts(split="train"), challenger=challenger, queue_size=args.queue_size,
+                 reward=RewardWatcher(newest_reward_run, load_scorer), candidates=args.candidates).start()
 
 
 def parse_args(argv=None):
@@ -279,17 +302,20 @@ def parse_args(argv=None):
     parser.add_argument("--port", type=int, default=int(os.environ.get("ARENA_PORT", 7860)))
     parser.add_argument("--annotator", default=os.environ.get("RLHF_ANNOTATOR") or getpass.getuser())
     parser.add_argument("--queue-size", type=int, default=2, help="pairs kept ready in the background")
+    parser.add_argument("--sampling", choices=SAMPLINGS, help="how library pairs are chosen: random, or the newest "
+                        "finished reward model's most uncertain of --candidates samples (default: as stored, random)")
+    parser.add_argument("--repeat-rate", type=float, help="share of the pairs after a vote that show the voter one of "
+                        "their own voted pairs again, sides swapped, unannounced (default: as stored, 0.05)")
+    parser.add_argument("--candidates", type=int, default=4, help="samples per library request in uncertain choice")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
-    from core.records import ModelLoadError
-
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     try:
         arena = build_arena(args)
-    except ModelLoadError as err:
+    except USER_ERRORS as err:  # a model that will not load, a bad setting: one line saying what to change
         raise SystemExit(f"error: {err}") from None
     if warning := bind_warning(args.host, "arena"):
         print(warning, file=sys.stderr)

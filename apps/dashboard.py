@@ -1,4 +1,5 @@
-"""The dashboard: data, training, curves, reward-model disagreements and a demo, in one Streamlit app.
+"""The dashboard: data, training, curves, reward-model disagreements, the arena's pair choice and a demo, in one
+Streamlit app.
 
     streamlit run apps/dashboard.py          # make run starts it beside the arena: http://127.0.0.1:8501
 
@@ -35,6 +36,7 @@ page = st.navigation([
     st.Page(PAGES / "train.py", title="Train", icon="🚀"),
     st.Page(PAGES / "runs.py", title="Runs", icon="📈"),
     st.Page(PAGES / "disagreements.py", title="Disagreements", icon="⚖️"),
+    st.Page(PAGES / "arena.py", title="Arena", icon="🎯"),
     st.Page(PAGES / "demo.py", title="Demo", icon="🎬"),
 ])
 try:

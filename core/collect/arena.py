@@ -1,15 +1,27 @@
 """The arena's logic: serve pairs of top-5 lists, take votes, ratings and edits, reveal sources after a vote.
 
-apps/arena.py is only a face on this class; everything here is testable without a browser.
+apps/arena.py is only a face on this class; everything here is testable without a browser. Which library pair comes
+next (random, the reward model's most uncertain, or an unannounced repeat) is core/collect/chooser.py's.
 """
 from __future__ import annotations
 
+import logging
 import random
 import time
 import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from core.collect.chooser import (
+    RewardWatcher,
+    Scorer,
+    most_uncertain_pair,
+    read_repeat_rate,
+    read_sampling,
+    repeat_due,
+    repeatable,
+    swapped_repeat,
+)
 from core.collect.generate import Generator
 from core.collect.library import PromptCycle, by_text, load_prompts, text_key
 from core.collect.pair_queue import PairQueue
@@ -28,6 +40,9 @@ from core.store.database import Store
 MAX_REQUEST_CHARS = 300
 MAX_LIST_CHARS = 3000
 _REMEMBERED_PAIRS = 1000  # shown pairs kept in memory for decision time and the reveal
+REPEAT_GAP = 3  # a repeat is never of one of the annotator's 3 latest votes: it must not come straight back
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -101,19 +116,24 @@ class Arena:
 
     `library` is what the queue serves; `known` is every library prompt of any split (default data/prompts.jsonl):
     a typed request with one of their texts becomes that prompt, so a held-out request stays held out.
+    `reward` is the reward model that "uncertain" choice scores `candidates` samples with (chooser.py); without one,
+    library pairs are random whatever the setting says.
     """
 
     def __init__(self, store: Store, generator: Generator, library: list[Prompt], challenger: Policy | None = None,
                  sampling: SamplingSettings = SamplingSettings(), queue_size: int = 2, seed: int | None = None,
-                 known: list[Prompt] | None = None):
+                 known: list[Prompt] | None = None, reward: RewardWatcher | None = None, candidates: int = 4,
+                 repeat_gap: int = REPEAT_GAP):
+        if candidates < 2:
+            raise InputError(f"uncertain choice picks two of `candidates` samples: pass 2 or more, not {candidates}")
         self.store, self.generator, self.sampling = store, generator, sampling
+        self.reward, self.candidates, self.repeat_gap = reward, candidates, repeat_gap
         self._known = by_text([*(load_prompts() if known is None else known), *library])
         self.policies = (generator.base_policy, challenger or generator.base_policy)
         self._rng = random.Random(seed)
-        self._cycle = PromptCycle(library, seed)
+        self._cycle, self._served = PromptCycle(library, seed), by_text(library)
         self._shown: OrderedDict[str, tuple[Pair, float]] = OrderedDict()
-        self.queue = PairQueue(lambda should_stop: self._make_pair(self._cycle.next(), should_stop=should_stop),
-                               size=queue_size)
+        self.queue = PairQueue(self._library_pair, size=queue_size, prepare=self._prepare_background)
 
     def start(self) -> "Arena":
         self.queue.start()
@@ -123,16 +143,69 @@ class Arena:
         self.queue.stop()
 
     # ---- pairs --------------------------------------------------------------------------------------------------
-    def next_pair(self) -> ShownPair:
-        """The next library pair: from the ready queue, or generated now if the queue is empty."""
-        pair = self.queue.take_ready() or self.queue.run_foreground(lambda: self._make_pair(self._cycle.next()))
-        return self._show(pair)
+    def next_pair(self, annotator: str | None = None) -> ShownPair:
+        """The next library pair: from the ready queue, or generated now if the queue is empty. For a named
+        annotator it is now and then (the repeat rate) one of their own voted pairs again, sides swapped."""
+        pair = self._repeat_for(annotator) if annotator else None
+        return self._show(pair or self.queue.take_ready() or self.queue.run_foreground(self._library_pair))
 
     def custom_pair(self, request: object, on_step=None) -> ShownPair:
         """A pair for the user's own request, generated now (`on_step(step, max_steps)` reports progress)."""
         text = clean_text(request, "request", MAX_REQUEST_CHARS)
         prompt = self._known.get(text_key(text)) or Prompt(text)
         return self._show(self.queue.run_foreground(lambda: self._make_pair(prompt, on_step=on_step)))
+
+    def _prepare_background(self) -> None:
+        """Before each background pair (outside the generation lock): pick up a newer finished reward model."""
+        if self.reward and read_sampling(self.store) == "uncertain":
+            self.reward.refresh()
+
+    def _library_pair(self, should_stop=None) -> Pair:
+        """A pair for the next library request, chosen as the stored setting says. A foreground pair (empty queue)
+        uses the reward model already loaded, never loads one."""
+        prompt = self._cycle.next()
+        scorer = self.reward.scorer if self.reward and read_sampling(self.store) == "uncertain" else None
+        if scorer is None:  # random, or no reward model has finished yet
+            return self._make_pair(prompt, should_stop=should_stop)
+        return self._uncertain_pair(prompt, scorer, should_stop)
+
+    def _uncertain_pair(self, prompt: Prompt, scorer: Scorer, should_stop=None) -> Pair:
+        """The closest call among `candidates` samples, by the reward model (chooser.py, steps 1-3)."""
+        # 1. sample the candidates in one batch, the two policies taking turns
+        policies = [self.policies[k % 2] for k in range(self.candidates)]
+        samples = self.generator.generate(prompt, policies, self.sampling, self._rng.randrange(2**31),
+                                          should_stop=should_stop)
+        # 2. score them
+        try:
+            scores = scorer.score([prompt.text] * len(samples), [g.text for g in samples])
+        except Exception:  # a reward model that cannot score must not stop the arena: this pair is random
+            log.exception("the reward model could not score the candidates; serving a random pair")
+            return Pair(prompt, *self._rng.sample(samples[:2], 2))
+        # 3. the pair with P(left) closest to 0.5: two different texts, base vs challenger when there is one
+        mixed = self.policies[0] != self.policies[1]
+
+        def allowed(i: int, j: int) -> bool:
+            return (policies[i] != policies[j] or not mixed) and samples[i].text != samples[j].text
+
+        try:
+            i, j, p_left = most_uncertain_pair(scores, allowed)
+        except ValueError:  # every candidate alike: nothing to choose between
+            return Pair(prompt, *self._rng.sample(samples[:2], 2))
+        if self._rng.random() < 0.5:  # which one lands on the left is random, as in every pair
+            i, j, p_left = j, i, 1.0 - p_left
+        return Pair(prompt, samples[i], samples[j], chosen_by="uncertain", predicted_p_left=p_left)
+
+    def _repeat_for(self, annotator: str) -> Pair | None:
+        """At the stored repeat rate, one of the annotator's voted pairs again with sides swapped (chooser.py), but
+        never one of their `repeat_gap` latest; None when it is not time or there is none."""
+        if not repeat_due(self._rng, read_repeat_rate(self.store)):
+            return None
+        policies = {policy.name: policy for policy in self.policies}
+        votes = repeatable(self.store.repeat_candidates(annotator), self._served, policies).iloc[self.repeat_gap:]
+        if votes.empty:
+            return None
+        vote = votes.iloc[self._rng.randrange(len(votes))]
+        return swapped_repeat(vote, self._served[text_key(vote.prompt)], policies)
 
     def _make_pair(self, prompt: Prompt, should_stop=None, on_step=None) -> Pair:
         policies = list(self.policies)
@@ -165,8 +238,8 @@ class Arena:
 
     def vote_and_next(self, pair_id: object, choice: object, annotator: str,
                       strength: object = None) -> tuple[VoteReceipt, ShownPair]:
-        """What a vote button does: store the vote, then show the next library pair."""
-        return self.vote(pair_id, choice, annotator, strength), self.next_pair()
+        """What a vote button does: store the vote, then show the annotator's next library pair."""
+        return self.vote(pair_id, choice, annotator, strength), self.next_pair(annotator)
 
     def undo(self, comparison_id: object, annotator: str) -> str:
         """Retract a vote; returns the pair id, which can be voted on again."""

@@ -2,7 +2,9 @@
 
 A background thread fills a small queue of pairs for library prompts. Only one generation runs at a time (two
 would only share the same cores); a user's own request takes priority: the background generation in progress
-is abandoned at its next token and the user's runs at once.
+is abandoned at its next token and the user's runs at once. Before each background pair, `prepare()` runs in the
+same thread but outside the generation lock: slow upkeep (loading a newer reward model, core/collect/chooser.py)
+never holds up a user's request.
 """
 from __future__ import annotations
 
@@ -19,10 +21,11 @@ log = logging.getLogger(__name__)
 
 
 class PairQueue:
-    """`make_pair(should_stop)` builds one pair; `size` of them are kept ready."""
+    """`make_pair(should_stop)` builds one pair; `size` of them are kept ready; `prepare()` runs before each."""
 
-    def __init__(self, make_pair: Callable[[Callable[[], bool]], Pair], size: int = 2, refill_delay_s: float = 0.3):
-        self._make_pair, self.size, self.refill_delay_s = make_pair, size, refill_delay_s
+    def __init__(self, make_pair: Callable[[Callable[[], bool]], Pair], size: int = 2, refill_delay_s: float = 0.3,
+                 prepare: Callable[[], None] | None = None):
+        self._make_pair, self.size, self.refill_delay_s, self._prepare = make_pair, size, refill_delay_s, prepare
         self._last_take = 0.0
         self._ready: queue.Queue[Pair] = queue.Queue()
         self._generating = threading.Lock()  # one generation at a time, foreground or background
@@ -88,6 +91,11 @@ class PairQueue:
                     continue
             # Let the request that just took a pair store it and reply before generation takes both cores.
             self._stopped.wait(max(0.0, self._last_take + self.refill_delay_s - time.monotonic()))
+            if self._prepare and not self._should_yield():
+                try:
+                    self._prepare()
+                except Exception:  # upkeep failing must not stop the queue: the pair is built as before
+                    log.exception("preparing the next background pair failed")
             with self._generating:
                 if self._should_yield():
                     continue

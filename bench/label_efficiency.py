@@ -1,0 +1,149 @@
+"""Label efficiency of the arena's uncertain choice: reward-model held-out accuracy against the number of votes, for
+random and for uncertain pairs, with the scripted annotator (bench.annotator.judge) voting.
+
+    .venv/bin/python -m bench.label_efficiency --out bench/out/label_efficiency        # embedded model: hours, 2 cores
+    .venv/bin/python -m bench.label_efficiency --base-model TINY_DIR --device cpu --train-prompts 12 \\
+        --eval-prompts 8 --budgets 8,16 --max-new-tokens 16 --forced-choice true --reward-args "--max-steps 4"
+
+The second is the smoke run (~2 min on 2 cores): TINY_DIR is a tiny random model (tests/helpers.py
+build_tiny_model), whose numbers only show that the pipeline runs.
+
+1. Candidates: --candidates samples per library request of the train split and two per held-out request, sampled
+   once with the arena's Generator: both strategies choose among the same lists, so only the choice differs.
+2. Held-out votes: the annotator judges one pair per held-out request. Stored in each strategy's own database they
+   never train (library split), and are what the reward model's calibration.json accuracy is measured on.
+3. Per strategy, rounds up to each budget: the next requests come from the arena's PromptCycle; random shows two of
+   the candidates at random, uncertain the pair core.collect.chooser.most_uncertain_pair picks by the latest reward
+   model (random for the first round: no model yet). The annotator votes; a reward model is trained on every vote
+   so far (`python -m core train reward --preset quick` plus --reward-args) and its held-out accuracy recorded.
+4. Report: label_efficiency.json and .md in --out (accuracy with correct/pairs per budget and strategy, and how
+   many of the votes were decided: a close pair is more often a tie, which trains nothing).
+"""
+from __future__ import annotations
+
+import json
+import random
+import shlex
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from bench.annotator import TASTES, Taste, judge
+from core.collect.chooser import most_uncertain_pair
+from core.collect.generate import Generator
+from core.collect.library import PromptCycle, load_prompts
+from core.config import knob, parse_config
+from core.model import load
+from core.records import Pair, SamplingSettings, new_id
+from core.store.database import Store
+from core.train.reward_model import RewardConfig, RewardScorer, train
+from core.train.runs import RunFolder, read_json
+
+STRATEGIES = ("random", "uncertain")
+
+
+@dataclass
+class EfficiencyConfig:
+    out: str = knob("bench/out/label_efficiency", "folder for the databases, the reward runs and the report")
+    base_model: str = knob("", "base model that samples the lists and under the reward models; empty: the embedded")
+    device: str = knob("auto", "where to sample and train: auto, cpu or cuda", choices=("auto", "cpu", "cuda"))
+    candidates: int = knob(4, "samples per train request that a pair is chosen from (the arena's --candidates)")
+    train_prompts: int = knob(288, "library train requests to sample candidates for (288: all)")
+    eval_prompts: int = knob(72, "held-out library requests, one judged pair each (72: all)")
+    budgets: list[int] = knob([50, 100, 200, 300], "vote counts at which a reward model is trained and measured")
+    max_new_tokens: int = knob(160, "token budget per list (the arena's default)")
+    taste: str = knob("form", "the scripted annotator's taste", choices=tuple(TASTES))
+    forced_choice: bool = knob(False, "never tie or both bad (every vote trains)")
+    reward_args: str = knob("", "extra flags for the reward model, as `python -m core train reward` takes them")
+    seed: int = knob(0, "seed of the sampling, the annotator and the random choice")
+
+    def __post_init__(self):
+        self.budgets = sorted(int(b) for b in self.budgets)  # a list knob arrives as text from the command line
+        if self.candidates < 2 or not self.budgets or self.budgets[0] < 2:
+            raise SystemExit("pass --candidates 2 or more and --budgets of 2 votes or more, e.g. 50,100")
+
+
+def sample_candidates(generator: Generator, prompts, k: int, sampling: SamplingSettings, seed: int) -> dict:
+    """{prompt_id: k generations}, one batched generate per request."""
+    policies = [generator.base_policy] * k
+    return {p.prompt_id: generator.generate(p, policies, sampling, seed + n) for n, p in enumerate(prompts)}
+
+
+def record_vote(store: Store, prompt, left, right, rng, taste, chosen_by="random", p_left=None) -> str:
+    """Store the pair (fresh generation ids: a candidate may be shown twice) and the annotator's vote on it."""
+    left, right = (replace(g, generation_id=new_id()) for g in (left, right))
+    pair = Pair(prompt, left, right, chosen_by=chosen_by, predicted_p_left=p_left)
+    store.record_pair(pair)
+    choice, strength = judge(prompt.text, left.text, right.text, rng, taste)
+    store.record_vote(pair.pair_id, choice, "scripted", strength)
+    return choice
+
+
+def train_reward(cfg: EfficiencyConfig, db: Path, run_dir: Path) -> dict:
+    """A reward model on every vote in `db`, configured as its CLI would be; returns its calibration.json."""
+    argv = ["--preset", "quick", "--db", str(db), "--output-dir", str(run_dir), "--device", cfg.device,
+            "--seed", str(cfg.seed), *(["--base-model", cfg.base_model] if cfg.base_model else []),
+            *shlex.split(cfg.reward_args)]
+    return read_json(RunFolder(train(parse_config(RewardConfig, argv))).calibration)
+
+
+def run_strategy(cfg: EfficiencyConfig, strategy: str, train_set, eval_set, pool: dict, taste: Taste) -> list[dict]:
+    out = Path(cfg.out) / strategy
+    out.mkdir(parents=True, exist_ok=True)
+    store, rng, cycle = Store(out / "votes.duckdb"), random.Random(cfg.seed), PromptCycle(train_set, cfg.seed)
+    for prompt in eval_set:  # 2. the held-out votes, the same in both databases
+        record_vote(store, prompt, *pool[prompt.prompt_id][:2], random.Random(prompt.prompt_id), taste)
+    scorer, votes, rows = None, 0, []
+    for budget in cfg.budgets:  # 3. rounds
+        decided = 0
+        while votes < budget:
+            prompt = cycle.next()
+            candidates = pool[prompt.prompt_id]
+            if strategy == "uncertain" and scorer is not None:
+                scores = scorer.score([prompt.text] * len(candidates), [g.text for g in candidates])
+                i, j, p_left = most_uncertain_pair(scores, lambda a, b: candidates[a].text != candidates[b].text)
+                if rng.random() < 0.5:
+                    i, j, p_left = j, i, 1 - p_left
+                choice = record_vote(store, prompt, candidates[i], candidates[j], rng, taste, "uncertain", p_left)
+            else:
+                choice = record_vote(store, prompt, *rng.sample(candidates, 2), rng, taste)
+            votes, decided = votes + 1, decided + (choice in ("left", "right"))
+        run_dir = out / f"reward-{budget}"
+        report = train_reward(cfg, out / "votes.duckdb", run_dir)
+        scorer = RewardScorer.from_folder(run_dir, cfg.device) if strategy == "uncertain" else None
+        rows.append({"strategy": strategy, "votes": votes, "decided_this_round": decided,
+                     **{key: report.get(key) for key in ("accuracy", "correct", "pairs")}})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    cfg = parse_config(EfficiencyConfig, sys.argv[1:] if argv is None else argv,
+                       prog="python -m bench.label_efficiency", description=__doc__.split("\n")[0])
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    taste = Taste(forced_choice=cfg.forced_choice, name=cfg.taste)
+    train_set = load_prompts(split="train")[:cfg.train_prompts]
+    eval_set = load_prompts(split="eval")[:cfg.eval_prompts]
+    # 1. candidates, sampled once for both strategies
+    generator = Generator(load(cfg.base_model or None, None if cfg.device == "auto" else cfg.device))
+    sampling = SamplingSettings(max_new_tokens=cfg.max_new_tokens)
+    pool = {**sample_candidates(generator, train_set, cfg.candidates, sampling, cfg.seed),
+            **sample_candidates(generator, eval_set, 2, sampling, cfg.seed + 10_000)}
+    del generator
+    rows = [row for strategy in STRATEGIES for row in run_strategy(cfg, strategy, train_set, eval_set, pool, taste)]
+    # 4. report
+    (out / "label_efficiency.json").write_text(json.dumps({"config": vars(cfg), "rows": rows}, indent=2) + "\n")
+    lines = ["| votes | " + " | ".join(STRATEGIES) + " |", "|---|" + "---|" * len(STRATEGIES)]
+    for budget in cfg.budgets:
+        cells = [next((f"{r['accuracy']:.2f} ({r['correct']}/{r['pairs']})" if r["accuracy"] is not None else "-")
+                      for r in rows if r["strategy"] == s and r["votes"] == budget) for s in STRATEGIES]
+        lines.append(f"| {budget} | " + " | ".join(cells) + " |")
+    (out / "label_efficiency.md").write_text("Reward-model held-out accuracy (correct/decided held-out votes)\n\n"
+                                             + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

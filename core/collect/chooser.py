@@ -1,0 +1,173 @@
+"""Which pair the arena shows next: random, the reward model's most uncertain, or an unannounced repeat.
+
+Uncertainty sampling (Lewis & Gale 1994) asks for the label the current model is least sure of. For preferences the
+model is a Bradley–Terry reward model, whose P(left ≻ right) = σ(r_left − r_right); the most uncertain pair is the
+one whose P is closest to 0.5, i.e. whose reward gap |r_i − r_j| is smallest (σ is monotone and σ(−d) = 1 − σ(d)).
+This is the simplest member of active preference learning (Mehta et al. 2023, "Sample Efficient Reinforcement
+Learning from Human Feedback via Active Exploration"; BAL-PM, Melo et al. 2024; Prodigy's `prefer_uncertain`).
+
+    arena pair, "uncertain":  1. sample K candidates for one library request in one batched generate
+                              2. score all K with the newest finished reward model
+                              3. show the pair (of K choose 2) with the smallest reward gap, sides shuffled
+
+Where this departs from the papers:
+1. One reward model's σ(Δr), not a posterior or an ensemble's disagreement (Dwaracherla et al. 2024; BAL-PM adds an
+   entropy term over prompts for diversity): cheaper, and a weaker signal of what the model does not know.
+2. Prompts are not chosen: the library cycle still serves every train-split request evenly; only the two lists
+   shown for it are chosen. Typed requests (/new_pair) and held-out prompts stay random pairs of two samples, so
+   held-out statistics stay unbiased.
+3. Two identical texts are never a pair (their gap is 0, they would always win), and with a challenger only
+   base-vs-challenger pairs are eligible, as in random mode.
+4. Until a reward run has finished, "uncertain" serves random pairs (stored as chosen_by="random").
+
+Self-consistency repeats: at `repeat_rate` (default 0.05), the pair that follows an annotator's vote (or a /next_pair
+call that names them) is, unannounced and with sides swapped, a pair they voted on before: a standing vote, not one
+of their few latest, neither a repeat nor repeated yet, and a pair the queue could serve now (a request of its
+library, the policies it serves), so nothing gives it away. A skip (the page's Next button) is never a repeat. It is
+a new pair of the same two generations (chosen_by="repeat", repeat_of=<original>), so its vote is an ordinary
+comparison; agreement between the two votes measures the annotator's own consistency.
+
+Settings live in the database (`meta` table), read by the arena whenever it builds a pair (sampling) or serves one
+(repeat rate), so a change applies without a restart. The last writer wins: a flag given on the arena's command
+line is written at start, the dashboard's Arena page writes it when an admin saves; a flag left out keeps what the
+database holds (defaults below).
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import random
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+from core.collect.library import text_key
+from core.lists import parse_list
+from core.records import Generation, InputError, Pair, Policy, Prompt
+
+log = logging.getLogger(__name__)
+
+SAMPLINGS = ("random", "uncertain")
+DEFAULT_SAMPLING = "random"
+DEFAULT_REPEAT_RATE = 0.05
+SAMPLING_KEY, REPEAT_RATE_KEY = "arena.sampling", "arena.repeat_rate"  # keys of the store's meta table
+
+
+class Scorer(Protocol):
+    """What the chooser needs of a reward model (core.train.reward_model.RewardScorer is one)."""
+
+    def score(self, prompts: list[str], responses: list[str]) -> list[float]: ...
+
+
+# ---- the pure choice ------------------------------------------------------------------------------------------------
+def preference(r_left: float, r_right: float) -> float:
+    """Bradley–Terry P(left ≻ right) = σ(r_left − r_right)."""
+    gap = r_left - r_right
+    return 1.0 / (1.0 + math.exp(-gap)) if gap >= 0 else math.exp(gap) / (1.0 + math.exp(gap))  # never overflows
+
+
+def most_uncertain_pair(scores: Sequence[float],
+                        allowed: Callable[[int, int], bool] | None = None) -> tuple[int, int, float]:
+    """(i, j, P(i ≻ j)) for the pair i < j with P closest to 0.5 (smallest |scores[i] − scores[j]|) among those
+    `allowed(i, j)` accepts. Ties go to the first pair in (i, j) order. ValueError when no pair is allowed."""
+    pairs = [(i, j) for i, j in itertools.combinations(range(len(scores)), 2) if allowed is None or allowed(i, j)]
+    if not pairs:
+        raise ValueError(f"no eligible pair among {len(scores)} candidates")
+    i, j = min(pairs, key=lambda ij: abs(scores[ij[0]] - scores[ij[1]]))  # min keeps the first of equal gaps
+    return i, j, preference(scores[i], scores[j])
+
+
+def repeat_due(rng: random.Random, rate: float) -> bool:
+    """Whether this pair is a repeat: true with probability `rate` (0 never, 1 always)."""
+    return rng.random() < rate
+
+
+def repeatable(votes, prompts: dict[str, Prompt], policies: dict[str, Policy]):
+    """The votes (rows of Store.repeat_candidates) on pairs the queue could serve now: a request among `prompts`
+    (keyed by text_key) between two of `policies` (keyed by name). An old challenger's lists would give it away."""
+    served = votes.prompt.map(lambda text: text_key(text) in prompts)
+    return votes[served & votes.left_policy.isin(list(policies)) & votes.right_policy.isin(list(policies))]
+
+
+def swapped_repeat(vote, prompt: Prompt, policies: dict[str, Policy]) -> Pair:
+    """The pair a vote was cast on (a row of `repeatable`), shown again with sides swapped as a new pair of the same
+    two generations. Their rows are stored already and stay as they are, so only what the arena shows, reveals and
+    links to is rebuilt here: ids, texts and policies."""
+    def generation(side: str) -> Generation:
+        parsed = parse_list(vote[f"{side}_text"])  # what generate() derived from the text when it sampled it
+        return Generation(prompt, vote[f"{side}_text"], policies[vote[f"{side}_policy"]], parsed.well_formed,
+                          len(parsed.items), generation_id=vote[f"{side}_generation_id"])
+
+    return Pair(prompt, left=generation("right"), right=generation("left"), chosen_by="repeat",
+                repeat_of=vote["pair_id"])
+
+
+# ---- settings (in the store, so the dashboard can change them while the arena runs) --------------------------------
+def check_sampling(value: object) -> str:
+    if value not in SAMPLINGS:
+        raise InputError(f"sampling is one of {', '.join(SAMPLINGS)}, not {value!r}")
+    return value
+
+
+def check_repeat_rate(value: object) -> float:
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        rate = math.nan
+    if isinstance(value, bool) or not 0.0 <= rate <= 1.0:
+        raise InputError(f"the repeat rate is a share between 0 and 1 (0.05: one pair in twenty), not {value!r}")
+    return rate
+
+
+def save_settings(store, sampling: str | None = None, repeat_rate: float | None = None) -> None:
+    """Write the settings given (None: leave as stored), checked first: nothing is written if either is bad."""
+    checked = {SAMPLING_KEY: None if sampling is None else check_sampling(sampling),
+               REPEAT_RATE_KEY: None if repeat_rate is None else check_repeat_rate(repeat_rate)}
+    for key, value in checked.items():
+        if value is not None:
+            store.set_setting(key, value)
+
+
+def read_sampling(store) -> str:
+    """The stored sampling, or the default when none (or a bad one) is stored."""
+    return _read(store, SAMPLING_KEY, check_sampling, DEFAULT_SAMPLING)
+
+
+def read_repeat_rate(store) -> float:
+    return _read(store, REPEAT_RATE_KEY, check_repeat_rate, DEFAULT_REPEAT_RATE)
+
+
+def _read(store, key: str, check, default):
+    stored = store.setting(key)
+    try:
+        return default if stored is None else check(stored)
+    except InputError as err:  # someone wrote the table by hand: keep serving, and say so
+        log.warning("ignoring the stored %s (%s); using %r", key, err, default)
+        return default
+
+
+# ---- the reward model, reloaded when a newer one finishes ----------------------------------------------------------
+class RewardWatcher:
+    """The newest finished reward model. `find_run()` names its folder (None: none yet) and `load(path)` loads it;
+    both come from the app (core.collect knows nothing of training). Call `refresh()` from the background thread
+    only: loading takes seconds. `scorer` is whatever was loaded last, or None."""
+
+    def __init__(self, find_run: Callable[[], Path | None], load: Callable[[Path], Scorer]):
+        self._find_run, self._load = find_run, load
+        self.run: Path | None = None  # the folder `scorer` came from
+        self.scorer: Scorer | None = None
+        self._failed: Path | None = None  # a folder that would not load: not retried at every refill
+
+    def refresh(self) -> None:
+        """Load the newest finished run if it is not the one loaded (cheap when nothing changed: one folder scan)."""
+        newest = self._find_run()
+        if newest is None or newest in (self.run, self._failed):
+            return
+        try:
+            scorer = self._load(newest)
+        except Exception:  # a broken run must not stop the arena: keep the model we have (or random pairs)
+            log.exception("could not load the reward model in %s; the arena keeps %s", newest, self.run or "random")
+            self._failed = newest
+            return
+        log.info("the arena now chooses pairs with the reward model in %s", newest)
+        self.run, self.scorer = newest, scorer
