@@ -1,0 +1,193 @@
+"""Reward-model ablation: held-out accuracy with each feedback source on and off, on the same feedback.
+
+    .venv/bin/python bench/feedback_ablation.py --out bench/out/ablation [--taste terse] [--prompts 60]
+    .venv/bin/python bench/feedback_ablation.py --out ... --variants votes,default     # a subset
+
+1. Candidates: the base model samples 4 lists (temperature 1.0) for each of --prompts library train requests and
+   for each of the scripted annotator's own requests (bench.annotator.OWN_REQUESTS: custom prompts, which the
+   reward stage splits by a hash, half of them held out with --eval-fraction 0.5). Batched; cached in
+   --out/candidates.jsonl, so a rerun with other variants samples nothing.
+2. The scripted annotator (bench/annotator.py, --taste; its own checks, not the product's) gives every kind of
+   feedback, written into a fresh DuckDB through the Store exactly as the arena writes it:
+   - a vote on lists (1, 2) and (3, 4) of each request, and on all 6 pairs of a held-out request (more held-out
+     votes, so the accuracy means something; held-out feedback never trains, whatever the variant);
+   - stars for both lists of a share --rate of the voted pairs: the list's utility quintile over all candidates
+     (1-5), off by one star with the vote's slip probability;
+   - an edit of the list it voted for, when its taste likes the edit better (at most --edits);
+   - for a "both bad" vote, its edit of the better of the two lists (at most --both-bad-edits): the list it would
+     write for that request.
+3. `python -m core train reward --preset quick` per variant on the same database and seed: votes only; votes plus
+   one source; the default (edits, both-bad, ratings); the default plus ties.
+4. A table: held-out accuracy with counts and 95 % Wilson intervals, training pairs from each source, wall time.
+   Printed, and written to --out/ablation.json and --out/ablation.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import time
+from itertools import combinations
+from pathlib import Path
+
+from bench.annotator import (
+    OWN_REQUESTS,
+    TASTES,
+    Taste,
+    demonstration_for,
+    judge,
+    repair,
+    utility,
+)
+from core.collect.library import load_prompts
+from core.judge.win_rate import wilson_interval
+from core.lists import parse_list
+from core.records import Generation, Pair, Policy, Prompt, SamplingSettings
+from core.store.database import Store
+from core.train.runs import read_json
+from core.train.snapshot import split_for
+
+SOURCES = {"edits": "--from-edits", "both_bad": "--from-both-bad", "ratings": "--from-ratings", "ties": "--from-ties"}
+VARIANTS = {"votes": (), "+edits": ("edits",), "+both_bad": ("both_bad",), "+ratings": ("ratings",),
+            "+ties": ("ties",), "default": ("edits", "both_bad", "ratings"),
+            "default+ties": ("edits", "both_bad", "ratings", "ties")}
+EVAL_FRACTION = 0.5
+CANDIDATES = 4
+
+
+def candidates(out: Path, prompts: list[Prompt], base_model: str | None, seed: int) -> dict[str, list[str]]:
+    """request text -> CANDIDATES sampled lists (cached in out/candidates.jsonl)."""
+    cache = out / "candidates.jsonl"
+    if cache.exists():
+        cached = {row["prompt"]: row["lists"] for row in map(json.loads, cache.read_text().splitlines())}
+        if all(p.text in cached for p in prompts):
+            return cached
+    from core.collect.generate import complete
+    from core.model import load
+
+    loaded = load(base_model)
+    requests = [p.text for p in prompts for _ in range(CANDIDATES)]
+    started = time.perf_counter()
+    texts = [c.text for c in complete(loaded.model, loaded.tokenizer, requests, SamplingSettings(temperature=1.0),
+                                      seed)]
+    print(f"sampled {len(texts)} lists in {time.perf_counter() - started:.0f} s", flush=True)
+    lists = {p.text: texts[n * CANDIDATES:(n + 1) * CANDIDATES] for n, p in enumerate(prompts)}
+    cache.write_text("".join(json.dumps({"prompt": k, "lists": v}) + "\n" for k, v in lists.items()))
+    return lists
+
+
+def stars_for(u: float, cutoffs: list[float]) -> int:
+    """1-5: how many of the four quintile cut-offs the utility clears, plus one."""
+    return 1 + sum(u > c for c in cutoffs)
+
+
+def annotate(store: Store, prompts: list[Prompt], lists: dict[str, list[str]], taste: Taste, rate: float,
+             edits: int, both_bad_edits: int, seed: int) -> dict:
+    """Every kind of feedback on the candidates (see step 2 of the module docstring); returns counts."""
+    rng, policy = random.Random(seed), Policy(base_model="base")
+    every = sorted(utility(p.text, t, taste.name) for p in prompts for t in lists[p.text])
+    cutoffs = [every[len(every) * q // 5] for q in (1, 2, 3, 4)]
+    counts = dict.fromkeys(["left", "right", "tie", "both_bad", "ratings", "edits", "both_bad_edits"], 0)
+    for prompt in prompts:
+        def shown_list(text: str) -> Generation:  # a list shown in two pairs of its request is stored twice
+            parsed = parse_list(text)
+            return Generation(prompt=prompt, text=text, policy=policy, well_formed=parsed.well_formed,
+                              n_items=len(parsed.items))
+        texts = lists[prompt.text]
+        held_out = prompt.source == "custom" and split_for(prompt.prompt_id, None, EVAL_FRACTION) == "eval"
+        for i, j in [(0, 1), (2, 3)] if not held_out else list(combinations(range(CANDIDATES), 2)):
+            i, j = (i, j) if rng.random() < 0.5 else (j, i)  # sides shuffled, as the arena does
+            pair = Pair(prompt=prompt, left=shown_list(texts[i]), right=shown_list(texts[j]))
+            store.record_pair(pair)
+            choice, strength = judge(prompt.text, pair.left.text, pair.right.text, rng, taste)
+            store.record_vote(pair.pair_id, choice, "scripted", strength=strength)
+            counts[choice] += 1
+            if rng.random() < rate:
+                for g in (pair.left, pair.right):
+                    stars = stars_for(utility(prompt.text, g.text, taste.name), cutoffs)
+                    if rng.random() < taste.slip:
+                        stars = min(5, max(1, stars + rng.choice([-1, 1])))
+                    store.record_rating(g.generation_id, stars, "scripted")
+                    counts["ratings"] += 1
+            winner = {"left": pair.left, "right": pair.right}.get(choice)
+            if winner is not None and counts["edits"] < edits:
+                fixed = demonstration_for(prompt.text, winner.text, taste)
+                if fixed:
+                    store.record_demonstration(prompt, fixed, "scripted", edited_from_generation_id=winner.generation_id)
+                    counts["edits"] += 1
+            if choice == "both_bad" and counts["both_bad_edits"] < both_bad_edits:
+                better = max((pair.left, pair.right), key=lambda g: utility(prompt.text, g.text, taste.name))
+                fixed = repair(better.text, prompt.text, taste.name)
+                if fixed:
+                    store.record_demonstration(prompt, fixed, "scripted", edited_from_generation_id=better.generation_id)
+                    counts["both_bad_edits"] += 1
+    return counts
+
+
+def train_variant(out: Path, db: Path, name: str, sources: tuple[str, ...], base_model: str | None,
+                  extra: list[str]) -> dict:
+    run = out / "runs" / name.replace("+", "plus_")
+    flags = [x for source, flag in SOURCES.items() for x in (flag, "true" if source in sources else "false")]
+    command = [sys.executable, "-m", "core", "train", "reward", "--preset", "quick", "--db", str(db),
+               "--eval-fraction", str(EVAL_FRACTION), "--output-dir", str(run), *flags, *extra]
+    if base_model:
+        command += ["--base-model", base_model]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=(out / f"{run.name}.log").open("w"))
+    report, lineage = read_json(run / "calibration.json"), read_json(run / "data" / "lineage.json")
+    low, high = wilson_interval(report["correct"], report["pairs"])
+    return {"variant": name, "sources": list(sources), "accuracy": report["accuracy"], "correct": report["correct"],
+            "held_out_pairs": report["pairs"], "ci95": [round(low, 3), round(high, 3)],
+            "train_pairs": lineage["train_pairs"], "seconds": round(time.perf_counter() - started),
+            **{k: v for k, v in lineage.items() if k.startswith("pairs_from_")}}
+
+
+def table(rows: list[dict], counts: dict, taste: str) -> str:
+    lines = [f"Reward-model ablation, taste `{taste}`: {counts}", "",
+             "| variant | held-out accuracy [95 % Wilson] | train pairs (votes / edits / both-bad / ratings / ties) | s |",
+             "|---|---|---|---|"]
+    for r in rows:
+        by_source = " / ".join(str(r.get(f"pairs_from_{s}", 0)) for s in ("votes", "edits", "both_bad", "ratings",
+                                                                         "ties"))
+        lines.append(f"| {r['variant']} | {r['accuracy']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] "
+                     f"({r['correct']}/{r['held_out_pairs']}) | {r['train_pairs']} ({by_source}) | {r['seconds']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="bench/out/ablation")
+    parser.add_argument("--taste", default="terse", choices=sorted(TASTES))
+    parser.add_argument("--prompts", type=int, default=60, help="library train requests")
+    parser.add_argument("--rate", type=float, default=0.3, help="share of voted pairs whose lists get stars")
+    parser.add_argument("--edits", type=int, default=30)
+    parser.add_argument("--both-bad-edits", type=int, default=30)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--base-model", default=None)
+    parser.add_argument("--reward-args", default="", help="extra flags for every `train reward`")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    library = random.Random(args.seed).sample(load_prompts(split="train"), args.prompts)
+    prompts = library + [Prompt(text=t, source="custom") for t in OWN_REQUESTS]
+    lists = candidates(out, prompts, args.base_model, args.seed)
+    db = out / "ablation.duckdb"
+    db.unlink(missing_ok=True)
+    counts = annotate(Store(db), prompts, lists, Taste(name=args.taste), args.rate, args.edits,
+                      args.both_bad_edits, args.seed)
+    print(counts, flush=True)
+    rows = []
+    for name in args.variants.split(","):
+        rows.append(train_variant(out, db, name, VARIANTS[name], args.base_model, args.reward_args.split()))
+        print(rows[-1], flush=True)
+    report = table(rows, counts, args.taste)
+    (out / "ablation.json").write_text(json.dumps({"taste": args.taste, "counts": counts, "rows": rows}, indent=2))
+    (out / "ablation.md").write_text(report + "\n")
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

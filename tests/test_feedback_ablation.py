@@ -1,0 +1,49 @@
+"""The ablation benchmark's scripted feedback (bench/feedback_ablation.py): every kind lands in the store as the
+arena writes it, and the reward stage turns it into the pairs each variant switches on."""
+from __future__ import annotations
+
+from bench.annotator import Taste
+from bench.feedback_ablation import CANDIDATES, EVAL_FRACTION, annotate, stars_for
+from core.records import Prompt
+from core.store.database import Store
+from core.train.feedback import FeedbackSources
+from core.train.snapshot import split_for, take_preferences
+
+LONG = ("1. Roast turkey with herb butter - the classic centrepiece, juicy when butter goes under the skin\n"
+        "2. Sausage stuffing - baked apart so the edges crisp and the bird cooks evenly\n"
+        "3. Mashed potatoes with garlic - creamy, and they can be made the day before\n"
+        "4. Green beans with almonds - a bright side that balances the heavy dishes\n"
+        "5. Pumpkin pie - the traditional finish, best with whipped cream")
+TERSE = "1. Roast turkey\n2. Stuffing\n3. Mashed potatoes\n4. Green beans\n5. Pumpkin pie"
+BROKEN = "Sure! Here are some ideas: turkey, stuffing and pie."
+
+
+def test_stars_are_the_utility_quintile():
+    cutoffs = [0.0, 1.0, 2.0, 3.0]
+    assert [stars_for(u, cutoffs) for u in (-5, 0.5, 1.5, 2.5, 9)] == [1, 2, 3, 4, 5]
+    assert stars_for(1.0, cutoffs) == 2  # a cut-off itself is not cleared
+
+
+def test_every_kind_of_feedback_is_stored_and_held_out_requests_get_every_pair(tmp_path):
+    custom = [Prompt(text=f"Top 5 custom dishes for dinner number {n}", source="custom") for n in range(8)]
+    library = [Prompt(text="Top 5 dishes for Thanksgiving", source="library", library_id="food-1", split="train")]
+    prompts = library + custom
+    lists = {p.text: [LONG, TERSE, BROKEN, LONG.replace("Pumpkin pie", "Pecan pie")] for p in prompts}
+    store = Store(tmp_path / "db.duckdb")
+    counts = annotate(store, prompts, lists, Taste(name="terse", slip=0.0), rate=1.0, edits=5, both_bad_edits=5,
+                      seed=0)
+
+    held_out = [p for p in custom if split_for(p.prompt_id, None, EVAL_FRACTION) == "eval"]
+    assert 0 < len(held_out) < len(custom)
+    votes = store.votes()
+    assert len(votes) == sum(counts[c] for c in ("left", "right", "tie", "both_bad"))
+    assert len(votes) == 2 * (len(prompts) - len(held_out)) + len(held_out) * CANDIDATES * (CANDIDATES - 1) // 2
+    assert counts["ratings"] == 2 * len(votes) == len(store.ratings())  # rate=1: both lists of every pair
+    assert 0 < counts["edits"] <= 5 and len(store.demonstrations()) == counts["edits"] + counts["both_bad_edits"]
+
+    _, pairs, lineage = take_preferences(store, tmp_path / "run", EVAL_FRACTION, FeedbackSources(ties=True))
+    assert lineage["pairs_from_edits"] > 0 and lineage["pairs_from_ratings"] > 0
+    # a held-out request's feedback stays held out whatever the source
+    eval_prompts = {p.text for p in held_out}
+    assert set(pairs[pairs.split == "eval"].prompt) <= eval_prompts
+    assert not set(pairs[pairs.split == "train"].prompt) & eval_prompts
