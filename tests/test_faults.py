@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import pytest
 from gradio_client import Client
@@ -133,3 +134,42 @@ def test_a_bad_challenger_gets_one_line_and_a_run_folder_resolves_to_its_adapter
         assert arena.policies[1].adapter == str(run / "adapter")  # the run folder resolved to its adapter
     finally:
         arena.stop()
+
+
+REVIEWER = """
+import sys
+from core.store.database import Store
+store = Store(sys.argv[1])
+for row in store.votes().itertuples():
+    other = "right" if row.choice == "left" else "left"
+    print(store.review_vote(row.comparison_id, "relabel", "reviewer", choice=other), row.comparison_id, flush=True)
+"""
+
+
+def test_kill_9_of_the_dashboard_and_of_its_relabels_leaves_every_acknowledged_review_whole(tmp_path):
+    """The dashboard's one write is a review (Disagreements: relabel retracts a vote and casts the corrected one in
+    one transaction). kill -9 a process relabelling through that same call, and the dashboard server itself while
+    it serves; afterwards every acknowledged relabel is whole, nothing half-done exists, no lock is left behind, and
+    a fresh dashboard serves the same database."""
+    db = tmp_path / "db.duckdb"
+    import_votes(Store(db), write_preference_votes(tmp_path / "votes.jsonl", 400))
+    env = {"RLHF_DB": str(db), "RLHF_RUNS_DIR": str(tmp_path / "runs"), "RLHF_PASSWORD": "", "RLHF_VIEWER_PASSWORD": ""}
+    dashboard = ["-m", "streamlit", "run", "apps/dashboard.py", "--server.port", "PORT"]
+    with serve(dashboard, "/_stcore/health", env, tmp_path) as (_, server):
+        reviewer = subprocess.Popen([sys.executable, "-c", REVIEWER, str(db)], cwd=REPO, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL, text=True)
+        acknowledged = [reviewer.stdout.readline().split() for _ in range(20)]  # 20 relabels answered, then kill
+        reviewer.kill()
+        server.kill()
+        assert reviewer.wait() == -signal.SIGKILL and server.wait() == -signal.SIGKILL
+    store = Store(db, timeout_s=5)  # a lock left behind would make this wait and fail
+    reviews, comparisons = store.table("reviews"), store.table("comparisons").set_index("comparison_id")
+    retracted = set(store.table("retractions").comparison_id)
+    assert len(reviews) >= 20 and {r for r, _ in acknowledged} <= set(reviews.review_id)
+    for review in reviews.itertuples():  # whole: the old vote retracted, the new one cast, both or neither
+        assert review.comparison_id in retracted and review.new_comparison_id in comparisons.index
+        assert comparisons.choice[review.new_comparison_id] == review.choice
+    assert len(comparisons) == 400 + len(reviews) and len(store.votes()) == 400
+    assert_whole(store)
+    with serve(dashboard, "/_stcore/health", env, tmp_path) as (url, _):
+        assert urllib.request.urlopen(f"{url}/_stcore/health", timeout=10).read() == b"ok"
