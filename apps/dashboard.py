@@ -36,6 +36,7 @@ page = st.navigation([
     st.Page(PAGES / "train.py", title="Train", icon="🚀"),
     st.Page(PAGES / "runs.py", title="Runs", icon="📈"),
     st.Page(PAGES / "disagreements.py", title="Disagreements", icon="⚖️"),
+    st.Page(PAGES / "leaderboard.py", title="Leaderboard", icon="🏅"),
     st.Page(PAGES / "arena.py", title="Arena", icon="🎯"),
     st.Page(PAGES / "demo.py", title="Demo", icon="🎬"),
 ])

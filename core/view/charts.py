@@ -4,6 +4,8 @@ Kept apart from the pages so a figure can be tested, and reused in an HTML repor
 """
 from __future__ import annotations
 
+import html
+
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -89,3 +91,26 @@ def overoptimisation(curve: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(title_text="reward-model score (held-out)", secondary_y=False)
     fig.update_yaxes(title_text="win rate vs start", range=[0, 1], secondary_y=True)
     return _layout(fig, "Over-optimisation: reward against sqrt(KL)", "sqrt(KL to the reference)")
+
+
+def _plain(names) -> list[str]:
+    """Names as plotly shows them: it reads a subset of HTML in labels (<b>, <a href>), so a name is escaped."""
+    return [html.escape(str(n)) for n in names]
+
+
+def rating_intervals(table: pd.DataFrame) -> go.Figure:
+    """Each policy's rating with its 95 % interval as error bars, best first (Chatbot Arena's bootstrap plot)."""
+    fig = go.Figure(go.Scatter(
+        x=_plain(table.policy), y=table.rating, mode="markers+text", text=[f"{r:.0f}" for r in table.rating],
+        textposition="middle right", error_y=dict(type="data", symmetric=False, array=table.high - table.rating,
+                                                  arrayminus=table.rating - table.low)))
+    return _layout(fig, "Ratings with 95 % bootstrap intervals", "policy", "rating (Elo scale)")
+
+
+def win_rate_heatmap(rate: pd.DataFrame, counts: pd.DataFrame) -> go.Figure:
+    """Row policy's win rate against the column's (ties half), each cell labelled with its vote count."""
+    labels = [[f"{r:.0%}<br>n={c}" if c else "" for r, c in zip(rs, cs)] for rs, cs in zip(rate.values, counts.values)]
+    fig = go.Figure(go.Heatmap(z=rate.values, x=_plain(rate.columns), y=_plain(rate.index), zmin=0, zmax=1,
+                               colorscale="RdBu", text=labels, texttemplate="%{text}", hoverongaps=False))
+    fig.update_yaxes(autorange="reversed")  # the best policy on top, as in the table
+    return _layout(fig, "Win rate of the row's policy against the column's", "against", "policy", height=360)
