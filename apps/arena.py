@@ -1,10 +1,12 @@
 """The arena: vote on pairs of top-5 lists in the browser. Every event goes to DuckDB through core.
 
-    python -m apps.arena [--base-model M] [--challenger ADAPTER_DIR] [--db PATH] [--host 127.0.0.1] [--port 7860]
-                         [--sampling random|uncertain] [--repeat-rate 0.05] [--candidates 4]
+    python -m apps.arena [--base-model M] [--pairing A,B | --challenger RUN] [--round NAME] [--db PATH]
+                         [--host 127.0.0.1] [--port 7860] [--sampling random|uncertain] [--repeat-rate 0.05]
+                         [--candidates 4]
 
---sampling and --repeat-rate, when given, are written to the database at start; the dashboard's Arena page changes
-them later, and the arena reads them at every pair, so the latest change wins (core/collect/chooser.py).
+--pairing, --round, --sampling and --repeat-rate, when given, are written to the database at start; the dashboard's
+Arena page changes them later and the arena follows, so the latest change wins (core/collect/chooser.py). A new
+pairing's adapters load in the queue's background thread; the pairs it had ready for the old one are dropped.
 
 Named API endpoints for gradio_client (README lists them): new_pair, next_pair, vote, vote_and_next, undo, rate,
 demonstrate, status. The page's own events are private; each handler below is a few lines over core.collect.arena.Arena.
@@ -28,9 +30,16 @@ import gradio as gr
 
 from core.access import arena_login, bind_warning
 from core.collect.arena import Arena, ShownPair, parse_stars
-from core.collect.chooser import SAMPLINGS, RewardWatcher, save_settings
-from core.records import STRENGTHS, USER_ERRORS, InputError
-from core.train.runs import RunState, adapter_dir, list_runs, read_adapter_config
+from core.collect.chooser import (
+    BASE,
+    SAMPLINGS,
+    RewardWatcher,
+    save_pairing,
+    save_settings,
+)
+from core.records import STRENGTHS, USER_ERRORS, InputError, ModelLoadError
+from core.train.rounds import check_policy
+from core.train.runs import RunState, adapter_dir, list_runs
 
 log = logging.getLogger(__name__)
 
@@ -281,21 +290,43 @@ def build_arena(args) -> Arena:
 
     store = Store(args.db)
     save_settings(store, args.sampling, args.repeat_rate)  # checked before the model loads
-
-    challenger_dir = None
-    if args.challenger:  # a run folder or an adapter folder; checked before the model loads
-        read_adapter_config(args.challenger, "CAUSAL_LM", "python -m core train sft (or ppo)")
-        challenger_dir = str(adapter_dir(args.challenger))
+    pairing = flag_pairing(args)  # run folders or adapter folders; checked before the model loads
+    save_pairing(store, pairing, args.round)
     generator = Generator(load(args.base_model, args.device))
-    challenger = generator.add_adapter(challenger_dir) if challenger_dir else None
-    return Arena(store, generator, load_prompts(split="train"), challenger=challenger, queue_size=args.queue_size,
-                 reward=RewardWatcher(newest_reward_run, load_scorer), candidates=args.candidates).start()
+
+    def load_policy(side: str):  # a stored pairing's side, checked again: the run may have gone since it was stored
+        return generator.base_policy if side == BASE else generator.add_adapter(str(adapter_dir(check_policy(side))))
+
+    arena = Arena(store, generator, load_prompts(split="train"), queue_size=args.queue_size,
+                  reward=RewardWatcher(newest_reward_run, load_scorer), candidates=args.candidates,
+                  load_policy=load_policy)  # loads the stored pairing now, before the first pair
+    if pairing and arena.pairing.error:  # the pairing typed at start would not load: say so instead of serving base
+        raise ModelLoadError(f"could not load --pairing {','.join(pairing)}: {arena.pairing.error}")
+    return arena.start()
+
+
+def flag_pairing(args) -> tuple[str, str] | None:
+    """The pairing the flags ask for (--challenger X is --pairing base,X), checked; None: as stored."""
+    if args.pairing and args.challenger:
+        raise InputError("pass --pairing A,B or --challenger RUN, not both (--challenger RUN is --pairing base,RUN).")
+    if args.challenger:
+        sides = [BASE, args.challenger]
+    elif args.pairing:
+        sides = args.pairing.split(",")
+    else:
+        return None
+    if len(sides) != 2 or not all(side.strip() for side in sides):
+        raise InputError(f"--pairing takes two policies, each base or a run folder: A,B, not {args.pairing!r}.")
+    return check_policy(sides[0]), check_policy(sides[1])
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m apps.arena", description="Vote on pairs of top-5 lists.")
     parser.add_argument("--base-model", help="HF model id or folder (default $RLHF_BASE_MODEL or the embedded model)")
-    parser.add_argument("--challenger", help="a LoRA adapter folder: pairs become base vs this adapter")
+    parser.add_argument("--pairing", help="the two policies to pair, A,B: each base or a finished SFT, PPO, DPO or "
+                        "RLOO run folder (default: as stored; the dashboard's Arena page switches it live)")
+    parser.add_argument("--challenger", help="a run or LoRA adapter folder: the same as --pairing base,CHALLENGER")
+    parser.add_argument("--round", help="the name of the round of collection every pair records (default: as stored)")
     parser.add_argument("--db", help="DuckDB file (default $RLHF_DB or data/rlhf.duckdb)")
     parser.add_argument("--device", help="auto (default), cpu or cuda")
     parser.add_argument("--host", default=os.environ.get("ARENA_HOST", "127.0.0.1"))

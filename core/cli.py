@@ -7,6 +7,8 @@
     python -m core train sft|reward|ppo [--preset quick] [--help for every setting]
     python -m core score --reward-model RUN --prompt "Top 5 ..." --response "1. ..." [--response "1. ..."]
     python -m core eval --policy RUN [--against base|RUN] [--reward-model RUN]   # win rate, well-formed rate
+    python -m core leaderboard [--reward-model RUN|newest|none] [--bootstrap 1000]  # Bradley-Terry ratings
+    python -m core next-round --method ppo|dpo|rloo [--best RUN] [--preset quick]  # reward model, policy, arena
 
 The database is $RLHF_DB (default data/rlhf.duckdb), or --db. A stage's flags come from its config dataclass
 (core/config.py); the stages themselves are listed in core/train/stages.py.
@@ -21,11 +23,12 @@ import sys
 import warnings
 from pathlib import Path
 
-from core.judge import agreement
+from core.judge import agreement, leaderboard
 from core.paths import DEFAULT_DB
 from core.records import USER_ERRORS, InputError
 from core.store.database import Store
 from core.store.preferences import export_votes, import_file
+from core.train.rounds import METHODS, next_round
 from core.train.stages import STAGES, config_class, stage_module
 
 
@@ -87,6 +90,26 @@ def _eval(args) -> None:
         print(f"report: {cfg.out}")
 
 
+def _next_round(args) -> None:
+    next_round(Store(args.db), args.method, args.best, args.preset, args.stamp, plan_only=args.plan_only)
+
+
+def _leaderboard(args) -> None:
+    db = Path(args.db or os.environ.get("RLHF_DB") or DEFAULT_DB)  # read-only: never start an empty database
+    if not db.is_file():
+        raise InputError(f"{db}: no such database; pass --db PATH of an existing DuckDB file (or set $RLHF_DB).")
+    votes = Store(db, timeout_s=args.wait).votes()
+    board = leaderboard.leaderboard(votes, bootstrap=args.bootstrap, seed=args.seed)  # refuses no votes, first
+    run = (None if args.reward_model == "none" else leaderboard.newest_reward_run() if args.reward_model == "newest"
+           else Path(args.reward_model))
+    if run:
+        scorer = _heavy("core.train.reward_model").RewardScorer.from_folder(run, device=args.device)
+        board = leaderboard.with_mean_rewards(board, leaderboard.mean_reward_by_policy(votes, scorer))
+    print(leaderboard.summary(board))
+    print(f"\nmean RM: reward model {run}" if run else "\nmean RM: no reward model (none finished, or --reward-model "
+          "none)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -122,6 +145,27 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--response", action="append", default=[], help="a list to score (repeat to compare)")
     score.add_argument("--device", default=None, help="auto (default), cpu or cuda")
     score.set_defaults(run=_score)
+
+    nxt = commands.add_parser("next-round", help="train a reward model on every vote, tune a new policy from the "
+                              "current best, then pair the two in the arena as a new round (core/train/rounds.py)")
+    nxt.add_argument("--method", required=True, choices=METHODS, help="how the new policy is tuned")
+    nxt.add_argument("--best", help="the run (or base) to start from and pair against; default: the current best")
+    nxt.add_argument("--preset", help="each step's preset, e.g. quick (default: the stages' own defaults)")
+    nxt.add_argument("--stamp", help="the timestamp in the run folders' names (default: now)")
+    nxt.add_argument("--plan-only", action="store_true", help="print the plan, start nothing")
+    nxt.add_argument("--db", default=None, help="DuckDB file (default $RLHF_DB or data/rlhf.duckdb)")
+    nxt.set_defaults(run=_next_round)
+
+    board = commands.add_parser("leaderboard", help="Bradley-Terry ratings of every policy in arena and blind demo "
+                                "votes, 95 %% bootstrap intervals, win rates, mean reward-model score")
+    board.add_argument("--db", default=None, help="DuckDB file (default $RLHF_DB or data/rlhf.duckdb)")
+    board.add_argument("--wait", type=float, default=30.0, help="seconds to wait for a database another process holds")
+    board.add_argument("--reward-model", default="newest", help="a reward run folder whose mean score per policy "
+                       "shows beside its rating, `newest` (the newest finished reward run, the default) or `none`")
+    board.add_argument("--bootstrap", type=int, default=leaderboard.BOOTSTRAP, help="resamples for the intervals")
+    board.add_argument("--seed", type=int, default=0, help="seed of the resampling")
+    board.add_argument("--device", default=None, help="auto (default), cpu or cuda, for the reward model")
+    board.set_defaults(run=_leaderboard)
     return parser
 
 

@@ -108,3 +108,4 @@ class Pair:
     chosen_by: str = "random"  # random | uncertain | repeat (how the arena picked it; see core/store/schema.py)
     predicted_p_left: float | None = None  # the reward model's P(left preferred) when it chose the pair
     repeat_of: str | None = None  # the pair this one repeats with sides swapped (a self-consistency check)
+    round: str | None = None  # the round of collection it was shown in (core/train/rounds.py); None outside any

@@ -1,25 +1,78 @@
-"""Arena: how the arena picks the next library pair, random or the reward model's most uncertain, and how often it
-shows annotators one of their own voted pairs again, sides swapped, unannounced (core/collect/chooser.py).
+"""Arena: which two policies the arena pairs and the round it collects for, how it picks the next library pair
+(random or the reward model's most uncertain), how often it shows annotators one of their own voted pairs again
+(sides swapped, unannounced; core/collect/chooser.py), and Next round (core/train/rounds.py).
 
-The settings live in the database; the arena reads them at every pair, so a change applies without a restart. The
-latest change wins: a flag the arena was started with is written once, at its start.
+The settings live in the database; the arena follows them without a restart (a new pairing from its next pair, its
+adapters loaded in the background), and writes back what it serves now. The latest change wins: a flag the arena
+was started with is written once, at its start.
 """
 from __future__ import annotations
+
+from datetime import datetime
 
 import streamlit as st
 
 from apps.dashboard_shared import as_text, can_act, runs, store
 from core.collect.chooser import (
+    BASE,
     SAMPLINGS,
+    read_pairing,
     read_repeat_rate,
+    read_round,
     read_sampling,
+    read_serving,
     save_settings,
 )
-from core.records import InputError
+from core.records import USER_ERRORS, InputError
+from core.train import rounds
+from core.train.stages import STAGES
 
 SAMPLING_LABELS = {"random": "random: two samples", "uncertain": "uncertain: the reward model's closest call"}
+PRESETS = {"quick": "quick: minutes on two CPU cores", "": "the stages' defaults (sized for a GPU)"}
 
 st.title("Arena")
+
+
+def policy_choices(*stored: str) -> list[str]:
+    """The base, every finished policy run (newest first) and whatever is stored, even if it is gone since."""
+    found = [BASE, *(str(run.path) for run in rounds.policy_runs(runs()))]
+    return found + [side for side in dict.fromkeys(stored) if side not in found]
+
+
+# ---- pairing and round ----------------------------------------------------------------------------------------------
+st.subheader("Pairing and round")
+serving, stored, round_now = read_serving(store()), read_pairing(store()), read_round(store())
+if serving:
+    st.metric("the arena serves now", " vs ".join(serving.get("policies") or []))
+    st.caption(f"Round: {as_text(serving.get('round') or 'none')} · since {serving.get('since')}, as the arena last "
+               "said. Sources stay hidden from annotators until each vote; sides are shuffled on every pair.")
+    if serving.get("error"):
+        st.error(f"The arena could not load the stored pairing and keeps serving the one above: "
+                 f"{as_text(serving['error'])}")
+    elif serving.get("pairing") is not None and serving["pairing"] != list(stored):
+        st.caption("Switching to the stored pairing at its next pair.")
+else:
+    st.info("No arena has said what it serves yet. Start one (`make run`, or `python -m apps.arena`); it follows "
+            "what is saved here from its next pair, without a restart.")
+choices = policy_choices(*stored)
+first = st.selectbox("policy A (the incumbent)", choices, index=choices.index(stored[0]), format_func=rounds.label,
+                     key="pairing_first", disabled=not can_act())
+second = st.selectbox("policy B (the challenger)", choices, index=choices.index(stored[1]), format_func=rounds.label,
+                      key="pairing_second", disabled=not can_act())
+round_name = st.text_input("round", value=round_now or "", placeholder="e.g. round 2: ppo-r1 vs sft",
+                           key="pairing_round", disabled=not can_act(),
+                           help="Every pair records the round it is shown in; the Data page counts votes per round. "
+                                "Empty: no round.")
+if can_act() and st.button("Switch", type="primary", key="pairing_save"):
+    try:
+        rounds.set_pairing(store(), first, second, round_name)
+        st.success("Saved: the arena switches at its next pair. The pairs it had ready for the old pairing are "
+                   "dropped (never shown, so no vote is lost); one being generated for a request is finished.")
+    except USER_ERRORS as err:
+        st.error(as_text(err))
+
+# ---- how library pairs are chosen -----------------------------------------------------------------------------------
+st.subheader("Choosing pairs")
 reward_runs = runs(("reward",), finished_only=True)  # newest first, as the arena looks for them
 st.metric("reward model that uncertain choice scores with", reward_runs[0].name if reward_runs else "none yet")
 if not reward_runs:
@@ -35,10 +88,51 @@ rate = st.number_input("self-consistency repeats: share of pairs", min_value=0.0
                        help="A repeat shows an annotator a pair they voted on before, sides swapped and unannounced; "
                             "their two votes on it measure their own consistency.")
 if not can_act():
-    st.caption("Viewer: you can look, not change how the arena chooses pairs.")
+    st.caption("Viewer: you can look, not change what the arena serves or start a round.")
 elif st.button("Save", type="primary", key="arena_save"):
     try:
         save_settings(store(), sampling, rate)
         st.success("Saved: the arena uses these settings from its next pair.")
     except InputError as err:
+        st.error(as_text(err))
+
+# ---- next round -----------------------------------------------------------------------------------------------------
+st.subheader("Next round")
+st.caption("Three steps, each an ordinary run you can follow and stop on the Runs page: a reward model on every vote "
+           "so far, a new policy tuned from the current best, then the two paired here as a new round. The current "
+           "best: the pairing's run side (of two, the one that won more head-to-head votes; the incumbent on a tie), "
+           "else the newest finished SFT run.")
+said = rounds.read_report(store())
+if said:
+    show = {"failed": st.error, "killed": st.error, "finished": st.success}.get(said.get("state"), st.info)
+    show(f"Last next round: {said.get('state')}: {as_text(said.get('message', ''))}")
+method = st.radio("tune the new policy with", rounds.METHODS, horizontal=True, key="next_round_method")
+try:
+    best_now = rounds.current_best(store(), runs())
+except InputError as err:
+    best_now = BASE
+    st.info(f"{as_text(err)} Until then a round can start from the base.")
+best_choices = policy_choices(best_now)
+best = st.selectbox("start from and pair against (the current best)", best_choices,
+                    index=best_choices.index(best_now), format_func=rounds.label, key="next_round_best")
+preset = st.selectbox("preset of both training steps", list(PRESETS), format_func=PRESETS.get, key="next_round_preset")
+stamp = st.session_state.setdefault("next_round_stamp", datetime.now().strftime("%Y%m%d-%H%M%S"))
+try:
+    steps = rounds.plan_for(store(), method, best, preset or None, stamp)
+    st.code("\n".join(step.describe() for step in steps), language=None)
+except USER_ERRORS as err:
+    steps = None
+    st.error(as_text(err))
+missing = [step.stage for step in steps or () if step.stage and step.stage not in STAGES]
+if missing:
+    st.warning(f"This checkout has no {missing[0]} stage yet: pick another method.")
+busy = said.get("state") in ("starting", "running")
+if can_act() and st.button("Start next round", type="primary", key="next_round_start",
+                           disabled=busy or not steps or bool(missing)):
+    try:
+        pid = rounds.start_next_round(store(), method, best, preset or None, stamp)
+        st.session_state.pop("next_round_stamp")  # the next plan gets fresh run folders
+        st.success(f"Started (pid {pid}): step 1 appears on the Runs page in a few seconds; this page says where "
+                   "the round is.")
+    except USER_ERRORS as err:
         st.error(as_text(err))

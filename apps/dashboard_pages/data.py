@@ -51,6 +51,9 @@ def overview() -> None:
                                             "seconds"), key="decision")
     if not ov["ratings"].empty:
         left.plotly_chart(charts.histogram(ov["ratings"], "stars", "ratings", "Ratings", "stars"), key="ratings")
+    if ov["rounds"]["round"].notna().any():  # rounds of collection (core/train/rounds.py): set on the Arena page
+        st.subheader("Rounds")
+        st.dataframe(ov["rounds"].fillna({"round": "(no round)"}), hide_index=True, key="rounds")
     st.subheader("Annotators")
     st.dataframe(ov["annotators"], hide_index=True)
     if not ov["demonstrations"].empty:

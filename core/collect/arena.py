@@ -1,7 +1,8 @@
 """The arena's logic: serve pairs of top-5 lists, take votes, ratings and edits, reveal sources after a vote.
 
 apps/arena.py is only a face on this class; everything here is testable without a browser. Which library pair comes
-next (random, the reward model's most uncertain, or an unannounced repeat) is core/collect/chooser.py's.
+next (random, the reward model's most uncertain, or an unannounced repeat) is core/collect/chooser.py's, and so is
+which two policies it pairs (the stored pairing, switched live by `PairingWatcher`) and the round each pair records.
 """
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import random
 import time
 import unicodedata
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Callable
 
 from core.collect.chooser import (
+    PairingWatcher,
     RewardWatcher,
     Scorer,
     most_uncertain_pair,
@@ -112,28 +115,37 @@ def parse_stars(stars: object) -> int:
 
 
 class Arena:
-    """Pairs from `base` and `challenger` (the base again by default), sides shuffled on every pair.
+    """Pairs of two policies, sides shuffled on every pair: base and `challenger` (the base again by default), or,
+    given `load_policy`, whichever two the stored pairing names, switched without a restart by `self.pairing` in the
+    queue's thread (before each background pair and while the queue is full; the old pairing's ready pairs are
+    dropped). Each pair records the stored round it is shown in.
 
     `library` is what the queue serves; `known` is every library prompt of any split (default data/prompts.jsonl):
     a typed request with one of their texts becomes that prompt, so a held-out request stays held out.
     `reward` is the reward model that "uncertain" choice scores `candidates` samples with (chooser.py); without one,
-    library pairs are random whatever the setting says.
+    library pairs are random whatever the setting says. `load_policy(side)` turns a stored pairing's side ("base" or a
+    run folder) into a loaded Policy (the app's, see apps/arena.py); without it the two policies stay fixed.
     """
 
     def __init__(self, store: Store, generator: Generator, library: list[Prompt], challenger: Policy | None = None,
                  sampling: SamplingSettings = SamplingSettings(), queue_size: int = 2, seed: int | None = None,
                  known: list[Prompt] | None = None, reward: RewardWatcher | None = None, candidates: int = 4,
-                 repeat_gap: int = REPEAT_GAP):
+                 repeat_gap: int = REPEAT_GAP, load_policy: Callable[[str], Policy] | None = None):
         if candidates < 2:
             raise InputError(f"uncertain choice picks two of `candidates` samples: pass 2 or more, not {candidates}")
         self.store, self.generator, self.sampling = store, generator, sampling
         self.reward, self.candidates, self.repeat_gap = reward, candidates, repeat_gap
         self._known = by_text([*(load_prompts() if known is None else known), *library])
-        self.policies = (generator.base_policy, challenger or generator.base_policy)
+        self.pairing = PairingWatcher(store, load_policy, (generator.base_policy, challenger or generator.base_policy))
         self._rng = random.Random(seed)
         self._cycle, self._served = PromptCycle(library, seed), by_text(library)
         self._shown: OrderedDict[str, tuple[Pair, float]] = OrderedDict()
         self.queue = PairQueue(self._library_pair, size=queue_size, prepare=self._prepare_background)
+        self.pairing.refresh()  # the stored pairing and round, loaded before the first pair (the caller's thread)
+
+    @property
+    def policies(self) -> tuple[Policy, Policy]:
+        return self.pairing.policies
 
     def start(self) -> "Arena":
         self.queue.start()
@@ -156,9 +168,16 @@ class Arena:
         return self._show(self.queue.run_foreground(lambda: self._make_pair(prompt, on_step=on_step)))
 
     def _prepare_background(self) -> None:
-        """Before each background pair (outside the generation lock): pick up a newer finished reward model."""
+        """Before each background pair and while the queue is full (outside the generation lock): follow the stored
+        pairing (its adapters load here; the ready pairs of the old one are dropped) and round, and pick up a newer
+        finished reward model."""
+        self.pairing.refresh(before_switch=self._drop_ready)
         if self.reward and read_sampling(self.store) == "uncertain":
             self.reward.refresh()
+
+    def _drop_ready(self) -> None:
+        if dropped := self.queue.drop_ready():
+            log.info("dropped %d ready pair(s) of the old pairing", dropped)
 
     def _library_pair(self, should_stop=None) -> Pair:
         """A pair for the next library request, chosen as the stored setting says. A foreground pair (empty queue)
@@ -172,7 +191,8 @@ class Arena:
     def _uncertain_pair(self, prompt: Prompt, scorer: Scorer, should_stop=None) -> Pair:
         """The closest call among `candidates` samples, by the reward model (chooser.py, steps 1-3)."""
         # 1. sample the candidates in one batch, the two policies taking turns
-        policies = [self.policies[k % 2] for k in range(self.candidates)]
+        served = self.policies  # read once: a switch in the background thread must not mix two pairings
+        policies = [served[k % 2] for k in range(self.candidates)]
         samples = self.generator.generate(prompt, policies, self.sampling, self._rng.randrange(2**31),
                                           should_stop=should_stop)
         # 2. score them
@@ -182,7 +202,7 @@ class Arena:
             log.exception("the reward model could not score the candidates; serving a random pair")
             return Pair(prompt, *self._rng.sample(samples[:2], 2))
         # 3. the pair with P(left) closest to 0.5: two different texts, base vs challenger when there is one
-        mixed = self.policies[0] != self.policies[1]
+        mixed = served[0] != served[1]
 
         def allowed(i: int, j: int) -> bool:
             return (policies[i] != policies[j] or not mixed) and samples[i].text != samples[j].text
@@ -216,6 +236,7 @@ class Arena:
         return Pair(prompt=prompt, left=left, right=right)
 
     def _show(self, pair: Pair) -> ShownPair:
+        pair = replace(pair, round=self.pairing.round)  # the round it is shown in, whenever it was generated
         self.store.record_pair(pair)
         self._shown[pair.pair_id] = (pair, time.monotonic())
         while len(self._shown) > _REMEMBERED_PAIRS:

@@ -31,10 +31,17 @@ Settings live in the database (`meta` table), read by the arena whenever it buil
 (repeat rate), so a change applies without a restart. The last writer wins: a flag given on the arena's command
 line is written at start, the dashboard's Arena page writes it when an admin saves; a flag left out keeps what the
 database holds (defaults below).
+
+Which two policies the arena pairs (`arena.pairing`: two sides, each "base" or a run folder) and the round it
+collects for (`arena.round`) are settings too, followed by `PairingWatcher` in the queue's background thread:
+adapters load there, never on a request thread. A new pairing drops the pairs the queue had ready for the old one
+(never shown, so no vote is lost), and the next pair comes from the new two; a pair already being generated for a
+request is finished and shown. The watcher writes back what the arena serves now (`arena.serving`).
 """
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import random
@@ -43,7 +50,7 @@ from typing import Callable, Protocol, Sequence
 
 from core.collect.library import text_key
 from core.lists import parse_list
-from core.records import Generation, InputError, Pair, Policy, Prompt
+from core.records import Generation, InputError, Pair, Policy, Prompt, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +58,9 @@ SAMPLINGS = ("random", "uncertain")
 DEFAULT_SAMPLING = "random"
 DEFAULT_REPEAT_RATE = 0.05
 SAMPLING_KEY, REPEAT_RATE_KEY = "arena.sampling", "arena.repeat_rate"  # keys of the store's meta table
+PAIRING_KEY, ROUND_KEY, SERVING_KEY = "arena.pairing", "arena.round", "arena.serving"
+BASE = "base"  # a pairing's side that is the base model itself, without an adapter
+MAX_ROUND_CHARS = 120
 
 
 class Scorer(Protocol):
@@ -128,6 +138,70 @@ def save_settings(store, sampling: str | None = None, repeat_rate: float | None 
             store.set_setting(key, value)
 
 
+def check_pairing(value: object) -> tuple[str, str]:
+    """Two sides, each "base" or a folder path: a pair of strings, or its JSON as stored. Whether a folder holds a
+    policy's adapter is the caller's check (core/train/rounds.py); this is only the shape."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            pass
+    if not (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(side, str) and side.strip() for side in value)):
+        raise InputError(f"a pairing is two policies, each {BASE!r} or a run folder, not {value!r}")
+    return value[0].strip(), value[1].strip()
+
+
+def check_round(value: object) -> str | None:
+    """A round's name, stripped (None or empty: no round), at most MAX_ROUND_CHARS, without control characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InputError(f"a round's name is text, not {type(value).__name__}")
+    value = value.strip()
+    if len(value) > MAX_ROUND_CHARS:
+        raise InputError(f"the round's name is {len(value)} characters long; keep it under {MAX_ROUND_CHARS}")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise InputError("the round's name contains control characters (a newline, a tab…); write it on one line")
+    return value or None
+
+
+def save_pairing(store, pairing: tuple[str, str] | None = None, round_name: str | None = None,
+                 keep_round: bool = True) -> None:
+    """Write the pairing and the round given (pairing None: leave as stored; round None: leave it if `keep_round`,
+    else end it), both checked first: nothing is written if either is bad."""
+    checked_pairing = None if pairing is None else check_pairing(pairing)
+    checked_round = check_round(round_name)
+    if checked_pairing is not None:
+        store.set_setting(PAIRING_KEY, json.dumps(list(checked_pairing)))
+    if checked_round is not None or not keep_round:
+        store.set_setting(ROUND_KEY, checked_round or "")
+
+
+def stored_pairing(store) -> tuple[str, str] | None:
+    """The stored pairing, or None when none (or a bad one) is stored."""
+    return _read(store, PAIRING_KEY, check_pairing, None)
+
+
+def read_pairing(store) -> tuple[str, str]:
+    """The stored pairing; base vs base when none (or a bad one) is stored."""
+    return stored_pairing(store) or (BASE, BASE)
+
+
+def read_round(store) -> str | None:
+    return _read(store, ROUND_KEY, check_round, None)
+
+
+def read_serving(store) -> dict:
+    """What the arena last said it serves: pairing (its two sides as stored), policies (their names), round, since,
+    error (a pairing it could not load, else None). {} before an arena has said anything."""
+    try:
+        serving = json.loads(store.setting(SERVING_KEY) or "{}")
+    except ValueError:
+        return {}
+    return serving if isinstance(serving, dict) else {}
+
+
 def read_sampling(store) -> str:
     """The stored sampling, or the default when none (or a bad one) is stored."""
     return _read(store, SAMPLING_KEY, check_sampling, DEFAULT_SAMPLING)
@@ -171,3 +245,52 @@ class RewardWatcher:
             return
         log.info("the arena now chooses pairs with the reward model in %s", newest)
         self.run, self.scorer = newest, scorer
+
+
+# ---- the two policies, switched when the stored pairing changes ----------------------------------------------------
+class PairingWatcher:
+    """The two policies the arena serves and the round it collects for, as stored. `load(side)` turns a side ("base"
+    or a run folder) into a Policy, loading its adapter; it comes from the app (core.collect knows nothing of run
+    folders). Without `load`, or while no pairing is stored, the policies stay `fixed`; the round is followed anyway.
+    Call `refresh()` from the background thread only (an adapter takes seconds to load), or once before serving."""
+
+    def __init__(self, store, load: Callable[[str], Policy] | None, fixed: tuple[Policy, Policy]):
+        self.store, self._load = store, load
+        self.policies = fixed  # what the arena serves; `fixed` until a stored pairing loads
+        self.pairing: tuple[str, str] | None = None  # the stored sides `policies` came from (None: `fixed`)
+        self.round: str | None = None
+        self.error: str | None = None  # why the stored pairing could not be loaded (the old one is kept)
+        self._failed: tuple[str, str] | None = None  # not retried at every refill
+        self._said: dict | None = None  # what `arena.serving` holds, as last written
+
+    def refresh(self, before_switch: Callable[[], object] | None = None) -> bool:
+        """Follow the stored pairing and round; True when the policies changed. `before_switch()` runs after the new
+        policies loaded and just before they replace the old ones (the arena drops its ready pairs there)."""
+        pairing, round_name = stored_pairing(self.store), read_round(self.store)
+        switched = False
+        if self._load is not None and pairing is not None and pairing not in (self.pairing, self._failed):
+            try:
+                policies = (self._load(pairing[0]), self._load(pairing[1]))
+            except Exception as err:  # a broken or deleted run must not stop the arena: keep serving the old two
+                log.exception("could not load the pairing %s; the arena keeps %s", pairing,
+                              " vs ".join(policy.name for policy in self.policies))
+                self._failed, self.error = pairing, f"{type(err).__name__}: {err}"
+            else:
+                if before_switch:
+                    before_switch()
+                self.policies, self.pairing, self._failed, self.error, switched = policies, pairing, None, None, True
+                log.info("the arena now pairs %s and %s", *(policy.name for policy in policies))
+        self.round = round_name
+        self._say(switched)
+        return switched
+
+    def _say(self, switched: bool) -> None:
+        """Write what is served now to `arena.serving`, when it changed (or the last write failed)."""
+        said = {"pairing": list(self.pairing) if self.pairing else None,
+                "policies": [policy.name for policy in self.policies], "round": self.round, "error": self.error}
+        if not switched and self._said is not None and {k: self._said.get(k) for k in said} == said:
+            return
+        said["since"] = utc_now().isoformat(timespec="seconds") if switched or not self._said \
+            else self._said.get("since")
+        self.store.set_setting(SERVING_KEY, json.dumps(said))
+        self._said = said

@@ -266,6 +266,14 @@ class Store:
                               count(*) FILTER (choice = 'both_bad') AS both_bad,
                               median(decision_ms) / 1000 AS median_decision_s, max(created_at) AS last_vote
                               {standing} GROUP BY ALL ORDER BY votes DESC""",
+            # per round of collection (core/train/rounds.py), oldest first; pairing: every pair of policies it served
+            "rounds": f"""SELECT p.round, string_agg(DISTINCT least(l.policy, r.policy) || ' vs ' ||
+                          greatest(l.policy, r.policy), '; ') AS pairing, count(*) AS votes,
+                          count(*) FILTER (choice = 'left') AS "left", count(*) FILTER (choice = 'right') AS "right",
+                          count(*) FILTER (choice = 'tie') AS tie, count(*) FILTER (choice = 'both_bad') AS both_bad
+                          {standing} JOIN pairs p USING (pair_id) JOIN generations l ON l.generation_id =
+                          p.left_generation_id JOIN generations r ON r.generation_id = p.right_generation_id
+                          GROUP BY p.round ORDER BY min(c.created_at)""",
         }
         with self.connect() as con:
             return {name: con.execute(sql).df() for name, sql in queries.items()}
@@ -346,7 +354,7 @@ def _insert_new_votes(con, chunk: list[tuple], now: datetime) -> int:
         prompts.append((p.prompt_id, p.text, p.source, p.library_id, p.category, p.split, now))
         generations += [_generation_row(g) for g in (pair.left, pair.right)]
         pairs.append((pair.pair_id, p.prompt_id, pair.left.generation_id, pair.right.generation_id, pair.source,
-                      created_at, "import", None, None))
+                      created_at, "import", None, None, None))  # pairs' columns in order; no round
         comparisons.append((new_id(), pair.pair_id, choice, None, annotator, None, created_at))
     frames = {"prompts": pd.DataFrame(prompts).drop_duplicates(0), "generations": pd.DataFrame(generations),
               "pairs": pd.DataFrame(pairs), "comparisons": pd.DataFrame(comparisons)}
@@ -368,9 +376,9 @@ def _insert_pair(con, pair: Pair, created_at, generations: bool = True) -> None:
         con.execute(f"INSERT INTO generations ({_GENERATION_COLUMNS}) VALUES ({', '.join('?' * 18)})",
                     _generation_row(gen))
     con.execute("INSERT INTO pairs (pair_id, prompt_id, left_generation_id, right_generation_id, source, created_at, "
-                "chosen_by, predicted_p_left, repeat_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "chosen_by, predicted_p_left, repeat_of, round) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [pair.pair_id, pair.prompt.prompt_id, pair.left.generation_id, pair.right.generation_id,
-                 pair.source, created_at, pair.chosen_by, pair.predicted_p_left, pair.repeat_of])
+                 pair.source, created_at, pair.chosen_by, pair.predicted_p_left, pair.repeat_of, pair.round])
 
 
 def _insert_prompt(con, prompt: Prompt) -> None:

@@ -2,8 +2,9 @@
 columns added since version 1 are added in place, so an older database file keeps working.
 
 Pairs record how they were chosen (`chosen_by`: random | uncertain | repeat | import | demo; `predicted_p_left`:
-the reward model's P(left preferred) when it chose the pair) and, for an unannounced self-consistency repeat, the
-pair it repeats with sides swapped (`repeat_of`).
+the reward model's P(left preferred) when it chose the pair), for an unannounced self-consistency repeat, the
+pair it repeats with sides swapped (`repeat_of`), and the round of collection it was shown in (`round`: the name the
+arena served when it showed the pair, core/train/rounds.py; NULL outside any round and for imported pairs).
 """
 from core.records import CHOICES
 
@@ -28,6 +29,7 @@ CREATE TABLE IF NOT EXISTS pairs (
 ALTER TABLE pairs ADD COLUMN IF NOT EXISTS chosen_by VARCHAR;
 ALTER TABLE pairs ADD COLUMN IF NOT EXISTS predicted_p_left DOUBLE;
 ALTER TABLE pairs ADD COLUMN IF NOT EXISTS repeat_of VARCHAR;
+ALTER TABLE pairs ADD COLUMN IF NOT EXISTS round VARCHAR;
 CREATE TABLE IF NOT EXISTS comparisons (
     comparison_id VARCHAR PRIMARY KEY, pair_id VARCHAR NOT NULL,
     choice VARCHAR NOT NULL CHECK (choice IN {CHOICES}), strength INTEGER CHECK (strength BETWEEN 1 AND 3),
@@ -48,7 +50,7 @@ CREATE TABLE IF NOT EXISTS reviews (
 CREATE OR REPLACE VIEW votes AS
     SELECT c.comparison_id, c.pair_id, pr.prompt_id, pr.text AS prompt, pr.split,
            c.choice, c.strength, c.annotator, c.decision_ms, c.created_at, p.source,
-           p.chosen_by, p.predicted_p_left, p.repeat_of,
+           p.chosen_by, p.predicted_p_left, p.repeat_of, p.round,
            l.generation_id AS left_generation_id, l.text AS left_text, l.policy AS left_policy,
            r.generation_id AS right_generation_id, r.text AS right_text, r.policy AS right_policy,
            x.comparison_id IS NOT NULL AS retracted, v.review

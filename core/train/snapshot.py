@@ -90,7 +90,9 @@ def take_preferences(store: Store, run_dir: Path, eval_fraction: float,
     newest = votes.created_at.max() if len(votes) else None
     lineage = _lineage(run_dir, store, votes=len(votes), pairs=len(pairs), **left_out, **from_each,
                        train_pairs=int((pairs.split == "train").sum()), eval_pairs=int((pairs.split == "eval").sum()),
-                       newest_vote_at=None if newest is None else str(newest))
+                       newest_vote_at=None if newest is None else str(newest),
+                       rounds={str(name): int(n) for name, n in votes["round"].fillna("(no round)").value_counts()
+                               .items()})  # votes per round of collection (core/train/rounds.py)
     return votes, pairs, lineage
 
 

@@ -1,0 +1,299 @@
+"""Rounds of collection, and the Next-round loop that trains the next policy and puts it in the arena.
+
+    python -m core next-round --method ppo|dpo|rloo [--best RUN] [--preset quick] [--plan-only]
+
+A round is a named period of collection with its pairing ("round 2: ppo-20261121-101500 vs sft-20261120-090000"):
+the arena's stored pairing and round name (core/collect/chooser.py; set on the dashboard's Arena page, with
+`python -m apps.arena --pairing A,B --round NAME`, or by step 3 below). Every pair records the round it was shown in;
+the Data page counts the votes of each round and a run's data/lineage.json says how many of each it trained on.
+
+Next round, three steps, each an ordinary run (visible and stoppable on the Train and Runs pages):
+    1. train a reward model on every vote so far
+    2. tune a new policy (ppo, dpo or rloo) starting from the current best; ppo and rloo score with step 1's model
+    3. put it in the arena against the current best: the pairing (best, new) and a new round's name
+`plan()` writes the steps out, pure: the run folders are named in advance, so step 2 can name step 1's output and the
+dashboard can show exactly what will run before it starts. `run_plan()` is the orchestrator, a process of its own
+(`start_next_round` is how the dashboard starts it): it launches each step through core/train/launcher.py, waits for
+it to finish, stops at the first that does not, and only then sets the pairing and round.
+
+The current best (`current_best`): of the arena's stored pairing, the side that is a run (the base never is); when
+both are, the one that won more of the head-to-head votes between them, and on a tie (or with no votes) the first
+side, the incumbent (step 3 stores (best, new)). With no run in the pairing: the newest finished SFT run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from core.collect.chooser import (
+    BASE,
+    read_pairing,
+    read_round,
+    read_serving,
+    save_pairing,
+)
+from core.paths import REPO_ROOT
+from core.records import USER_ERRORS, InputError, StoreBusy, utc_now
+from core.train.runs import (
+    FINAL_STATES,
+    RunInfo,
+    RunState,
+    adapter_config,
+    list_runs,
+    pid_alive,
+    read_adapter_config,
+    read_status,
+    runs_root,
+)
+from core.train.stages import STAGES, config_class
+
+METHODS = ("ppo", "dpo", "rloo")  # how step 2 tunes the new policy
+SCORED = ("ppo", "rloo")  # the methods that take --reward-model (DPO learns from the votes themselves)
+NEXT_ROUND_KEY = "next_round.status"  # meta: what the orchestrator is doing (state, step, message, pid)
+MADE_BY = "python -m core train sft (or ppo, dpo, rloo)"
+
+
+# ---- the policies an arena can serve --------------------------------------------------------------------------------
+def is_policy_run(run: RunInfo) -> bool:
+    """A finished run whose adapter is a causal-LM LoRA (SFT, PPO, DPO, RLOO: not a reward model)."""
+    saved = adapter_config(run.path)
+    return run.status.get("state") == RunState.FINISHED and bool(saved) and \
+        saved.get("task_type") in ("CAUSAL_LM", None)
+
+
+def policy_runs(runs: list[RunInfo] | None = None) -> list[RunInfo]:
+    """Every finished policy run, newest first."""
+    return [run for run in (list_runs() if runs is None else runs) if is_policy_run(run)]
+
+
+def check_policy(side: str) -> str:
+    """A pairing's side as stored: "base", or the absolute path of a run (or adapter) folder holding a causal-LM
+    adapter; ModelLoadError saying what to pass otherwise."""
+    if side.strip() == BASE:
+        return BASE
+    read_adapter_config(side, "CAUSAL_LM", MADE_BY)
+    return str(Path(side).expanduser().absolute())
+
+
+def label(side: str) -> str:
+    """What a person calls a side: "base" or the run's folder name."""
+    return side if side == BASE else Path(side).name
+
+
+def set_pairing(store, first: str, second: str, round_name: str | None) -> tuple[str, str]:
+    """What the Arena page's Switch does: store the pairing (first: the incumbent, second: the challenger) and the
+    round's name (empty: no round). The arena follows from its next pair, dropping the pairs it had ready."""
+    pairing = (check_policy(first), check_policy(second))
+    save_pairing(store, pairing, round_name, keep_round=False)
+    return pairing
+
+
+# ---- the current best -----------------------------------------------------------------------------------------------
+def head_to_head(votes: pd.DataFrame, first: str, second: str) -> tuple[int, int]:
+    """(wins of `first`, wins of `second`) among decided votes (left_policy, right_policy, choice); ties and both-bad
+    count for neither."""
+    winner = votes.left_policy.where(votes.choice == "left", votes.right_policy.where(votes.choice == "right"))
+    return int((winner == first).sum()), int((winner == second).sum())
+
+
+def current_best(store, runs: list[RunInfo] | None = None) -> str:
+    """The side a new policy starts from (the rule is in the module docstring); InputError when there is none."""
+    runs = list_runs() if runs is None else runs
+    sides = [side for side in read_pairing(store) if side != BASE and adapter_config(side)]
+    if len(sides) == 2 and sides[0] != sides[1]:
+        serving = read_serving(store)  # the arena knows the policies' names, which the votes carry
+        if serving.get("pairing") == sides and len(serving.get("policies") or []) == 2:
+            wins = head_to_head(store.votes_between(*serving["policies"]), *serving["policies"])
+            return sides[1] if wins[1] > wins[0] else sides[0]
+    if sides:
+        return sides[0]
+    sft = [run for run in policy_runs(runs) if run.stage == "sft"]
+    if not sft:
+        raise InputError("no policy to start from: train one first (`python -m core train sft --preset quick`, or "
+                         "the Train page) or pass --best RUN.")
+    return str(sft[0].path)
+
+
+def next_round_number(names) -> int:
+    """One more than the highest "round N" among `names` (1 when none is numbered)."""
+    numbers = [int(m.group(1)) for name in names if name and (m := re.match(r"round (\d+)", str(name)))]
+    return max(numbers, default=0) + 1
+
+
+# ---- the plan (pure) ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Step:
+    """One step of a plan: a training run (`stage`, its preset and settings, into `run_dir`), or, with no stage, the
+    arena's new pairing and round."""
+    title: str
+    stage: str | None = None
+    preset: str | None = None
+    settings: dict[str, str] = field(default_factory=dict)  # config field -> value, as typed on the command line
+    pairing: tuple[str, str] | None = None
+    round_name: str | None = None
+
+    @property
+    def run_dir(self) -> Path | None:
+        return Path(self.settings["output_dir"]) if self.stage else None
+
+    @property
+    def command(self) -> list[str] | None:
+        """What `python -m core` runs for a training step; None for the arena step (a setting, no process)."""
+        if not self.stage:
+            return None
+        flags = [token for name, value in self.settings.items() for token in (f"--{name.replace('_', '-')}", value)]
+        return ["python", "-m", "core", "train", self.stage, *(["--preset", self.preset] if self.preset else []),
+                *flags]
+
+    def describe(self) -> str:
+        if self.stage:
+            return f"{self.title}\n    {' '.join(self.command)}"
+        return (f"{self.title}\n    arena pairing: {' vs '.join(map(label, self.pairing))}; "
+                f"round: {self.round_name}")
+
+
+def plan(method: str, best: str, root: Path, stamp: str, round_number: int = 1, preset: str | None = None
+         ) -> list[Step]:
+    """The three steps of a next round from `best` ("base" or a run folder) with run folders <root>/<stage>-<stamp>."""
+    if method not in METHODS:
+        raise InputError(f"the new policy is tuned with one of {', '.join(METHODS)}, not {method!r}")
+    reward_dir, policy_dir = Path(root) / f"reward-{stamp}", Path(root) / f"{method}-{stamp}"
+    tuned = {"sft_adapter": best} if best != BASE else {}
+    if method in SCORED:
+        tuned["reward_model"] = str(reward_dir)
+    round_name = f"round {round_number}: {policy_dir.name} vs {label(best)}"
+    return [
+        Step("1. train a reward model on every vote so far", "reward", preset, {"output_dir": str(reward_dir)}),
+        Step(f"2. tune a new policy with {method} from {label(best)}", method, preset,
+             {**tuned, "output_dir": str(policy_dir)}),
+        Step(f"3. put it in the arena against {label(best)}", pairing=(best, str(policy_dir)), round_name=round_name),
+    ]
+
+
+def plan_for(store, method: str, best: str | None = None, preset: str | None = None, stamp: str | None = None
+             ) -> list[Step]:
+    """The plan from what is stored now: the current best unless `best` is given, the next round's number."""
+    best = check_policy(best) if best else current_best(store)
+    stored = store.table("pairs")["round"].dropna().unique().tolist() + [read_round(store)]
+    return plan(method, best, runs_root(), stamp or datetime.now().strftime("%Y%m%d-%H%M%S"),
+                next_round_number(stored), preset)
+
+
+# ---- the orchestrator ------------------------------------------------------------------------------------------------
+def configure(step: Step):
+    """The step's stage config, checked (ConfigError saying what to change)."""
+    if step.stage not in STAGES:
+        raise InputError(f"this checkout has no {step.stage} stage (`python -m core train --help` lists them); "
+                         f"pick another method.")
+    # lazy: core.config loads transformers, and config_class the stage's module (torch, TRL)
+    from core.config import build
+
+    try:
+        cls = config_class(step.stage)
+    except ImportError as err:  # a stage listed before its module is in place
+        raise InputError(f"the {step.stage} stage could not be loaded ({err}); pick another method.") from None
+    return build(cls, step.preset, **step.settings)
+
+
+def launch(step: Step, cfg) -> Path:
+    # lazy, as above: the launcher imports core.config (transformers)
+    from core.train import launcher
+
+    return launcher.launch(step.stage, cfg).run_dir
+
+
+def wait_for(run_dir: Path, poll_s: float = 5.0) -> dict:
+    """The run's status once it is final (finished, stopped, failed, killed; damaged: its files are gone)."""
+    while (status := read_status(run_dir)).get("state") not in (*FINAL_STATES, RunState.DAMAGED):
+        time.sleep(poll_s)
+    return status
+
+
+def run_plan(steps: list[Step], store, configure: Callable = configure, launch: Callable = launch,
+             wait: Callable = wait_for, say: Callable[[str], None] = print) -> None:
+    """Run the steps in order, each training step as its own run, then set the arena's pairing and round. Every
+    step's settings are checked before the first starts; a step that does not finish stops the round with one line
+    (an InputError), and the arena keeps what it serves."""
+    where = "checking the plan"
+    try:
+        configs = {n: configure(step) for n, step in enumerate(steps) if step.stage}
+        for n, step in enumerate(steps):
+            where = f"step {n + 1} of {len(steps)}"
+            report(store, "running", f"{where}: {step.title}")
+            say(step.describe())
+            if not step.stage:
+                save_pairing(store, step.pairing, step.round_name)
+                continue
+            run_dir = launch(step, configs[n])
+            status = wait(run_dir)
+            if status.get("state") != RunState.FINISHED:
+                raise InputError(f"{Path(run_dir).name} {status.get('state')}"
+                                 + (f" ({status['message']})" if status.get("message") else ""))
+    except USER_ERRORS as err:
+        line = f"next round stopped at {where}: {err}"
+        report(store, "failed", line)
+        raise InputError(line) from None
+    report(store, "finished", f"done: the arena now collects {steps[-1].round_name}")
+
+
+def report(store, state: str, message: str) -> None:
+    """What the orchestrator is doing, for the dashboard (meta NEXT_ROUND_KEY); a busy database does not stop it."""
+    try:
+        store.set_setting(NEXT_ROUND_KEY, json.dumps({"state": state, "message": message, "pid": os.getpid(),
+                                                      "updated_at": utc_now().isoformat(timespec="seconds")}))
+    except StoreBusy:
+        pass
+
+
+def read_report(store) -> dict:
+    """The orchestrator's last report ({} if none); a running one whose process is gone reads "killed"."""
+    try:
+        said = json.loads(store.setting(NEXT_ROUND_KEY) or "{}")
+    except ValueError:
+        return {}
+    if said.get("state") in ("starting", "running") and not pid_alive(said.get("pid")):
+        said = {**said, "state": "killed", "message": f"the orchestrator ended without a word ({said.get('message')})"}
+    return said
+
+
+def next_round(store, method: str, best: str | None = None, preset: str | None = None, stamp: str | None = None,
+               plan_only: bool = False, say: Callable[[str], None] = print) -> list[Step]:
+    """`python -m core next-round`: print the plan, then (unless `plan_only`) run it."""
+    steps = plan_for(store, method, best, preset, stamp)
+    if plan_only:
+        for step in steps:
+            say(step.describe())
+        return steps
+    os.environ["RLHF_DB"] = str(store.path)  # the steps' runs inherit it: they train on this database's votes
+    run_plan(steps, store, say=say)
+    return steps
+
+
+def start_next_round(store, method: str, best: str, preset: str | None, stamp: str) -> int:
+    """Start the orchestrator as a process of its own (what the dashboard does: it never trains itself); returns its
+    pid. Its output goes to <runs>/next-round-<stamp>.log."""
+    said = read_report(store)
+    if said.get("state") in ("starting", "running"):
+        raise InputError(f"a next round is already running ({said.get('message')}); wait for it or stop its run.")
+    command = [sys.executable, "-m", "core", "next-round", "--method", method, "--best", best, "--stamp", stamp,
+               "--db", str(store.path), *(["--preset", preset] if preset else [])]
+    root = runs_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"next-round-{stamp}.log", "ab") as log:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    store.set_setting(NEXT_ROUND_KEY, json.dumps({"state": "starting", "message": "checking the plan",
+                                                  "pid": process.pid}))
+    threading.Thread(target=process.wait, daemon=True, name=f"reap-{process.pid}").start()  # never a zombie
+    return process.pid

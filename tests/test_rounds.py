@@ -1,0 +1,249 @@
+"""Rounds of collection: each pair records its round, votes are counted per round (Data page) and in a run's lineage;
+Next round's plan for ppo, dpo and rloo, the current best, and the orchestrator (faked launcher) that stops at a step
+that does not finish; the dashboard shows the plan before it starts one."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.collect.chooser import (
+    BASE,
+    PairingWatcher,
+    read_pairing,
+    read_round,
+    save_pairing,
+)
+from core.records import Generation, InputError, Pair, Policy, Prompt
+from core.store.database import Store
+from core.train import rounds
+from core.train.runs import RunState, adapter_dir, list_runs, write_json
+from core.train.snapshot import take_preferences
+from tests.helpers import run_cli
+
+APP = str(Path(__file__).resolve().parent.parent / "apps" / "dashboard.py")
+STAMP = "20261201-120000"
+
+
+def policy_run(root: Path, name: str, stage: str = "sft", state: str = "finished") -> Path:
+    """A run folder with a causal-LM adapter's config (nothing here loads its weights)."""
+    run = root / name
+    (run / "adapter").mkdir(parents=True)
+    write_json(run / "adapter" / "adapter_config.json", {"task_type": "CAUSAL_LM", "peft_type": "LORA"})
+    write_json(run / "config.json", {"stage": stage})
+    write_json(run / "status.json", {"state": state, "pid": os.getpid()})
+    return run
+
+
+def vote(store: Store, first: Policy, second: Policy, choice: str, round_name: str | None, n: int = 0) -> None:
+    """One stored pair of `first` (left) and `second` (right) in `round_name`, and a vote on it."""
+    prompt = Prompt(f"Top 5 rivers #{n}", source="library", split="train")
+    pair = Pair(prompt, Generation(prompt, f"1. Nile {n}", first, False, 1),
+                Generation(prompt, f"1. Amazon {n}", second, False, 1), round=round_name)
+    store.record_pair(pair)
+    store.record_vote(pair.pair_id, choice, "ann")
+
+
+# ---- rounds in the store, the Data page and the lineage ------------------------------------------------------------
+@pytest.fixture
+def voted(store) -> Store:
+    base, sft, ppo = Policy("tiny"), Policy("tiny", "/runs/sft-1/adapter"), Policy("tiny", "/runs/ppo-1/adapter")
+    vote(store, base, base, "tie", None, 0)  # before any round
+    for n, choice in enumerate(["left", "right", "left", "both_bad"], start=1):
+        vote(store, sft, base, choice, "round 1: sft-1 vs base", n)
+    vote(store, ppo, sft, "right", "round 2: ppo-1 vs sft-1", 5)
+    vote(store, sft, ppo, "tie", "round 2: ppo-1 vs sft-1", 6)
+    return store
+
+
+def test_votes_are_counted_per_round_with_the_pairing_each_served(voted):
+    table = voted.overview()["rounds"]
+    assert list(table.columns) == ["round", "pairing", "votes", "left", "right", "tie", "both_bad"]
+    assert list(table["round"].fillna("none")) == ["none", "round 1: sft-1 vs base", "round 2: ppo-1 vs sft-1"]
+    assert list(table.pairing) == ["tiny vs tiny", "tiny vs tiny+sft-1", "tiny+ppo-1 vs tiny+sft-1"]
+    assert table[["votes", "left", "right", "tie", "both_bad"]].values.tolist() == \
+        [[1, 0, 0, 1, 0], [4, 2, 1, 0, 1], [2, 0, 1, 1, 0]]
+    assert voted.votes()["round"].notna().sum() == 6  # the votes view carries the round
+
+
+def test_a_runs_lineage_counts_the_votes_of_each_round_it_trained_on(voted, tmp_path):
+    take_preferences(voted, tmp_path, eval_fraction=0.2)
+    lineage = json.loads((tmp_path / "data" / "lineage.json").read_text())
+    assert lineage["rounds"] == {"(no round)": 1, "round 1: sft-1 vs base": 4, "round 2: ppo-1 vs sft-1": 2}
+
+
+def test_the_data_page_shows_votes_per_round(voted, monkeypatch, tmp_path):
+    monkeypatch.setenv("RLHF_DB", str(voted.path))
+    monkeypatch.setenv("RLHF_RUNS_DIR", str(tmp_path / "runs"))
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception, at.exception
+    table = next(frame.value for frame in at.dataframe if "pairing" in frame.value.columns)
+    assert list(table["round"]) == ["(no round)", "round 1: sft-1 vs base", "round 2: ppo-1 vs sft-1"]
+    assert list(table.votes) == [1, 4, 2]
+
+
+def test_the_round_number_follows_the_highest_numbered_round():
+    assert rounds.next_round_number([None, "", "pilot"]) == 1
+    assert rounds.next_round_number(["round 1: a vs b", "round 3: c vs a", "pilot round 9"]) == 4
+
+
+# ---- the plan -------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["ppo", "dpo", "rloo"])
+def test_the_plan_is_a_reward_model_a_policy_from_the_best_and_the_new_pairing(method):
+    steps = rounds.plan(method, "/runs/sft-1", Path("/runs"), STAMP, round_number=2, preset="quick")
+    head = ["python", "-m", "core", "train"]
+    assert steps[0].command == [*head, "reward", "--preset", "quick", "--output-dir", f"/runs/reward-{STAMP}"]
+    scored = ["--reward-model", f"/runs/reward-{STAMP}"] if method in ("ppo", "rloo") else []
+    assert steps[1].command == [*head, method, "--preset", "quick", "--sft-adapter", "/runs/sft-1", *scored,
+                                "--output-dir", f"/runs/{method}-{STAMP}"]
+    assert steps[2].command is None  # a setting in the database, not a process
+    assert steps[2].pairing == ("/runs/sft-1", f"/runs/{method}-{STAMP}")
+    assert steps[2].round_name == f"round 2: {method}-{STAMP} vs sft-1"
+    assert [step.run_dir for step in steps] == [Path(f"/runs/reward-{STAMP}"), Path(f"/runs/{method}-{STAMP}"), None]
+
+
+def test_a_plan_from_the_base_has_no_sft_adapter_and_an_unknown_method_is_refused():
+    steps = rounds.plan("ppo", BASE, Path("/runs"), STAMP)
+    assert steps[1].command == ["python", "-m", "core", "train", "ppo", "--reward-model", f"/runs/reward-{STAMP}",
+                                "--output-dir", f"/runs/ppo-{STAMP}"]
+    assert steps[2].round_name == f"round 1: ppo-{STAMP} vs base"
+    with pytest.raises(InputError, match="one of ppo, dpo, rloo"):
+        rounds.plan("grpo", BASE, Path("/runs"), STAMP)
+
+
+@pytest.mark.parametrize("method", ["ppo", "dpo", "rloo"])
+def test_each_planned_step_is_a_config_its_stage_accepts(method, tmp_path):
+    if importlib.util.find_spec(f"core.train.{method}") is None and method != "ppo":
+        pytest.skip(f"core/train/{method}.py is not in this checkout yet")
+    for step in rounds.plan(method, str(tmp_path / "sft-1"), tmp_path, STAMP, preset="quick")[:2]:
+        cfg = rounds.configure(step)
+        assert cfg.output_dir == str(step.run_dir)
+
+
+# ---- the current best -----------------------------------------------------------------------------------------------
+def test_the_current_best_is_the_pairings_run_side_or_the_head_to_head_winner_or_the_newest_sft(store, tmp_path):
+    with pytest.raises(InputError, match="no policy to start from"):
+        rounds.current_best(store, [])
+    policy_run(tmp_path, "sft-20260101-000001")
+    newest_sft = policy_run(tmp_path, "sft-20260102-000001")
+    policy_run(tmp_path, "sft-20260103-000001", state="running")
+    ppo = policy_run(tmp_path, "ppo-20260104-000001", stage="ppo")
+    runs = list_runs(tmp_path)
+    assert rounds.current_best(store, runs) == str(newest_sft)  # base vs base: the newest finished SFT run
+    save_pairing(store, (BASE, str(ppo)))
+    assert rounds.current_best(store, runs) == str(ppo)  # the run side, never the base
+    save_pairing(store, (str(newest_sft), str(ppo)))
+    watcher = PairingWatcher(store, lambda side: Policy("tiny", str(adapter_dir(side))), (Policy("tiny"),) * 2)
+    watcher.refresh()  # the arena says what it serves: the names the votes carry
+    sft_policy, ppo_policy = watcher.policies
+    assert rounds.current_best(store, runs) == str(newest_sft)  # no votes yet: the incumbent
+    vote(store, sft_policy, ppo_policy, "right", None, 1)
+    vote(store, ppo_policy, sft_policy, "tie", None, 2)
+    assert rounds.current_best(store, runs) == str(ppo)  # won more of the head-to-head votes
+    vote(store, ppo_policy, sft_policy, "right", None, 3)
+    assert rounds.current_best(store, runs) == str(newest_sft)  # one all: the incumbent
+
+
+def test_head_to_head_counts_decided_votes_only():
+    votes = pd.DataFrame({"left_policy": ["a", "b", "a", "b"], "right_policy": ["b", "a", "b", "a"],
+                          "choice": ["left", "left", "tie", "both_bad"]})
+    assert rounds.head_to_head(votes, "a", "b") == (1, 1)
+
+
+# ---- the orchestrator -----------------------------------------------------------------------------------------------
+def fake_launcher(outcomes: dict[str, str], launched: list[str]):
+    """A launcher that 'runs' each step at once: its folder ends in outcomes[stage]."""
+    def launch(step, cfg):
+        launched.append(step.stage)
+        step.run_dir.mkdir(parents=True)
+        write_json(step.run_dir / "status.json", {"state": outcomes[step.stage], "message": "nan loss at step 3"})
+        return step.run_dir
+    return launch
+
+
+def test_the_orchestrator_runs_each_step_then_sets_the_pairing_and_round(store, tmp_path):
+    steps = rounds.plan("ppo", str(tmp_path / "sft-1"), tmp_path, STAMP, round_number=2, preset="quick")
+    launched, said = [], []
+    rounds.run_plan(steps, store, configure=lambda step: step.settings,
+                    launch=fake_launcher({"reward": RunState.FINISHED, "ppo": RunState.FINISHED}, launched),
+                    wait=lambda run_dir: rounds.wait_for(run_dir, poll_s=0.01), say=said.append)
+    assert launched == ["reward", "ppo"] and len(said) == 3
+    assert read_pairing(store) == (str(tmp_path / "sft-1"), str(tmp_path / f"ppo-{STAMP}"))
+    assert read_round(store) == f"round 2: ppo-{STAMP} vs sft-1"
+    assert rounds.read_report(store)["state"] == "finished"
+
+
+def test_the_orchestrator_stops_at_a_step_that_fails_with_one_line(store, tmp_path):
+    save_pairing(store, (BASE, str(tmp_path / "sft-1")), "round 1")
+    steps = rounds.plan("rloo", str(tmp_path / "sft-1"), tmp_path, STAMP, round_number=2)
+    launched = []
+    with pytest.raises(InputError) as failure:
+        rounds.run_plan(steps, store, configure=lambda step: step.settings,
+                        launch=fake_launcher({"reward": RunState.FINISHED, "rloo": RunState.FAILED}, launched),
+                        wait=lambda run_dir: rounds.wait_for(run_dir, poll_s=0.01), say=lambda line: None)
+    line = str(failure.value)
+    assert line == f"next round stopped at step 2 of 3: rloo-{STAMP} failed (nan loss at step 3)"
+    assert "\n" not in line and launched == ["reward", "rloo"]
+    assert (read_pairing(store), read_round(store)) == ((BASE, str(tmp_path / "sft-1")), "round 1")  # untouched
+    assert rounds.read_report(store) | {"pid": None, "updated_at": None} == \
+        {"state": "failed", "message": line, "pid": None, "updated_at": None}
+
+
+def test_a_bad_setting_stops_the_round_before_any_step_runs(store, tmp_path):
+    steps = rounds.plan("dpo", BASE, tmp_path, STAMP)
+
+    def configure(step):
+        if step.stage == "dpo":
+            raise InputError("beta must be positive")
+        return step.settings
+
+    launched = []
+    with pytest.raises(InputError, match="stopped at checking the plan: beta must be positive"):
+        rounds.run_plan(steps, store, configure=configure, launch=fake_launcher({}, launched), say=lambda line: None)
+    assert not launched
+
+
+def test_a_second_next_round_is_refused_while_one_runs(store):
+    rounds.report(store, "running", "step 1 of 3: train a reward model")  # this process: alive
+    with pytest.raises(InputError, match="already running"):
+        rounds.start_next_round(store, "ppo", BASE, "quick", STAMP)
+    store.set_setting(rounds.NEXT_ROUND_KEY, json.dumps({"state": "running", "pid": 2**22 + 4321}))
+    assert rounds.read_report(store)["state"] == "killed"  # its process is gone
+
+
+def test_the_command_line_prints_the_plan(store, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("RLHF_RUNS_DIR", str(runs))
+    done = run_cli("next-round", "--method", "dpo", "--best", "base", "--preset", "quick", "--stamp", STAMP,
+                   "--plan-only", "--db", store.path)
+    assert f"python -m core train reward --preset quick --output-dir {runs}/reward-{STAMP}" in done.stdout
+    assert f"python -m core train dpo --preset quick --output-dir {runs}/dpo-{STAMP}" in done.stdout
+    assert f"round: round 1: dpo-{STAMP} vs base" in done.stdout
+    assert not runs.exists()  # nothing started
+
+
+# ---- the dashboard --------------------------------------------------------------------------------------------------
+def test_the_arena_page_shows_the_plan_then_starts_the_orchestrator(store, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    sft = policy_run(runs, "sft-20260101-000001")
+    monkeypatch.setenv("RLHF_DB", str(store.path))
+    monkeypatch.setenv("RLHF_RUNS_DIR", str(runs))
+    started = []
+    monkeypatch.setattr(rounds, "start_next_round", lambda *args: started.append(args) or 4242)
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("dashboard_pages/arena.py").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="next_round_best").value == str(sft)  # the current best: the newest SFT run
+    at.radio(key="next_round_method").set_value("dpo").run()
+    stamp = at.session_state["next_round_stamp"]
+    plan = at.code[0].value
+    assert f"python -m core train dpo --preset quick --sft-adapter {sft} --output-dir {runs}/dpo-{stamp}" in plan
+    assert f"round 1: dpo-{stamp} vs sft-20260101-000001" in plan
+    at.button(key="next_round_start").click().run()
+    assert not at.exception and not at.error
+    assert [args[1:] for args in started] == [("dpo", str(sft), "quick", stamp)]
