@@ -5,8 +5,9 @@
 
 1. Candidates: the base model samples 4 lists (temperature 1.0) for each of --prompts library train requests and
    for each of the scripted annotator's own requests (bench.annotator.OWN_REQUESTS: custom prompts, which the
-   reward stage splits by a hash, half of them held out with --eval-fraction 0.5). Batched; cached in
-   --out/candidates.jsonl, so a rerun with other variants samples nothing.
+   reward stage splits by a hash, half of them held out with --eval-fraction 0.5). Batched; appended to
+   --out/candidates.jsonl as they come, so a stopped run resumes and a rerun with other variants samples nothing.
+   Cost: about 5 core-seconds a list on the 2-core machines (496 lists: ~20 min on an idle machine).
 2. The scripted annotator (bench/annotator.py, --taste; its own checks, not the product's) gives every kind of
    feedback, written into a fresh DuckDB through the Store exactly as the arena writes it:
    - a vote on lists (1, 2) and (3, 4) of each request, and on all 6 pairs of a held-out request (more held-out
@@ -58,23 +59,29 @@ CANDIDATES = 4
 
 
 def candidates(out: Path, prompts: list[Prompt], base_model: str | None, seed: int) -> dict[str, list[str]]:
-    """request text -> CANDIDATES sampled lists (cached in out/candidates.jsonl)."""
+    """request text -> CANDIDATES sampled lists. Each request's lists are appended to out/candidates.jsonl as soon
+    as they are sampled (16 requests per batch of calls), so a stopped run resumes where it was."""
     cache = out / "candidates.jsonl"
-    if cache.exists():
-        cached = {row["prompt"]: row["lists"] for row in map(json.loads, cache.read_text().splitlines())}
-        if all(p.text in cached for p in prompts):
-            return cached
+    lists = {row["prompt"]: row["lists"] for row in map(json.loads, cache.read_text().splitlines())} \
+        if cache.exists() else {}
+    todo = [p for p in prompts if p.text not in lists]
+    if not todo:
+        return lists
     from core.collect.generate import complete
     from core.model import load
 
-    loaded = load(base_model)
-    requests = [p.text for p in prompts for _ in range(CANDIDATES)]
-    started = time.perf_counter()
-    texts = [c.text for c in complete(loaded.model, loaded.tokenizer, requests, SamplingSettings(temperature=1.0),
-                                      seed)]
-    print(f"sampled {len(texts)} lists in {time.perf_counter() - started:.0f} s", flush=True)
-    lists = {p.text: texts[n * CANDIDATES:(n + 1) * CANDIDATES] for n, p in enumerate(prompts)}
-    cache.write_text("".join(json.dumps({"prompt": k, "lists": v}) + "\n" for k, v in lists.items()))
+    loaded, started = load(base_model), time.perf_counter()
+    for n in range(0, len(todo), 16):
+        chunk = todo[n:n + 16]
+        requests = [p.text for p in chunk for _ in range(CANDIDATES)]
+        texts = [c.text for c in complete(loaded.model, loaded.tokenizer, requests,
+                                          SamplingSettings(temperature=1.0), seed + n)]
+        with cache.open("a") as f:
+            for k, prompt in enumerate(chunk):
+                lists[prompt.text] = texts[k * CANDIDATES:(k + 1) * CANDIDATES]
+                f.write(json.dumps({"prompt": prompt.text, "lists": lists[prompt.text]}) + "\n")
+        print(f"sampled lists for {n + len(chunk)}/{len(todo)} requests in {time.perf_counter() - started:.0f} s",
+              flush=True)
     return lists
 
 
@@ -146,7 +153,7 @@ def train_variant(out: Path, db: Path, name: str, sources: tuple[str, ...], base
 
 def table(rows: list[dict], counts: dict, taste: str) -> str:
     lines = [f"Reward-model ablation, taste `{taste}`: {counts}", "",
-             "| variant | held-out accuracy [95 % Wilson] | train pairs (votes / edits / both-bad / ratings / ties) | s |",
+             "| variant | held-out accuracy [95 % Wilson] | train pairs (all pairs from votes / edits / both-bad / ratings / ties) | s |",
              "|---|---|---|---|"]
     for r in rows:
         by_source = " / ".join(str(r.get(f"pairs_from_{s}", 0)) for s in ("votes", "edits", "both_bad", "ratings",
