@@ -14,13 +14,15 @@ from core.train.stages import STAGES, config_class, stage_module
 
 RUN_PICKERS = {"reward_model": "reward", "sft_adapter": "sft"}  # settings that name a finished run's folder
 NOT_IN_FORM = ("resume",)  # the Resume button below does that
+STAGE_LABELS = {"sft": "1. SFT", "reward": "2. Reward model", "ppo": "3. PPO", "rloo": "3. RLOO",
+                "dpo": "DPO (votes, no reward model)"}
 
 st.title("Train")
 st.caption(f"Runs start as their own processes (`python -m core train ...`), keep going if this page is closed, "
            f"and write folders the Runs page plots. Device: **{device_label()}**.")
 
 stage = st.radio("stage", list(STAGES), horizontal=True, key="stage",
-                 format_func={"sft": "1. SFT", "reward": "2. Reward model", "ppo": "3. PPO"}.get)
+                 format_func=lambda name: STAGE_LABELS.get(name, name))
 cls = config_class(stage)
 st.caption((stage_module(stage).__doc__ or "").split("\n\n")[0])
 presets = ["(defaults: GPU-sized)"] + sorted(getattr(cls, "PRESETS", {}))

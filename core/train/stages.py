@@ -21,6 +21,8 @@ STAGES = {stage.name: stage for stage in (
     Stage("sft", "core.train.sft", "SFTConfig", resumable=False),
     Stage("reward", "core.train.reward_model", "RewardConfig", resumable=False),
     Stage("ppo", "core.train.ppo.trainer", "PPOConfig", resumable=True),
+    Stage("rloo", "core.train.rloo", "RLOOConfig", resumable=False),
+    Stage("dpo", "core.train.dpo", "DPOConfig", resumable=False),
 )}
 
 

@@ -34,6 +34,25 @@ PANELS = {
         ("Token accuracy", ["train/mean_token_accuracy"]),
         ("Learning rate", ["train/learning_rate"]),
     ],
+    "dpo": [
+        ("Loss", ["train/loss", "eval/loss"]),
+        ("Implicit-reward accuracy (chosen above rejected)", ["train/rewards/accuracies",
+                                                              "eval/rewards/accuracies", "eval/accuracy"]),
+        ("Implicit rewards β·log(π/π_ref)", ["train/rewards/chosen", "train/rewards/rejected",
+                                             "train/rewards/margins"]),
+        ("Log-probabilities of the lists", ["train/logps/chosen", "train/logps/rejected"]),
+        ("Learning rate", ["train/learning_rate"]),
+    ],
+    "rloo": [
+        ("Reward (reward model, less the missing-EOS penalty)", ["train/reward", "train/reward_std"]),
+        ("KL to the reference (nats per token)", ["train/kl"]),
+        ("Entropy", ["train/entropy"]),
+        ("Clip fraction", ["train/clip_ratio/region_mean"]),
+        ("List length (tokens)", ["train/completions/mean_length", "train/completions/mean_terminated_length"]),
+        ("Share of lists that never ended", ["train/completions/clipped_ratio"]),
+        ("Well-formed rate", ["train/well_formed"]),
+        ("Groups whose k rewards were all equal", ["train/frac_reward_zero_std"]),
+    ],
 }
 
 
