@@ -39,7 +39,7 @@ from core.collect.chooser import (
 )
 from core.records import STRENGTHS, USER_ERRORS, InputError, ModelLoadError
 from core.train.rounds import check_policy
-from core.train.runs import RunState, adapter_dir, list_runs
+from core.train.runs import adapter_dir, newest_finished_run
 
 log = logging.getLogger(__name__)
 
@@ -269,12 +269,6 @@ def _counter(arena: Arena) -> str:
     return f"Votes: {counts['votes']} · ratings: {counts['ratings']} · demonstrations: {counts['demonstrations']}"
 
 
-def newest_reward_run() -> Path | None:
-    """The newest finished reward-model run under $RLHF_RUNS_DIR: what uncertain choice scores with."""
-    return next((r.path for r in list_runs() if r.stage == "reward" and r.status.get("state") == RunState.FINISHED),
-                None)
-
-
 def build_arena(args) -> Arena:
     from core.collect.generate import Generator
     from core.collect.library import load_prompts
@@ -298,7 +292,7 @@ def build_arena(args) -> Arena:
         return generator.base_policy if side == BASE else generator.add_adapter(str(adapter_dir(check_policy(side))))
 
     arena = Arena(store, generator, load_prompts(split="train"), queue_size=args.queue_size,
-                  reward=RewardWatcher(newest_reward_run, load_scorer), candidates=args.candidates,
+                  reward=RewardWatcher(functools.partial(newest_finished_run, "reward"), load_scorer), candidates=args.candidates,
                   load_policy=load_policy)  # loads the stored pairing now, before the first pair
     if pairing and arena.pairing.error:  # the pairing typed at start would not load: say so instead of serving base
         raise ModelLoadError(f"could not load --pairing {','.join(pairing)}: {arena.pairing.error}")

@@ -29,6 +29,7 @@ from core.records import USER_ERRORS, InputError
 from core.store.database import Store
 from core.store.preferences import export_votes, import_file
 from core.train.rounds import METHODS, next_round
+from core.train.runs import newest_finished_run
 from core.train.stages import STAGES, config_class, stage_module
 
 
@@ -100,7 +101,7 @@ def _leaderboard(args) -> None:
         raise InputError(f"{db}: no such database; pass --db PATH of an existing DuckDB file (or set $RLHF_DB).")
     votes = Store(db, timeout_s=args.wait).votes()
     board = leaderboard.leaderboard(votes, bootstrap=args.bootstrap, seed=args.seed)  # refuses no votes, first
-    run = (None if args.reward_model == "none" else leaderboard.newest_reward_run() if args.reward_model == "newest"
+    run = (None if args.reward_model == "none" else newest_finished_run("reward") if args.reward_model == "newest"
            else Path(args.reward_model))
     if run:
         scorer = _heavy("core.train.reward_model").RewardScorer.from_folder(run, device=args.device)

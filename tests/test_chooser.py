@@ -159,7 +159,7 @@ def write_run(root: Path, name: str, stage: str, state: str) -> Path:
 
 
 def test_the_watcher_picks_up_each_newer_finished_reward_run(tmp_path, monkeypatch):
-    from apps.arena import newest_reward_run
+    from core.train.runs import newest_finished_run
 
     monkeypatch.setenv("RLHF_RUNS_DIR", str(tmp_path))
     loaded = []
@@ -170,7 +170,7 @@ def test_the_watcher_picks_up_each_newer_finished_reward_run(tmp_path, monkeypat
             raise OSError("adapter_model.safetensors is truncated")
         return LengthScorer()
 
-    watcher = RewardWatcher(newest_reward_run, load)
+    watcher = RewardWatcher(lambda: newest_finished_run("reward"), load)
     watcher.refresh()
     assert watcher.scorer is None and not loaded  # no run yet: random pairs
     first = write_run(tmp_path, "reward-20260101-000001", "reward", "finished")

@@ -67,7 +67,8 @@ def test_trl_collates_our_rows_unchanged_and_trains_only_the_policy_adapter(tiny
     from datasets import Dataset
     from trl import DPOConfig as TRLDPOConfig
 
-    from core.train.dpo import _TokenisedDPOTrainer, start_policy
+    from core.train.dpo import _TokenisedDPOTrainer
+    from core.train.start import start_policy
     from core.train.trainer_run import trainer_arguments
 
     base_name, policy = start_policy("", tiny_adapter_dir, torch.device("cpu"))

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from core.records import Generation, InputError, Pair, Policy, Prompt
-from core.store import database
+from core.store import imports
 from core.store.database import Store, StoreError
 from core.store.preferences import export_votes, import_votes
 
@@ -188,7 +188,7 @@ def test_unreadable_bytes_or_cells_are_rejected_in_one_line(store, tmp_path, suf
 
 
 def test_store_import_skips_votes_stored_before_and_is_all_or_nothing_across_chunks(store, monkeypatch):
-    monkeypatch.setattr(database, "IMPORT_CHUNK_ROWS", 2)  # the repeats below land in different chunks
+    monkeypatch.setattr(imports, "IMPORT_CHUNK_ROWS", 2)  # the repeats below land in different chunks
 
     def votes(created_at):  # new pair ids every time, as when a file is read again
         return [(make_pair(f"Top 5 things {i % 3}", "1. a", "1. b"), "left", "carol", created_at) for i in range(5)]

@@ -10,10 +10,10 @@ from core.judge.leaderboard import (
     Leaderboard,
     leaderboard,
     mean_reward_by_policy,
-    newest_reward_run,
     with_mean_rewards,
 )
 from core.records import InputError
+from core.train.runs import newest_finished_run
 from core.view import charts
 
 FIT_COLUMNS = ["choice", "left_policy", "right_policy", "source", "repeat_of"]  # all a rating reads
@@ -47,7 +47,7 @@ except InputError as err:
     st.info(f"{as_text(err)} The leaderboard ranks policies once people have compared two of them.")
     st.stop()
 
-run = newest_reward_run()
+run = newest_finished_run("reward")
 if run is None:
     st.caption("No reward model has finished yet: the mean reward-model score column stays empty.")
 elif st.toggle(f"mean score under the newest reward model, {as_text(run.name)} (loads it once per new vote)",

@@ -12,7 +12,8 @@ from core.train import launcher
 from core.train.runs import RESUMABLE_STATES, RunState
 from core.train.stages import STAGES, config_class, stage_module
 
-RUN_PICKERS = {"reward_model": "reward", "sft_adapter": "sft"}  # settings that name a finished run's folder
+# settings that name a finished run's folder, and the stages offered: a tuning run starts from any policy (rounds)
+RUN_PICKERS = {"reward_model": ("reward",), "sft_adapter": ("sft", "ppo", "dpo", "rloo")}
 NOT_IN_FORM = ("resume",)  # the Resume button below does that
 STAGE_LABELS = {"sft": "1. SFT", "reward": "2. Reward model", "ppo": "3. PPO", "rloo": "3. RLOO",
                 "dpo": "DPO (votes, no reward model)"}
@@ -35,7 +36,7 @@ with st.expander("Settings", expanded=True):
     for n, field in enumerate(f for f in form_fields(cls, preset) if f.name not in NOT_IN_FORM):
         col, key = columns[n % 3], f"{stage}:{preset}:{field.name}"
         if field.name in RUN_PICKERS:
-            options = [""] + [str(r.path) for r in runs((RUN_PICKERS[field.name],), finished_only=True)]
+            options = [""] + [str(r.path) for r in runs(RUN_PICKERS[field.name], finished_only=True)]
             typed[field.name] = col.selectbox(field.name, options, help=field.help, key=key,
                                               format_func=lambda p: p.rsplit("/", 1)[-1] or "(none)")
         elif field.kind is bool:

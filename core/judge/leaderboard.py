@@ -33,14 +33,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from core.records import InputError
 from core.store.preferences import IMPORTED_POLICY
-from core.train.runs import RunState, list_runs
 
 SCALE = 400 / math.log(10)  # Elo points per unit of log-odds
 ANCHOR_RATING = 1000.0
@@ -246,13 +244,6 @@ def mean_reward_by_policy(votes: pd.DataFrame, scorer) -> dict[str, float]:
         return {}
     lists["reward"] = scorer.score(list(lists.prompt), list(lists.text))
     return {policy: float(mean) for policy, mean in lists.groupby("policy").reward.mean().items()}
-
-
-def newest_reward_run(root: Path | None = None) -> Path | None:
-    """The newest finished reward-model run under `root` (default $RLHF_RUNS_DIR). The arena (apps/arena.py
-    `newest_reward_run`) looks it up the same way."""
-    return next((r.path for r in list_runs(root) if r.stage == "reward" and r.status.get("state") == RunState.FINISHED),
-                None)
 
 
 # ---- 5. as plain text -----------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ dashboard's Disagreements page) is a row too: "noise" keeps the vote out of expo
 """
 from __future__ import annotations
 
-import itertools
 import os
 import time
 import unicodedata
@@ -25,23 +24,17 @@ import pandas as pd
 from core.paths import DEFAULT_DB
 from core.records import (
     CHOICES,
-    Generation,
     InputError,
     Pair,
     Prompt,
-    SamplingSettings,
     new_id,
     utc_now,
 )
+from core.store import imports
 from core.store.lock import prepare_path, transaction
-from core.store.schema import SCHEMA
+from core.store.schema import GENERATION_COLUMNS, SCHEMA, generation_row
 
-_GENERATION_COLUMNS = ("generation_id, prompt_id, text, policy, base_model, adapter, system_prompt, temperature, top_p, "
-                       "top_k, max_new_tokens, seed, num_tokens, finished, latency_ms, well_formed, n_items, created_at")
-# What makes two votes the same vote, for re-imports: JSON keeps the fields apart whatever characters they hold.
-_VOTE_KEY = "md5_number(to_json([prompt, left_text, right_text, choice, annotator]))"
 MAX_ANNOTATOR_CHARS = 64
-IMPORT_CHUNK_ROWS = 20_000  # votes per bulk insert: all an import holds in Python at a time
 
 
 class StoreError(InputError):
@@ -173,19 +166,11 @@ class Store:
         return demonstration_id
 
     def import_votes(self, votes: Iterable[tuple[Pair, str, str, datetime | None]]) -> tuple[int, int]:
-        """(pair, choice, annotator, created_at) rows, all or nothing: one transaction, filled by bulk inserts of
-        IMPORT_CHUNK_ROWS votes (DuckDB scans each chunk's frames directly: 100k votes take seconds, row by row
-        minutes); only DuckDB's indexes and pending rows grow with `votes` (1M: ~0.7 GB, bench/import_memory.py).
-        A vote identical to one stored before (same prompt, texts, choice, annotator and created_at; None means now
-        and matches any time) is skipped: importing a file twice adds nothing. Returns (imported, skipped)."""
-        votes, now, imported, skipped = iter(votes), utc_now(), 0, 0
-        with self.connect(write=True) as con:
-            con.execute(f"CREATE TEMP TABLE stored_votes AS SELECT {_VOTE_KEY} AS key, created_at FROM votes")
-            while chunk := [(pair, choice, check_annotator(annotator), created_at) for pair, choice, annotator,
-                            created_at in itertools.islice(votes, IMPORT_CHUNK_ROWS)]:
-                fresh = _insert_new_votes(con, chunk, now)
-                imported, skipped = imported + fresh, skipped + len(chunk) - fresh
-        return imported, skipped
+        """(pair, choice, annotator, created_at) rows, all or nothing, built outside the write lock and merged in
+        one short transaction (core/store/imports.py). A vote identical to one stored before (same prompt, texts,
+        choice, annotator and created_at; None means now and matches any time) is skipped: importing a file twice
+        adds nothing. Returns (imported, skipped)."""
+        return imports.import_votes(self, votes, check_annotator)
 
     # ---- reads --------------------------------------------------------------------------------------------------
     def votes(self, include_retracted: bool = False, include_noise: bool = False) -> pd.DataFrame:
@@ -335,35 +320,6 @@ class Store:
             return con.execute(f"SELECT * FROM {name}").df()
 
 
-def _insert_new_votes(con, chunk: list[tuple], now: datetime) -> int:
-    """One bulk insert per table of the (pair, choice, annotator, created_at) votes that match none in the
-    `stored_votes` key table (see import_votes); a prompt is stored once, whoever brought it first."""
-    keys = pd.DataFrame([(row, pair.prompt.text, pair.left.text, pair.right.text, choice, annotator,
-                          created_at is not None, created_at or now)
-                         for row, (pair, choice, annotator, created_at) in enumerate(chunk)],
-                        columns=["row", "prompt", "left_text", "right_text", "choice", "annotator", "timed",
-                                 "created_at"])
-    # from_df(...).query, not con.register: a view registered inside a transaction keeps its frame alive until the
-    # commit, so an import of every chunk would hold them all (1M votes: gigabytes)
-    stored = {row for (row,) in con.from_df(keys).query("incoming", f"""
-        SELECT i.row FROM (SELECT row, timed, created_at, {_VOTE_KEY} AS key FROM incoming) i
-        SEMI JOIN stored_votes s ON s.key = i.key AND (NOT i.timed OR s.created_at = i.created_at)""").fetchall()}
-    prompts, generations, pairs, comparisons = [], [], [], []
-    for pair, choice, annotator, created_at in (vote for row, vote in enumerate(chunk) if row not in stored):
-        p, created_at = pair.prompt, created_at or now
-        prompts.append((p.prompt_id, p.text, p.source, p.library_id, p.category, p.split, now))
-        generations += [_generation_row(g) for g in (pair.left, pair.right)]
-        pairs.append((pair.pair_id, p.prompt_id, pair.left.generation_id, pair.right.generation_id, pair.source,
-                      created_at, "import", None, None, None))  # pairs' columns in order; no round
-        comparisons.append((new_id(), pair.pair_id, choice, None, annotator, None, created_at))
-    frames = {"prompts": pd.DataFrame(prompts).drop_duplicates(0), "generations": pd.DataFrame(generations),
-              "pairs": pd.DataFrame(pairs), "comparisons": pd.DataFrame(comparisons)}
-    for table, frame in frames.items() if comparisons else ():
-        con.from_df(frame).query("incoming", f"INSERT {'OR IGNORE ' if table == 'prompts' else ''}INTO {table} "
-                                             "SELECT * FROM incoming")
-    return len(comparisons)
-
-
 def _standing_vote(con, pair_id: str) -> bool:
     return con.execute("""SELECT 1 FROM comparisons c LEFT JOIN retractions x USING (comparison_id)
                           WHERE c.pair_id = ? AND x.comparison_id IS NULL""", [pair_id]).fetchone() is not None
@@ -373,8 +329,8 @@ def _insert_pair(con, pair: Pair, created_at, generations: bool = True) -> None:
     """The prompt (once), both generations (unless stored already: a repeat) and the pair."""
     _insert_prompt(con, pair.prompt)
     for gen in (pair.left, pair.right) if generations else ():
-        con.execute(f"INSERT INTO generations ({_GENERATION_COLUMNS}) VALUES ({', '.join('?' * 18)})",
-                    _generation_row(gen))
+        con.execute(f"INSERT INTO generations ({GENERATION_COLUMNS}) VALUES ({', '.join('?' * 18)})",
+                    generation_row(gen))
     con.execute("INSERT INTO pairs (pair_id, prompt_id, left_generation_id, right_generation_id, source, created_at, "
                 "chosen_by, predicted_p_left, repeat_of, round) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [pair.pair_id, pair.prompt.prompt_id, pair.left.generation_id, pair.right.generation_id,
@@ -385,10 +341,3 @@ def _insert_prompt(con, prompt: Prompt) -> None:
     con.execute("INSERT OR IGNORE INTO prompts VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [prompt.prompt_id, prompt.text, prompt.source, prompt.library_id, prompt.category, prompt.split,
                  utc_now()])
-
-
-def _generation_row(gen: Generation) -> list:
-    s = gen.sampling or SamplingSettings(None, None, None, None)
-    return [gen.generation_id, gen.prompt.prompt_id, gen.text, gen.policy.name, gen.policy.base_model,
-            gen.policy.adapter, gen.system_prompt, s.temperature, s.top_p, s.top_k, s.max_new_tokens, gen.seed,
-            gen.num_tokens, gen.finished, gen.latency_ms, gen.well_formed, gen.n_items, gen.created_at]

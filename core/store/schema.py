@@ -6,7 +6,7 @@ the reward model's P(left preferred) when it chose the pair), for an unannounced
 pair it repeats with sides swapped (`repeat_of`), and the round of collection it was shown in (`round`: the name the
 arena served when it showed the pair, core/train/rounds.py; NULL outside any round and for imported pairs).
 """
-from core.records import CHOICES
+from core.records import CHOICES, Generation, SamplingSettings
 
 SCHEMA_VERSION = 1
 
@@ -61,3 +61,15 @@ CREATE OR REPLACE VIEW votes AS
     LEFT JOIN (SELECT comparison_id, arg_max(action, created_at) AS review FROM reviews
                WHERE action IN ('confirm', 'noise') GROUP BY comparison_id) v ON v.comparison_id = c.comparison_id;
 """
+
+
+# The generations table's columns in order, and a Generation as a row of them (every writer spells them so).
+GENERATION_COLUMNS = ("generation_id, prompt_id, text, policy, base_model, adapter, system_prompt, temperature, top_p, "
+                      "top_k, max_new_tokens, seed, num_tokens, finished, latency_ms, well_formed, n_items, created_at")
+
+
+def generation_row(gen: Generation) -> list:
+    s = gen.sampling or SamplingSettings(None, None, None, None)
+    return [gen.generation_id, gen.prompt.prompt_id, gen.text, gen.policy.name, gen.policy.base_model,
+            gen.policy.adapter, gen.system_prompt, s.temperature, s.top_p, s.top_k, s.max_new_tokens, gen.seed,
+            gen.num_tokens, gen.finished, gen.latency_ms, gen.well_formed, gen.n_items, gen.created_at]

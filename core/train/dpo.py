@@ -34,9 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-import torch
 from datasets import Dataset
-from peft import LoraConfig, PeftModel
+from peft import LoraConfig
 from trl import DPOConfig as TRLDPOConfig
 from trl import DPOTrainer
 
@@ -44,21 +43,19 @@ from core.collect.generate import prompt_and_answer_ids
 from core.config import check, knob, stage_main
 from core.model import (
     describe_device,
-    load_causal_lm,
     load_tokenizer,
     pick_device,
-    resolve_base_model,
 )
 from core.records import InputError
 from core.store.database import Store
 from core.train.run_writer import Run
-from core.train.runs import RunFolder, adapter_dir, prepare_run_dir, read_adapter_config
+from core.train.runs import RunFolder, prepare_run_dir
 from core.train.snapshot import DEFAULT_EVAL_FRACTION, take_preferences
+from core.train.start import POLICY_ADAPTER, start_policy
 from core.train.trackers import report_to_knob
 from core.train.trainer_run import attach, trainer_arguments
 
 log = logging.getLogger(__name__)
-POLICY_ADAPTER = "default"  # PEFT's name for the adapter TRL trains; TRL names the frozen copy "ref"
 
 
 @dataclass
@@ -115,18 +112,6 @@ def preference_rows(tokenizer, pairs, max_length: int) -> list[dict]:
         if len(prompt_ids) < max_length:
             rows.append({"prompt_ids": prompt_ids, "chosen_ids": chosen_ids, "rejected_ids": rejected_ids})
     return rows
-
-
-def start_policy(base_model: str, sft_adapter: str, device: torch.device):
-    """(base name, policy): the base model, or the base with the SFT adapter loaded as the trainable adapter. TRL's
-    DPO and RLOO trainers take the reference from here: a PEFT model's frozen "ref" copy of a loaded adapter, else
-    the model with adapters disabled; either way the policy training starts from."""
-    saved = read_adapter_config(sft_adapter, "CAUSAL_LM", "python -m core train sft") if sft_adapter else {}
-    base_name = resolve_base_model(base_model or saved.get("base_model_name_or_path"))
-    base = load_causal_lm(base_name, device)
-    if not sft_adapter:
-        return base_name, base
-    return base_name, PeftModel.from_pretrained(base, str(adapter_dir(sft_adapter)), is_trainable=True)
 
 
 class _TokenisedDPOTrainer(DPOTrainer):

@@ -14,7 +14,7 @@
         samples.jsonl       generations with their scores (SFT: base vs tuned; PPO: every --sample-every updates)
         scores.parquet      reward model: every labelled pair scored (the dashboard's disagreements)
         calibration.json    reward model: held-out accuracy with counts, ECE, reliability bins, accuracy by gap
-        checkpoint/state.pt PPO: everything --resume continues from
+        checkpoint/state.pt PPO: everything --resume continues from (DPO and RLOO save none: they are minutes long)
         eval_samples.jsonl  PPO --eval-every: answers to held-out requests, for the over-optimisation view
         judgements.jsonl    written by a judge other than the reward model (bench/loop.py's scripted annotator)
         tensorboard/        --report-to tensorboard: the same metrics as event files
@@ -277,3 +277,14 @@ def list_runs(root: Path | None = None) -> list[RunInfo]:
         return []
     runs = [RunInfo(p, RunFolder(p).stage, read_status(p)) for p in root.iterdir() if p.is_dir()]
     return sorted(runs, key=lambda r: r.path.name.split("-", 1)[-1], reverse=True)  # by timestamp, any stage
+
+
+def finished_runs(stage: str, root: Path | None = None) -> list[RunInfo]:
+    """The finished runs of one stage under `root` (default $RLHF_RUNS_DIR), newest first."""
+    return [r for r in list_runs(root) if r.stage == stage and r.status.get("state") == RunState.FINISHED]
+
+
+def newest_finished_run(stage: str, root: Path | None = None) -> Path | None:
+    """The newest finished run of `stage` (for example the reward model that the arena's uncertain choice and the
+    leaderboard score with); None when there is none yet."""
+    return next((r.path for r in finished_runs(stage, root)), None)

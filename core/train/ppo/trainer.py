@@ -45,7 +45,6 @@ from core.model import (
     load_tokenizer,
     peak_memory_mb,
     pick_device,
-    resolve_base_model,
 )
 from core.records import InputError
 from core.train.ppo import policy_value
@@ -72,6 +71,7 @@ from core.train.reward_model import RewardScorer
 from core.train.run_writer import Run, rewind_logs
 from core.train.runs import RunFolder, RunState, prepare_run_dir
 from core.train.snapshot import take_prompts
+from core.train.start import base_name_for
 
 __all__ = ["PPOConfig", "PPOTrainer", "Rollout", "ppo_update", "train"]
 log = logging.getLogger(__name__)
@@ -233,7 +233,7 @@ def train(cfg: PPOConfig) -> Path:
     with Run(run_dir, total=cfg.total_updates) as run:
         # 0. set up: prompts snapshot, one base model in four roles, the optimiser over the policy's weights
         prompts, _ = take_prompts(run_dir, "train", cfg.prompts_file or None)
-        base_name = resolve_base_model(cfg.base_model or None)
+        base_name = base_name_for(cfg.base_model, cfg.sft_adapter)  # the SFT adapter's base if none is given
         torch.manual_seed(cfg.seed)
         tokenizer = load_tokenizer(base_name)
         base = load_causal_lm(base_name, accelerator.device)
