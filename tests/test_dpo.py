@@ -199,3 +199,18 @@ def test_an_sft_adapter_folder_without_an_adapter_is_refused(tiny_model_dir, pre
     done = dpo_cli("--sft-adapter", tmp_path, "--db", preference_db, "--output-dir", tmp_path / "run", check=False)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "holds no adapter" in done.stderr.strip().splitlines()[-1]
+
+
+def test_every_tuning_stage_takes_the_sft_adapters_own_base_when_no_base_is_given(tiny_model_dir, tiny_adapter_dir,
+                                                                                  tiny_reward_run, monkeypatch):
+    """PPO, DPO and RLOO all start through core/train/start.py: no --base-model means the SFT adapter's base."""
+    from core.model import EMBEDDED_MODEL_DIR
+    from core.records import ModelLoadError
+    from core.train.start import base_name_for
+
+    monkeypatch.delenv("RLHF_BASE_MODEL", raising=False)
+    assert base_name_for("", tiny_adapter_dir) == tiny_model_dir
+    assert base_name_for("other/model", tiny_adapter_dir) == "other/model"  # an explicit base wins
+    assert base_name_for("", "") == str(EMBEDDED_MODEL_DIR)
+    with pytest.raises(ModelLoadError, match="SEQ_CLS adapter, not the CAUSAL_LM"):
+        base_name_for("", str(tiny_reward_run))  # a reward model is no policy to start from

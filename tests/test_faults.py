@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from gradio_client import Client
@@ -73,25 +74,35 @@ def write_lock_held(db) -> bool:
         return False
 
 
-def test_kill_9_of_an_import_leaves_all_of_the_file_or_none_of_it(tmp_path):
+def staging_folders(db) -> list:
+    """The import's staging folders beside `db` (core/store/imports.py)."""
+    return list(Path(db).parent.glob(f".{Path(db).name}.import-*"))
+
+
+@pytest.mark.parametrize("when", ["staging", "merging"])
+def test_kill_9_of_an_import_leaves_all_of_the_file_or_none_of_it(tmp_path, when):
+    """Killed while it stages the rows (no lock held) or while it merges them (the write lock held): the database
+    holds all of the file or none of it, takes writes again, and the next import deletes the staging folder left."""
     db = tmp_path / "db.duckdb"
     Store(db)
-    votes = write_preference_votes(tmp_path / "votes.jsonl", 20_000)
+    votes = write_preference_votes(tmp_path / "votes.jsonl", 40_000)
     process = subprocess.Popen([sys.executable, "-m", "core", "import-votes", votes, "--db", str(db)], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    held_since, deadline = None, time.time() + 120
+    deadline = time.time() + 180
     while process.poll() is None and time.time() < deadline:
-        held_since = (held_since or time.time()) if write_lock_held(db) else None
-        if held_since and time.time() - held_since > 0.3:  # into the import's own write (not the schema check)
+        staging = staging_folders(db)
+        if staging and (when == "staging" and any(staging[0].glob("*.duckdb")) and not write_lock_held(db)
+                        or when == "merging" and write_lock_held(db)):
             break
-        time.sleep(0.01)
+        time.sleep(0.005)
     process.kill()
     assert process.wait() == -signal.SIGKILL, "the import finished before it could be killed"
+    assert staging_folders(db), "killed before it staged anything"
     store = Store(db)
-    assert len(store.votes()) in (0, 20_000)
+    assert len(store.votes()) in ((0,) if when == "staging" else (0, 40_000))
     assert_whole(store)
     import_votes(store, write_preference_votes(tmp_path / "small.jsonl", 3, seed=1))  # and it still takes writes
-    assert len(store.votes()) in (3, 20_003)
+    assert len(store.votes()) - 3 in (0, 40_000) and staging_folders(db) == []
 
 
 @pytest.mark.parametrize("stage, extra", [("sft", ["--eval-prompts", "0"]), ("reward", ["--batch-size", "2"])])

@@ -12,13 +12,15 @@ that long, so the import goes in three steps:
 2. merge, under the write lock, in one transaction: the staged votes identical to no stored vote (the same key:
    prompt, both lists, choice and annotator; and the same created_at, unless the file gave none) are copied with
    one INSERT ... SELECT per table from the attached staging file. All or nothing, as before.
-3. the staging folder is deleted, whatever happened.
+3. the staging folder is deleted, whatever happened; one left by an import that was killed (its name carries the
+   pid) is deleted by the next import.
 Only step 2 holds the lock: seconds where the whole import takes minutes (bench/import_memory.py --probe measures
 how long a concurrent writer waits).
 """
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -59,11 +61,27 @@ def import_votes(store, votes: Iterable[Vote], check_annotator) -> tuple[int, in
 
 
 def staging_folder(db_path: Path) -> Path:
-    """A fresh hidden folder beside the database (same disk: a full disk says so before the lock is taken)."""
+    """A fresh hidden folder beside the database (same disk: a full disk says so before the lock is taken), named
+    after this process; the folders of killed imports are deleted first."""
+    prefix = f".{db_path.name}.import-"
+    for old in db_path.parent.glob(f"{prefix}*"):
+        pid = old.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
     try:
-        return Path(tempfile.mkdtemp(prefix=f".{db_path.name}.import-", dir=db_path.parent))
+        return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=db_path.parent))
     except OSError as err:
         raise InputError(file_problem(err, db_path) or f"cannot stage the import beside {db_path}: {err}") from err
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
 
 
 # ---- 1. stage ------------------------------------------------------------------------------------------------------
