@@ -132,3 +132,44 @@ def test_the_loop_reports_the_numbers_core_eval_gives(loop_run, tiny_model_dir, 
     assert {k: report["win_rate"][k] for k in ("wins", "losses", "ties")} == \
         {k: loop_rm[k] for k in ("wins", "losses", "ties")}
     assert report["well_formed"]["policy"]["hits"] == result["evaluation"]["well_formed"]["ppo"]["hits"]
+
+
+def test_two_rounds_reuse_round_one_and_train_every_method_on_the_same_votes(loop_run, tiny_model_dir):
+    """bench/rounds.py on the tiny model, round 1 being the loop above: 8 more votes in the arena on round 1's
+    PPO against SFT, a reward model on all 20, PPO, DPO and RLOO from the current best, judged on 4 requests."""
+    folder, round1 = loop_run
+    out = folder / "rounds"
+    args = ["--round1", folder / "out", "--out", out, "--runs-dir", folder / "runs2", "--base-model", tiny_model_dir,
+            "--round2-votes", "8", "--demonstrations", "1", "--forced-choice", "true", "--eval-prompts", "4",
+            "--eval-max-new-tokens", "12",
+            "--reward-args=--eval-fraction 0.5 --max-steps 2 --batch-size 2 --max-length 512",
+            "--ppo-args=--total-updates 1 --batch-size 4 --mini-batches 2 --ppo-epochs 1 --response-length 12 "
+            "--norm-samples 4", "--dpo-args=--max-steps 1 --batch-size 2",
+            "--rloo-args=--max-steps 1 --batch-size 4 --num-generations 2 --max-new-tokens 12"]
+    done = subprocess.run([sys.executable, "-m", "bench.rounds", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    result = json.loads((out / "rounds.json").read_text())
+    from core.store.database import Store
+
+    # round 2's votes were cast in the arena on the pairing (round-1 PPO, SFT), in a copy of round 1's database
+    votes = Store(out / "rounds.duckdb").votes()
+    round2 = votes[votes["round"] == "round-2"]
+    assert len(votes) == 20 and len(round2) == 8 and len(Store(folder / "out" / "loop.duckdb").votes()) == 12
+    assert result["pairing"] == [round1["runs"]["ppo"], round1["runs"]["sft"]]
+    assert result["start"] in result["pairing"]
+    # the reward model trained on both rounds; every method finished from the same start
+    lineage = json.loads((Path(result["runs"]["reward"]) / "data" / "lineage.json").read_text())
+    assert lineage["train_pairs"] + lineage["eval_pairs"] == 20
+    for method in ("ppo", "dpo", "rloo"):
+        run = Path(result["runs"][method])
+        assert read_status(run)["state"] == "finished", method
+        assert json.loads((run / "config.json").read_text())["sft_adapter"] == result["start"]
+        assert result["wall_s"][method] > 0
+    e = result["evaluation"]
+    assert set(e["over_sft"]) == {"ppo", "dpo", "rloo"} and e["round2_over_round1"]["n"] == 4
+    assert all(r["n"] == 4 and r["low"] <= r["rate"] <= r["high"] for r in e["over_sft"].values())
+    assert set(e["mean_rm_score"]) == {"sft", "round1_ppo", "ppo", "dpo", "rloo"}
+    assert "Bradley-Terry" in result["leaderboard"] and set(result["goals"]) == {"round2_over_round1",
+                                                                                 "best_method_over_sft"}
+    assert "round 2 PPO vs round 1 PPO" in (out / "rounds.md").read_text()

@@ -1,0 +1,229 @@
+"""Two rounds of the loop with the scripted annotator: does a second round help, and which stage-3 method wins?
+
+    .venv/bin/python -m bench.rounds --out bench/out/rounds --taste terse            # hours on 2 cores
+    .venv/bin/python -m bench.rounds --round1 bench/out/loop-terse --out ...          # reuse a finished loop
+    (tests/test_rounds_bench.py runs it on the tiny model, a dozen votes a round, two steps a stage)
+
+1. Round 1 is bench/loop.py (arena votes, SFT, reward model, PPO, evaluation), or a finished loop's folder
+   (--round1: its loop.json names the runs, its loop.duckdb holds the votes).
+2. Round 2 in the arena: a copy of round 1's database, the arena started with `--pairing PPO1,SFT1 --round round-2`
+   (the round-1 policy against the SFT policy, sources hidden until the vote), and --round2-votes more votes cast
+   by the same annotator through gradio_client.
+3. A reward model on every vote of both rounds (`python -m core train reward`).
+4. From the current best (core.train.rounds.current_best: the pairing's side that won more of its head-to-head
+   votes), each of --methods is trained on the same votes and the same reward model: `train ppo`, `train dpo`,
+   `train rloo`, each timed (wall seconds on this machine).
+5. Every policy (SFT, round-1 PPO and each round-2 method) answers the held-out library requests, sampled as
+   `python -m core eval` samples them; the annotator judges round 2's PPO against round 1's, and each method against
+   SFT, with 95 % Wilson intervals (ties and "both bad" count half); the new reward model scores every answer.
+6. The leaderboard the arena's votes produced (core.judge.leaderboard: Bradley-Terry, bootstrap intervals).
+7. Report: rounds.json and rounds.md in --out, with the goals (round 2 preferred over round 1 >= 60 %; some method
+   preferred over SFT >= 65 %); stage logs in --out/logs.
+"""
+from __future__ import annotations
+
+import json
+import random
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+from bench import loop
+from bench.annotator import TASTES, Taste, annotate
+from core.collect.library import load_prompts
+from core.config import check, knob, parse_config
+from core.judge import leaderboard
+from core.judge.evaluate import EvalConfig, sample
+from core.judge.win_rate import win_rate
+from core.model import load
+from core.store.database import Store
+from core.train.reward_model import RewardScorer
+from core.train.rounds import current_best
+
+REPO = loop.REPO
+METHODS = ("ppo", "dpo", "rloo")
+GOALS = {"round2_over_round1": 0.60, "best_method_over_sft": 0.65}
+
+
+@dataclass
+class RoundsConfig:
+    out: str = knob("bench/out/rounds", "folder for both rounds' databases, logs and the report")
+    runs_dir: str = knob("", "where the run folders go; empty: models/runs")
+    base_model: str = knob("", "base model for every stage; empty: the embedded SmolLM2-135M-Instruct")
+    taste: str = knob("form", "the annotator's taste (bench/annotator.py TASTES)", choices=tuple(TASTES))
+    round1: str = knob("", "a finished bench/loop.py --out folder to use as round 1; empty: run round 1 here")
+    round1_votes: int = knob(300, "round 1's votes (when round 1 runs here)")
+    round2_votes: int = knob(150, "votes cast in round 2, on the round-1 policy against SFT")
+    own_requests: float = knob(0.4, "share of votes on the annotator's own requests (the reward model's held-out)")
+    demonstrations: int = knob(10, "edited lists the annotator saves per round, at most")
+    forced_choice: bool = knob(False, "forced-choice annotator: never tie or both bad (for a tiny random model)")
+    methods: list[str] = knob(list(METHODS), "round-2 tuning methods, trained from the same start on the same votes")
+    preset: str = knob("quick", "preset of every training stage")
+    loop_args: str = knob("", "extra flags for round 1's bench/loop.py (its --sft-args, --ppo-args, ...)")
+    reward_args: str = knob("--eval-fraction 0.5", "extra flags for round 2's `train reward`")
+    ppo_args: str = knob("", "extra flags for round 2's `train ppo`")
+    dpo_args: str = knob("", "extra flags for round 2's `train dpo`")
+    rloo_args: str = knob("", "extra flags for round 2's `train rloo`")
+    eval_prompts: int = knob(72, "held-out requests for the final evaluation (at most 72)")
+    eval_max_new_tokens: int = knob(160, "token budget per list in the final evaluation")
+    seed: int = knob(0, "seed of the annotator and of the evaluation's sampling and judging")
+
+    def __post_init__(self):
+        unknown = sorted(set(self.methods) - set(METHODS))
+        check(bool(self.methods) and not unknown,
+              f"methods must be some of {', '.join(METHODS)}, not {', '.join(unknown) or 'none'}")
+        check(self.round2_votes > 0, "round2-votes must be at least 1, e.g. 150.")
+
+
+def round_one(cfg: RoundsConfig, out: Path) -> tuple[dict, Path]:
+    """Step 1: (round 1's loop.json, its database), run here or read from --round1."""
+    folder = Path(cfg.round1) if cfg.round1 else out / "round1"
+    if not cfg.round1:
+        args = ["--out", str(folder), "--votes", str(cfg.round1_votes), "--taste", cfg.taste, "--own-requests",
+                str(cfg.own_requests), "--demonstrations", str(cfg.demonstrations), "--forced-choice",
+                str(cfg.forced_choice).lower(), "--preset", cfg.preset, "--eval-prompts", str(cfg.eval_prompts),
+                "--eval-max-new-tokens", str(cfg.eval_max_new_tokens), "--seed", str(cfg.seed),
+                *(["--runs-dir", cfg.runs_dir] if cfg.runs_dir else []),
+                *(["--base-model", cfg.base_model] if cfg.base_model else []), *shlex.split(cfg.loop_args)]
+        loop.main(args)
+    report = json.loads((folder / "loop.json").read_text())
+    if report.get("config", {}).get("taste", "form") != cfg.taste:
+        raise SystemExit(f"--round1 {folder} was voted with another taste; pass --taste "
+                         f"{report['config'].get('taste', 'form')}.")
+    return report, folder / "loop.duckdb"
+
+
+def collect_round_two(cfg: RoundsConfig, db: Path, pairing: tuple[str, str], logs: Path, taste: Taste) -> dict:
+    """Step 2: the arena on `db` serving `pairing` as round-2; the annotator casts cfg.round2_votes votes."""
+    port = loop.free_port()
+    url = f"http://127.0.0.1:{port}/"
+    base = ["--base-model", cfg.base_model] if cfg.base_model else []
+    with open(logs / "arena-round2.log", "w") as log:
+        arena = subprocess.Popen([sys.executable, "-m", "apps.arena", "--db", str(db), "--port", str(port),
+                                  "--annotator", "scripted", "--pairing", ",".join(pairing), "--round", "round-2",
+                                  *base], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            loop.wait_until_up(url, arena)
+            return annotate(url, cfg.round2_votes, cfg.demonstrations, cfg.seed + 1, "scripted", taste,
+                            cfg.own_requests)
+        finally:
+            arena.terminate()
+            arena.wait(timeout=60)
+
+
+def train_round_two(cfg: RoundsConfig, db: Path, runs: Path, stamp: str, start: str, logs: Path) -> tuple[dict, dict]:
+    """Steps 3-4: the reward model on every vote, then each method from `start`; (run folders, wall seconds)."""
+    base = ["--base-model", cfg.base_model] if cfg.base_model else []
+    common = ["--preset", cfg.preset, *base]
+    run = {"reward": runs / f"reward-{stamp}-round2"} | {m: runs / f"{m}-{stamp}-round2" for m in cfg.methods}
+    wall = {"reward": loop.run_stage("reward-round2", ["core", "train", "reward", *common, "--db", str(db),
+                                                       "--output-dir", str(run["reward"]),
+                                                       *shlex.split(cfg.reward_args)], logs)}
+    flags = {"ppo": ["--sft-adapter", start, "--reward-model", str(run["reward"]), *shlex.split(cfg.ppo_args)],
+             "dpo": ["--sft-adapter", start, "--db", str(db), *shlex.split(cfg.dpo_args)],
+             "rloo": ["--sft-adapter", start, "--reward-model", str(run["reward"]), *shlex.split(cfg.rloo_args)]}
+    for method in cfg.methods:
+        wall[method] = loop.run_stage(f"{method}-round2", ["core", "train", method, *common, "--output-dir",
+                                                           str(run[method]), *flags[method]], logs)
+    return run, wall
+
+
+def judged(cfg: RoundsConfig, requests: list[str], answers: dict, a: str, b: str, taste: Taste, salt: int) -> dict:
+    """The annotator's win rate of policy `a` over policy `b` on the same requests, with its interval."""
+    outcomes = loop.outcomes(requests, answers[a], answers[b], random.Random(cfg.seed + 2000 + salt), taste)
+    return win_rate(outcomes).as_dict()
+
+
+def evaluate_rounds(cfg: RoundsConfig, policies: dict[str, str], reward_dir: Path, taste: Taste) -> dict:
+    """Step 5: every policy on the held-out requests; annotator win rates and mean reward-model scores."""
+    ecfg = EvalConfig(policy=policies["sft"], base_model=cfg.base_model, prompts=cfg.eval_prompts,
+                      max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed)
+    requests = [p.text for p in load_prompts(split="eval")][:cfg.eval_prompts]
+    answers = {k: [c.text for c in v] for k, v in sample(load(cfg.base_model or None), policies, requests,
+                                                           ecfg).items()}
+    scorer = RewardScorer.from_folder(reward_dir)
+    report = {"prompts": len(requests),
+              "mean_rm_score": {k: sum(s) / len(s) for k, s in
+                                ((k, scorer.score(requests, texts)) for k, texts in answers.items())},
+              "round2_over_round1": judged(cfg, requests, answers, "ppo", "round1_ppo", taste, 0)
+              if "ppo" in answers else None,
+              "over_sft": {m: judged(cfg, requests, answers, m, "sft", taste, n + 1)
+                           for n, m in enumerate(cfg.methods)}}
+    report["samples"] = [{"prompt": r, **{f"{k}_text": answers[k][i] for k in answers}}
+                         for i, r in enumerate(requests)]
+    return report
+
+
+def markdown(result: dict) -> str:
+    e, cfg = result["evaluation"], result["config"]
+    lines = [f"# Two rounds, taste `{cfg['taste']}`", "",
+             f"Round 1: {result['round1_votes']} votes; round 2: {result['round2']['votes']} votes on "
+             f"{result['pairing'][0]} vs {result['pairing'][1]}; round 2 starts from {result['start']}.", "",
+             f"Annotator on {e['prompts']} held-out requests (95 % Wilson interval; ties count half):", "",
+             "| comparison | win rate [95 %] | n | goal |", "|---|---|---|---|"]
+    rows = ([("round 2 PPO vs round 1 PPO", e["round2_over_round1"], f">= {GOALS['round2_over_round1']:.0%}")]
+            if e["round2_over_round1"] else [])
+    rows += [(f"{m} vs SFT", r, f">= {GOALS['best_method_over_sft']:.0%} (best)") for m, r in e["over_sft"].items()]
+    lines += [f"| {name} | {r['rate']:.3f} [{r['low']:.3f}, {r['high']:.3f}] | {r['n']} | {goal} |"
+              for name, r, goal in rows]
+    lines += ["", "| policy | mean reward-model score (round-2 reward model) | wall s |", "|---|---|---|"]
+    lines += [f"| {k} | {v:.3f} | {result['wall_s'].get(k, '')} |" for k, v in e["mean_rm_score"].items()]
+    lines += ["", "Leaderboard of the arena's votes:", "", "```", result["leaderboard"], "```", "",
+              "Goals: " + ", ".join(f"{k} {'met' if v else 'missed'}" for k, v in result["goals"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_config(RoundsConfig, sys.argv[1:] if argv is None else argv, prog="python -m bench.rounds",
+                       description=__doc__.split("\n")[0])
+    out = Path(cfg.out)
+    logs, db = out / "logs", out / "rounds.duckdb"
+    logs.mkdir(parents=True, exist_ok=True)
+    vote_taste, taste = Taste(forced_choice=cfg.forced_choice, name=cfg.taste), Taste(name=cfg.taste)
+    # 1. round 1
+    round1, round1_db = round_one(cfg, out)
+    sft1, ppo1 = round1["runs"]["sft"], round1["runs"]["ppo"]
+    # 2. round 2 in the arena, on a copy of round 1's votes
+    for stale in out.glob("rounds.duckdb*"):
+        stale.unlink()
+    shutil.copyfile(round1_db, db)
+    started = time.perf_counter()
+    round2 = collect_round_two(cfg, db, (ppo1, sft1), logs, vote_taste)
+    wall = {"round2_votes": round(time.perf_counter() - started, 1)}
+    # 3-4. the reward model on every vote, each method from the current best
+    start = current_best(Store(db))
+    runs = Path(cfg.runs_dir or REPO / "models" / "runs")
+    run, trained = train_round_two(cfg, db, runs, datetime.now().strftime("%Y%m%d-%H%M%S"), start, logs)
+    wall |= trained
+    # 5. every policy on the held-out requests
+    t = time.perf_counter()
+    policies = {"sft": sft1, "round1_ppo": ppo1} | {m: str(run[m]) for m in cfg.methods}
+    evaluation = evaluate_rounds(cfg, policies, run["reward"], taste)
+    wall["evaluate"] = round(time.perf_counter() - t, 1)
+    # 6. the leaderboard of the arena's votes
+    board = leaderboard.leaderboard(Store(db).votes(), seed=cfg.seed)
+    # 7. the report
+    best = max((r["rate"] for r in evaluation["over_sft"].values()), default=0.0)
+    r21 = evaluation["round2_over_round1"]
+    result = {"config": asdict(cfg), "round1": str(Path(cfg.round1 or out / "round1")),
+              "round1_votes": round1.get("stored", {}).get("votes"), "round2": round2, "pairing": [ppo1, sft1],
+              "start": start, "runs": {k: str(v) for k, v in run.items()}, "wall_s": wall,
+              "evaluation": {k: v for k, v in evaluation.items() if k != "samples"},
+              "leaderboard": leaderboard.summary(board),
+              "goals": {"round2_over_round1": bool(r21 and r21["rate"] >= GOALS["round2_over_round1"]),
+                        "best_method_over_sft": best >= GOALS["best_method_over_sft"]}}
+    (out / "rounds.json").write_text(json.dumps(result, indent=2, default=str))
+    (out / "rounds.md").write_text(markdown(result))
+    with open(out / "rounds_samples.jsonl", "w") as f:
+        f.writelines(json.dumps(s) + "\n" for s in evaluation["samples"])
+    print(markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
