@@ -38,11 +38,11 @@ def test_a_vote_cast_while_an_import_is_being_staged_does_not_wait_for_it(store,
 def test_the_merge_holds_the_write_lock_so_other_writers_wait_for_it_not_fail(store, monkeypatch):
     real_merge, during = imports.merge, []
 
-    def merge_while_someone_writes(con, staging):
+    def merge_while_someone_writes(con, staging, staged):
         with pytest.raises(StoreBusy):  # the merge is one write transaction: a writer waits its turn
             Store(store.path, timeout_s=0.2).set_setting("x", "1")
         during.append(True)
-        return real_merge(con, staging)
+        return real_merge(con, staging, staged)
 
     monkeypatch.setattr(imports, "merge", merge_while_someone_writes)
     assert store.import_votes(votes(3)) == (3, 0) and during == [True]

@@ -6,9 +6,9 @@ Turning a large file into rows takes minutes (1M votes: ~5 min on 2 cores, bench
 write lock is what every vote in the arena waits for. Holding it for the whole import would stall a live arena
 that long, so the import goes in three steps:
 1. stage: each chunk of IMPORT_CHUNK_ROWS votes becomes rows of prompts, generations, pairs and comparisons,
-   bulk-inserted into a private staging DuckDB file beside the database (the store's own schema; nobody else opens
-   it, so no lock is taken). Then each staged vote's identity key is computed there. A bad row raises during this
-   step, before the database is touched.
+   bulk-inserted into a private staging DuckDB file beside the database (the store's tables without their keys;
+   nobody else opens it, so no lock is taken). Then each staged vote's identity key is computed there. A bad
+   row raises during this step, before the database is touched.
 2. merge, under the write lock, in one transaction: the staged votes identical to no stored vote (the same key:
    prompt, both lists, choice and annotator; and the same created_at, unless the file gave none) are copied with
    one INSERT ... SELECT per table from the attached staging file. All or nothing, as before.
@@ -37,6 +37,10 @@ from core.store.schema import SCHEMA, generation_row
 # What makes two votes the same vote, for re-imports: JSON keeps the fields apart whatever characters they hold.
 VOTE_KEY = "md5_number(to_json([prompt, left_text, right_text, choice, annotator]))"
 IMPORT_CHUNK_ROWS = 20_000  # votes per bulk insert: all an import holds in Python at a time
+# The store's tables without their keys: staging builds no index (a million votes' keys take ~220 MB); the merge
+# checks every key when it inserts into the real tables.
+STAGING_SCHEMA = "\n".join(line for line in SCHEMA.replace(" PRIMARY KEY", "").splitlines()
+                           if not line.startswith("INSERT"))  # and no meta row
 # the pairs' columns in the order `stage_chunk` writes them
 PAIR_COLUMNS = ("pair_id, prompt_id, left_generation_id, right_generation_id, source, created_at, chosen_by, "
                 "predicted_p_left, repeat_of, round")
@@ -54,7 +58,7 @@ def import_votes(store, votes: Iterable[Vote], check_annotator) -> tuple[int, in
         if not staged:
             return 0, 0
         with store.connect(write=True) as con:
-            imported = merge(con, staging)
+            imported = merge(con, staging, staged)
         return imported, staged - imported
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -95,14 +99,16 @@ def stage(staging: Path, votes: Iterable[Vote], check_annotator) -> int:
     except duckdb.Error as err:
         raise InputError(file_problem(err, staging) or f"cannot create {staging}: {err}") from err
     try:
-        con.execute(SCHEMA)
+        con.execute("SET memory_limit = '256MB'")  # rows spill to the staging file; no index is built here
+        con.execute(STAGING_SCHEMA)
         con.execute("CREATE TABLE vote_times (pair_id VARCHAR, timed BOOLEAN)")
         while chunk := [(pair, choice, check_annotator(annotator), created_at) for pair, choice, annotator,
                         created_at in itertools.islice(votes, IMPORT_CHUNK_ROWS)]:
             stage_chunk(con, chunk, now)
             staged += len(chunk)
-        con.execute(f"""CREATE TABLE incoming AS SELECT v.pair_id, v.created_at, t.timed, {VOTE_KEY} AS key
-                        FROM votes v JOIN vote_times t USING (pair_id)""")
+        # DISTINCT ON: a prompt staged by two chunks is two rows here (no keys), so the view repeats its votes
+        con.execute(f"""CREATE TABLE incoming AS SELECT DISTINCT ON (v.pair_id) v.pair_id, v.created_at, t.timed,
+                        {VOTE_KEY} AS key FROM votes v JOIN vote_times t USING (pair_id)""")
     except duckdb.Error as err:
         raise InputError(file_problem(err, staging) or f"could not stage the import: {err}") from err
     finally:
@@ -126,21 +132,28 @@ def stage_chunk(con, chunk: list[Vote], now: datetime) -> None:
               "vote_times": pd.DataFrame(times)}
     for table, frame in frames.items():
         columns = f"({PAIR_COLUMNS})" if table == "pairs" else ""
-        con.from_df(frame).query("chunk", f"INSERT {'OR IGNORE ' if table == 'prompts' else ''}INTO {table} "
-                                          f"{columns} SELECT * FROM chunk")
+        con.from_df(frame).query("chunk", f"INSERT INTO {table} {columns} SELECT * FROM chunk")
 
 
 # ---- 2. merge ------------------------------------------------------------------------------------------------------
-def merge(con, staging: Path) -> int:
+def merge_memory_mb(votes: int) -> int:
+    """DuckDB's memory limit for a merge of `votes`: what spills (the joins, the rows on their way in) stays within
+    it; the keys' indexes, which grow with the votes (~220 MB a million), are what it must leave room for. 1M votes:
+    600 MB, a peak RSS of ~850 MB in all (bench/import_memory.py) where no limit let it reach ~1.1 GB."""
+    return int(300 + 300 * max(votes, 1_000_000) / 1_000_000)
+
+
+def merge(con, staging: Path, staged: int) -> int:
     """Inside the caller's write transaction: copy the staged votes that match no stored one; returns how many."""
     quoted = str(staging).replace("'", "''")
+    con.execute(f"SET memory_limit = '{merge_memory_mb(staged)}MB'")
     con.execute(f"ATTACH '{quoted}' AS staged (READ_ONLY)")
     con.execute(f"""CREATE TEMP TABLE fresh AS SELECT i.pair_id FROM staged.incoming i
                     ANTI JOIN (SELECT {VOTE_KEY} AS key, created_at FROM votes) s
                     ON s.key = i.key AND (NOT i.timed OR s.created_at = i.created_at)""")
     fresh_pairs = "(SELECT * FROM staged.pairs SEMI JOIN fresh USING (pair_id))"
-    con.execute(f"""INSERT OR IGNORE INTO prompts BY NAME SELECT * FROM staged.prompts
-                    WHERE prompt_id IN (SELECT prompt_id FROM {fresh_pairs})""")
+    con.execute(f"""INSERT OR IGNORE INTO prompts BY NAME SELECT DISTINCT ON (prompt_id) * FROM staged.prompts
+                    WHERE prompt_id IN (SELECT prompt_id FROM {fresh_pairs})""")  # a prompt staged twice is kept once
     con.execute(f"""INSERT INTO generations BY NAME SELECT * FROM staged.generations
                     WHERE generation_id IN (SELECT left_generation_id FROM {fresh_pairs}
                                             UNION ALL SELECT right_generation_id FROM {fresh_pairs})""")
