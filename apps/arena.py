@@ -2,7 +2,7 @@
 
     python -m apps.arena [--base-model M] [--pairing A,B | --challenger RUN] [--round NAME] [--db PATH]
                          [--host 127.0.0.1] [--port 7860] [--sampling random|uncertain] [--repeat-rate 0.05]
-                         [--candidates 4]
+                         [--candidates 4] [--engine auto|int8|plain]
 
 --pairing, --round, --sampling and --repeat-rate, when given, are written to the database at start; the dashboard's
 Arena page changes them later and the arena follows, so the latest change wins (core/collect/chooser.py). A new
@@ -37,6 +37,7 @@ from core.collect.chooser import (
     save_pairing,
     save_settings,
 )
+from core.engine import ENGINES
 from core.records import STRENGTHS, USER_ERRORS, InputError, ModelLoadError
 from core.train.rounds import check_policy
 from core.train.runs import adapter_dir, newest_finished_run
@@ -286,7 +287,7 @@ def build_arena(args) -> Arena:
     save_settings(store, args.sampling, args.repeat_rate)  # checked before the model loads
     pairing = flag_pairing(args)  # run folders or adapter folders; checked before the model loads
     save_pairing(store, pairing, args.round)
-    generator = Generator(load(args.base_model, args.device))
+    generator = Generator(load(args.base_model, args.device, args.engine))
 
     def load_policy(side: str):  # a stored pairing's side, checked again: the run may have gone since it was stored
         return generator.base_policy if side == BASE else generator.add_adapter(str(adapter_dir(check_policy(side))))
@@ -323,6 +324,8 @@ def parse_args(argv=None):
     parser.add_argument("--round", help="the name of the round of collection every pair records (default: as stored)")
     parser.add_argument("--db", help="DuckDB file (default $RLHF_DB or data/rlhf.duckdb)")
     parser.add_argument("--device", help="auto (default), cpu or cuda")
+    parser.add_argument("--engine", choices=ENGINES, default="auto", help="sampling engine: auto (default: int8 "
+                        "weights on a CPU, plain on a GPU), int8, or plain (fp32, the fallback; core/engine.py)")
     parser.add_argument("--host", default=os.environ.get("ARENA_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("ARENA_PORT", 7860)))
     parser.add_argument("--annotator", default=os.environ.get("RLHF_ANNOTATOR") or getpass.getuser())

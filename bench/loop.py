@@ -153,7 +153,8 @@ def evaluate_policies(cfg: LoopConfig, sft_dir: Path, reward_dir: Path, ppo_dir:
                       max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed)
     requests = [p.text for p in load_prompts(split="eval")][:ecfg.prompts]
     policies = {"base": "base", "sft": str(sft_dir), "ppo": str(ppo_dir)}
-    answers = {k: [c.text for c in v] for k, v in sample(load(cfg.base_model or None), policies, requests, ecfg).items()}
+    loaded = load(cfg.base_model or None, None, ecfg.engine)  # as `core eval` loads it
+    answers = {k: [c.text for c in v] for k, v in sample(loaded, policies, requests, ecfg).items()}
     scorer = RewardScorer.from_folder(reward_dir)
     scores = {k: scorer.score(requests, texts) for k, texts in answers.items()}
     report = {"prompts": len(requests), "well_formed": {}, "mean_rm_score": {}, "rm_win_rate": {},

@@ -144,8 +144,8 @@ def evaluate_rounds(cfg: RoundsConfig, policies: dict[str, str], reward_dir: Pat
     ecfg = EvalConfig(policy=policies["sft"], base_model=cfg.base_model, prompts=cfg.eval_prompts,
                       max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed)
     requests = [p.text for p in load_prompts(split="eval")][:cfg.eval_prompts]
-    answers = {k: [c.text for c in v] for k, v in sample(load(cfg.base_model or None), policies, requests,
-                                                           ecfg).items()}
+    loaded = load(cfg.base_model or None, None, ecfg.engine)  # as `core eval` loads it
+    answers = {k: [c.text for c in v] for k, v in sample(loaded, policies, requests, ecfg).items()}
     scorer = RewardScorer.from_folder(reward_dir)
     report = {"prompts": len(requests),
               "mean_rm_score": {k: sum(s) / len(s) for k, s in

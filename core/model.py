@@ -163,12 +163,21 @@ class LoadedModel:
     model: object
     tokenizer: object
     device: torch.device
+    engine: str = "plain"  # how it samples: plain, or int8 weights on a CPU (core/engine.py)
 
 
-def load(name: str | None = None, device: str | None = None) -> LoadedModel:
+def load(name: str | None = None, device: str | None = None, engine: str = "plain") -> LoadedModel:
+    """The base model for sampling. `engine` (core/engine.py): plain fp32, int8 weights, or auto (int8 on a CPU);
+    training stages keep the default, plain."""
+    from core.engine import resolve_engine, to_int8
+
     name = resolve_base_model(name)
     dev = pick_device(device)
-    return LoadedModel(name=name, model=load_causal_lm(name, dev), tokenizer=load_tokenizer(name), device=dev)
+    engine = resolve_engine(engine, dev)
+    model = load_causal_lm(name, dev)
+    if engine == "int8":
+        to_int8(model)
+    return LoadedModel(name=name, model=model, tokenizer=load_tokenizer(name), device=dev, engine=engine)
 
 
 def _check_exists(name: str) -> None:

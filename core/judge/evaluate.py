@@ -18,6 +18,7 @@ from pathlib import Path
 from core.collect.generate import Generator, complete
 from core.collect.library import load_prompts
 from core.config import check, knob
+from core.engine import ENGINES
 from core.judge.win_rate import WinRate, wilson_interval, win_rate
 from core.lists import parse_list
 from core.model import load
@@ -37,6 +38,8 @@ class EvalConfig:
     temperature: float = knob(0.8, "sampling temperature for both policies")
     seed: int = knob(0, "sampling seed (the same for both policies)")
     device: str = knob("auto", "auto (GPU if present), cpu or cuda", choices=("auto", "cpu", "cuda"))
+    engine: str = knob("auto", "sampling engine: auto (int8 weights on a CPU), int8 or plain (fp32; core/engine.py)",
+                       choices=ENGINES)
     out: str = knob("", "write the report (figures and every sample) to this JSON file")
 
     def __post_init__(self):
@@ -80,10 +83,10 @@ def sample(loaded, policies: dict[str, str], requests: list[str], cfg: EvalConfi
 
 def evaluate(cfg: EvalConfig) -> dict:
     requests = [p.text for p in load_prompts(split="eval")][:cfg.prompts]
-    loaded = load(cfg.base_model or None, cfg.device)
+    loaded = load(cfg.base_model or None, cfg.device, cfg.engine)
     answers = sample(loaded, {"policy": cfg.policy, "against": cfg.against}, requests, cfg)
     report = {"policy": cfg.policy, "against": cfg.against, "reward_model": cfg.reward_model or None,
-              "prompts": len(requests), "well_formed": {}, "mean_score": {}}
+              "prompts": len(requests), "engine": loaded.engine, "well_formed": {}, "mean_score": {}}
     for label, completions in answers.items():
         ok = sum(parse_list(c.text).well_formed for c in completions)
         report["well_formed"][label] = proportion(ok, len(completions))

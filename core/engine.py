@@ -1,0 +1,82 @@
+"""Sampling engines: the plain fp32 model, or the same model reading int8 weights when it samples on a CPU.
+
+    python -m apps.arena --engine int8|plain|auto       python -m core eval ... --engine int8|plain|auto
+
+Why: at batch 1-2 a 135M model is bound by reading its weights once per token, so weights a quarter the size sample
+faster. How: every Linear layer of the base (attention, MLP and the LM head; not the LoRA matrices) keeps its fp32
+weight and gains an int8 copy with one scale per output channel; under `torch.no_grad` / `inference_mode` on a CPU
+it multiplies bf16 activations by that copy with PyTorch's own CPU kernel `aten._weight_int8pack_mm` (the kernel
+gpt-fast uses on CPU), and anywhere else (training, autograd, CUDA) it is the plain Linear it was. Written here
+because the libraries' ways lose the lists: torch.ao's `quantize_dynamic` also quantises activations with one scale
+per tensor, and on SmolLM2 that put its next-token distribution 1.5 nats/token (KL) away from fp32 (its answers
+stopped being lists); weight-only per-channel int8 stays within 0.007 nats/token (bench/sampling_speed.py).
+
+LoRA adapters load on top as usual (PEFT wraps these layers like any nn.Linear); their small matrices stay fp32.
+Only processes that sample load an engine (the arena, `core eval`, the benchmarks); training stages never do, so the
+policy PPO, DPO and RLOO train and score is always the fp32 one.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ENGINES = ("auto", "plain", "int8")
+AUTO_INT8_ON_CPU = True  # quality and speed measured side by side: README, Benchmarks (bench/sampling_speed.py)
+
+
+def int8_kernel_available() -> bool:
+    return hasattr(torch.ops.aten, "_weight_int8pack_mm")
+
+
+def resolve_engine(engine: str, device: torch.device) -> str:
+    """"plain" or "int8" for a model on `device`: auto is int8 on a CPU with the kernel, plain on a GPU (which
+    samples in bf16 at full speed already); int8 asked for where it cannot run is refused with what to pass."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine == "auto":
+        return "int8" if device.type == "cpu" and int8_kernel_available() and AUTO_INT8_ON_CPU else "plain"
+    if engine == "int8" and (device.type != "cpu" or not int8_kernel_available()):
+        from core.records import ModelLoadError
+
+        raise ModelLoadError(f"--engine int8 runs on a CPU with PyTorch's int8 kernel; this is {device.type}: pass "
+                             "--engine plain (or auto).")
+    return engine
+
+
+class Int8Linear(nn.Linear):
+    """An nn.Linear with an int8 copy of its weight (per output channel scales) used for CPU inference."""
+
+    qweight: torch.Tensor  # (out, in) int8
+    qscales: torch.Tensor  # (out,) bf16
+
+    def refresh(self) -> None:
+        """(Re)quantise the int8 copy from the fp32 weight (after loading, or if the weight changed)."""
+        w = self.weight.detach().float()
+        scales = (w.abs().amax(1) / 127).clamp(min=1e-8)  # (out,)
+        self.qweight = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+        self.qscales = scales.to(torch.bfloat16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or x.device.type != "cpu" or self.qweight.device != x.device:
+            return super().forward(x)
+        shape = x.shape  # (..., in)
+        y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, shape[-1]).to(torch.bfloat16), self.qweight,
+                                               self.qscales)  # (N, out) bf16
+        y = y.to(x.dtype).reshape(*shape[:-1], -1)
+        return y + self.bias if self.bias is not None else y
+
+
+def to_int8(model: nn.Module) -> int:
+    """Give every base Linear layer of `model` its int8 copy, in place (LoRA matrices left as they are); returns
+    how many layers. The class swap keeps every reference PEFT and the model hold to the layer."""
+    layers = [m for name, m in model.named_modules()
+              if type(m) is nn.Linear and "lora_" not in name and m.weight.device.type == "cpu"]
+    for layer in layers:
+        layer.__class__ = Int8Linear
+        layer.refresh()
+    return len(layers)
+
+
+def engine_of(model: nn.Module) -> str:
+    """"int8" when the model's layers carry int8 copies, else "plain" (what a generation's record says)."""
+    return "int8" if any(isinstance(m, Int8Linear) for m in model.modules()) else "plain"
