@@ -10,3 +10,11 @@ Shared by all: records.py (plain records and errors), lists.py (what a top-5 lis
 config.py (a dataclass -> CLI, form and config.json), paths.py (where files live), cli.py (`python -m core`).
 apps/ (Gradio arena, Streamlit dashboard) only call into here; nothing here imports gradio or streamlit.
 """
+import os
+
+# CPU threads: PyTorch's OpenMP (libgomp) keeps its idle threads spinning for ~300k iterations after each parallel
+# region by default. With two torch processes on the same cores (the arena sampling while a run trains) the spinners
+# starve each other: a token of a pair took 527 ms beside another sampling process instead of 37.5 ms alone
+# (bench/cpu_sharing.py, 2 cores). A spin of 10000 keeps a lone process's speed (37.8 ms) and cuts the shared case
+# to 131 ms. Read when libgomp loads, so set before torch is imported; a value the user set wins.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")

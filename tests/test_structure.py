@@ -3,7 +3,10 @@ only import downwards, no module edits sys.path, no stage module imports the CLI
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,3 +107,15 @@ def test_files_stay_under_400_lines():
             for p in (REPO / folder).rglob("*.py")
             if "trl112_anchor" not in p.parts and (n := len(p.read_text().splitlines())) > 400}
     assert not long
+
+
+@pytest.mark.parametrize("entry", ["core", "apps", "bench"])
+def test_every_entry_point_shortens_openmps_idle_spin_before_torch_loads(entry):
+    """core/__init__.py sets GOMP_SPINCOUNT (two torch processes on the same cores starve each other otherwise),
+    for apps and bench too, and a value the user set is kept."""
+    code = f"import {entry}, os, sys; assert 'torch' not in sys.modules; print(os.environ['GOMP_SPINCOUNT'])"
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    ours = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    theirs = subprocess.run([sys.executable, "-c", code], env={**env, "GOMP_SPINCOUNT": "42"}, capture_output=True,
+                            text=True, check=True)
+    assert (ours.stdout.strip(), theirs.stdout.strip()) == ("10000", "42")
