@@ -54,8 +54,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--tokens", type=int, default=96)
     parser.add_argument("--base-model", default=None)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda (bench/gpu_check.sh)")
     args = parser.parse_args()
-    generator = Generator(load(args.base_model, device="cpu"))
+    generator = Generator(load(args.base_model, device=args.device))
     request = "Top 5 ideas for a Thanksgiving meal"
     fixed_length_seconds(generator, request, 2, 8, 0)  # warm-up
 

@@ -1,5 +1,6 @@
 """Model resolution and loading: clear messages instead of tracebacks; the real embedded model (slow)."""
 import pytest
+import torch
 
 from core import model as model_module
 from core.model import load, pick_device, resolve_base_model
@@ -63,3 +64,20 @@ def test_embedded_model_writes_a_pair_of_lists(embedded_model_dir):
         assert gen.text and 1 <= gen.num_tokens <= 48
     assert left.text != right.text
     assert any(ch.isdigit() or ch == "-" for ch in left.text + right.text)  # it answers with some kind of list
+
+
+def test_a_gpu_is_picked_when_present_in_bf16_where_it_supports_it(monkeypatch):
+    """Device and dtype selection with the CUDA probe mocked (no GPU needed): auto picks cuda, bf16 when supported,
+    fp32 on a GPU without it and always on the CPU; the sampling engine stays plain on a GPU."""
+    from core.engine import resolve_engine
+    from core.model import default_dtype, pick_device
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.delenv("RLHF_DEVICE", raising=False)
+    assert pick_device(None) == torch.device("cuda") and pick_device("cuda:1") == torch.device("cuda:1")
+    assert pick_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr("torch.cuda.is_bf16_supported", lambda *a, **k: True)
+    assert default_dtype(torch.device("cuda")) == torch.bfloat16 and default_dtype(torch.device("cpu")) == torch.float32
+    monkeypatch.setattr("torch.cuda.is_bf16_supported", lambda *a, **k: False)
+    assert default_dtype(torch.device("cuda")) == torch.float32
+    assert resolve_engine("auto", torch.device("cuda")) == "plain"
