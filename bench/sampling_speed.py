@@ -10,7 +10,8 @@
    95 % Wilson interval, and with --reward-model the mean reward-model score with a 95 % interval (t on the
    per-list scores).
 3. Divergence: the int8 model's next-token distribution against fp32's on the plain engine's own held-out answers,
-   teacher-forced: mean KL(fp32 || int8) per token and how often the two agree on the most likely token.
+   teacher-forced: mean KL(fp32 || int8) per token and how often the two agree on the most likely token; the same
+   for torch.ao's dynamic int8 (`quantize_dynamic`, activations quantised per tensor too), the library's way.
 Prints a table and, last, one JSON line.
 """
 from __future__ import annotations
@@ -66,6 +67,13 @@ def divergence(plain, fast, tokenizer, requests: list[str], answers: list[str]) 
     return {"kl_per_token": kls / max(tokens, 1), "top1_agreement": agree / max(tokens, 1), "tokens": tokens}
 
 
+def torch_ao_dynamic(base_model: str | None):
+    """The base model with torch.ao's dynamic int8 Linear layers (weights per tensor, activations per call)."""
+    from torch.ao.quantization import quantize_dynamic
+
+    return quantize_dynamic(load(base_model, "cpu", "plain").model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--base-model", default=None)
@@ -100,9 +108,11 @@ def main() -> None:
         if scorer:
             row["rm_score"] = mean_interval(scorer.score(requests, texts))
         result["held_out"][engine], answers[engine] = row, texts
-    # 3. how far int8's distribution is from fp32's
+    # 3. how far int8's distribution is from fp32's, and torch.ao's dynamic int8 for comparison
     result["divergence"] = divergence(loaded["plain"].model, loaded["int8"].model, loaded["plain"].tokenizer,
                                       requests, answers["plain"])
+    result["divergence_torch_ao_dynamic"] = divergence(loaded["plain"].model, torch_ao_dynamic(args.base_model),
+                                                       loaded["plain"].tokenizer, requests, answers["plain"])
     print(f"fresh pair (median of {args.pairs}): " + ", ".join(
         f"{e} {result['pair_s'][e]['median']:.2f} s" for e in ENGINES)
         + f"  -> {result['pair_s']['plain']['median'] / result['pair_s']['int8']['median']:.2f}x")
@@ -112,9 +122,10 @@ def main() -> None:
             if "rm_score" in h else ""
         print(f"held-out x{len(requests)} {e}: {h['seconds']:.0f} s, well-formed {wf['hits']}/{wf['n']} "
               f"[{wf['low']:.2f}, {wf['high']:.2f}]{rm}")
-    d = result["divergence"]
-    print(f"KL(fp32 || int8) {d['kl_per_token']:.4f} nats/token, top-1 agreement {d['top1_agreement']:.3f} "
-          f"over {d['tokens']} tokens")
+    for name, key in (("int8", "divergence"), ("torch.ao dynamic int8", "divergence_torch_ao_dynamic")):
+        d = result[key]
+        print(f"KL(fp32 || {name}) {d['kl_per_token']:.4f} nats/token, top-1 agreement {d['top1_agreement']:.3f} "
+              f"over {d['tokens']} tokens")
     print(json.dumps(result))
 
 
