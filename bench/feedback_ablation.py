@@ -19,13 +19,17 @@
      write for that request.
 3. `python -m core train reward --preset quick` per variant on the same database and seed: votes only; votes plus
    one source; the default (edits, both-bad, ratings); the default plus ties.
-4. A table: held-out accuracy with counts and 95 % Wilson intervals, training pairs from each source, wall time.
-   Printed, and written to --out/ablation.json and --out/ablation.md.
+4. A table: held-out accuracy with counts and 95 % Wilson intervals, training pairs from each source, wall time,
+   and, since every variant is judged on the same held-out votes, a paired comparison with the votes-only variant:
+   how many held-out pairs only one of the two gets right, and the exact McNemar (two-sided binomial) p-value.
+   Printed, and written to --out/ablation.json and --out/ablation.md. --report-only rebuilds them from the runs
+   already in --out (a stopped run's finished variants).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import subprocess
 import sys
@@ -47,7 +51,7 @@ from core.judge.win_rate import wilson_interval
 from core.lists import parse_list
 from core.records import Generation, Pair, Policy, Prompt, SamplingSettings
 from core.store.database import Store
-from core.train.runs import read_json
+from core.train.runs import RunFolder, read_json
 from core.train.snapshot import split_for
 
 SOURCES = {"edits": "--from-edits", "both_bad": "--from-both-bad", "ratings": "--from-ratings", "ties": "--from-ties"}
@@ -133,6 +137,17 @@ def annotate(store: Store, prompts: list[Prompt], lists: dict[str, list[str]], t
     return counts
 
 
+def row_of(out: Path, name: str, seconds: float | None = None) -> dict:
+    """A finished variant's row, read from its run folder."""
+    run = out / "runs" / name.replace("+", "plus_")
+    report, lineage = read_json(run / "calibration.json"), read_json(run / "data" / "lineage.json")
+    low, high = wilson_interval(report["correct"], report["pairs"])
+    return {"variant": name, "sources": list(VARIANTS[name]), "accuracy": report["accuracy"],
+            "correct": report["correct"], "held_out_pairs": report["pairs"], "ci95": [round(low, 3), round(high, 3)],
+            "train_pairs": lineage["train_pairs"], "seconds": None if seconds is None else round(seconds),
+            **{k: v for k, v in lineage.items() if k.startswith("pairs_from_")}}
+
+
 def train_variant(out: Path, db: Path, name: str, sources: tuple[str, ...], base_model: str | None,
                   extra: list[str]) -> dict:
     run = out / "runs" / name.replace("+", "plus_")
@@ -143,23 +158,52 @@ def train_variant(out: Path, db: Path, name: str, sources: tuple[str, ...], base
         command += ["--base-model", base_model]
     started = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=(out / f"{run.name}.log").open("w"))
-    report, lineage = read_json(run / "calibration.json"), read_json(run / "data" / "lineage.json")
-    low, high = wilson_interval(report["correct"], report["pairs"])
-    return {"variant": name, "sources": list(sources), "accuracy": report["accuracy"], "correct": report["correct"],
-            "held_out_pairs": report["pairs"], "ci95": [round(low, 3), round(high, 3)],
-            "train_pairs": lineage["train_pairs"], "seconds": round(time.perf_counter() - started),
-            **{k: v for k, v in lineage.items() if k.startswith("pairs_from_")}}
+    return row_of(out, name, time.perf_counter() - started)
+
+
+def held_out_correct(run: Path) -> dict[str, bool]:
+    """comparison id -> whether the run's reward model ranks that held-out left/right vote right."""
+    import pandas as pd
+
+    scores = pd.read_parquet(RunFolder(run).scores)
+    kept = scores[(scores.split == "eval") & scores.choice.isin(["left", "right"])]
+    return dict(zip(kept.comparison_id, kept.correct.astype(bool)))
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar test: the binomial probability of a split this uneven among the discordant pairs."""
+    n = only_a + only_b
+    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2 ** n if n else 1.0
+    return min(1.0, 2 * tail)
+
+
+def paired(rows: list[dict], out: Path) -> None:
+    """Adds each row's paired comparison with the votes-only variant (same held-out pairs), in place."""
+    runs = {r["variant"]: out / "runs" / r["variant"].replace("+", "plus_") for r in rows}
+    if "votes" not in runs:
+        return
+    reference = held_out_correct(runs["votes"])
+    for r in rows:
+        mine = held_out_correct(runs[r["variant"]])
+        both = reference.keys() & mine.keys()
+        gain = sum(mine[c] and not reference[c] for c in both)
+        loss = sum(reference[c] and not mine[c] for c in both)
+        r["vs_votes"] = {"only_this_right": gain, "only_votes_right": loss, "mcnemar_p": round(mcnemar_p(gain, loss), 3)}
 
 
 def table(rows: list[dict], counts: dict, taste: str) -> str:
     lines = [f"Reward-model ablation, taste `{taste}`: {counts}", "",
-             "| variant | held-out accuracy [95 % Wilson] | train pairs (all pairs from votes / edits / both-bad / ratings / ties) | s |",
-             "|---|---|---|---|"]
+             "| variant | held-out accuracy [95 % Wilson] | train pairs (all pairs from votes / edits / both-bad / ratings / ties) "
+             "| vs votes only: right only here / only there (McNemar p) | s |",
+             "|---|---|---|---|---|"]
     for r in rows:
         by_source = " / ".join(str(r.get(f"pairs_from_{s}", 0)) for s in ("votes", "edits", "both_bad", "ratings",
                                                                          "ties"))
+        v = r.get("vs_votes")
+        vs = "-" if not v or r["variant"] == "votes" else \
+            f"{v['only_this_right']} / {v['only_votes_right']} (p = {v['mcnemar_p']:.2f})"
         lines.append(f"| {r['variant']} | {r['accuracy']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] "
-                     f"({r['correct']}/{r['held_out_pairs']}) | {r['train_pairs']} ({by_source}) | {r['seconds']} |")
+                     f"({r['correct']}/{r['held_out_pairs']}) | {r['train_pairs']} ({by_source}) | {vs} | {'-' if r['seconds'] is None else r['seconds']} |")
     return "\n".join(lines)
 
 
@@ -175,9 +219,14 @@ def main() -> None:
     parser.add_argument("--base-model", default=None)
     parser.add_argument("--reward-args", default="", help="extra flags for every `train reward`")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--report-only", action="store_true", help="rebuild the table from the runs in --out")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        return report(out, None, [row_of(out, name) for name in args.variants.split(",")
+                                  if (out / "runs" / name.replace("+", "plus_") / "calibration.json").exists()],
+                      args.taste)
     library = random.Random(args.seed).sample(load_prompts(split="train"), args.prompts)
     prompts = library + [Prompt(text=t, source="custom") for t in OWN_REQUESTS]
     lists = candidates(out, prompts, args.base_model, args.seed)
@@ -190,10 +239,17 @@ def main() -> None:
     for name in args.variants.split(","):
         rows.append(train_variant(out, db, name, VARIANTS[name], args.base_model, args.reward_args.split()))
         print(rows[-1], flush=True)
-    report = table(rows, counts, args.taste)
-    (out / "ablation.json").write_text(json.dumps({"taste": args.taste, "counts": counts, "rows": rows}, indent=2))
-    (out / "ablation.md").write_text(report + "\n")
-    print(report)
+    report(out, counts, rows, args.taste)
+
+
+def report(out: Path, counts: dict | None, rows: list[dict], taste: str) -> None:
+    if counts is None:  # --report-only: the counts the annotator printed are in the database
+        counts = read_json(out / "ablation.json").get("counts") or "(see run.log)"
+    paired(rows, out)
+    text = table(rows, counts, taste)
+    (out / "ablation.json").write_text(json.dumps({"taste": taste, "counts": counts, "rows": rows}, indent=2))
+    (out / "ablation.md").write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

@@ -47,3 +47,12 @@ def test_every_kind_of_feedback_is_stored_and_held_out_requests_get_every_pair(t
     eval_prompts = {p.text for p in held_out}
     assert set(pairs[pairs.split == "eval"].prompt) <= eval_prompts
     assert not set(pairs[pairs.split == "train"].prompt) & eval_prompts
+
+
+def test_the_paired_comparison_is_an_exact_mcnemar_test():
+    from bench.feedback_ablation import mcnemar_p
+
+    assert mcnemar_p(0, 0) == 1.0
+    assert mcnemar_p(5, 0) == mcnemar_p(0, 5) == 2 / 32  # all 5 discordant pairs one way: 2 * 0.5^5
+    assert mcnemar_p(3, 3) == 1.0
+    assert abs(mcnemar_p(8, 2) - 2 * (1 + 10 + 45) / 1024) < 1e-12  # 0.109
