@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from core.records import ModelLoadError
+
 ENGINES = ("auto", "plain", "int8")
 AUTO_INT8_ON_CPU = True  # quality and speed measured side by side: README, Benchmarks (bench/sampling_speed.py)
 
@@ -37,8 +39,6 @@ def resolve_engine(engine: str, device: torch.device) -> str:
     if engine == "auto":
         return "int8" if device.type == "cpu" and int8_kernel_available() and AUTO_INT8_ON_CPU else "plain"
     if engine == "int8" and (device.type != "cpu" or not int8_kernel_available()):
-        from core.records import ModelLoadError
-
         raise ModelLoadError(f"--engine int8 runs on a CPU with PyTorch's int8 kernel; this is {device.type}: pass "
                              "--engine plain (or auto).")
     return engine

@@ -29,6 +29,7 @@ from transformers import (
     AutoTokenizer,
 )
 
+from core.engine import resolve_engine, to_int8
 from core.paths import MODELS_DIR
 from core.records import ModelLoadError
 
@@ -169,8 +170,6 @@ class LoadedModel:
 def load(name: str | None = None, device: str | None = None, engine: str = "plain") -> LoadedModel:
     """The base model for sampling. `engine` (core/engine.py): plain fp32, int8 weights, or auto (int8 on a CPU);
     training stages keep the default, plain."""
-    from core.engine import resolve_engine, to_int8
-
     name = resolve_base_model(name)
     dev = pick_device(device)
     engine = resolve_engine(engine, dev)
