@@ -81,6 +81,46 @@ def test_missing_eos_is_penalised_and_scores_are_normalised(trainer):
     assert torch.allclose(rollout.scores, expected)
 
 
+def test_the_training_loop_keeps_every_tensor_on_the_models_device(trainer, monkeypatch):
+    """On a GPU a tensor made on the CPU by default (`torch.arange(n)` with no device) or a host sync (`.item()`)
+    inside the update would fail or stall; on the meta device both raise, so the loop runs there as on CUDA. The
+    rollout is sampled on the CPU (sampling needs real numbers), then everything after the sampling -- EOS cut,
+    reference pass, values, shared reward head, and a full update with backward, clipping and AdamW -- runs on
+    meta. Eager attention: transformers' SDPA mask checks the padding on the host, the only sync it needs."""
+    import dataclasses
+
+    from core.train.ppo.maths import per_token_rewards, truncate_after_eos
+    from core.train.ppo.trainer import ppo_update
+
+    cpu = trainer.rollout(PROMPTS, seed=3, score_mean=0.0, score_std=1.0)
+    meta = torch.device("meta")
+    pv = trainer.pv.to(meta)
+    pv.lm.config._attn_implementation = "eager"
+    rollout = dataclasses.replace(cpu, **{f.name: getattr(cpu, f.name).to(meta) for f in dataclasses.fields(cpu)
+                                          if isinstance(getattr(cpu, f.name), torch.Tensor)})
+    Q = rollout.context_length
+    responses, mask, ended = truncate_after_eos(rollout.input_ids[:, Q:], trainer.eos, trainer.tokenizer.pad_token_id)
+    ref_logprobs, features = pv.reference(rollout.input_ids, rollout.attention_mask, Q, 0.7)
+    last = Q + mask.sum(1) - 1
+    made = [responses, mask, ended, ref_logprobs, features, pv.values(features),
+            pv.reward_scores(rollout.input_ids, rollout.attention_mask, last)]
+    optimizer = torch.optim.AdamW([p for p in pv.parameters() if p.requires_grad], lr=1e-3)
+    stats = ppo_update(pv, optimizer, trainer.accelerator, rollout, trainer.cfg, kl_coef=0.05, seed=0)
+    assert {t.device for t in made} == {meta}
+    assert stats and {v.device for v in stats.values()} == {meta}
+    assert all(p.device == meta for p in pv.parameters())
+
+    # the check can fail: the same update with one CPU-made tensor in its maths raises
+    from core.train.ppo import trainer as module
+
+    def rewards_made_on_the_cpu(scores, kl, mask, kl_coef):
+        return per_token_rewards(scores, kl, mask, kl_coef) + torch.zeros(mask.shape)
+
+    monkeypatch.setattr(module, "per_token_rewards", rewards_made_on_the_cpu)
+    with pytest.raises(RuntimeError, match="device"):
+        ppo_update(pv, optimizer, trainer.accelerator, rollout, trainer.cfg, kl_coef=0.05, seed=0)
+
+
 def _ppo_cli(*args, **kwargs):
     return run_cli("train", "ppo", *args, timeout=600, **kwargs)
 
