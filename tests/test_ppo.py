@@ -75,6 +75,22 @@ def test_rollout_log_probs_match_the_policy_at_the_first_step(trainer):
     assert torch.allclose(values * mask, rollout.values)
 
 
+def test_the_first_mini_batch_of_an_update_has_ratio_exactly_one(trainer):
+    """Sampling runs on merged weights with a KV cache, the update on LoRA layers over the whole sequence; the old
+    log-probs are recomputed by the update's forward, so before the first optimiser step nothing has moved: ratio
+    exactly 1, clip fraction and approximate KL exactly 0 (the mini-batch differs in rows and size from the
+    rollout's chunks, as in training)."""
+    import dataclasses
+
+    from core.train.ppo.trainer import ppo_update
+
+    rollout = trainer.rollout(PROMPTS, seed=4, score_mean=0.0, score_std=1.0)
+    one_step = dataclasses.replace(trainer.cfg, mini_batches=1, ppo_epochs=1)  # the only mini-batch is the first
+    stats = ppo_update(trainer.pv, trainer.optimizer, trainer.accelerator, rollout, one_step, 0.05, seed=0)
+    assert stats["val/ratio"].item() == 1.0
+    assert stats["policy/clipfrac_avg"].item() == 0.0 and stats["policy/approxkl_avg"].item() == 0.0
+
+
 def test_missing_eos_is_penalised_and_scores_are_normalised(trainer):
     rollout = trainer.rollout(PROMPTS, seed=2, score_mean=0.5, score_std=2.0)
     expected = (rollout.raw_scores - 0.5) / 2.0 - 1.0 * (~rollout.ended).float()

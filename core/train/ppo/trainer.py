@@ -5,20 +5,21 @@
     python -m core train ppo --resume models/runs/ppo-...                             # after a stop, crash or kill -9
     accelerate launch -m core train ppo --reward-model RUN ...                        # several GPUs
 
-One update, in the numbered steps below: 1. sample, 2. truncate at EOS, 3. reference log-probs and values, 4. score
-(PPOTrainer.rollout); 5. per-token rewards, 6. advantages, 7. clipped updates (ppo_update); 8. KL controller, logs,
-checkpoint (train). The maths is in maths.py, the shared model in policy_value.py, seeds and checkpoints in state.py.
+One update, in the numbered steps below: 1. sample, 2. truncate at EOS, 3. reference and policy log-probs, values,
+4. score (PPOTrainer.rollout); 5. per-token rewards, 6. advantages, 7. clipped updates (ppo_update); 8. KL
+controller, logs, checkpoint (train). The maths is in maths.py, the shared model in policy_value.py, seeds and checkpoints in state.py.
 
 The method follows Ziegler et al. 2019 / Stiennon et al. 2020 as implemented in TRL's former PPOTrainer and
 checked against Huang et al. 2024 ("The N+ implementation details of RLHF with PPO"). Where it departs:
 1. One copy of the base weights serves policy, reference, value and (same base) reward model: see policy_value.py.
 2. The value function is a linear head on the frozen reference's hidden states (which the KL term computes
    anyway), not a separate fully trained model (TRL's design): the critic costs no forward pass of its own and
-   its loss never pulls on the policy's weights. The rollout's log-probs are those generation computed.
+   its loss never pulls on the policy's weights.
 3. Reward-model scores are normalised with a mean and std measured once on the starting policy's samples
    (Stiennon et al. 2020), so kl_coef means the same thing whatever reward model is plugged in.
 4. Sampling is plain temperature sampling (top_k 0, top_p 1): log-probs are computed from logits / T, the very
-   distribution sampled from, or the PPO ratio is wrong from the first step.
+   distribution sampled from, or the PPO ratio is wrong from the first step. They are recomputed after sampling by
+   the update's own forward pass (step 3), so the first mini-batch's ratio is exactly 1 whatever sampled.
 5. Every update is a pure function of (checkpoint, update index) (state.py), so a run resumed after kill -9
    retraces an uninterrupted one.
 """
@@ -120,15 +121,10 @@ class PPOTrainer:
         Q = query["input_ids"].shape[1]
         generation = GenerationConfig(do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0,
                                       max_new_tokens=cfg.response_length, pad_token_id=tok.pad_token_id,
-                                      eos_token_id=self.eos if cfg.stop_at_eos else None,
-                                      output_logits=True, return_dict_in_generate=True)
+                                      eos_token_id=self.eos if cfg.stop_at_eos else None)
         torch.manual_seed(seed)
         with model.merged_policy():
-            out = model.peft_model.generate(**query, generation_config=generation)
-        sampled = out.sequences[:, Q:]  # (B, R)
-        logprobs = torch.stack([policy_value.response_logprobs(step_logits[:, None], sampled[:, t:t + 1],
-                                                               cfg.temperature)[0][:, 0]
-                                for t, step_logits in enumerate(out.logits)], 1)  # (B, R), one (B, V) step at a time
+            sampled = model.peft_model.generate(**query, generation_config=generation)[:, Q:]  # (B, R)
         # 2. keep each response up to its first EOS
         responses, mask, ended = truncate_after_eos(sampled, self.eos, tok.pad_token_id)
         if not cfg.stop_at_eos:
@@ -140,6 +136,11 @@ class PPOTrainer:
         ref_logprobs, features = self._chunked(lambda i, a: model.reference(i, a, Q, cfg.temperature),
                                                input_ids, attention_mask)
         values = model.values(features)
+        # 3b. the old log-probs by the update's own forward, not from generation's logits: sampling ran on merged
+        # weights with a KV cache, another computation whose float noise would make the first ratio != 1 (TRL's
+        # PPOTrainer recomputed them too). Costs one no-grad forward; saves keeping R x (B, V) logits.
+        logprobs = self._chunked(lambda i, a, f: model(i, a, Q, cfg.temperature, f)[0], input_ids, attention_mask,
+                                 features)
         # 4. score once with the reward model, at the last kept token; normalise; penalise lists that never end
         if self.scorer is None:
             last = Q + mask.sum(1) - 1  # (B,)
