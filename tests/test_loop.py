@@ -173,3 +173,44 @@ def test_two_rounds_reuse_round_one_and_train_every_method_on_the_same_votes(loo
     assert "Bradley-Terry" in result["leaderboard"] and set(result["goals"]) == {"round2_over_round1",
                                                                                  "best_method_over_sft"}
     assert "round 2 PPO vs round 1 PPO" in (out / "rounds.md").read_text()
+
+
+def test_seed_list_variants_are_trained_on_the_loops_votes_and_judged_by_its_annotator(loop_run, tiny_model_dir):
+    """bench/seed_lists.py after the tiny loop: the loop's SFT (fill, weight 2) stands for its variant; keep-w1 and
+    off-w2 are trained on the loop's database, with exactly the seed and own lists their flags say."""
+    import shutil
+
+    from core.collect.library import load_prompts
+    from core.store.database import Store
+
+    folder, loop = loop_run
+    copy, out = folder / "seed-lists-loop", folder / "seed-lists"
+    shutil.copytree(folder / "out", copy, ignore=shutil.ignore_patterns("*.lock", "*.gate"))
+    for prompt in load_prompts(split="train")[:2]:  # two lists of the person's own for train-split requests
+        Store(copy / "loop.duckdb").record_demonstration(prompt, "1. A\n2. B\n3. C\n4. D\n5. E", "scripted")
+    done = subprocess.run([sys.executable, "-m", "bench.seed_lists", "--loop", str(copy), "--out", str(out),
+                           "--base-model", tiny_model_dir, "--sft-args=--eval-prompts 0 --max-steps 1 --batch-size 2",
+                           "--eval-prompts", "4", "--max-new-tokens", "8"], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    result = json.loads((out / "seed_lists.json").read_text())
+    variants = result["variants"]
+    assert list(variants) == ["keep-w1", "fill-w2", "off-w2"] and result["taste"] == "form"
+    assert variants["fill-w2"]["run"] == loop["runs"]["sft"]  # reused, not retrained
+    keep, off = variants["keep-w1"]["lineage"], variants["off-w2"]["lineage"]
+    own = keep["from_arena"]
+    assert own >= 2 and off["from_arena"] == own
+    assert (off["seed"], off["demonstrations"]) == (0, 2 * own)
+    assert keep["seed_replaced"] == 0 and keep["demonstrations"] == keep["seed"] + own
+    assert variants["fill-w2"]["lineage"]["seed"] == keep["seed"] - variants["fill-w2"]["lineage"]["seed_replaced"]
+    for name, row in variants.items():
+        assert row["vs_base"]["n"] == 4, name
+        assert ("vs_keep-w1" in row) == (name != "keep-w1")
+    assert set(result["utility"]) == {"base", *variants} and len(result["samples"]) == 4
+    assert "| off-w2 | `--seed-lists off --own-weight 2` |" in (out / "seed_lists.md").read_text()
+
+
+def test_seed_lists_refuses_a_folder_without_a_loop(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bench.seed_lists", "--loop", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "no finished loop" in done.stderr and "Traceback" not in done.stderr
