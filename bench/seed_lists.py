@@ -13,8 +13,8 @@ one loop's database and lets that loop's annotator (bench/loop.py --taste) judge
 1. Read the loop's database and taste (its loop.json). Train `python -m core train sft --preset quick` once per
    variant in VARIANTS; the loop's own SFT run stands for the variant with its settings (by default fill, weight 2).
 2. Base and every variant answer the held-out requests, sampled as `python -m core eval` samples them (one seed).
-3. The annotator judges each variant against the base and against `keep-w1` (the seed lists all in, the person's
-   lists once: the style of the seed lists outnumbers theirs ~28 to 1), ties counted half, with 95 % Wilson
+3. The annotator judges each variant against the base and against `keep-w1` (every seed list in, the person's
+   lists once: the seed lists' style outnumbers theirs by the hundreds to a few), ties counted half, 95 % Wilson
    intervals; beside them the taste's mean utility per policy (bench/annotator.utility) with its standard error.
 4. Report: seed_lists.json and seed_lists.md in --out (default: the loop's folder).
 """
