@@ -1,6 +1,6 @@
 """Whose style SFT learns: the person's own lists against the shipped seed lists, judged by that person.
 
-    .venv/bin/python -m bench.seed_lists --loop bench/out/loop-terse          # after a loop: ~25 min on 2 cores
+    .venv/bin/python -m bench.seed_lists --loop bench/out/loop-terse          # after a loop: ~30 min on 2 cores
     .venv/bin/python -m bench.seed_lists --loop LOOP --base-model TINY --sft-args "--max-steps 2" \\
         --eval-prompts 4 --max-new-tokens 8                                   # the smoke test (tests/test_loop.py)
 
@@ -40,6 +40,7 @@ from core.train.runs import read_json
 VARIANTS = {  # name: the SFT flags that make it
     "keep-w1": "--seed-lists keep --own-weight 1",
     "fill-w2": "--seed-lists fill --own-weight 2",  # the default
+    "fill-w8": "--seed-lists fill --own-weight 8",
     "off-w2": "--seed-lists off --own-weight 2",
 }
 REFERENCE = "keep-w1"

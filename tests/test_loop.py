@@ -176,17 +176,18 @@ def test_two_rounds_reuse_round_one_and_train_every_method_on_the_same_votes(loo
 
 
 def test_seed_list_variants_are_trained_on_the_loops_votes_and_judged_by_its_annotator(loop_run, tiny_model_dir):
-    """bench/seed_lists.py after the tiny loop: the loop's SFT (fill, weight 2) stands for its variant; keep-w1 and
-    off-w2 are trained on the loop's database, with exactly the seed and own lists their flags say."""
+    """bench/seed_lists.py after the tiny loop: the loop's SFT (fill, weight 2) stands for its variant; the others
+    are trained on the loop's database, with exactly the seed and own lists their flags say."""
     import shutil
 
-    from core.collect.library import load_prompts
+    from core.collect.library import load_seed_demonstrations
     from core.store.database import Store
 
     folder, loop = loop_run
     copy, out = folder / "seed-lists-loop", folder / "seed-lists"
     shutil.copytree(folder / "out", copy, ignore=shutil.ignore_patterns("*.lock", "*.gate"))
-    for prompt in load_prompts(split="train")[:2]:  # two lists of the person's own for train-split requests
+    seeded = [d.prompt for d in load_seed_demonstrations() if d.prompt.split == "train"][:2]
+    for prompt in seeded:  # two lists of the person's own for train-split requests that have a seed list
         Store(copy / "loop.duckdb").record_demonstration(prompt, "1. A\n2. B\n3. C\n4. D\n5. E", "scripted")
     done = subprocess.run([sys.executable, "-m", "bench.seed_lists", "--loop", str(copy), "--out", str(out),
                            "--base-model", tiny_model_dir, "--sft-args=--eval-prompts 0 --max-steps 1 --batch-size 2",
@@ -195,7 +196,7 @@ def test_seed_list_variants_are_trained_on_the_loops_votes_and_judged_by_its_ann
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     result = json.loads((out / "seed_lists.json").read_text())
     variants = result["variants"]
-    assert list(variants) == ["keep-w1", "fill-w2", "off-w2"] and result["taste"] == "form"
+    assert list(variants) == ["keep-w1", "fill-w2", "fill-w8", "off-w2"] and result["taste"] == "form"
     assert variants["fill-w2"]["run"] == loop["runs"]["sft"]  # reused, not retrained
     keep, off = variants["keep-w1"]["lineage"], variants["off-w2"]["lineage"]
     own = keep["from_arena"]
@@ -203,6 +204,8 @@ def test_seed_list_variants_are_trained_on_the_loops_votes_and_judged_by_its_ann
     assert (off["seed"], off["demonstrations"]) == (0, 2 * own)
     assert keep["seed_replaced"] == 0 and keep["demonstrations"] == keep["seed"] + own
     assert variants["fill-w2"]["lineage"]["seed"] == keep["seed"] - variants["fill-w2"]["lineage"]["seed_replaced"]
+    heavy = variants["fill-w8"]["lineage"]
+    assert heavy["demonstrations"] == heavy["seed"] + 8 * own and heavy["seed_replaced"] == 2
     for name, row in variants.items():
         assert row["vs_base"]["n"] == 4, name
         assert ("vs_keep-w1" in row) == (name != "keep-w1")
