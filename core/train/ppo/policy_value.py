@@ -9,8 +9,9 @@
 - reward:    adapter "reward" + the reward model's score head, when the reward model was trained on this base.
              A reward model on another base is loaded beside it (RewardScorer) and scores decoded text.
 
-A rollout costs generation plus two forward passes (reference, reward); the policy's own rollout log-probs come from
-the logits generation already computed. Each pass applies its head only where needed: the LM head on the response
+A rollout costs generation plus three forward passes: reference, reward, and the policy's own rollout log-probs,
+recomputed rather than taken from generation's logits so that the first PPO ratio is exactly 1 (trainer.py step 3b).
+Each pass applies its head only where needed: the LM head on the response
 positions (a 49k-wide vocabulary over the prompt would be wasted work), the score head on the last token.
 """
 from __future__ import annotations
