@@ -44,10 +44,14 @@ def generation(tokenizer, tokens: int, way: str) -> GenerationConfig:
                             min_new_tokens=tokens, pad_token_id=tokenizer.pad_token_id, **extra)
 
 
+def queries(tokenizer, requests: list[str]) -> dict:
+    """Left-padded chat prompts (B, Q), as the arena and PPO batch them."""
+    return tokenizer([chat_text(tokenizer, r) for r in requests], return_tensors="pt", padding=True,
+                     add_special_tokens=False)
+
+
 def timed_calls(model, tokenizer, requests: list[str], config: GenerationConfig, repeats: int) -> list[float]:
-    query = tokenizer([chat_text(tokenizer, r) for r in requests], return_tensors="pt", padding=True,
-                      add_special_tokens=False)
-    seconds = []
+    query, seconds = queries(tokenizer, requests), []
     for repeat in range(repeats):
         torch.manual_seed(repeat)
         started = time.perf_counter()
@@ -59,8 +63,7 @@ def timed_calls(model, tokenizer, requests: list[str], config: GenerationConfig,
 
 def operator_table(model, tokenizer, requests: list[str]) -> str:
     from torch.profiler import ProfilerActivity, profile
-    query = tokenizer([chat_text(tokenizer, r) for r in requests], return_tensors="pt", padding=True,
-                      add_special_tokens=False)
+    query = queries(tokenizer, requests)
     with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
         model.generate(**query, generation_config=generation(tokenizer, 16, "dynamic"))
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
@@ -79,10 +82,9 @@ def main() -> None:
         for batch in (2, 8):
             seconds = timed_calls(model, tokenizer, requests[:batch], generation(tokenizer, args.tokens, way),
                                   args.repeats)
-            rows[f"{way}_b{batch}"] = {"way": way, "batch": batch, "seconds": [round(s, 2) for s in seconds],
-                                       "ms_per_token": round(1000 * min(seconds[1:] or seconds) / args.tokens, 1)}
-            print(f"{way:16s} batch {batch}: calls {rows[f'{way}_b{batch}']['seconds']} s, "
-                  f"{rows[f'{way}_b{batch}']['ms_per_token']} ms/token", flush=True)
+            row = rows[f"{way}_b{batch}"] = {"way": way, "batch": batch, "seconds": [round(s, 2) for s in seconds],
+                                             "ms_per_token": round(1000 * min(seconds[1:] or seconds) / args.tokens, 1)}
+            print(f"{way:16s} batch {batch}: calls {row['seconds']} s, {row['ms_per_token']} ms/token", flush=True)
         if way == "dynamic":
             print(operator_table(model, tokenizer, requests[:8]), flush=True)
     print(json.dumps({"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
