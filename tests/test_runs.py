@@ -72,6 +72,18 @@ def test_status_goes_from_running_to_finished_with_step_and_total(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # write_json left no temporary file behind
 
 
+def test_a_phase_message_ends_with_the_next_logged_step(tmp_path):
+    """PPO says "measuring the starting policy's reward scale" before its first update; once an update is logged the
+    running status must no longer say so (it did, on the GPU check, until the run ended)."""
+    run = Run(tmp_path, total=2)
+    run.set_status("running", message="measuring the starting policy's reward scale")
+    assert read_json(tmp_path / "status.json")["message"] == "measuring the starting policy's reward scale"
+    run.log_metrics(1, {"train/loss": 1.0})
+    assert read_json(tmp_path / "status.json")["message"] == ""
+    run.complete(stopped=False)
+    assert read_json(tmp_path / "status.json")["message"] == "adapter saved"
+
+
 def test_eta_mid_run_is_the_remaining_steps_at_the_pace_so_far(tmp_path):
     before = time.monotonic()
     run = Run(tmp_path, total=4)

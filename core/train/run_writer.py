@@ -113,7 +113,7 @@ class Run:
                 tracker.log(step, row)
         self._bar.update(max(step - self.step, 0))
         self.step = max(self.step, step)
-        self.set_status(RunState.RUNNING)
+        self.set_status(RunState.RUNNING, message="")  # a logged step ends any phase a message named
 
     def log_samples(self, step: int, samples: list[dict]) -> None:
         if self.is_main:
