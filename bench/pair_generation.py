@@ -49,13 +49,17 @@ def natural_seconds(generator: Generator, prompt, batched: bool, seed: int) -> t
     return time.perf_counter() - started, sum(g.num_tokens for g in gens)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.pair_generation")
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--tokens", type=int, default=96)
     parser.add_argument("--base-model", default=None)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda (bench/gpu_check.sh)")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = arguments()
     generator = Generator(load(args.base_model, device=args.device))
     request = "Top 5 ideas for a Thanksgiving meal"
     fixed_length_seconds(generator, request, 2, 8, 0)  # warm-up

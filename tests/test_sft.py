@@ -208,6 +208,9 @@ def test_metrics_hold_the_training_loss_and_the_base_vs_tuned_rate(sft_run):
     (evaluation,) = [row for row in rows if "eval/well_formed_base" in row]
     assert evaluation["step"] == 2 and evaluation["eval/prompts"] == 2
     assert 0 <= evaluation["eval/well_formed_base"] <= 1 and 0 <= evaluation["eval/well_formed_tuned"] <= 1
+    # the trainer's closing summary carries the process's peak memory (and the GPU's, on a GPU: bench/gpu_check.py)
+    (summary,) = [row for row in rows if "summary/runtime" in row]
+    assert summary["step"] == 2 and summary["memory/peak_rss_mb"] > 100 and "memory/cuda_peak_mb" not in summary
 
 
 def test_samples_are_base_and_tuned_lists_for_held_out_prompts(sft_run):

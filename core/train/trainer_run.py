@@ -9,6 +9,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from core.model import peak_memory_mb
 from core.train.run_writer import Run
 
 
@@ -38,7 +39,9 @@ class RunCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs:
-            self.run.log_metrics(state.global_step, flat_logs(logs))
+            # the end-of-training summary row also carries the process's peak memory (RSS, and the GPU's)
+            memory = peak_memory_mb() if "train_runtime" in logs else {}
+            self.run.log_metrics(state.global_step, {**flat_logs(logs), **memory})
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.run.stop.requested:
