@@ -213,6 +213,42 @@ def test_seed_list_variants_are_trained_on_the_loops_votes_and_judged_by_its_ann
     assert "| off-w2 | `--seed-lists off --own-weight 2` |" in (out / "seed_lists.md").read_text()
 
 
+def test_ppo_budget_trains_each_variant_from_the_loops_sft_and_reward_model(loop_run, tiny_model_dir):
+    """bench/ppo_budget.py after the tiny loop: the variant starts from the loop's SFT with its reward model, its
+    flags override --ppo-args, and every PPO is judged against SFT and the base by the loop's annotator."""
+    folder, loop = loop_run
+    out = folder / "ppo-budget"
+    done = subprocess.run([sys.executable, "-m", "bench.ppo_budget", "--loop", str(folder / "out"), "--out", str(out),
+                           "--base-model", tiny_model_dir, "--variants", "b16",
+                           "--ppo-args=--total-updates 1 --batch-size 4 --mini-batches 2 --ppo-epochs 1 "
+                           "--response-length 8 --norm-samples 4 --eval-every 0",
+                           "--eval-prompts", "4", "--max-new-tokens", "8"], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    result = json.loads((out / "ppo_budget.json").read_text())
+    assert list(result["ppo"]) == ["loop", "b16"] and result["taste"] == "form"
+    run = Path(result["ppo"]["b16"]["run"])
+    assert read_status(run)["state"] == "finished"
+    config = json.loads((run / "config.json").read_text())
+    assert config["sft_adapter"] == loop["runs"]["sft"] and config["reward_model"] == loop["runs"]["reward"]
+    assert result["ppo"]["b16"]["budget"] == {"total_updates": 1, "batch_size": 16, "episodes": 16}  # b16 wins
+    assert result["ppo"]["loop"]["run"] == loop["runs"]["ppo"] and result["ppo"]["loop"]["budget"]["batch_size"] == 4
+    for name, row in result["ppo"].items():
+        assert row["vs_sft"]["n"] == 4 and row["vs_base"]["n"] == 4, name
+        assert row["vs_sft"]["low"] <= row["vs_sft"]["rate"] <= row["vs_sft"]["high"]
+    assert result["ppo"]["b16"]["wall_s"] > 0
+    assert set(result["utility"]) == set(result["mean_rm_score"]) == {"base", "sft", "loop", "b16"}
+    assert len(result["samples"]) == 4 and "| b16 | 1 x 16 |" in (out / "ppo_budget.md").read_text()
+
+
+def test_ppo_budget_refuses_a_folder_without_a_loop_or_an_unknown_variant(tmp_path):
+    for args, says in ((["--loop", str(tmp_path)], "no finished loop"),
+                       (["--loop", str(tmp_path), "--variants", "b99"], "(not b99)")):
+        done = subprocess.run([sys.executable, "-m", "bench.ppo_budget", *args], cwd=REPO, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode != 0 and says in done.stderr and "Traceback" not in done.stderr
+
+
 def test_seed_lists_refuses_a_folder_without_a_loop(tmp_path):
     done = subprocess.run([sys.executable, "-m", "bench.seed_lists", "--loop", str(tmp_path)], cwd=REPO,
                           capture_output=True, text=True, timeout=120)

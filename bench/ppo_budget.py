@@ -1,0 +1,150 @@
+"""Whether a bigger PPO budget pulls ahead of SFT: PPO with more episodes, from one loop's SFT and reward model.
+
+    .venv/bin/python -m bench.ppo_budget --loop bench/out/loop-ontopic --variants b16   # ~35 min on 2 cores
+    .venv/bin/python -m bench.ppo_budget --loop LOOP --base-model TINY --variants b16 \\
+        --ppo-args "--total-updates 1 ..." --eval-prompts 4 --max-new-tokens 8        # the smoke test (tests/test_loop.py)
+
+In every loop so far the annotator preferred PPO to the SFT policy it started from only 51-62 % of the time (goal
+65 %), with PPO's quick preset: 12 updates of 8 episodes, 96 in all. This benchmark asks whether that budget is what
+limits it, holding everything else fixed (the loop's votes, SFT run, reward model and annotator):
+
+1. Read the loop's loop.json: its taste and its three runs. The loop's own PPO run stands for `loop` (the quick
+   preset with the loop's --ppo-args).
+2. Train `python -m core train ppo --preset quick --sft-adapter SFT --reward-model RM` once per variant in VARIANTS
+   (the variant's flags last, so they override --ppo-args); wall time per run.
+3. Base, SFT and every PPO answer the held-out requests, sampled as `python -m core eval` samples them (one seed).
+4. The annotator judges each PPO against SFT (its start) and against the base, ties counted half, 95 % Wilson
+   intervals; beside them the taste's mean utility (bench/annotator.utility) and the reward model's mean score, so
+   a policy the reward model likes more but the annotator does not shows as over-optimisation.
+5. Report: ppo_budget.json and ppo_budget.md in --out (default: the loop's folder).
+"""
+from __future__ import annotations
+
+import json
+import random
+import shlex
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench.annotator import Taste
+from bench.loop import outcomes, run_stage
+from bench.seed_lists import mean_utility
+from core.collect.library import load_prompts
+from core.config import knob, parse_config
+from core.judge.evaluate import EvalConfig, sample
+from core.judge.win_rate import win_rate
+from core.model import load
+from core.train.reward_model import RewardScorer
+from core.train.runs import read_json
+
+VARIANTS = {  # name: the PPO flags that make it, on top of --preset quick (12 updates of 8 episodes, in mini-batches of 4)
+    "b16": "--batch-size 16 --mini-batches 4",  # 12 updates of 16: twice the episodes and gradient steps, less noise
+    "u24": "--total-updates 24",  # 24 updates of 8: twice the episodes, twice the updates
+}
+LOOP = "loop"  # the loop's own PPO run
+
+
+@dataclass
+class PPOBudgetConfig:
+    loop: str = knob("", "a finished bench/loop.py --out folder: its taste, SFT, reward-model and PPO runs; required")
+    out: str = knob("", "folder for the PPO runs and the report; empty: the loop's folder")
+    variants: list[str] = knob(list(VARIANTS), "which PPO variants to train: " + ", ".join(
+        f"{k} ({v})" for k, v in VARIANTS.items()))
+    base_model: str = knob("", "base model; empty: the loop's (the embedded SmolLM2-135M-Instruct)")
+    ppo_args: str = knob("--eval-every 0", "extra flags for every `train ppo`, before the variant's")
+    eval_prompts: int = knob(72, "held-out requests each policy answers (at most 72)")
+    max_new_tokens: int = knob(160, "token budget per list")
+    seed: int = knob(0, "seed of the sampling and the annotator")
+
+    def __post_init__(self):
+        unknown = set(self.variants) - set(VARIANTS)
+        if not self.loop or unknown:
+            raise SystemExit(f"pass --loop LOOP_DIR and --variants from {', '.join(VARIANTS)}"
+                             + (f" (not {', '.join(sorted(unknown))})" if unknown else ""))
+
+
+def budget(run: Path) -> dict:
+    """A PPO run's episode budget, from its config.json."""
+    config = read_json(run / "config.json")
+    return {"total_updates": config["total_updates"], "batch_size": config["batch_size"],
+            "episodes": config["total_updates"] * config["batch_size"]}
+
+
+def judge_policies(requests, answers: dict[str, list[str]], taste: Taste, seed: int) -> dict:
+    """Each PPO against SFT and against the base: {policy: {"vs_sft": ..., "vs_base": ...}}."""
+    report = {}
+    for n, name in enumerate(k for k in answers if k not in ("base", "sft")):
+        report[name] = {f"vs_{other}": win_rate(outcomes(requests, answers[name], answers[other],
+                                                         random.Random(seed + 2 * n + m), taste)).as_dict()
+                        for m, other in enumerate(("sft", "base"))}
+    return report
+
+
+def markdown(result: dict) -> str:
+    taste = result["taste"]
+    lines = [f"PPO budgets from one SFT run and reward model, judged by the `{taste}` annotator on "
+             f"{result['prompts']} held-out requests (ties half, 95 % Wilson).", "",
+             f"| policy | updates x episodes | wall time | vs SFT | vs base | mean {taste} utility (± se) | "
+             "mean reward-model score |", "|---|---|---|---|---|---|---|"]
+
+    def rate(w):
+        return f"{w['rate']:.1%} [{w['low']:.1%}, {w['high']:.1%}] ({w['wins']}-{w['losses']}-{w['ties']})"
+
+    for name in result["utility"]:
+        u, score = result["utility"][name], result["mean_rm_score"][name]
+        row = result["ppo"].get(name)
+        shape = f"{row['budget']['total_updates']} x {row['budget']['batch_size']}" if row else "-"
+        wall = f"{row['wall_s'] / 60:.1f} min" if row and row.get("wall_s") is not None else "-"
+        lines.append(f"| {name} | {shape} | {wall} | {rate(row['vs_sft']) if row else '-'} | "
+                     f"{rate(row['vs_base']) if row else '-'} | {u['mean']:+.2f} ± {u['se']:.2f} | {score:+.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_config(PPOBudgetConfig, sys.argv[1:] if argv is None else argv, prog="python -m bench.ppo_budget",
+                       description=__doc__.split("\n")[0])
+    loop_dir = Path(cfg.loop)
+    loop = read_json(loop_dir / "loop.json")
+    if not loop.get("runs", {}).get("ppo"):
+        raise SystemExit(f"{loop_dir} holds no finished loop (no loop.json naming its runs): pass a bench/loop.py --out.")
+    out = Path(cfg.out or loop_dir)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    base_model = cfg.base_model or loop["config"].get("base_model", "")
+    taste = Taste(name=loop["config"].get("taste", "form"))
+    sft_dir, reward_dir = Path(loop["runs"]["sft"]), Path(loop["runs"]["reward"])
+    # 1-2. the loop's PPO, then one PPO per variant from the same start and reward model
+    runs, wall = {LOOP: Path(loop["runs"]["ppo"])}, {LOOP: loop.get("wall_s", {}).get("ppo")}
+    for name in cfg.variants:
+        runs[name] = out / f"ppo-{name}"
+        wall[name] = run_stage(f"ppo-{name}", [
+            "core", "train", "ppo", "--preset", "quick", "--sft-adapter", str(sft_dir), "--reward-model",
+            str(reward_dir), "--output-dir", str(runs[name]), *(["--base-model", base_model] if base_model else []),
+            *shlex.split(cfg.ppo_args), *shlex.split(VARIANTS[name])], out / "logs")
+    # 3. every policy answers the held-out requests
+    ecfg = EvalConfig(policy="base", base_model=base_model, prompts=cfg.eval_prompts, max_new_tokens=cfg.max_new_tokens,
+                      seed=cfg.seed)
+    requests = [p.text for p in load_prompts(split="eval")][:ecfg.prompts]
+    policies = {"base": "base", "sft": str(sft_dir), **{name: str(run) for name, run in runs.items()}}
+    answers = {k: [c.text for c in v] for k, v in sample(load(base_model or None, None, ecfg.engine), policies,
+                                                          requests, ecfg).items()}
+    # 4. the annotator judges; the reward model scores
+    judged = judge_policies(requests, answers, taste, cfg.seed)
+    scorer = RewardScorer.from_folder(reward_dir)
+    result = {"config": asdict(cfg), "loop": str(loop_dir), "taste": taste.name, "prompts": len(requests),
+              "runs": {"sft": str(sft_dir), "reward": str(reward_dir)},
+              "utility": {k: mean_utility(requests, texts, taste.name) for k, texts in answers.items()},
+              "mean_rm_score": {k: sum(s := scorer.score(requests, texts)) / len(s) for k, texts in answers.items()},
+              "ppo": {name: {"run": str(run), "flags": VARIANTS.get(name, loop["config"].get("ppo_args", "")),
+                             "budget": budget(run), "wall_s": wall[name], **judged[name]}
+                      for name, run in runs.items()},
+              "samples": [{"prompt": r, **{k: answers[k][i] for k in answers}} for i, r in enumerate(requests)]}
+    # 5. the report
+    (out / "ppo_budget.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "ppo_budget.md").write_text(markdown(result))
+    print(markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
