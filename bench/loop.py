@@ -105,6 +105,15 @@ def run_stage(name: str, args: list[str], logs: Path) -> float:
     return round(time.perf_counter() - started, 1)
 
 
+def check_variants(loop: str, variants: list[str], known: dict) -> None:
+    """A benchmark that trains variants on a finished loop (bench/seed_lists.py, bench/ppo_budget.py) needs the
+    loop's folder and variants it knows; otherwise one line saying what to pass."""
+    unknown = set(variants) - set(known)
+    if not loop or unknown:
+        raise SystemExit(f"pass --loop LOOP_DIR and --variants from {', '.join(known)}"
+                         + (f" (not {', '.join(sorted(unknown))})" if unknown else ""))
+
+
 def taste_of_votes(db: Path) -> str | None:
     """The taste that cast a previous loop's votes, from the loop.json beside its database (None if it has none)."""
     report = db.parent / "loop.json"

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.annotator import Taste, utility
-from bench.loop import outcomes, run_stage
+from bench.loop import check_variants, outcomes, run_stage
 from core.collect.library import load_prompts
 from core.config import knob, parse_config
 from core.judge.evaluate import EvalConfig, sample
@@ -59,10 +59,7 @@ class SeedListsConfig:
     seed: int = knob(0, "seed of the sampling and the annotator")
 
     def __post_init__(self):
-        unknown = set(self.variants) - set(VARIANTS)
-        if not self.loop or unknown:
-            raise SystemExit(f"pass --loop LOOP_DIR and --variants from {', '.join(VARIANTS)}"
-                             + (f" (not {', '.join(sorted(unknown))})" if unknown else ""))
+        check_variants(self.loop, self.variants, VARIANTS)
         self.variants = [REFERENCE, *[v for v in self.variants if v != REFERENCE]]  # the reference is always judged
 
 
