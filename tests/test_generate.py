@@ -7,6 +7,8 @@ from core.collect.generate import (
     GenerationCancelled,
     Generator,
     chat_text,
+    complete,
+    completion_batch_size,
     eos_ids,
     response_lengths,
 )
@@ -57,6 +59,15 @@ def test_pair_comes_from_one_batched_generate(generator, monkeypatch):
         assert gen.seed == 3 and gen.sampling == SHORT and gen.system_prompt == SYSTEM_PROMPT
         assert gen.policy == generator.base_policy and gen.prompt.text == "Top 5 fruits"
     assert left.generation_id != right.generation_id
+
+
+def test_many_requests_go_in_batches_of_16_on_a_cpu_and_in_one_on_a_gpu(generator, monkeypatch):
+    calls = count_generate_calls(generator, monkeypatch)
+    requests = [f"Top 5 fruits for day {k}" for k in range(20)]
+    answers = complete(generator.loaded.model, generator.loaded.tokenizer, requests, SHORT, seed=0)
+    assert [a.request for a in answers] == requests and len(calls) == 2  # 16 + 4 on the CPU
+    assert completion_batch_size(torch.device("cpu")) == 16
+    assert completion_batch_size(torch.device("cuda")) >= 72  # the whole held-out split in one call
 
 
 def test_same_seed_same_lists_other_seed_other_lists(generator):
