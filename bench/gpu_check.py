@@ -145,14 +145,16 @@ def check_stages(report: dict, run, report_path: Path) -> None:
 
 def table(report: dict) -> str:
     lines = [f"GPU check on {report['device_name']} (torch {report['torch']}, bf16 {report['bf16']}), "
-             f"sizes {report['sizes']}", "", "| stage | status | wall s | throughput | peak GPU MB |", "|---|---|---|---|---|"]
+             f"sizes {report['sizes']}", "", "| stage | status | wall s | throughput | peak GPU MB |",
+             "|---|---|---|---|---|"]
     for stage, r in report["stages"].items():
         rate = next((f"{r[k]} {label}" for k, label in (("summary/samples_per_second", "samples/s"),
                                                         ("eps", "episodes/s"), ("lists_per_s", "lists/s"))
                      if k in r), "")
         if stage == "pair" and "fixed_batched_s_median" in r:
             rate = f"pair of 2 x {SIZES[report['sizes']]['pair'].split()[-1]} tokens: {r['fixed_batched_s_median']} s"
-        lines.append(f"| {stage} | {r['status']} | {r.get('wall_s', '')} | {rate} | {r.get('memory/cuda_peak_mb', '')} |")
+        peak = r.get("memory/cuda_peak_mb", "")
+        lines.append(f"| {stage} | {r['status']} | {r.get('wall_s', '')} | {rate} | {peak} |")
     return "\n".join(lines)
 
 

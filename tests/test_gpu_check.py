@@ -51,12 +51,14 @@ def test_a_failed_stage_skips_what_needs_it_and_the_report_is_written_after_each
     def run(stage):
         seen.append(stage)
         if stage != "pair":  # the file already holds every stage before this one, skipped ones too
-            assert list(json.loads(path.read_text())["stages"]) == list(gpu_check.STAGES[:gpu_check.STAGES.index(stage)])
+            before = gpu_check.STAGES[:gpu_check.STAGES.index(stage)]
+            assert list(json.loads(path.read_text())["stages"]) == list(before)
         return {"status": "failed (exit 1)"} if stage == "reward" else {"status": "ok", "wall_s": 1.0}
 
     gpu_check.check_stages(report, run, path)
     assert seen == ["pair", "sft", "reward", "dpo"]  # ppo, eval and rloo need the reward model
     stages = json.loads(path.read_text())["stages"]
-    assert stages["ppo"]["status"] == "skipped (needs reward)" and stages["eval"]["status"] == "skipped (needs ppo, reward)"
+    assert stages["ppo"]["status"] == "skipped (needs reward)"
+    assert stages["eval"]["status"] == "skipped (needs ppo, reward)"
     assert stages["rloo"]["status"] == "skipped (needs reward)" and stages["dpo"]["status"] == "ok"
     assert "| reward | failed (exit 1) |" in gpu_check.table(report)
