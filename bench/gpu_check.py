@@ -1,6 +1,6 @@
 """The GPU path, every stage once: wall time, throughput and peak GPU memory per stage.
 
-    bash bench/gpu_check.sh [--out bench/out/gpu_check]          # on a CUDA machine; ~7 minutes on one H200
+    bash bench/gpu_check.sh [--out bench/out/gpu_check]          # on a CUDA machine; ~8 minutes on one H200
     .venv/bin/python -m bench.gpu_check --device cpu --sizes tiny --base-model TINY   # the smoke test (tests/)
 
 On a GPU every stage runs in bf16 where the GPU supports it (core.model.default_dtype; the HF trainers' bf16 flag):
@@ -9,7 +9,9 @@ On a GPU every stage runs in bf16 where the GPU supports it (core.model.default_
 3. `sft` on the seed lists; `reward` on scripted votes (tests.helpers.write_preference_votes: a five-item list
    beats a one-liner) imported into a database of its own;
 4. `ppo` from the SFT adapter against that reward model; `eval` of PPO against SFT on the held-out requests;
-5. `dpo` on the same votes and `rloo` against the same reward model, both from the SFT adapter.
+5. `dpo` on the same votes and `rloo` against the same reward model, both from the SFT adapter;
+6. `decode`: ms per token of the base model's sampling at batch 2 and 64, eager and with CUDA graphs (a static KV
+   cache under torch.compile's "reduce-overhead"; bench/static_compile.py), the lever for a launch-bound GPU.
 Each stage is a real CLI call in its own process, as a user runs it. A stage that fails does not stop the others;
 a stage whose input failed is skipped. Figures come from the run folders (metrics.jsonl: the trainers' own
 `summary/samples_per_second`, PPO's `eps`, and `memory/cuda_peak_mb`, the process's peak GPU allocation)
@@ -32,8 +34,9 @@ from core.config import knob, parse_config
 from core.train.runs import read_jsonl
 from tests.helpers import REPO, write_preference_votes
 
-# Per stage: the flags that size it. `gpu` is sized from the H200 run of 2026-12-04 (README) to ~7 minutes with the
-# 135M embedded model; `tiny` is the smoke test's, seconds each with a 2-layer model.
+# Per stage: the flags that size it. `gpu` is sized from the H200 run of 2026-12-04 (README) to ~8 minutes with the
+# 135M embedded model there, where each stage's process also spent ~30 s starting Python and CUDA; `tiny` is the
+# smoke test's, seconds each on a CPU with a 2-layer model.
 SIZES = {
     "gpu": {
         "votes": 400,
@@ -44,6 +47,7 @@ SIZES = {
         "eval": "--prompts 72 --max-new-tokens 160",
         "dpo": "--max-steps 20 --batch-size 16",
         "rloo": "--max-steps 4 --batch-size 32 --num-generations 4 --max-new-tokens 160",
+        "decode": "--tokens 64 --repeats 3 --batches 2,64 --ways dynamic,static_compiled",
     },
     "tiny": {
         "votes": 40,
@@ -55,9 +59,10 @@ SIZES = {
         "eval": "--prompts 2 --max-new-tokens 8",
         "dpo": "--max-steps 1 --batch-size 2",
         "rloo": "--max-steps 1 --batch-size 4 --num-generations 2 --max-new-tokens 8",
+        "decode": "--tokens 4 --repeats 2 --batches 2 --ways dynamic,static_eager",
     },
 }
-STAGES = ("pair", "sft", "reward", "ppo", "eval", "dpo", "rloo")
+STAGES = ("pair", "sft", "reward", "ppo", "eval", "dpo", "rloo", "decode")
 NEEDS = {"ppo": ("sft", "reward"), "eval": ("ppo", "sft", "reward"), "dpo": ("sft",), "rloo": ("sft", "reward")}
 METRICS = ("summary/samples_per_second", "summary/runtime", "eps", "time/update_s", "time/rollout_s",
            "memory/cuda_peak_mb", "memory/peak_rss_mb")
@@ -67,7 +72,7 @@ METRICS = ("summary/samples_per_second", "summary/runtime", "eps", "time/update_
 class GPUCheckConfig:
     out: str = knob("bench/out/gpu_check", "folder for the runs, the logs and gpu_check.json (emptied first)")
     device: str = knob("cuda", "cuda (the check), or cpu for a dry run of the commands", choices=("cuda", "cpu"))
-    sizes: str = knob("gpu", "stage sizes: gpu (~7 min on one H200) or tiny (the smoke test)",
+    sizes: str = knob("gpu", "stage sizes: gpu (~8 min on one H200) or tiny (the smoke test)",
                       choices=tuple(SIZES))
     base_model: str = knob("", "base model; empty: the embedded SmolLM2-135M-Instruct, prepared first")
 
@@ -92,6 +97,7 @@ def command(stage: str, cfg: GPUCheckConfig, out: Path) -> list[str]:
                 *flags, *device, "--output-dir", str(runs / "dpo")],
         "rloo": ["core", "train", "rloo", "--sft-adapter", str(runs / "sft"), "--reward-model", str(runs / "reward"),
                  *flags, *device, "--output-dir", str(runs / "rloo")],
+        "decode": ["bench.static_compile", *flags, *device, *base],
     }[stage]
 
 
@@ -108,6 +114,10 @@ def output_figures(stage: str, log_text: str, out: Path) -> dict:
                     None)
         keys = ("fixed_batched_s_median", "fixed_sequential_s_median", "natural_batched_s_total", "natural_tokens")
         return {k: v for k, v in json.loads(line).items() if k in keys} if line else {}
+    if stage == "decode":
+        line = next((ln for ln in reversed(log_text.splitlines()) if ln.startswith('{"machine"')), None)
+        return {f"ms_per_token/{name}": row["ms_per_token"] for name, row in json.loads(line)["rows"].items()} \
+            if line else {}
     if stage == "eval" and (out / "eval.json").exists():
         report = json.loads((out / "eval.json").read_text())
         return {"lists": 2 * report["prompts"], "well_formed": {k: v["rate"] for k, v in report["well_formed"].items()},
@@ -151,6 +161,8 @@ def table(report: dict) -> str:
         rate = next((f"{r[k]} {label}" for k, label in (("summary/samples_per_second", "samples/s"),
                                                         ("eps", "episodes/s"), ("lists_per_s", "lists/s"))
                      if k in r), "")
+        if stage == "decode":
+            rate = ", ".join(f"{k.split('/')[1]} {v} ms/token" for k, v in r.items() if k.startswith("ms_per_token/"))
         if stage == "pair" and "fixed_batched_s_median" in r:
             rate = f"pair of 2 x {SIZES[report['sizes']]['pair'].split()[-1]} tokens: {r['fixed_batched_s_median']} s"
         peak = r.get("memory/cuda_peak_mb", "")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench import gpu_check, pair_generation
+from bench import gpu_check, pair_generation, static_compile
 from core.config import parse_config
 from core.judge.evaluate import EvalConfig
 from core.train.stages import config_class
@@ -17,8 +17,9 @@ def test_every_stage_command_parses_with_its_own_cli(sizes, tmp_path):
     cfg = gpu_check.GPUCheckConfig(out=str(tmp_path), device="cpu", sizes=sizes, base_model="/models/tiny")
     for stage in gpu_check.STAGES:
         module, *argv = gpu_check.command(stage, cfg, tmp_path)
-        if module == "bench.pair_generation":
-            args = pair_generation.arguments(argv)
+        if module.startswith("bench."):
+            args = {"bench.pair_generation": pair_generation, "bench.static_compile": static_compile}[module] \
+                .arguments(argv)
             assert (args.device, args.base_model) == ("cpu", "/models/tiny")
         elif argv[0] == "eval":
             parsed = parse_config(EvalConfig, argv[1:])
@@ -42,6 +43,10 @@ def test_figures_come_from_the_run_folder_and_the_pair_line(tmp_path):
     log = 'fixed trial 0: ...\n{"bench": "pair_generation", "fixed_batched_s_median": 7.5, "trials": 1}\n'
     assert gpu_check.output_figures("pair", log, tmp_path) == {"fixed_batched_s_median": 7.5}
     assert gpu_check.output_figures("pair", "Traceback ...", tmp_path) == {}
+    log = '{"machine": "x86_64", "rows": {"dynamic_b2": {"ms_per_token": 45.0}, "static_compiled_b2": ' \
+          '{"ms_per_token": 9.5}}}\n'
+    assert gpu_check.output_figures("decode", log, tmp_path) == {"ms_per_token/dynamic_b2": 45.0,
+                                                                 "ms_per_token/static_compiled_b2": 9.5}
 
 
 def test_a_failed_stage_skips_what_needs_it_and_the_report_is_written_after_each_stage(tmp_path):
@@ -56,7 +61,7 @@ def test_a_failed_stage_skips_what_needs_it_and_the_report_is_written_after_each
         return {"status": "failed (exit 1)"} if stage == "reward" else {"status": "ok", "wall_s": 1.0}
 
     gpu_check.check_stages(report, run, path)
-    assert seen == ["pair", "sft", "reward", "dpo"]  # ppo, eval and rloo need the reward model
+    assert seen == ["pair", "sft", "reward", "dpo", "decode"]  # ppo, eval and rloo need the reward model
     stages = json.loads(path.read_text())["stages"]
     assert stages["ppo"]["status"] == "skipped (needs reward)"
     assert stages["eval"]["status"] == "skipped (needs ppo, reward)"
