@@ -1,7 +1,7 @@
 """The GPU path, every stage once: wall time, throughput and peak GPU memory per stage.
 
     bash bench/gpu_check.sh [--out bench/out/gpu_check]          # on a CUDA machine; ~8 minutes on one H200
-    .venv/bin/python -m bench.gpu_check --device cpu --sizes tiny --base-model TINY   # the smoke test (tests/)
+    .venv/bin/python -m bench.gpu_check --device cpu --sizes tiny --base-model TINY   # a dry run on a CPU
 
 On a GPU every stage runs in bf16 where the GPU supports it (core.model.default_dtype; the HF trainers' bf16 flag):
 1. prepare the embedded model (unless --base-model names another);
@@ -35,8 +35,8 @@ from core.train.runs import read_jsonl
 from tests.helpers import REPO, write_preference_votes
 
 # Per stage: the flags that size it. `gpu` is sized from the H200 run of 2026-12-04 (README) to ~8 minutes with the
-# 135M embedded model there, where each stage's process also spent ~30 s starting Python and CUDA; `tiny` is the
-# smoke test's, seconds each on a CPU with a 2-layer model.
+# 135M embedded model there, where even the tiny model's stages took ~30 s each (starting Python and CUDA, beside the
+# real check); `tiny` is the dry run's, seconds each on a CPU with a 2-layer model.
 SIZES = {
     "gpu": {
         "votes": 400,
