@@ -20,9 +20,8 @@ and from the pair and eval commands' own output. Writes gpu_check.json and print
 from __future__ import annotations
 
 import json
-import os
 import platform
-import subprocess
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -30,9 +29,10 @@ from pathlib import Path
 
 import torch
 
+from bench.loop import StageFailed, run_stage
 from core.config import knob, parse_config
 from core.train.runs import read_jsonl
-from tests.helpers import REPO, write_preference_votes
+from tests.helpers import write_preference_votes
 
 # Per stage: the flags that size it. `gpu` is sized from the H200 run of 2026-12-04 (README) to ~8 minutes with the
 # 135M embedded model there, where even the tiny model's stages took ~30 s each (starting Python and CUDA, beside the
@@ -125,20 +125,21 @@ def output_figures(stage: str, log_text: str, out: Path) -> dict:
     return {}
 
 
-def run_stage(stage: str, cfg: GPUCheckConfig, out: Path, env: dict) -> dict:
-    """One stage in its own process, its output in logs/<stage>.log: status, wall time and its figures."""
-    log_path = out / "logs" / f"{stage}.log"
+def check_stage(stage: str, cfg: GPUCheckConfig, out: Path) -> dict:
+    """One stage in its own process, its output in logs/<stage>.log (bench.loop.run_stage): status, wall time and
+    its figures."""
     started = time.perf_counter()
-    with open(log_path, "w") as log:
-        done = subprocess.run([sys.executable, "-m", *command(stage, cfg, out)], cwd=REPO, stdout=log,
-                              stderr=subprocess.STDOUT, env=env)
+    try:
+        run_stage(stage, command(stage, cfg, out), out / "logs")
+        status = "ok"
+    except StageFailed as failed:
+        status = f"failed (exit {failed.returncode})"
     wall = round(time.perf_counter() - started, 1)
-    text = log_path.read_text(errors="replace")
-    result = {"status": "ok" if done.returncode == 0 else f"failed (exit {done.returncode})", "wall_s": wall,
-              **last_metrics(out / "runs" / stage), **output_figures(stage, text, out)}
-    if stage == "eval" and done.returncode == 0:
+    text = (out / "logs" / f"{stage}.log").read_text(errors="replace")
+    result = {"status": status, "wall_s": wall, **last_metrics(out / "runs" / stage), **output_figures(stage, text, out)}
+    if stage == "eval" and status == "ok":
         result["lists_per_s"] = round(result.get("lists", 0) / wall, 2)
-    if done.returncode:
+    if status != "ok":
         result["log_tail"] = text[-3000:]
     return result
 
@@ -177,23 +178,24 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("no CUDA GPU is visible: run this on a GPU machine, or pass --device cpu for a dry run")
     out = Path(cfg.out).resolve()
     for stale in ("runs", "logs"):
-        subprocess.run(["rm", "-rf", str(out / stale)], check=True)
+        shutil.rmtree(out / stale, ignore_errors=True)
     (out / "logs").mkdir(parents=True)
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "RLHF_RUNS_DIR": str(out / "runs")}
     # 1. the model, and the votes the reward, DPO stages learn from
-    if not cfg.base_model:
-        subprocess.run([sys.executable, "-m", "core", "prepare-model"], cwd=REPO, env=env, check=True)
     for stale in out.glob("votes.duckdb*"):
         stale.unlink()
     votes = write_preference_votes(out / "votes.jsonl", SIZES[cfg.sizes]["votes"])
-    subprocess.run([sys.executable, "-m", "core", "import-votes", votes, "--db", str(out / "votes.duckdb")],
-                   cwd=REPO, env=env, check=True, capture_output=True)
+    try:
+        if not cfg.base_model:
+            run_stage("prepare-model", ["core", "prepare-model"], out / "logs")
+        run_stage("import-votes", ["core", "import-votes", votes, "--db", str(out / "votes.duckdb")], out / "logs")
+    except StageFailed as failed:
+        raise SystemExit(str(failed)) from None
     gpu = cfg.device == "cuda"
     report = {"date": time.strftime("%Y-%m-%d"), "config": asdict(cfg), "sizes": cfg.sizes,
               "device_name": torch.cuda.get_device_name(0) if gpu else f"cpu ({platform.processor() or 'x86'})",
               "torch": torch.__version__, "bf16": gpu and torch.cuda.is_bf16_supported(), "stages": {}}
     # 2-5. every stage, the report rewritten after each one (a check cut short keeps what it measured)
-    check_stages(report, lambda stage: run_stage(stage, cfg, out, env), out / "gpu_check.json")
+    check_stages(report, lambda stage: check_stage(stage, cfg, out), out / "gpu_check.json")
     print(table(report))
     failed = [s for s, r in report["stages"].items() if r["status"] != "ok"]
     for stage in failed:

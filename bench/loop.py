@@ -49,7 +49,7 @@ from core.lists import parse_list
 from core.model import load
 from core.store.database import Store
 from core.train.reward_model import RewardScorer
-from core.train.runs import RunFolder, append_jsonl, read_jsonl
+from core.train.runs import RunFolder, append_jsonl, read_json, read_jsonl
 
 
 @dataclass
@@ -94,6 +94,14 @@ def wait_until_up(url: str, process: subprocess.Popen, timeout_s: float = 600) -
     raise RuntimeError(f"the arena did not answer at {url} within {timeout_s:.0f} s")
 
 
+class StageFailed(RuntimeError):
+    """A stage's process exited non-zero; its output is in logs/<name>.log."""
+
+    def __init__(self, name: str, returncode: int, log: Path):
+        super().__init__(f"{name} failed (exit {returncode}): see {log}")
+        self.returncode = returncode
+
+
 def run_stage(name: str, args: list[str], logs: Path) -> float:
     """`python -m ARGS` with its output in logs/<name>.log; returns the wall time in seconds."""
     started = time.perf_counter()
@@ -101,7 +109,7 @@ def run_stage(name: str, args: list[str], logs: Path) -> float:
         done = subprocess.run([sys.executable, "-m", *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                               env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     if done.returncode:
-        raise RuntimeError(f"{name} failed (exit {done.returncode}): see {logs / f'{name}.log'}")
+        raise StageFailed(name, done.returncode, logs / f"{name}.log")
     return round(time.perf_counter() - started, 1)
 
 
@@ -112,6 +120,42 @@ def check_variants(loop: str, variants: list[str], known: dict) -> None:
     if not loop or unknown:
         raise SystemExit(f"pass --loop LOOP_DIR and --variants from {', '.join(known)}"
                          + (f" (not {', '.join(sorted(unknown))})" if unknown else ""))
+
+
+@dataclass
+class FinishedLoop:
+    """A finished loop's folder as the benchmarks that train variants on it read it."""
+    folder: Path
+    report: dict  # its loop.json
+    out: Path  # where the variants' runs, logs and report go
+    base_model: str
+    taste: Taste
+
+    def run(self, stage: str) -> Path:
+        return Path(self.report["runs"][stage])
+
+
+def finished_loop(loop: str, out: str, base_model: str) -> FinishedLoop:
+    """The loop in folder `loop` (its loop.json names its SFT, reward and PPO runs), the output folder with logs/
+    made (`out`, else the loop's folder), and the base model and taste it ran with unless `base_model` says."""
+    folder = Path(loop)
+    report = read_json(folder / "loop.json")  # {} when there is none
+    if not all(report.get("runs", {}).get(stage) for stage in ("sft", "reward", "ppo")):
+        raise SystemExit(f"{folder} holds no finished loop (no loop.json naming its runs): pass a bench/loop.py --out.")
+    target = Path(out or folder)
+    (target / "logs").mkdir(parents=True, exist_ok=True)
+    return FinishedLoop(folder, report, target, base_model or report["config"].get("base_model", ""),
+                        Taste(name=report["config"].get("taste", "form")))
+
+
+def held_out_answers(policies: dict[str, str], base_model: str, prompts: int, max_new_tokens: int,
+                     seed: int) -> tuple[list[str], dict[str, list[str]]]:
+    """The held-out requests and each policy's answers to them ({label: run folder or "base"}), sampled as
+    `python -m core eval` samples them: one base model loaded as it loads it, every adapter on it, one seed."""
+    ecfg = EvalConfig(policy="base", base_model=base_model, prompts=prompts, max_new_tokens=max_new_tokens, seed=seed)
+    requests = [p.text for p in load_prompts(split="eval")][:ecfg.prompts]
+    loaded = load(base_model or None, None, ecfg.engine)
+    return requests, {k: [c.text for c in v] for k, v in sample(loaded, policies, requests, ecfg).items()}
 
 
 def taste_of_votes(db: Path) -> str | None:
@@ -158,12 +202,8 @@ def judge_ppo_evaluations(ppo_dir: Path, taste: Taste, seed: int) -> list[dict]:
 
 def evaluate_policies(cfg: LoopConfig, sft_dir: Path, reward_dir: Path, ppo_dir: Path, taste: Taste) -> dict:
     """Step 7: base, SFT and PPO on the held-out requests; every figure with its count and 95 % interval."""
-    ecfg = EvalConfig(policy=str(ppo_dir), base_model=cfg.base_model, prompts=cfg.eval_prompts,
-                      max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed)
-    requests = [p.text for p in load_prompts(split="eval")][:ecfg.prompts]
-    policies = {"base": "base", "sft": str(sft_dir), "ppo": str(ppo_dir)}
-    loaded = load(cfg.base_model or None, None, ecfg.engine)  # as `core eval` loads it
-    answers = {k: [c.text for c in v] for k, v in sample(loaded, policies, requests, ecfg).items()}
+    requests, answers = held_out_answers({"base": "base", "sft": str(sft_dir), "ppo": str(ppo_dir)}, cfg.base_model,
+                                         cfg.eval_prompts, cfg.eval_max_new_tokens, cfg.seed)
     scorer = RewardScorer.from_folder(reward_dir)
     scores = {k: scorer.score(requests, texts) for k, texts in answers.items()}
     report = {"prompts": len(requests), "well_formed": {}, "mean_rm_score": {}, "rm_win_rate": {},

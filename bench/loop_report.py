@@ -50,6 +50,11 @@ def _rate(p: dict) -> str:
     return "n/a (0)" if not p["n"] else f"{p['rate']:.1%} [{p['low']:.1%}, {p['high']:.1%}] (n={p['n']})"
 
 
+def win_cell(w: dict | None) -> str:
+    """A win rate as a table cell: rate [95 % interval] (W-L-T), or "-" where there is none."""
+    return f"{w['rate']:.1%} [{w['low']:.1%}, {w['high']:.1%}] ({w['wins']}-{w['losses']}-{w['ties']})" if w else "-"
+
+
 def _win(w: dict) -> str:
     return "n/a" if not w["n"] else (f"{w['rate']:.1%} [{w['low']:.1%}, {w['high']:.1%}] "
                                      f"({w['wins']}-{w['losses']}-{w['ties']} of {w['n']})")

@@ -28,13 +28,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.annotator import Taste
-from bench.loop import check_variants, outcomes, run_stage
+from bench.loop import (
+    check_variants,
+    finished_loop,
+    held_out_answers,
+    outcomes,
+    run_stage,
+)
+from bench.loop_report import win_cell
 from bench.seed_lists import mean_utility
-from core.collect.library import load_prompts
 from core.config import knob, parse_config
-from core.judge.evaluate import EvalConfig, sample
 from core.judge.win_rate import win_rate
-from core.model import load
 from core.train.reward_model import RewardScorer
 from core.train.runs import read_json
 
@@ -84,34 +88,24 @@ def markdown(result: dict) -> str:
              f"{result['prompts']} held-out requests (ties half, 95 % Wilson).", "",
              f"| policy | updates x episodes | wall time | vs SFT | vs base | mean {taste} utility (± se) | "
              "mean reward-model score |", "|---|---|---|---|---|---|---|"]
-
-    def rate(w):
-        return f"{w['rate']:.1%} [{w['low']:.1%}, {w['high']:.1%}] ({w['wins']}-{w['losses']}-{w['ties']})"
-
     for name in result["utility"]:
         u, score = result["utility"][name], result["mean_rm_score"][name]
         row = result["ppo"].get(name)
         shape = f"{row['budget']['total_updates']} x {row['budget']['batch_size']}" if row else "-"
         wall = f"{row['wall_s'] / 60:.1f} min" if row and row.get("wall_s") is not None else "-"
-        lines.append(f"| {name} | {shape} | {wall} | {rate(row['vs_sft']) if row else '-'} | "
-                     f"{rate(row['vs_base']) if row else '-'} | {u['mean']:+.2f} ± {u['se']:.2f} | {score:+.2f} |")
+        lines.append(f"| {name} | {shape} | {wall} | {win_cell(row and row['vs_sft'])} | "
+                     f"{win_cell(row and row['vs_base'])} | {u['mean']:+.2f} ± {u['se']:.2f} | {score:+.2f} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(PPOBudgetConfig, sys.argv[1:] if argv is None else argv, prog="python -m bench.ppo_budget",
                        description=__doc__.split("\n")[0])
-    loop_dir = Path(cfg.loop)
-    loop = read_json(loop_dir / "loop.json")
-    if not loop.get("runs", {}).get("ppo"):
-        raise SystemExit(f"{loop_dir} holds no finished loop (no loop.json naming its runs): pass a bench/loop.py --out.")
-    out = Path(cfg.out or loop_dir)
-    (out / "logs").mkdir(parents=True, exist_ok=True)
-    base_model = cfg.base_model or loop["config"].get("base_model", "")
-    taste = Taste(name=loop["config"].get("taste", "form"))
-    sft_dir, reward_dir = Path(loop["runs"]["sft"]), Path(loop["runs"]["reward"])
+    done = finished_loop(cfg.loop, cfg.out, cfg.base_model)
+    out, taste, base_model = done.out, done.taste, done.base_model
+    sft_dir, reward_dir = done.run("sft"), done.run("reward")
     # 1-2. the loop's PPO, then one PPO per variant from the same start and reward model
-    runs, wall = {LOOP: Path(loop["runs"]["ppo"])}, {LOOP: loop.get("wall_s", {}).get("ppo")}
+    runs, wall = {LOOP: done.run("ppo")}, {LOOP: done.report.get("wall_s", {}).get("ppo")}
     for name in cfg.variants:
         runs[name] = out / f"ppo-{name}"
         wall[name] = run_stage(f"ppo-{name}", [
@@ -119,20 +113,16 @@ def main(argv: list[str] | None = None) -> dict:
             str(reward_dir), "--output-dir", str(runs[name]), *(["--base-model", base_model] if base_model else []),
             *shlex.split(cfg.ppo_args), *shlex.split(VARIANTS[name])], out / "logs")
     # 3. every policy answers the held-out requests
-    ecfg = EvalConfig(policy="base", base_model=base_model, prompts=cfg.eval_prompts, max_new_tokens=cfg.max_new_tokens,
-                      seed=cfg.seed)
-    requests = [p.text for p in load_prompts(split="eval")][:ecfg.prompts]
     policies = {"base": "base", "sft": str(sft_dir), **{name: str(run) for name, run in runs.items()}}
-    answers = {k: [c.text for c in v] for k, v in sample(load(base_model or None, None, ecfg.engine), policies,
-                                                          requests, ecfg).items()}
+    requests, answers = held_out_answers(policies, base_model, cfg.eval_prompts, cfg.max_new_tokens, cfg.seed)
     # 4. the annotator judges; the reward model scores
     judged = judge_policies(requests, answers, taste, cfg.seed)
     scorer = RewardScorer.from_folder(reward_dir)
-    result = {"config": asdict(cfg), "loop": str(loop_dir), "taste": taste.name, "prompts": len(requests),
+    result = {"config": asdict(cfg), "loop": str(done.folder), "taste": taste.name, "prompts": len(requests),
               "runs": {"sft": str(sft_dir), "reward": str(reward_dir)},
               "utility": {k: mean_utility(requests, texts, taste.name) for k, texts in answers.items()},
               "mean_rm_score": {k: sum(s := scorer.score(requests, texts)) / len(s) for k, texts in answers.items()},
-              "ppo": {name: {"run": str(run), "flags": VARIANTS.get(name, loop["config"].get("ppo_args", "")),
+              "ppo": {name: {"run": str(run), "flags": VARIANTS.get(name, done.report["config"].get("ppo_args", "")),
                              "budget": budget(run), "wall_s": wall[name], **judged[name]}
                       for name, run in runs.items()},
               "samples": [{"prompt": r, **{k: answers[k][i] for k in answers}} for i, r in enumerate(requests)]}

@@ -35,12 +35,9 @@ from pathlib import Path
 
 from bench import loop
 from bench.annotator import TASTES, Taste, annotate
-from core.collect.library import load_prompts
 from core.config import check, knob, parse_config
 from core.judge import leaderboard
-from core.judge.evaluate import EvalConfig, sample
 from core.judge.win_rate import win_rate
-from core.model import load
 from core.store.database import Store
 from core.train.reward_model import RewardScorer
 from core.train.rounds import current_best
@@ -141,11 +138,8 @@ def judged(cfg: RoundsConfig, requests: list[str], answers: dict, a: str, b: str
 
 def evaluate_rounds(cfg: RoundsConfig, policies: dict[str, str], reward_dir: Path, taste: Taste) -> dict:
     """Step 5: every policy on the held-out requests; annotator win rates and mean reward-model scores."""
-    ecfg = EvalConfig(policy=policies["sft"], base_model=cfg.base_model, prompts=cfg.eval_prompts,
-                      max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed)
-    requests = [p.text for p in load_prompts(split="eval")][:cfg.eval_prompts]
-    loaded = load(cfg.base_model or None, None, ecfg.engine)  # as `core eval` loads it
-    answers = {k: [c.text for c in v] for k, v in sample(loaded, policies, requests, ecfg).items()}
+    requests, answers = loop.held_out_answers(policies, cfg.base_model, cfg.eval_prompts, cfg.eval_max_new_tokens,
+                                              cfg.seed)
     scorer = RewardScorer.from_folder(reward_dir)
     report = {"prompts": len(requests),
               "mean_rm_score": {k: sum(s) / len(s) for k, s in

@@ -29,12 +29,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.annotator import Taste, utility
-from bench.loop import check_variants, outcomes, run_stage
-from core.collect.library import load_prompts
+from bench.loop import (
+    check_variants,
+    finished_loop,
+    held_out_answers,
+    outcomes,
+    run_stage,
+)
+from bench.loop_report import win_cell
 from core.config import knob, parse_config
-from core.judge.evaluate import EvalConfig, sample
 from core.judge.win_rate import win_rate
-from core.model import load
 from core.train.runs import read_json
 
 VARIANTS = {  # name: the SFT flags that make it
@@ -94,52 +98,38 @@ def markdown(result: dict) -> str:
              f"| variant | SFT flags | examples (seed / yours x weight) | vs base | vs {REFERENCE} | "
              f"mean {taste} utility (± se) |", "|---|---|---|---|---|---|"]
 
-    def rate(w):
-        return f"{w['rate']:.1%} [{w['low']:.1%}, {w['high']:.1%}] ({w['wins']}-{w['losses']}-{w['ties']})" if w \
-            else "-"
-
     base = result["utility"]["base"]
     lines.append(f"| base | - | - | - | - | {base['mean']:+.2f} ± {base['se']:.2f} |")
     for name, row in result["variants"].items():
         lineage, u = row["lineage"], result["utility"][name]
         lines.append(f"| {name} | `{VARIANTS[name]}` | {lineage.get('seed', '?')} / {lineage.get('from_arena', '?')}"
-                     f" x {lineage.get('own_weight', '?')} | {rate(row['vs_base'])} | "
-                     f"{rate(row.get('vs_' + REFERENCE))} | {u['mean']:+.2f} ± {u['se']:.2f} |")
+                     f" x {lineage.get('own_weight', '?')} | {win_cell(row['vs_base'])} | "
+                     f"{win_cell(row.get('vs_' + REFERENCE))} | {u['mean']:+.2f} ± {u['se']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(SeedListsConfig, sys.argv[1:] if argv is None else argv, prog="python -m bench.seed_lists",
                        description=__doc__.split("\n")[0])
-    loop_dir = Path(cfg.loop)
-    loop = read_json(loop_dir / "loop.json")
-    if not loop.get("runs", {}).get("sft"):
-        raise SystemExit(f"{loop_dir} holds no finished loop (no loop.json naming its runs): pass a bench/loop.py --out.")
-    out = Path(cfg.out or loop_dir)
-    (out / "logs").mkdir(parents=True, exist_ok=True)
-    base_model = cfg.base_model or loop["config"].get("base_model", "")
-    taste = Taste(name=loop["config"].get("taste", "form"))
+    done = finished_loop(cfg.loop, cfg.out, cfg.base_model)
+    out, taste = done.out, done.taste
     # 1. one SFT per variant (the loop's own run stands for its variant)
-    runs, reused = {}, loop_sft_variant(loop)
+    runs, reused = {}, loop_sft_variant(done.report)
     for name in cfg.variants:
         if name == reused:
-            runs[name] = Path(loop["runs"]["sft"])
+            runs[name] = done.run("sft")
             continue
         runs[name] = out / f"sft-{name}"
-        run_stage(f"sft-{name}", ["core", "train", "sft", "--preset", "quick", "--db", str(loop_dir / "loop.duckdb"),
+        run_stage(f"sft-{name}", ["core", "train", "sft", "--preset", "quick", "--db", str(done.folder / "loop.duckdb"),
                                   "--output-dir", str(runs[name]), *shlex.split(VARIANTS[name]),
-                                  *(["--base-model", base_model] if base_model else []),
+                                  *(["--base-model", done.base_model] if done.base_model else []),
                                   *shlex.split(cfg.sft_args)], out / "logs")
     # 2. every policy answers the held-out requests
-    ecfg = EvalConfig(policy="base", base_model=base_model, prompts=cfg.eval_prompts, max_new_tokens=cfg.max_new_tokens,
-                      seed=cfg.seed)
-    requests = [p.text for p in load_prompts(split="eval")][:ecfg.prompts]
     policies = {"base": "base", **{name: str(run) for name, run in runs.items()}}
-    answers = {k: [c.text for c in v] for k, v in sample(load(base_model or None, None, ecfg.engine), policies,
-                                                          requests, ecfg).items()}
+    requests, answers = held_out_answers(policies, done.base_model, cfg.eval_prompts, cfg.max_new_tokens, cfg.seed)
     # 3. the loop's annotator judges
     judged = judge_variants(requests, answers, taste, cfg.seed)
-    result = {"config": asdict(cfg), "loop": str(loop_dir), "taste": taste.name, "prompts": len(requests),
+    result = {"config": asdict(cfg), "loop": str(done.folder), "taste": taste.name, "prompts": len(requests),
               "utility": {k: mean_utility(requests, texts, taste.name) for k, texts in answers.items()},
               "variants": {name: {"run": str(runs[name]), "flags": VARIANTS[name],
                                   "lineage": read_json(runs[name] / "data" / "lineage.json"),

@@ -28,8 +28,8 @@ def test_every_stage_command_parses_with_its_own_cli(sizes, tmp_path):
             assert (module, argv[0]) == ("core", "train")
             parsed = parse_config(config_class(argv[1]), argv[2:])
             assert parsed.output_dir == str(tmp_path / "runs" / stage) and parsed.device == "cpu"
-    assert gpu_check.command("ppo", cfg, tmp_path)[gpu_check.command("ppo", cfg, tmp_path).index("--sft-adapter") + 1] \
-        == str(tmp_path / "runs" / "sft")
+    ppo = gpu_check.command("ppo", cfg, tmp_path)
+    assert ppo[ppo.index("--sft-adapter") + 1] == str(tmp_path / "runs" / "sft")
 
 
 def test_figures_come_from_the_run_folder_and_the_pair_line(tmp_path):
@@ -67,3 +67,12 @@ def test_a_failed_stage_skips_what_needs_it_and_the_report_is_written_after_each
     assert stages["eval"]["status"] == "skipped (needs ppo, reward)"
     assert stages["rloo"]["status"] == "skipped (needs reward)" and stages["dpo"]["status"] == "ok"
     assert "| reward | failed (exit 1) |" in gpu_check.table(report)
+
+
+def test_a_stage_whose_process_fails_is_reported_with_its_exit_code_and_log(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_check, "command", lambda stage, cfg, out: ["core", "no-such-command"])
+    (tmp_path / "logs").mkdir()
+    cfg = gpu_check.GPUCheckConfig(out=str(tmp_path), device="cpu", sizes="tiny")
+    result = gpu_check.check_stage("sft", cfg, tmp_path)
+    assert result["status"] == "failed (exit 2)" and result["wall_s"] > 0
+    assert "no-such-command" in result["log_tail"] and (tmp_path / "logs" / "sft.log").exists()
