@@ -3,17 +3,18 @@
     .venv/bin/python -m bench.static_compile [--tokens 64] [--repeats 3]
     python -m bench.static_compile --device cuda --batches 2,64      # on a GPU: CUDA graphs ("reduce-overhead")
 
-The base model (fp32, plain engine) samples exactly --tokens new tokens (min = max, plain temperature sampling as
-PPO's rollouts do) for batches of 2 (a pair) and 8 (PPO's quick batch), three ways in one run:
+The base model (plain engine: fp32 on a CPU, bf16 on a GPU that has it) samples exactly --tokens new tokens (min =
+max, plain temperature sampling as PPO's rollouts do) for each of --batches (default 2, a pair, and 8, PPO's quick
+batch), the --ways below (default all three) in one run:
 1. dynamic: transformers' default DynamicCache, eager (what the arena, `core eval` and PPO use today);
 2. static_eager: `cache_implementation="static"`, compilation disabled (the cache alone);
 3. static_compiled: the static cache with transformers' automatic torch.compile of the decoding step, switched on
    for CPU through CompileConfig (transformers compiles only on accelerators by default). The first call compiles.
    On a GPU transformers' default CompileConfig applies: mode "reduce-overhead", i.e. CUDA graphs, which replay a
-   whole step's kernels with one launch. The H200 lent on 2026-12-04 spent ~37 ms launching a 135M model's step
-   (README, "The GPU path"), so there this is the lever to measure.
-Then one torch.profiler pass over 16 decoding steps at batch 8, eager, prints the operators by self CPU time: it
-says whether the step is bound by the weight matmuls (aten::mm) or by Python and small-op overhead, which is what
+   whole step's kernels with one launch. On the H200 lent on 2026-12-04 one forward pass of the 135M model at
+   batch 2 took ~37 ms, far more than its arithmetic (README, "The GPU path"), so there this is the lever to measure.
+With the dynamic way, one torch.profiler pass over 16 decoding steps at the largest batch, eager, prints the
+operators by self CPU time: it says whether the step is bound by the weight matmuls (aten::mm) or by Python and small-op overhead, which is what
 a static cache and compilation remove. Figures per way and batch: seconds per call (first, then the rest), and ms
 per token of the fastest call after the first. Prints a table and, last, one JSON line.
 """
