@@ -9,21 +9,26 @@ The second is the smoke run (~2 min on 2 cores): TINY_DIR is a tiny random model
 build_tiny_model), whose numbers only show that the pipeline runs.
 
 1. Candidates: --candidates samples per library request of the train split and two per held-out request, sampled
-   once with the arena's Generator: both strategies choose among the same lists, so only the choice differs.
+   once with the arena's Generator and engine: both strategies choose among the same lists, so only the choice
+   differs. Each request's lists are appended to --out/candidates.jsonl as they come, so a stopped run resumes its
+   sampling and a rerun (another taste, other budgets) samples nothing.
 2. Held-out votes: the annotator judges one pair per held-out request. Stored in each strategy's own database they
    never train (library split), and are what the reward model's calibration.json accuracy is measured on.
 3. Per strategy, rounds up to each budget: the next requests come from the arena's PromptCycle; random shows two of
    the candidates at random, uncertain the pair core.collect.chooser.most_uncertain_pair picks by the latest reward
    model (random for the first round: no model yet). The annotator votes; a reward model is trained on every vote
    so far (`python -m core train reward --preset quick` plus --reward-args) and its held-out accuracy recorded.
-4. Report: label_efficiency.json and .md in --out (accuracy with correct/pairs per budget and strategy, and how
-   many of the votes were decided: a close pair is more often a tie, which trains nothing).
+4. Report: label_efficiency.json and .md in --out: accuracy with correct/pairs and its 95 % Wilson interval per
+   budget and strategy, how many of the round's votes were decided (a close pair is more often a tie, which trains
+   nothing), and the issue's figure: the fewest uncertain votes whose accuracy reaches random's at its largest
+   budget, as a share of that budget (goal <= 60 %).
 """
 from __future__ import annotations
 
 import json
 import random
 import shlex
+import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,8 +38,10 @@ from core.collect.chooser import most_uncertain_pair
 from core.collect.generate import Generator
 from core.collect.library import PromptCycle, load_prompts
 from core.config import knob, parse_config
+from core.engine import ENGINES
+from core.judge.win_rate import wilson_interval
 from core.model import load
-from core.records import Pair, SamplingSettings, new_id
+from core.records import Generation, Pair, Policy, SamplingSettings, new_id
 from core.store.database import Store
 from core.train.reward_model import RewardConfig, RewardScorer, train
 from core.train.runs import RunFolder, read_json
@@ -47,6 +54,8 @@ class EfficiencyConfig:
     out: str = knob("bench/out/label_efficiency", "folder for the databases, the reward runs and the report")
     base_model: str = knob("", "base model that samples the lists and under the reward models; empty: the embedded")
     device: str = knob("auto", "where to sample and train: auto, cpu or cuda", choices=("auto", "cpu", "cuda"))
+    engine: str = knob("auto", "sampling engine, as the arena's --engine (auto: int8 weights on a CPU)",
+                       choices=ENGINES)
     candidates: int = knob(4, "samples per train request that a pair is chosen from (the arena's --candidates)")
     train_prompts: int = knob(288, "library train requests to sample candidates for (288: all)")
     eval_prompts: int = knob(72, "held-out library requests, one judged pair each (72: all)")
@@ -63,10 +72,37 @@ class EfficiencyConfig:
             raise SystemExit("pass --candidates 2 or more and --budgets of 2 votes or more, e.g. 50,100")
 
 
-def sample_candidates(generator: Generator, prompts, k: int, sampling: SamplingSettings, seed: int) -> dict:
-    """{prompt_id: k generations}, one batched generate per request."""
-    policies = [generator.base_policy] * k
-    return {p.prompt_id: generator.generate(p, policies, sampling, seed + n) for n, p in enumerate(prompts)}
+def sample_candidates(load_generator, prompts, k: int, sampling: SamplingSettings, seed: int, cache: Path,
+                      made_with: dict) -> dict:
+    """{prompt_id: k generations}, one batched generate per request. Requests already in `cache` (a JSONL file,
+    one line a request) that were `made_with` the same settings are read back; the rest are sampled (the model
+    loads only then) and appended as they come."""
+    by_id = {p.prompt_id: p for p in prompts}
+    rows = [json.loads(line) for line in cache.read_text().splitlines() if line.strip()] if cache.exists() else []
+    pool = {r["prompt_id"]: [from_row(by_id[r["prompt_id"]], g) for g in r["lists"]]
+            for r in rows if r["prompt_id"] in by_id and len(r["lists"]) == k and r.get("made_with") == made_with}
+    todo, generator = [(n, p) for n, p in enumerate(prompts) if p.prompt_id not in pool], None
+    for done, (n, prompt) in enumerate(todo, 1):
+        generator = generator or load_generator()
+        pool[prompt.prompt_id] = generator.generate(prompt, [generator.base_policy] * k, sampling, seed + n)
+        with cache.open("a") as f:
+            f.write(json.dumps({"prompt_id": prompt.prompt_id, "made_with": made_with,
+                                "lists": [to_row(g) for g in pool[prompt.prompt_id]]}) + "\n")
+        if done % 24 == 0 or done == len(todo):
+            print(f"sampled {k} lists for {done}/{len(todo)} requests", flush=True)
+    return pool
+
+
+def to_row(g: Generation) -> dict:
+    """What a cached candidate keeps: how it was made, not its ids (each showing gets fresh ones)."""
+    return {"text": g.text, "policy": vars(g.policy), "well_formed": g.well_formed, "n_items": g.n_items,
+            "system_prompt": g.system_prompt, "sampling": vars(g.sampling) if g.sampling else None, "seed": g.seed,
+            "num_tokens": g.num_tokens, "finished": g.finished, "latency_ms": g.latency_ms}
+
+
+def from_row(prompt, row: dict) -> Generation:
+    return Generation(prompt=prompt, **{**row, "policy": Policy(**row["policy"]),
+                                        "sampling": SamplingSettings(**row["sampling"]) if row["sampling"] else None})
 
 
 def record_vote(store: Store, prompt, left, right, rng, taste, chosen_by="random", p_left=None) -> str:
@@ -89,7 +125,8 @@ def train_reward(cfg: EfficiencyConfig, db: Path, run_dir: Path) -> dict:
 
 def run_strategy(cfg: EfficiencyConfig, strategy: str, train_set, eval_set, pool: dict, taste: Taste) -> list[dict]:
     out = Path(cfg.out) / strategy
-    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)  # a strategy's votes start from none: an old database would add to them
+    out.mkdir(parents=True)
     store, rng, cycle = Store(out / "votes.duckdb"), random.Random(cfg.seed), PromptCycle(train_set, cfg.seed)
     for prompt in eval_set:  # 2. the held-out votes, the same in both databases
         record_vote(store, prompt, *pool[prompt.prompt_id][:2], random.Random(prompt.prompt_id), taste)
@@ -126,24 +163,67 @@ def main(argv: list[str] | None = None) -> list[dict]:
     train_set = load_prompts(split="train")[:cfg.train_prompts]
     eval_set = load_prompts(split="eval")[:cfg.eval_prompts]
     # 1. candidates, sampled once for both strategies
-    generator = Generator(load(cfg.base_model or None, None if cfg.device == "auto" else cfg.device))
+    loaded = []  # the model loads once, and only if some request is not in the caches
+    def load_generator():
+        if not loaded:
+            loaded.append(Generator(load(cfg.base_model or None, None if cfg.device == "auto" else cfg.device,
+                                         cfg.engine)))
+        return loaded[0]
     sampling = SamplingSettings(max_new_tokens=cfg.max_new_tokens)
-    pool = {**sample_candidates(generator, train_set, cfg.candidates, sampling, cfg.seed),
-            **sample_candidates(generator, eval_set, 2, sampling, cfg.seed + 10_000)}
-    del generator
-    rows = [row for strategy in STRATEGIES for row in run_strategy(cfg, strategy, train_set, eval_set, pool, taste)]
-    # 4. report
-    (out / "label_efficiency.json").write_text(json.dumps({"config": vars(cfg), "rows": rows}, indent=2) + "\n")
-    lines = ["| votes | " + " | ".join(STRATEGIES) + " |", "|---|" + "---|" * len(STRATEGIES)]
-    for budget in cfg.budgets:
-        cells = [next((f"{r['accuracy']:.2f} ({r['correct']}/{r['pairs']})" if r["accuracy"] is not None else "-")
-                      for r in rows if r["strategy"] == s and r["votes"] == budget) for s in STRATEGIES]
-        lines.append(f"| {budget} | " + " | ".join(cells) + " |")
-    (out / "label_efficiency.md").write_text("Reward-model held-out accuracy (correct/decided held-out votes)\n\n"
-                                             + "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    made_with = {"base_model": cfg.base_model, "engine": cfg.engine, "max_new_tokens": cfg.max_new_tokens,
+                 "seed": cfg.seed}
+    pool = {**sample_candidates(load_generator, train_set, cfg.candidates, sampling, cfg.seed,
+                                out / "candidates.jsonl", made_with),
+            **sample_candidates(load_generator, eval_set, 2, sampling, cfg.seed + 10_000, out / "held_out.jsonl",
+                                made_with)}
+    loaded.clear()
+    rows = []
+    for strategy in STRATEGIES:
+        rows += run_strategy(cfg, strategy, train_set, eval_set, pool, taste)
+        write_report(out, cfg, rows)  # after each strategy, so a run cut short keeps what it measured
     return rows
 
+
+def votes_needed(rows: list[dict]) -> dict | None:
+    """The issue's figure: random's accuracy at its largest budget, and the fewest uncertain votes that reach it
+    (None when no uncertain budget does, or a strategy is missing)."""
+    by = {s: sorted((r for r in rows if r["strategy"] == s and r["accuracy"] is not None), key=lambda r: r["votes"])
+          for s in STRATEGIES}
+    if not by["random"] or not by["uncertain"]:
+        return None
+    target = by["random"][-1]
+    reached = next((r for r in by["uncertain"] if r["accuracy"] >= target["accuracy"]), None)
+    return {"random_votes": target["votes"], "random_accuracy": target["accuracy"],
+            "uncertain_votes": reached["votes"] if reached else None,
+            "share": reached["votes"] / target["votes"] if reached else None}
+
+
+def cell(row: dict | None) -> str:
+    if row is None or row["accuracy"] is None:
+        return "-"
+    low, high = wilson_interval(row["correct"], row["pairs"])
+    return (f"{row['accuracy']:.3f} [{low:.3f}, {high:.3f}] ({row['correct']}/{row['pairs']}; "
+            f"{row['decided_this_round']} decided of this round's votes)")
+
+
+def write_report(out: Path, cfg: EfficiencyConfig, rows: list[dict]) -> str:
+    need = votes_needed(rows)
+    lines = ["Reward-model held-out accuracy [95 % Wilson] (correct/held-out pairs)", "",
+             "| votes | " + " | ".join(STRATEGIES) + " |", "|---|" + "---|" * len(STRATEGIES)]
+    for budget in cfg.budgets:
+        lines.append(f"| {budget} | " + " | ".join(
+            cell(next((r for r in rows if r["strategy"] == s and r["votes"] == budget), None)) for s in STRATEGIES)
+            + " |")
+    if need:
+        lines += ["", f"random reaches {need['random_accuracy']:.3f} with {need['random_votes']} votes; uncertain "
+                  + (f"reaches it with {need['uncertain_votes']} ({need['share']:.0%} of them; goal <= 60 %)"
+                     if need["uncertain_votes"] else "does not reach it at any budget")]
+    text = "\n".join(lines) + "\n"
+    (out / "label_efficiency.json").write_text(json.dumps({"config": vars(cfg), "rows": rows, "votes_needed": need},
+                                                          indent=2) + "\n")
+    (out / "label_efficiency.md").write_text(text)
+    print(text, flush=True)
+    return text
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,83 @@
+"""bench/label_efficiency.py: the issue's figure from hand-made rows, and the benchmark on the tiny model (both
+strategies vote on the same held-out pairs, uncertain pairs carry their prediction, a rerun samples nothing)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import bench.label_efficiency as bench
+from core.store.database import Store
+
+
+def row(strategy, votes, correct, pairs=20):
+    return {"strategy": strategy, "votes": votes, "decided_this_round": votes, "accuracy": correct / pairs,
+            "correct": correct, "pairs": pairs}
+
+
+def test_votes_needed_is_the_fewest_uncertain_votes_that_reach_randoms_last_accuracy():
+    rows = [row("random", 60, 14), row("random", 120, 15), row("random", 200, 16),
+            row("uncertain", 60, 15), row("uncertain", 120, 16), row("uncertain", 200, 17)]
+    assert bench.votes_needed(rows) == {"random_votes": 200, "random_accuracy": 0.8, "uncertain_votes": 120,
+                                        "share": 0.6}
+    never = [r for r in rows if r["strategy"] == "random"] + [row("uncertain", 60, 10), row("uncertain", 200, 15)]
+    assert bench.votes_needed(never)["uncertain_votes"] is None and bench.votes_needed(never)["share"] is None
+    assert bench.votes_needed(rows[:3]) is None  # one strategy missing: no figure
+
+
+def test_a_cell_gives_accuracy_interval_and_counts():
+    assert bench.cell(row("random", 60, 15)) == "0.750 [0.531, 0.888] (15/20; 60 decided of this round's votes)"
+    assert bench.cell(None) == "-"
+
+
+@pytest.fixture(scope="module")
+def efficiency_run(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("label_efficiency")
+    args = ["--out", str(out), "--base-model", tiny_model_dir, "--device", "cpu", "--train-prompts", "8",
+            "--eval-prompts", "6", "--budgets", "6,12", "--max-new-tokens", "12", "--forced-choice", "true",
+            "--reward-args", "--max-steps 2"]
+    return out, args, bench.main(args)
+
+
+def test_both_strategies_train_at_every_budget_on_the_same_held_out_votes(efficiency_run):
+    out, _, rows = efficiency_run
+    assert [(r["strategy"], r["votes"]) for r in rows] == [("random", 6), ("random", 12), ("uncertain", 6),
+                                                           ("uncertain", 12)]
+    assert all(r["pairs"] == 6 for r in rows)  # forced choice: every held-out pair is decided
+    held_out = {}
+    for strategy in bench.STRATEGIES:
+        votes = Store(out / strategy / "votes.duckdb").votes()
+        assert len(votes) == 6 + 12
+        eval_votes = votes[votes.split == "eval"]
+        held_out[strategy] = sorted(zip(eval_votes.prompt, eval_votes.left_text, eval_votes.right_text,
+                                        eval_votes.choice))
+        assert (out / strategy / "reward-12" / "calibration.json").exists()
+    assert held_out["random"] == held_out["uncertain"] and len(held_out["random"]) == 6
+    report = json.loads((out / "label_efficiency.json").read_text())
+    assert report["rows"] == rows and "| 12 |" in (out / "label_efficiency.md").read_text()
+
+
+def test_uncertain_pairs_after_the_first_round_carry_their_prediction(efficiency_run):
+    out, _, _ = efficiency_run
+    train = Store(out / "uncertain" / "votes.duckdb").votes().query("split == 'train'").sort_values("created_at")
+    first, second = train.iloc[:6], train.iloc[6:]
+    assert set(first.chosen_by) == {"random"}  # no reward model yet
+    assert set(second.chosen_by) == {"uncertain"}
+    assert second.predicted_p_left.between(0, 1).all()
+    assert (second.left_text != second.right_text).all()
+    random_train = Store(out / "random" / "votes.duckdb").votes().query("split == 'train'")
+    assert set(random_train.chosen_by) == {"random"} and random_train.predicted_p_left.isna().all()
+
+
+def test_a_rerun_reads_its_candidates_back_and_samples_nothing(efficiency_run, monkeypatch):
+    out, args, _ = efficiency_run
+    cached = (out / "candidates.jsonl").read_text()
+    assert len(cached.splitlines()) == 8 and len((out / "held_out.jsonl").read_text().splitlines()) == 6
+
+    def no_loading(*_, **__):
+        raise AssertionError("the model was loaded although every candidate was cached")
+    monkeypatch.setattr(bench, "load", no_loading)
+    rows = bench.main(args + ["--budgets", "6", "--taste", "terse"])
+    assert [r["votes"] for r in rows] == [6, 6] and (out / "candidates.jsonl").read_text() == cached
+    with pytest.raises(AssertionError, match="was loaded"):  # other sampling settings: the cache does not serve
+        bench.main(args + ["--budgets", "6", "--max-new-tokens", "10"])
