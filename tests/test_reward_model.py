@@ -137,3 +137,21 @@ def test_shared_base_scoring_equals_the_reward_model(tiny_reward_run, tiny_model
     last = torch.full((2,), batch["input_ids"].shape[1] - 1)
     shared = pv.reward_scores(batch["input_ids"], batch["attention_mask"], last)
     assert shared.tolist() == pytest.approx(scorer.score(prompts, lists), abs=1e-4)
+
+
+def test_one_seed_gives_one_reward_model_even_in_one_process(tiny_model_dir, preference_db, tmp_path):
+    """The score head and LoRA weights are made before TRL's Trainer seeds itself; the stage seeds them first, so a
+    benchmark that trains several reward models in one process gets the same model for the same --seed."""
+    from core.config import parse_config
+    from core.train.reward_model import RewardConfig, train
+
+    def scores(name: str, seed: int) -> pd.Series:
+        cfg = parse_config(RewardConfig, ["--base-model", tiny_model_dir, "--db", preference_db, "--max-steps", "2",
+                                          "--eval-fraction", "0.4", "--seed", str(seed), "--output-dir",
+                                          str(tmp_path / name)])
+        torch.rand(1000)  # whatever ran before in the process moved the global generator
+        return pd.read_parquet(train(cfg) / "scores.parquet").score_left
+
+    first = scores("a", 0)
+    pd.testing.assert_series_equal(first, scores("b", 0))
+    assert not first.equals(scores("c", 1))

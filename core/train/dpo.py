@@ -53,7 +53,7 @@ from core.train.runs import RunFolder, prepare_run_dir
 from core.train.snapshot import DEFAULT_EVAL_FRACTION, take_preferences
 from core.train.start import POLICY_ADAPTER, start_policy
 from core.train.trackers import report_to_knob
-from core.train.trainer_run import attach, trainer_arguments
+from core.train.trainer_run import attach, seed_weights, trainer_arguments
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,7 @@ def train(cfg: DPOConfig) -> Path:
             raise InputError(f"only {len(train_pairs)} training pairs on training prompts; vote left/right on a few "
                              "more pairs in the arena, or edit a list (a tie or 'both bad' alone teaches nothing).")
         device = pick_device(cfg.device)
+        seed_weights(cfg.seed)
         base_name, policy = start_policy(cfg.base_model, cfg.sft_adapter, device)
         tokenizer = load_tokenizer(base_name)
         run.save_config(cfg, base_model_resolved=base_name, device_name=describe_device(device))

@@ -59,7 +59,7 @@ from core.train.run_writer import Run
 from core.train.runs import RunFolder, adapter_dir, prepare_run_dir, read_adapter_config
 from core.train.snapshot import DEFAULT_EVAL_FRACTION, take_preferences
 from core.train.trackers import report_to_knob
-from core.train.trainer_run import attach, trainer_arguments
+from core.train.trainer_run import attach, seed_weights, trainer_arguments
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +195,7 @@ def train(cfg: RewardConfig) -> Path:
                              "more pairs in the arena, or edit a list (a tie or 'both bad' alone teaches nothing).")
         base_name, device = resolve_base_model(cfg.base_model or None), pick_device(cfg.device)
         tokenizer = load_tokenizer(base_name)
+        seed_weights(cfg.seed)
         model = load_causal_lm(base_name, device, head="reward")
         run.save_config(cfg, base_model_resolved=base_name, device_name=describe_device(device))
         log.info("reward model on %d train / %d held-out pairs (%s)", len(train_pairs), lineage["eval_pairs"],

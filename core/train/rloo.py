@@ -48,7 +48,7 @@ from core.train.runs import RunFolder, prepare_run_dir, read_adapter_config
 from core.train.snapshot import take_prompts
 from core.train.start import POLICY_ADAPTER, start_policy
 from core.train.trackers import report_to_knob
-from core.train.trainer_run import attach, trainer_arguments
+from core.train.trainer_run import attach, seed_weights, trainer_arguments
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,7 @@ def train(cfg: RLOOConfig) -> Path:
         read_adapter_config(cfg.reward_model, "SEQ_CLS", "python -m core train reward")
         requests, _ = take_prompts(run_dir, "train", cfg.prompts_file or None)
         device = pick_device(cfg.device)
+        seed_weights(cfg.seed)
         base_name, policy = start_policy(cfg.base_model, cfg.sft_adapter, device)
         tokenizer = load_tokenizer(base_name)
         scorer = RewardScorer.from_folder(cfg.reward_model, device=str(device))

@@ -36,7 +36,7 @@ from core.train.run_writer import Run
 from core.train.runs import RunFolder, prepare_run_dir
 from core.train.snapshot import SEED_LISTS, take_demonstrations, take_prompts
 from core.train.trackers import report_to_knob
-from core.train.trainer_run import attach, trainer_arguments
+from core.train.trainer_run import attach, seed_weights, trainer_arguments
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,7 @@ def train(cfg: SFTConfig) -> Path:
             raise InputError("no demonstrations to train on: pass --seed-lists fill (or keep), or write some in the "
                              "arena (edit a list and save it).")
         eval_prompts, _ = take_prompts(run_dir, "eval")
+        seed_weights(cfg.seed)
         loaded = load(cfg.base_model or None, cfg.device)
         tokenizer = loaded.tokenizer
         run.save_config(cfg, base_model_resolved=loaded.name, device_name=describe_device(loaded.device))

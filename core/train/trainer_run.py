@@ -6,7 +6,7 @@ status.json and the ETA, and a SIGTERM caught by the run stops training at the n
 from __future__ import annotations
 
 import torch
-from transformers import TrainerCallback
+from transformers import TrainerCallback, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from core.model import peak_memory_mb
@@ -46,6 +46,13 @@ class RunCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.run.stop.requested:
             control.should_training_stop = True
+
+
+def seed_weights(seed: int) -> None:
+    """Seed python, numpy and torch before a stage builds its model: the reward model's score head is initialised
+    when the model loads, and TRL wraps LoRA adapters around it before its Trainer seeds itself, so without this
+    two runs with one --seed in one process (a benchmark's loop) start from different weights."""
+    set_seed(seed)
 
 
 def trainer_arguments(device: torch.device, seed: int, output_dir, **knobs) -> dict:
