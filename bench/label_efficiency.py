@@ -33,7 +33,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench.annotator import TASTES, Taste, judge
+from bench.annotator import TASTES, Taste, judge, utility
 from core.collect.chooser import most_uncertain_pair
 from core.collect.generate import Generator
 from core.collect.library import PromptCycle, load_prompts
@@ -65,6 +65,7 @@ class EfficiencyConfig:
     forced_choice: bool = knob(False, "never tie or both bad (every vote trains)")
     reward_args: str = knob("", "extra flags for the reward model, as `python -m core train reward` takes them")
     seed: int = knob(0, "seed of the sampling, the annotator and the random choice")
+    report_only: bool = knob(False, "rewrite the report from --out's label_efficiency.json and databases; train nothing")
 
     def __post_init__(self):
         self.budgets = sorted(int(b) for b in self.budgets)  # a list knob arrives as text from the command line
@@ -160,6 +161,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     taste = Taste(forced_choice=cfg.forced_choice, name=cfg.taste)
+    if cfg.report_only:
+        rows = json.loads((out / "label_efficiency.json").read_text())["rows"]
+        write_report(out, cfg, rows, difficulty(out, taste.name))
+        return rows
     train_set = load_prompts(split="train")[:cfg.train_prompts]
     eval_set = load_prompts(split="eval")[:cfg.eval_prompts]
     # 1. candidates, sampled once for both strategies
@@ -180,8 +185,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = []
     for strategy in STRATEGIES:
         rows += run_strategy(cfg, strategy, train_set, eval_set, pool, taste)
-        write_report(out, cfg, rows)  # after each strategy, so a run cut short keeps what it measured
+        write_report(out, cfg, rows, difficulty(out, taste.name))  # after each strategy, so a run cut short keeps what it measured
     return rows
+
+
+def chosen_pairs(votes, taste: str) -> dict:
+    """How hard the train pairs a strategy showed were for the annotator, by how they were chosen: the mean
+    |utility gap| (the annotator's noiseless taste, bench/tastes.py) and how often the vote followed its sign. Close
+    pairs are what uncertain choice looks for; for a noisy annotator they are also the least reliable votes."""
+    train = votes[(votes.split == "train") & votes.choice.isin(["left", "right"])]
+    out = {}
+    for chosen_by, group in train.groupby("chosen_by"):
+        gaps = [utility(p, l, taste) - utility(p, r, taste)
+                for p, l, r in zip(group.prompt, group.left_text, group.right_text)]
+        follows = [(g > 0) == (c == "left") for g, c in zip(gaps, group.choice) if g != 0]
+        out[chosen_by] = {"votes": len(group), "mean_abs_gap": round(sum(map(abs, gaps)) / len(gaps), 3),
+                          "vote_follows_utility": round(sum(follows) / len(follows), 3) if follows else None}
+    return out
 
 
 def votes_needed(rows: list[dict]) -> dict | None:
@@ -206,7 +226,12 @@ def cell(row: dict | None) -> str:
             f"{row['decided_this_round']} decided of this round's votes)")
 
 
-def write_report(out: Path, cfg: EfficiencyConfig, rows: list[dict]) -> str:
+def difficulty(out: Path, taste: str) -> dict:
+    return {s: chosen_pairs(Store(out / s / "votes.duckdb").votes(), taste) for s in STRATEGIES
+            if (out / s / "votes.duckdb").exists()}
+
+
+def write_report(out: Path, cfg: EfficiencyConfig, rows: list[dict], pairs: dict | None = None) -> str:
     need = votes_needed(rows)
     lines = ["Reward-model held-out accuracy [95 % Wilson] (correct/held-out pairs)", "",
              "| votes | " + " | ".join(STRATEGIES) + " |", "|---|" + "---|" * len(STRATEGIES)]
@@ -218,9 +243,14 @@ def write_report(out: Path, cfg: EfficiencyConfig, rows: list[dict]) -> str:
         lines += ["", f"random reaches {need['random_accuracy']:.3f} with {need['random_votes']} votes; uncertain "
                   + (f"reaches it with {need['uncertain_votes']} ({need['share']:.0%} of them; goal <= 60 %)"
                      if need["uncertain_votes"] else "does not reach it at any budget")]
+    for strategy, by in (pairs or {}).items():
+        lines += [""] if strategy == STRATEGIES[0] else []
+        lines += [f"{strategy} train votes chosen by {how}: {d['votes']}, mean |utility gap| {d['mean_abs_gap']:.2f}, "
+                  "vote follows the utility " + ("-" if d["vote_follows_utility"] is None else
+                                                 f"{d['vote_follows_utility']:.0%}") for how, d in by.items()]
     text = "\n".join(lines) + "\n"
-    (out / "label_efficiency.json").write_text(json.dumps({"config": vars(cfg), "rows": rows, "votes_needed": need},
-                                                          indent=2) + "\n")
+    (out / "label_efficiency.json").write_text(json.dumps({"config": vars(cfg), "rows": rows, "votes_needed": need,
+                                                           "chosen_pairs": pairs}, indent=2) + "\n")
     (out / "label_efficiency.md").write_text(text)
     print(text, flush=True)
     return text

@@ -30,6 +30,19 @@ def test_a_cell_gives_accuracy_interval_and_counts():
     assert bench.cell(None) == "-"
 
 
+def test_chosen_pairs_measures_how_close_each_way_of_choosing_was(monkeypatch):
+    import pandas as pd
+    monkeypatch.setattr(bench, "utility", lambda prompt, text, taste: {"a": 3.0, "b": 1.0, "c": 0.5}[text])
+    votes = pd.DataFrame({"split": ["train"] * 4 + ["eval"], "choice": ["left", "right", "left", "tie", "left"],
+                          "chosen_by": ["random", "random", "uncertain", "uncertain", "random"],
+                          "prompt": ["p"] * 5, "left_text": ["a", "a", "b", "a", "a"],
+                          "right_text": ["b", "c", "c", "b", "c"]})
+    # random: gaps 2 (followed) and 2.5 (not followed); uncertain: gap 0.5 (followed); the tie and eval are left out
+    assert bench.chosen_pairs(votes, "terse") == {
+        "random": {"votes": 2, "mean_abs_gap": 2.25, "vote_follows_utility": 0.5},
+        "uncertain": {"votes": 1, "mean_abs_gap": 0.5, "vote_follows_utility": 1.0}}
+
+
 @pytest.fixture(scope="module")
 def efficiency_run(tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("label_efficiency")
@@ -55,6 +68,7 @@ def test_both_strategies_train_at_every_budget_on_the_same_held_out_votes(effici
     assert held_out["random"] == held_out["uncertain"] and len(held_out["random"]) == 6
     report = json.loads((out / "label_efficiency.json").read_text())
     assert report["rows"] == rows and "| 12 |" in (out / "label_efficiency.md").read_text()
+    assert report["chosen_pairs"]["uncertain"]["uncertain"]["votes"] == 6  # the second round's decided votes
 
 
 def test_uncertain_pairs_after_the_first_round_carry_their_prediction(efficiency_run):
