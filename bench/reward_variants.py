@@ -48,6 +48,8 @@ VARIANTS = {
     "mlp-epochs4": ["--lora-targets", ALL_LAYERS, "--epochs", "4"],
     "seed1": ["--seed", "1"],
     "seed2": ["--seed", "2"],
+    "mlp-seed1": ["--lora-targets", ALL_LAYERS, "--seed", "1"],  # compared with seed1: the same initial draw
+    "mlp-seed2": ["--lora-targets", ALL_LAYERS, "--seed", "2"],
 }
 ENSEMBLE = ("quick", "seed1", "seed2")
 
@@ -114,6 +116,12 @@ def ensemble_correct(runs: list[Path]) -> pd.Series:
     return pd.Series((left > right) == left_won, index=common)
 
 
+def baseline(name: str) -> str:
+    """The preset run a variant is paired with: the same seed's (mlp-seed1 with seed1), else quick."""
+    seed = name.rsplit("-", 1)[-1]
+    return seed if name != seed and seed in VARIANTS and seed.startswith("seed") else "quick"
+
+
 def row(name: str, correct: pd.Series, reference: pd.Series | None, train_acc: float | None,
         seconds: float | None) -> dict:
     n, k = len(correct), int(correct.sum())
@@ -125,7 +133,7 @@ def row(name: str, correct: pd.Series, reference: pd.Series | None, train_acc: f
         both = correct.index.intersection(reference.index)
         gain = int((correct[both] & ~reference[both]).sum())
         loss = int((reference[both] & ~correct[both]).sum())
-        r["vs_quick"] = {"only_this_right": gain, "only_quick_right": loss, "mcnemar_p": round(mcnemar_p(gain, loss), 3)}
+        r["vs_preset"] = {"only_this_right": gain, "only_preset_right": loss, "mcnemar_p": round(mcnemar_p(gain, loss), 3)}
     return r
 
 
@@ -134,15 +142,14 @@ def report(cfg: VariantsConfig, seconds: dict[str, float]) -> list[dict]:
     correct = {name: held_out(run).correct.astype(bool) for name, run in runs.items()}
     if all(name in runs for name in ENSEMBLE):
         correct["ensemble"] = ensemble_correct([runs[n] for n in ENSEMBLE])
-    reference = correct.get("quick")
-    rows = [row(name, c, reference, train_accuracy(runs[name]) if name in runs else None, seconds.get(name))
-            for name, c in correct.items()]
+    rows = [row(name, c, correct.get(baseline(name)), train_accuracy(runs[name]) if name in runs else None,
+                seconds.get(name)) for name, c in correct.items()]
     lines = [f"Reward-model settings on {cfg.db}", "",
-             "| variant | flags | held-out accuracy [95 % Wilson] | train accuracy | vs quick: right only here / only "
-             "there (McNemar p) | s |", "|---|---|---|---|---|---|"]
+             "| variant | flags | held-out accuracy [95 % Wilson] | train accuracy | vs the preset with its seed: right "
+             "only here / only there (McNemar p) | s |", "|---|---|---|---|---|---|"]
     for r in rows:
-        v = r.get("vs_quick")
-        vs = f"{v['only_this_right']} / {v['only_quick_right']} (p = {v['mcnemar_p']:.2f})" if v else "-"
+        v = r.get("vs_preset")
+        vs = f"{v['only_this_right']} / {v['only_preset_right']} (p = {v['mcnemar_p']:.2f})" if v else "-"
         train = "-" if r["train_accuracy"] is None else f"{r['train_accuracy']:.3f}"
         flags = r["flags"] or ("mean score of " + ", ".join(ENSEMBLE) if r["variant"] == "ensemble" else "(preset)")
         lines.append(f"| {r['variant']} | {flags} | {r['accuracy']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] "

@@ -35,8 +35,10 @@ def test_a_row_compares_with_quick_on_the_same_votes():
     mine = pd.Series([True, False, True, True, True], index=list("abcde"))
     r = bench.row("mlp", mine, quick, 0.9, 12.0)
     assert (r["correct"], r["pairs"], r["accuracy"]) == (4, 5, 0.8)
-    assert r["vs_quick"] == {"only_this_right": 2, "only_quick_right": 1, "mcnemar_p": 1.0}
-    assert "vs_quick" not in bench.row("quick", quick, quick, None, None)
+    assert r["vs_preset"] == {"only_this_right": 2, "only_preset_right": 1, "mcnemar_p": 1.0}
+    assert "vs_preset" not in bench.row("quick", quick, quick, None, None)
+    assert [bench.baseline(n) for n in ("mlp", "seed1", "mlp-seed1", "mlp-seed2", "mlp-epochs4")] == [
+        "quick", "quick", "seed1", "seed2", "quick"]
 
 
 def test_bad_input_gets_one_line(tmp_path):
@@ -53,7 +55,7 @@ def test_variants_train_on_one_database_and_the_ensemble_joins_them(tiny_model_d
     rows = bench.main(args)
     assert [r["variant"] for r in rows] == ["quick", "seed1", "seed2", "ensemble"]
     assert len({r["pairs"] for r in rows}) == 1 and rows[0]["pairs"] > 0
-    assert all("vs_quick" in r for r in rows[1:]) and all(r["seconds"] for r in rows[:3])
+    assert all("vs_preset" in r for r in rows[1:]) and all(r["seconds"] for r in rows[:3])
     seed1 = json.loads((tmp_path / "out" / "runs" / "seed1" / "config.json").read_text())
     assert seed1["seed"] == 1 and seed1["max_steps"] == 4  # the variant's flag wins over the common seed 0
     # a finished quick run stands for `quick`; the report rebuilds from the runs without training
