@@ -317,11 +317,6 @@ def train(cfg: PPOConfig) -> Path:
             trainer.model.peft_model.save_pretrained(folder.adapter, selected_adapters=[policy_value.POLICY])
         stopped = state["update"] < cfg.total_updates
         run.complete(stopped, how_to_continue=f"continue with --resume {run_dir}")
-    # with several processes, every rank waits for rank 0's last writes, then all leave the process group together:
-    # a rank that exits with gloo's threads still running can abort ("terminate called without an active
-    # exception"), and torchrun then fails the whole run
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
     return run_dir
 
 
