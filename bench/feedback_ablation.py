@@ -51,6 +51,7 @@ from core.judge.win_rate import wilson_interval
 from core.lists import parse_list
 from core.records import Generation, Pair, Policy, Prompt, SamplingSettings
 from core.store.database import Store
+from core.train.reward_model import held_out_votes
 from core.train.runs import RunFolder, read_json
 from core.train.snapshot import split_for
 
@@ -165,8 +166,7 @@ def held_out_correct(run: Path) -> dict[str, bool]:
     """comparison id -> whether the run's reward model ranks that held-out left/right vote right."""
     import pandas as pd
 
-    scores = pd.read_parquet(RunFolder(run).scores)
-    kept = scores[(scores.split == "eval") & scores.choice.isin(["left", "right"])]
+    kept = held_out_votes(pd.read_parquet(RunFolder(run).scores))
     return dict(zip(kept.comparison_id, kept.correct.astype(bool)))
 
 

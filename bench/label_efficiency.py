@@ -33,7 +33,10 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pandas as pd
+
 from bench.annotator import TASTES, Taste, judge, utility
+from bench.feedback_ablation import mcnemar_p
 from core.collect.chooser import most_uncertain_pair
 from core.collect.generate import Generator
 from core.collect.library import PromptCycle, load_prompts
@@ -43,7 +46,7 @@ from core.judge.win_rate import wilson_interval
 from core.model import load
 from core.records import Generation, Pair, Policy, SamplingSettings, new_id
 from core.store.database import Store
-from core.train.reward_model import RewardConfig, RewardScorer, train
+from core.train.reward_model import RewardConfig, RewardScorer, held_out_votes, train
 from core.train.runs import RunFolder, read_json
 
 STRATEGIES = ("random", "uncertain")
@@ -226,19 +229,38 @@ def cell(row: dict | None) -> str:
             f"{row['decided_this_round']} decided of this round's votes)")
 
 
+def paired(out: Path, budgets: list[int]) -> dict:
+    """Per budget, the held-out votes (the same pairs in both databases, matched by their texts) that only the
+    uncertain or only the random strategy's reward model ranks right, with the exact McNemar p."""
+    result = {}
+    for budget in budgets:
+        runs = [out / s / f"reward-{budget}" for s in STRATEGIES]
+        if not all(RunFolder(r).scores.exists() for r in runs):
+            continue
+        right = [{k: bool(c) for k, c in zip(zip(h.prompt, h.left_text, h.right_text), h.correct)}
+                 for h in (held_out_votes(pd.read_parquet(RunFolder(r).scores)) for r in runs)]
+        both = right[0].keys() & right[1].keys()
+        only_u = sum(right[1][k] and not right[0][k] for k in both)
+        only_r = sum(right[0][k] and not right[1][k] for k in both)
+        result[budget] = {"only_uncertain": only_u, "only_random": only_r, "mcnemar_p": round(mcnemar_p(only_u, only_r), 3)}
+    return result
+
+
 def difficulty(out: Path, taste: str) -> dict:
     return {s: chosen_pairs(Store(out / s / "votes.duckdb").votes(), taste) for s in STRATEGIES
             if (out / s / "votes.duckdb").exists()}
 
 
 def write_report(out: Path, cfg: EfficiencyConfig, rows: list[dict], pairs: dict | None = None) -> str:
-    need = votes_needed(rows)
+    need, pairs_by_budget = votes_needed(rows), paired(out, cfg.budgets)
     lines = ["Reward-model held-out accuracy [95 % Wilson] (correct/held-out pairs)", "",
-             "| votes | " + " | ".join(STRATEGIES) + " |", "|---|" + "---|" * len(STRATEGIES)]
+             "| votes | " + " | ".join(STRATEGIES) + " | right only with uncertain / only with random (McNemar p) |",
+             "|---|" + "---|" * (len(STRATEGIES) + 1)]
     for budget in cfg.budgets:
+        d = pairs_by_budget.get(budget)
         lines.append(f"| {budget} | " + " | ".join(
             cell(next((r for r in rows if r["strategy"] == s and r["votes"] == budget), None)) for s in STRATEGIES)
-            + " |")
+            + " | " + (f"{d['only_uncertain']} / {d['only_random']} (p = {d['mcnemar_p']:.2f})" if d else "-") + " |")
     if need:
         lines += ["", f"random reaches {need['random_accuracy']:.3f} with {need['random_votes']} votes; uncertain "
                   + (f"reaches it with {need['uncertain_votes']} ({need['share']:.0%} of them; goal <= 60 %)"
@@ -250,7 +272,7 @@ def write_report(out: Path, cfg: EfficiencyConfig, rows: list[dict], pairs: dict
                                                  f"{d['vote_follows_utility']:.0%}") for how, d in by.items()]
     text = "\n".join(lines) + "\n"
     (out / "label_efficiency.json").write_text(json.dumps({"config": vars(cfg), "rows": rows, "votes_needed": need,
-                                                           "chosen_pairs": pairs}, indent=2) + "\n")
+                                                           "paired": pairs_by_budget, "chosen_pairs": pairs}, indent=2) + "\n")
     (out / "label_efficiency.md").write_text(text)
     print(text, flush=True)
     return text

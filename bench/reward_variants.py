@@ -34,8 +34,7 @@ from bench.feedback_ablation import mcnemar_p
 from bench.loop import run_stage
 from core.config import knob, parse_config
 from core.judge.win_rate import wilson_interval
-from core.store.preferences import is_repeat
-from core.train.reward_model import RewardConfig
+from core.train.reward_model import RewardConfig, held_out_votes
 from core.train.runs import RunFolder, read_json
 
 ALL_LAYERS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
@@ -93,9 +92,7 @@ def check_reference(cfg: VariantsConfig) -> None:
 
 def held_out(run: Path) -> pd.DataFrame:
     """The run's scores of held-out left/right votes (a repeat counted once), by comparison id."""
-    scores = pd.read_parquet(RunFolder(run).scores)
-    kept = scores[(scores.split == "eval") & scores.choice.isin(["left", "right"]) & ~is_repeat(scores)]
-    return kept.set_index("comparison_id")
+    return held_out_votes(pd.read_parquet(RunFolder(run).scores)).set_index("comparison_id")
 
 
 def train_accuracy(run: Path) -> float | None:

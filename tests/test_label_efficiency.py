@@ -69,6 +69,12 @@ def test_both_strategies_train_at_every_budget_on_the_same_held_out_votes(effici
     report = json.loads((out / "label_efficiency.json").read_text())
     assert report["rows"] == rows and "| 12 |" in (out / "label_efficiency.md").read_text()
     assert report["chosen_pairs"]["uncertain"]["uncertain"]["votes"] == 6  # the second round's decided votes
+    for budget in ("6", "12"):  # every held-out vote is matched across the two databases, each discordant one counted
+        d = report["paired"][budget]
+        assert d["only_uncertain"] + d["only_random"] <= 6 and 0 <= d["mcnemar_p"] <= 1
+    # the first round is random for both, on the same votes and seed: the two reward models are one model
+    assert report["paired"]["6"] == {"only_uncertain": 0, "only_random": 0, "mcnemar_p": 1.0}
+    assert rows[0]["correct"] == rows[2]["correct"]
 
 
 def test_uncertain_pairs_after_the_first_round_carry_their_prediction(efficiency_run):

@@ -130,9 +130,14 @@ def training_rows(pairs, tokenizer, use_margin: bool, swap_labels: bool) -> list
     return rows
 
 
+def held_out_votes(scores):
+    """The votes held-out accuracy is measured on: held-out left/right votes, a repeat's vote left out."""
+    return scores[(scores.split == "eval") & scores.choice.isin(["left", "right"]) & ~is_repeat(scores)]
+
+
 def held_out_report(scores, n_bins: int = 5) -> dict:
     """Accuracy (with counts), ECE, reliability bins and accuracy by score gap on decided held-out votes."""
-    held = scores[(scores.split == "eval") & scores.choice.isin(["left", "right"]) & ~is_repeat(scores)]
+    held = held_out_votes(scores)
     left_won = (held.choice == "left").to_numpy()
     correct = int(held.correct.sum())
     return {"pairs": len(held), "correct": correct, "accuracy": correct / len(held) if len(held) else None,
