@@ -117,13 +117,22 @@ def test_score_and_train_refuse_bad_input_with_a_message(tmp_path, tiny_model_di
     assert bad.returncode == 2 and "eval-fraction" in bad.stderr
 
 
-def test_shared_base_scoring_equals_the_reward_model(tiny_reward_run, tiny_model_dir):
+@pytest.mark.parametrize("targets", ["attention", "attention+mlp"])
+def test_shared_base_scoring_equals_the_reward_model(targets, tiny_reward_run, tiny_model_dir, preference_db,
+                                                      tmp_path):
     """PPO reads the reward model as one more adapter on the policy's base; it must score exactly as the
-    stand-alone reward model does."""
+    stand-alone reward model does, also when the reward LoRA sits on MLP layers the policy's LoRA leaves alone."""
     from core.model import load_causal_lm, load_tokenizer
     from core.train.ppo import policy_value
     from core.train.reward_model import RewardScorer
 
+    if targets == "attention+mlp":
+        tiny_reward_run = tmp_path / "mlp"
+        run_cli("train", "reward", "--base-model", tiny_model_dir, "--db", preference_db, "--max-steps", "3",
+                "--learning-rate", "3e-2", "--eval-fraction", "0.4", "--output-dir", tiny_reward_run,
+                "--lora-targets", "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")
+        saved = json.loads((tiny_reward_run / "adapter" / "adapter_config.json").read_text())
+        assert {"gate_proj", "up_proj", "down_proj"} <= set(saved["target_modules"])
     scorer = RewardScorer.from_folder(tiny_reward_run, device="cpu")
     tok = load_tokenizer(tiny_model_dir)
     from peft import LoraConfig
