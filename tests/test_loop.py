@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -241,9 +242,35 @@ def test_ppo_budget_trains_each_variant_from_the_loops_sft_and_reward_model(loop
     assert len(result["samples"]) == 4 and "| b16 | 1 x 16 |" in (out / "ppo_budget.md").read_text()
 
 
+def test_ppo_budget_trains_against_another_reward_model_and_scores_with_both(loop_run, tiny_model_dir):
+    """--reward-model: the variant's PPO trains against that run (here a copy of the loop's, so both score alike),
+    the loop's own PPO stays, and the report scores every policy with both reward models."""
+    folder, loop = loop_run
+    other = folder / "other-reward"
+    shutil.copytree(loop["runs"]["reward"], other)
+    out = folder / "ppo-other-rm"
+    done = subprocess.run([sys.executable, "-m", "bench.ppo_budget", "--loop", str(folder / "out"), "--out", str(out),
+                           "--base-model", tiny_model_dir, "--variants", "quick", "--reward-model", str(other),
+                           "--ppo-args=--total-updates 1 --batch-size 4 --mini-batches 2 --ppo-epochs 1 "
+                           "--response-length 8 --norm-samples 4 --eval-every 0",
+                           "--eval-prompts", "4", "--max-new-tokens", "8"], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    result = json.loads((out / "ppo_budget.json").read_text())
+    assert list(result["ppo"]) == ["loop", "quick"]
+    config = json.loads((Path(result["ppo"]["quick"]["run"]) / "config.json").read_text())
+    assert config["reward_model"] == str(other) and config["sft_adapter"] == loop["runs"]["sft"]
+    assert result["runs"]["loop_reward"] == loop["runs"]["reward"]
+    assert set(result["mean_loop_rm_score"]) == set(result["mean_rm_score"]) == {"base", "sft", "loop", "quick"}
+    for name, score in result["mean_rm_score"].items():
+        assert score == pytest.approx(result["mean_loop_rm_score"][name], abs=1e-4), name
+    assert "loop's RM" in (out / "ppo_budget.md").read_text()
+
+
 def test_ppo_budget_refuses_a_folder_without_a_loop_or_an_unknown_variant(tmp_path):
     for args, says in ((["--loop", str(tmp_path)], "no finished loop"),
-                       (["--loop", str(tmp_path), "--variants", "b99"], "(not b99)")):
+                       (["--loop", str(tmp_path), "--variants", "b99"], "(not b99)"),
+                       (["--loop", str(tmp_path), "--reward-model", str(tmp_path)], "holds no finished reward run")):
         done = subprocess.run([sys.executable, "-m", "bench.ppo_budget", *args], cwd=REPO, capture_output=True,
                               text=True, timeout=120)
         assert done.returncode != 0 and says in done.stderr and "Traceback" not in done.stderr
