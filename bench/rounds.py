@@ -2,14 +2,16 @@
 
     .venv/bin/python -m bench.rounds --out bench/out/rounds --taste terse            # hours on 2 cores
     .venv/bin/python -m bench.rounds --round1 bench/out/loop-terse --out ...          # reuse a finished loop
+    .venv/bin/python -m bench.rounds --round1 LOOP --reuse-round2 ROUNDS_OUT --out ... --methods dpo \
+        --dpo-args "--max-steps -1 --epochs 1"      # another method or setting on the same round-2 votes and RM
     (tests/test_rounds_bench.py runs it on the tiny model, a dozen votes a round, two steps a stage)
 
 1. Round 1 is bench/loop.py (arena votes, SFT, reward model, PPO, evaluation), or a finished loop's folder
    (--round1: its loop.json names the runs, its loop.duckdb holds the votes).
 2. Round 2 in the arena: a copy of round 1's database, the arena started with `--pairing PPO1,SFT1 --round round-2`
    (the round-1 policy against the SFT policy, sources hidden until the vote), and --round2-votes more votes cast
-   by the same annotator through gradio_client.
-3. A reward model on every vote of both rounds (`python -m core train reward`).
+   by the same annotator through gradio_client. With --reuse-round2, a copy of that finished run's database.
+3. A reward model on every vote of both rounds (`python -m core train reward`); with --reuse-round2, that run's.
 4. From the current best (core.train.rounds.current_best: the pairing's side that won more of its head-to-head
    votes), each of --methods is trained on the same votes and the same reward model: `train ppo`, `train dpo`,
    `train rloo`, each timed (wall seconds on this machine).
@@ -35,7 +37,7 @@ from pathlib import Path
 
 from bench import loop
 from bench.annotator import TASTES, Taste, annotate
-from core.config import check, knob, parse_config
+from core.config import ConfigError, check, knob, parse_config
 from core.judge import leaderboard
 from core.judge.win_rate import win_rate
 from core.store.database import Store
@@ -56,6 +58,8 @@ class RoundsConfig:
     round1: str = knob("", "a finished bench/loop.py --out folder to use as round 1; empty: run round 1 here")
     round1_votes: int = knob(300, "round 1's votes (when round 1 runs here)")
     round2_votes: int = knob(150, "votes cast in round 2, on the round-1 policy against SFT")
+    reuse_round2: str = knob("", "a finished bench/rounds.py --out folder on the same round 1: reuse its round-2 "
+                                 "votes and reward model (nothing is voted or retrained), train only --methods")
     own_requests: float = knob(0.4, "share of votes on the annotator's own requests (the reward model's held-out)")
     demonstrations: int = knob(10, "edited lists the annotator saves per round, at most")
     forced_choice: bool = knob(False, "forced-choice annotator: never tie or both bad (for a tiny random model)")
@@ -75,6 +79,8 @@ class RoundsConfig:
         check(bool(self.methods) and not unknown,
               f"methods must be some of {', '.join(METHODS)}, not {', '.join(unknown) or 'none'}")
         check(self.round2_votes > 0, "round2-votes must be at least 1, e.g. 150.")
+        check(not self.reuse_round2 or (Path(self.reuse_round2) / "rounds.json").is_file(),
+              f"--reuse-round2 {self.reuse_round2} holds no rounds.json: pass a finished bench/rounds.py --out folder.")
 
 
 def round_one(cfg: RoundsConfig, out: Path) -> tuple[dict, Path]:
@@ -113,14 +119,17 @@ def collect_round_two(cfg: RoundsConfig, db: Path, pairing: tuple[str, str], log
             arena.wait(timeout=60)
 
 
-def train_round_two(cfg: RoundsConfig, db: Path, runs: Path, stamp: str, start: str, logs: Path) -> tuple[dict, dict]:
-    """Steps 3-4: the reward model on every vote, then each method from `start`; (run folders, wall seconds)."""
+def train_round_two(cfg: RoundsConfig, db: Path, runs: Path, stamp: str, start: str, logs: Path,
+                    reward: str = "") -> tuple[dict, dict]:
+    """Steps 3-4: the reward model on every vote (or the finished `reward` run), then each method from `start`;
+    (run folders, wall seconds)."""
     base = ["--base-model", cfg.base_model] if cfg.base_model else []
     common = ["--preset", cfg.preset, *base]
-    run = {"reward": runs / f"reward-{stamp}-round2"} | {m: runs / f"{m}-{stamp}-round2" for m in cfg.methods}
-    wall = {"reward": loop.run_stage("reward-round2", ["core", "train", "reward", *common, "--db", str(db),
-                                                       "--output-dir", str(run["reward"]),
-                                                       *shlex.split(cfg.reward_args)], logs)}
+    run = {"reward": Path(reward) if reward else runs / f"reward-{stamp}-round2"}
+    run |= {m: runs / f"{m}-{stamp}-round2" for m in cfg.methods}
+    wall = {} if reward else {"reward": loop.run_stage("reward-round2", [
+        "core", "train", "reward", *common, "--db", str(db), "--output-dir", str(run["reward"]),
+        *shlex.split(cfg.reward_args)], logs)}
     flags = {"ppo": ["--sft-adapter", start, "--reward-model", str(run["reward"]), *shlex.split(cfg.ppo_args)],
              "dpo": ["--sft-adapter", start, "--db", str(db), *shlex.split(cfg.dpo_args)],
              "rloo": ["--sft-adapter", start, "--reward-model", str(run["reward"]), *shlex.split(cfg.rloo_args)]}
@@ -168,13 +177,17 @@ def markdown(result: dict) -> str:
     lines += ["", "| policy | mean reward-model score (round-2 reward model) | wall s |", "|---|---|---|"]
     lines += [f"| {k} | {v:.3f} | {result['wall_s'].get(k, '')} |" for k, v in e["mean_rm_score"].items()]
     lines += ["", "Leaderboard of the arena's votes:", "", "```", result["leaderboard"], "```", "",
-              "Goals: " + ", ".join(f"{k} {'met' if v else 'missed'}" for k, v in result["goals"].items())]
+              "Goals: " + ", ".join(f"{k} {'not measured' if v is None else 'met' if v else 'missed'}"
+                                    for k, v in result["goals"].items())]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_config(RoundsConfig, sys.argv[1:] if argv is None else argv, prog="python -m bench.rounds",
-                       description=__doc__.split("\n")[0])
+    try:
+        cfg = parse_config(RoundsConfig, sys.argv[1:] if argv is None else argv, prog="python -m bench.rounds",
+                           description=__doc__.split("\n")[0])
+    except ConfigError as err:  # bad flags: one line, not a traceback
+        raise SystemExit(f"python -m bench.rounds: {err}") from None
     out = Path(cfg.out)
     logs, db = out / "logs", out / "rounds.duckdb"
     logs.mkdir(parents=True, exist_ok=True)
@@ -182,17 +195,21 @@ def main(argv: list[str] | None = None) -> dict:
     # 1. round 1
     round1, round1_db = round_one(cfg, out)
     sft1, ppo1 = round1["runs"]["sft"], round1["runs"]["ppo"]
-    # 2. round 2 in the arena, on a copy of round 1's votes
+    # 2. round 2 in the arena, on a copy of round 1's votes (or of a finished run's round 2)
+    prior = json.loads((Path(cfg.reuse_round2) / "rounds.json").read_text()) if cfg.reuse_round2 else None
+    if prior and prior["pairing"] != [ppo1, sft1]:
+        raise SystemExit(f"--reuse-round2 {cfg.reuse_round2} paired {prior['pairing']}, not this round 1's runs.")
     for stale in out.glob("rounds.duckdb*"):
         stale.unlink()
-    shutil.copyfile(round1_db, db)
+    shutil.copyfile(Path(cfg.reuse_round2) / "rounds.duckdb" if prior else round1_db, db)
     started = time.perf_counter()
-    round2 = collect_round_two(cfg, db, (ppo1, sft1), logs, vote_taste)
-    wall = {"round2_votes": round(time.perf_counter() - started, 1)}
+    round2 = prior["round2"] if prior else collect_round_two(cfg, db, (ppo1, sft1), logs, vote_taste)
+    wall = {"round2_votes": prior["wall_s"]["round2_votes"] if prior else round(time.perf_counter() - started, 1)}
     # 3-4. the reward model on every vote, each method from the current best
     start = current_best(Store(db))
     runs = Path(cfg.runs_dir or REPO / "models" / "runs")
-    run, trained = train_round_two(cfg, db, runs, datetime.now().strftime("%Y%m%d-%H%M%S"), start, logs)
+    run, trained = train_round_two(cfg, db, runs, datetime.now().strftime("%Y%m%d-%H%M%S"), start, logs,
+                                   prior["runs"]["reward"] if prior else "")
     wall |= trained
     # 5. every policy on the held-out requests
     t = time.perf_counter()
@@ -209,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
               "start": start, "runs": {k: str(v) for k, v in run.items()}, "wall_s": wall,
               "evaluation": {k: v for k, v in evaluation.items() if k != "samples"},
               "leaderboard": leaderboard.summary(board),
-              "goals": {"round2_over_round1": bool(r21 and r21["rate"] >= GOALS["round2_over_round1"]),
+              "goals": {"round2_over_round1": None if r21 is None else r21["rate"] >= GOALS["round2_over_round1"],
                         "best_method_over_sft": best >= GOALS["best_method_over_sft"]}}
     (out / "rounds.json").write_text(json.dumps(result, indent=2, default=str))
     (out / "rounds.md").write_text(markdown(result))

@@ -135,22 +135,34 @@ def test_the_loop_reports_the_numbers_core_eval_gives(loop_run, tiny_model_dir, 
     assert report["well_formed"]["policy"]["hits"] == result["evaluation"]["well_formed"]["ppo"]["hits"]
 
 
-def test_two_rounds_reuse_round_one_and_train_every_method_on_the_same_votes(loop_run, tiny_model_dir):
-    """bench/rounds.py on the tiny model, round 1 being the loop above: 8 more votes in the arena on round 1's
-    PPO against SFT, a reward model on all 20, PPO, DPO and RLOO from the current best, judged on 4 requests."""
-    folder, round1 = loop_run
-    out = folder / "rounds"
-    args = ["--round1", folder / "out", "--out", out, "--runs-dir", folder / "runs2", "--base-model", tiny_model_dir,
-            "--round2-votes", "8", "--demonstrations", "1", "--forced-choice", "true", "--eval-prompts", "4",
-            "--eval-max-new-tokens", "12",
-            "--reward-args=--eval-fraction 0.5 --max-steps 2 --batch-size 2 --max-length 512",
-            "--ppo-args=--total-updates 1 --batch-size 4 --mini-batches 2 --ppo-epochs 1 --response-length 12 "
-            "--norm-samples 4", "--dpo-args=--max-steps 1 --batch-size 2",
-            "--rloo-args=--max-steps 1 --batch-size 4 --num-generations 2 --max-new-tokens 12"]
+ROUNDS_ARGS = ["--eval-prompts", "4", "--eval-max-new-tokens", "12", "--dpo-args=--max-steps 1 --batch-size 2",
+               "--ppo-args=--total-updates 1 --batch-size 4 --mini-batches 2 --ppo-epochs 1 --response-length 12 "
+               "--norm-samples 4", "--rloo-args=--max-steps 1 --batch-size 4 --num-generations 2 --max-new-tokens 12"]
+
+
+def run_rounds(*args) -> dict:
     done = subprocess.run([sys.executable, "-m", "bench.rounds", *map(str, args)], cwd=REPO, capture_output=True,
                           text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    result = json.loads((out / "rounds.json").read_text())
+    return json.loads((Path(args[args.index("--out") + 1]) / "rounds.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def rounds_run(loop_run, tiny_model_dir):
+    """bench/rounds.py on the tiny model, round 1 being the loop above (a few minutes, shared by the tests below)."""
+    folder, round1 = loop_run
+    out = folder / "rounds"
+    result = run_rounds("--round1", folder / "out", "--out", out, "--runs-dir", folder / "runs2", "--base-model",
+                        tiny_model_dir, "--round2-votes", "8", "--demonstrations", "1", "--forced-choice", "true",
+                        "--reward-args=--eval-fraction 0.5 --max-steps 2 --batch-size 2 --max-length 512",
+                        *ROUNDS_ARGS)
+    return folder, round1, out, result
+
+
+def test_two_rounds_reuse_round_one_and_train_every_method_on_the_same_votes(rounds_run):
+    """bench/rounds.py on the tiny model, round 1 being the loop above: 8 more votes in the arena on round 1's
+    PPO against SFT, a reward model on all 20, PPO, DPO and RLOO from the current best, judged on 4 requests."""
+    folder, round1, out, result = rounds_run
     from core.store.database import Store
 
     # round 2's votes were cast in the arena on the pairing (round-1 PPO, SFT), in a copy of round 1's database
@@ -174,6 +186,29 @@ def test_two_rounds_reuse_round_one_and_train_every_method_on_the_same_votes(loo
     assert "Bradley-Terry" in result["leaderboard"] and set(result["goals"]) == {"round2_over_round1",
                                                                                  "best_method_over_sft"}
     assert "round 2 PPO vs round 1 PPO" in (out / "rounds.md").read_text()
+
+
+def test_rounds_reuse_a_finished_round_two_and_train_only_the_asked_method(rounds_run, tiny_model_dir):
+    """--reuse-round2: no new votes and no new reward model; only DPO trains, from the same start, and the goal
+    that needs round 2's PPO reads as not measured rather than missed."""
+    from core.store.database import Store
+
+    folder, _, first_out, first = rounds_run
+    out = folder / "rounds-dpo"
+    result = run_rounds("--round1", folder / "out", "--out", out, "--runs-dir", folder / "runs3", "--base-model",
+                        tiny_model_dir, "--reuse-round2", first_out, "--methods", "dpo", *ROUNDS_ARGS)
+    assert len(Store(out / "rounds.duckdb").votes()) == 20 and result["round2"] == first["round2"]
+    assert result["runs"]["reward"] == first["runs"]["reward"] and "reward" not in result["wall_s"]
+    assert not (folder / "runs3").exists() or not list((folder / "runs3").glob("reward-*"))
+    run = Path(result["runs"]["dpo"])
+    assert run.parent == folder / "runs3" and read_status(run)["state"] == "finished"
+    assert json.loads((run / "config.json").read_text())["sft_adapter"] == first["start"] == result["start"]
+    assert set(result["evaluation"]["over_sft"]) == {"dpo"} and result["evaluation"]["round2_over_round1"] is None
+    assert result["goals"]["round2_over_round1"] is None
+    assert "round2_over_round1 not measured" in (out / "rounds.md").read_text()
+    refused = subprocess.run([sys.executable, "-m", "bench.rounds", "--reuse-round2", str(folder)], cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "holds no rounds.json" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_seed_list_variants_are_trained_on_the_loops_votes_and_judged_by_its_annotator(loop_run, tiny_model_dir):
