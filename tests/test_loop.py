@@ -249,19 +249,24 @@ def test_seed_list_variants_are_trained_on_the_loops_votes_and_judged_by_its_ann
     assert "| off-w2 | `--seed-lists off --own-weight 2` |" in (out / "seed_lists.md").read_text()
 
 
-def test_ppo_budget_trains_each_variant_from_the_loops_sft_and_reward_model(loop_run, tiny_model_dir):
-    """bench/ppo_budget.py after the tiny loop: the variant starts from the loop's SFT with its reward model, its
-    flags override --ppo-args, and every PPO is judged against SFT and the base by the loop's annotator."""
-    folder, loop = loop_run
-    out = folder / "ppo-budget"
+def run_ppo_budget(folder: Path, out: Path, model: str, *args) -> dict:
+    """bench/ppo_budget.py on the tiny loop with one-update PPO runs; its ppo_budget.json."""
     done = subprocess.run([sys.executable, "-m", "bench.ppo_budget", "--loop", str(folder / "out"), "--out", str(out),
-                           "--base-model", tiny_model_dir, "--variants", "b16",
+                           "--base-model", model, *map(str, args),
                            "--ppo-args=--total-updates 1 --batch-size 4 --mini-batches 2 --ppo-epochs 1 "
                            "--response-length 8 --norm-samples 4 --eval-every 0",
                            "--eval-prompts", "4", "--max-new-tokens", "8"], cwd=REPO, capture_output=True, text=True,
                           timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    result = json.loads((out / "ppo_budget.json").read_text())
+    return json.loads((out / "ppo_budget.json").read_text())
+
+
+def test_ppo_budget_trains_each_variant_from_the_loops_sft_and_reward_model(loop_run, tiny_model_dir):
+    """bench/ppo_budget.py after the tiny loop: the variant starts from the loop's SFT with its reward model, its
+    flags override --ppo-args, and every PPO is judged against SFT and the base by the loop's annotator."""
+    folder, loop = loop_run
+    out = folder / "ppo-budget"
+    result = run_ppo_budget(folder, out, tiny_model_dir, "--variants", "b16")
     assert list(result["ppo"]) == ["loop", "b16"] and result["taste"] == "form"
     run = Path(result["ppo"]["b16"]["run"])
     assert read_status(run)["state"] == "finished"
@@ -284,14 +289,7 @@ def test_ppo_budget_trains_against_another_reward_model_and_scores_with_both(loo
     other = folder / "other-reward"
     shutil.copytree(loop["runs"]["reward"], other)
     out = folder / "ppo-other-rm"
-    done = subprocess.run([sys.executable, "-m", "bench.ppo_budget", "--loop", str(folder / "out"), "--out", str(out),
-                           "--base-model", tiny_model_dir, "--variants", "quick", "--reward-model", str(other),
-                           "--ppo-args=--total-updates 1 --batch-size 4 --mini-batches 2 --ppo-epochs 1 "
-                           "--response-length 8 --norm-samples 4 --eval-every 0",
-                           "--eval-prompts", "4", "--max-new-tokens", "8"], cwd=REPO, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    result = json.loads((out / "ppo_budget.json").read_text())
+    result = run_ppo_budget(folder, out, tiny_model_dir, "--variants", "quick", "--reward-model", other)
     assert list(result["ppo"]) == ["loop", "quick"]
     config = json.loads((Path(result["ppo"]["quick"]["run"]) / "config.json").read_text())
     assert config["reward_model"] == str(other) and config["sft_adapter"] == loop["runs"]["sft"]
