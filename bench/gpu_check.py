@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from bench.loop import StageFailed, run_stage
-from core.config import knob, parse_config
+from core.config import command_config, knob
 from core.train.runs import read_jsonl
 from tests.helpers import write_preference_votes
 
@@ -172,8 +172,8 @@ def table(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(GPUCheckConfig, sys.argv[1:] if argv is None else argv, prog="python -m bench.gpu_check",
-                       description=__doc__.split("\n")[0])
+    cfg = command_config(GPUCheckConfig, sys.argv[1:] if argv is None else argv, prog="python -m bench.gpu_check",
+                         description=__doc__.split("\n")[0])
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU is visible: run this on a GPU machine, or pass --device cpu for a dry run")
     out = Path(cfg.out).resolve()

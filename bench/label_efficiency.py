@@ -40,7 +40,7 @@ from bench.feedback_ablation import mcnemar_p
 from core.collect.chooser import most_uncertain_pair
 from core.collect.generate import Generator
 from core.collect.library import PromptCycle, load_prompts
-from core.config import knob, parse_config
+from core.config import command_config, knob, parse_config
 from core.engine import ENGINES
 from core.judge.win_rate import wilson_interval
 from core.model import load
@@ -159,8 +159,8 @@ def run_strategy(cfg: EfficiencyConfig, strategy: str, train_set, eval_set, pool
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    cfg = parse_config(EfficiencyConfig, sys.argv[1:] if argv is None else argv,
-                       prog="python -m bench.label_efficiency", description=__doc__.split("\n")[0])
+    cfg = command_config(EfficiencyConfig, sys.argv[1:] if argv is None else argv,
+                         prog="python -m bench.label_efficiency", description=__doc__.split("\n")[0])
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     taste = Taste(forced_choice=cfg.forced_choice, name=cfg.taste)

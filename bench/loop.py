@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 from bench.annotator import TASTES, Taste, annotate, judge
 from bench.loop_report import summarise, write_report
 from core.collect.library import load_prompts
-from core.config import knob, parse_config
+from core.config import command_config, knob
 from core.judge.evaluate import EvalConfig, outcome, proportion, sample
 from core.judge.win_rate import win_rate
 from core.lists import parse_list
@@ -200,6 +200,12 @@ def judge_ppo_evaluations(ppo_dir: Path, taste: Taste, seed: int) -> list[dict]:
     return rows
 
 
+def mean_scores(reward_dir: Path | str, requests: list[str], answers: dict[str, list[str]]) -> dict[str, float]:
+    """Each policy's mean reward-model score over its held-out answers (bench/rounds.py, bench/ppo_budget.py)."""
+    scorer = RewardScorer.from_folder(reward_dir)
+    return {k: sum(s := scorer.score(requests, texts)) / len(s) for k, texts in answers.items()}
+
+
 def evaluate_policies(cfg: LoopConfig, sft_dir: Path, reward_dir: Path, ppo_dir: Path, taste: Taste) -> dict:
     """Step 7: base, SFT and PPO on the held-out requests; every figure with its count and 95 % interval."""
     requests, answers = held_out_answers({"base": "base", "sft": str(sft_dir), "ppo": str(ppo_dir)}, cfg.base_model,
@@ -225,8 +231,8 @@ def evaluate_policies(cfg: LoopConfig, sft_dir: Path, reward_dir: Path, ppo_dir:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_config(LoopConfig, sys.argv[1:] if argv is None else argv, prog="python -m bench.loop",
-                       description=__doc__.split("\n")[0])
+    cfg = command_config(LoopConfig, sys.argv[1:] if argv is None else argv, prog="python -m bench.loop",
+                         description=__doc__.split("\n")[0])
     out = Path(cfg.out)
     logs, db = out / "logs", out / "loop.duckdb"
     if cfg.reuse_votes and Path(cfg.reuse_votes).resolve() == db.resolve():

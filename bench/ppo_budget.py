@@ -37,14 +37,14 @@ from bench.loop import (
     check_variants,
     finished_loop,
     held_out_answers,
+    mean_scores,
     outcomes,
     run_stage,
 )
 from bench.loop_report import win_cell
 from bench.seed_lists import mean_utility
-from core.config import knob, parse_config
+from core.config import command_config, knob
 from core.judge.win_rate import win_rate
-from core.train.reward_model import RewardScorer
 from core.train.runs import read_json
 
 VARIANTS = {  # name: the PPO flags that make it, on top of --preset quick (12 updates of 8 episodes, in mini-batches of 4)
@@ -92,11 +92,6 @@ def judge_policies(requests, answers: dict[str, list[str]], taste: Taste, seed: 
     return report
 
 
-def mean_scores(scorer: RewardScorer, requests: list[str], answers: dict[str, list[str]]) -> dict[str, float]:
-    """Each policy's mean reward-model score over its held-out answers."""
-    return {k: sum(s := scorer.score(requests, texts)) / len(s) for k, texts in answers.items()}
-
-
 def markdown(result: dict) -> str:
     taste, other = result["taste"], "mean_loop_rm_score" in result
     runs = result["runs"]
@@ -120,8 +115,8 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_config(PPOBudgetConfig, sys.argv[1:] if argv is None else argv, prog="python -m bench.ppo_budget",
-                       description=__doc__.split("\n")[0])
+    cfg = command_config(PPOBudgetConfig, sys.argv[1:] if argv is None else argv, prog="python -m bench.ppo_budget",
+                         description=__doc__.split("\n")[0])
     done = finished_loop(cfg.loop, cfg.out, cfg.base_model)
     out, taste, base_model = done.out, done.taste, done.base_model
     sft_dir, loop_reward = done.run("sft"), done.run("reward")
@@ -143,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"config": asdict(cfg), "loop": str(done.folder), "taste": taste.name, "prompts": len(requests),
               "runs": {"sft": str(sft_dir), "reward": str(reward_dir), "loop_reward": str(loop_reward)},
               "utility": {k: mean_utility(requests, texts, taste.name) for k, texts in answers.items()},
-              **{key: mean_scores(RewardScorer.from_folder(run), requests, answers) for key, run in scorers.items()},
+              **{key: mean_scores(run, requests, answers) for key, run in scorers.items()},
               "ppo": {name: {"run": str(run), "flags": VARIANTS.get(name, done.report["config"].get("ppo_args", "")),
                              "budget": budget(run), "wall_s": wall[name], **judged[name]}
                       for name, run in runs.items()},

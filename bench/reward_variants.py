@@ -32,7 +32,7 @@ import pandas as pd
 
 from bench.feedback_ablation import mcnemar_p
 from bench.loop import run_stage
-from core.config import knob, parse_config
+from core.config import command_config, knob, parse_config
 from core.judge.win_rate import wilson_interval
 from core.train.reward_model import RewardConfig, held_out_votes
 from core.train.runs import RunFolder, read_json
@@ -160,8 +160,8 @@ def report(cfg: VariantsConfig, seconds: dict[str, float]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    cfg = parse_config(VariantsConfig, sys.argv[1:] if argv is None else argv,
-                       prog="python -m bench.reward_variants", description=__doc__.split("\n")[0])
+    cfg = command_config(VariantsConfig, sys.argv[1:] if argv is None else argv,
+                         prog="python -m bench.reward_variants", description=__doc__.split("\n")[0])
     out = Path(cfg.out)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     timings = out / "seconds.json"  # wall times survive a --report-only rebuild

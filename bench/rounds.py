@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.rounds --round1 bench/out/loop-terse --out ...          # reuse a finished loop
     .venv/bin/python -m bench.rounds --round1 LOOP --reuse-round2 ROUNDS_OUT --out ... --methods dpo \
         --dpo-args "--max-steps -1 --epochs 1"      # another method or setting on the same round-2 votes and RM
-    (tests/test_rounds_bench.py runs it on the tiny model, a dozen votes a round, two steps a stage)
+    (tests/test_loop.py runs it on the tiny model, a dozen votes a round, two steps a stage)
 
 1. Round 1 is bench/loop.py (arena votes, SFT, reward model, PPO, evaluation), or a finished loop's folder
    (--round1: its loop.json names the runs, its loop.duckdb holds the votes).
@@ -37,11 +37,10 @@ from pathlib import Path
 
 from bench import loop
 from bench.annotator import TASTES, Taste, annotate
-from core.config import ConfigError, check, knob, parse_config
+from core.config import check, command_config, knob
 from core.judge import leaderboard
 from core.judge.win_rate import win_rate
 from core.store.database import Store
-from core.train.reward_model import RewardScorer
 from core.train.rounds import current_best
 
 REPO = loop.REPO
@@ -149,10 +148,7 @@ def evaluate_rounds(cfg: RoundsConfig, policies: dict[str, str], reward_dir: Pat
     """Step 5: every policy on the held-out requests; annotator win rates and mean reward-model scores."""
     requests, answers = loop.held_out_answers(policies, cfg.base_model, cfg.eval_prompts, cfg.eval_max_new_tokens,
                                               cfg.seed)
-    scorer = RewardScorer.from_folder(reward_dir)
-    report = {"prompts": len(requests),
-              "mean_rm_score": {k: sum(s) / len(s) for k, s in
-                                ((k, scorer.score(requests, texts)) for k, texts in answers.items())},
+    report = {"prompts": len(requests), "mean_rm_score": loop.mean_scores(reward_dir, requests, answers),
               "round2_over_round1": judged(cfg, requests, answers, "ppo", "round1_ppo", taste, 0)
               if "ppo" in answers else None,
               "over_sft": {m: judged(cfg, requests, answers, m, "sft", taste, n + 1)
@@ -162,10 +158,18 @@ def evaluate_rounds(cfg: RoundsConfig, policies: dict[str, str], reward_dir: Pat
     return report
 
 
+def votes_line(result: dict) -> str:
+    """Round 2's votes as the report shows them: '150 votes (65 left, ..., 92 on own requests) in 15.5 min'."""
+    r = result["round2"]
+    mix = ", ".join(f"{r[k]} {k.replace('_', ' ')}" for k in ("left", "right", "tie", "both_bad") if k in r)
+    return (f"{r['votes']} votes ({mix}; {r.get('own_requests', 0)} on the annotator's own requests) in "
+            f"{result['wall_s']['round2_votes'] / 60:.1f} min")
+
+
 def markdown(result: dict) -> str:
     e, cfg = result["evaluation"], result["config"]
     lines = [f"# Two rounds, taste `{cfg['taste']}`", "",
-             f"Round 1: {result['round1_votes']} votes; round 2: {result['round2']['votes']} votes on "
+             f"Round 1: {result['round1_votes']} votes; round 2: {votes_line(result)} on "
              f"{result['pairing'][0]} vs {result['pairing'][1]}; round 2 starts from {result['start']}.", "",
              f"Annotator on {e['prompts']} held-out requests (95 % Wilson interval; ties count half):", "",
              "| comparison | win rate [95 %] | n | goal |", "|---|---|---|---|"]
@@ -183,11 +187,8 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    try:
-        cfg = parse_config(RoundsConfig, sys.argv[1:] if argv is None else argv, prog="python -m bench.rounds",
-                           description=__doc__.split("\n")[0])
-    except ConfigError as err:  # bad flags: one line, not a traceback
-        raise SystemExit(f"python -m bench.rounds: {err}") from None
+    cfg = command_config(RoundsConfig, sys.argv[1:] if argv is None else argv, prog="python -m bench.rounds",
+                         description=__doc__.split("\n")[0])
     out = Path(cfg.out)
     logs, db = out / "logs", out / "rounds.duckdb"
     logs.mkdir(parents=True, exist_ok=True)

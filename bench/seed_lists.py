@@ -37,7 +37,7 @@ from bench.loop import (
     run_stage,
 )
 from bench.loop_report import win_cell
-from core.config import knob, parse_config
+from core.config import command_config, knob
 from core.judge.win_rate import win_rate
 from core.train.runs import read_json
 
@@ -109,8 +109,8 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_config(SeedListsConfig, sys.argv[1:] if argv is None else argv, prog="python -m bench.seed_lists",
-                       description=__doc__.split("\n")[0])
+    cfg = command_config(SeedListsConfig, sys.argv[1:] if argv is None else argv, prog="python -m bench.seed_lists",
+                         description=__doc__.split("\n")[0])
     done = finished_loop(cfg.loop, cfg.out, cfg.base_model)
     out, taste = done.out, done.taste
     # 1. one SFT per variant (the loop's own run stands for its variant)

@@ -117,6 +117,16 @@ def parse_config(cls, argv: list[str], prog: str | None = None, description: str
     return from_typed(cls, typed.pop("preset", None), typed)
 
 
+def command_config(cls, argv: list[str], prog: str, description: str | None = None):
+    """parse_config for a script's entry point (the benchmarks): a bad flag ends the process with one line saying
+    what to change (exit 2, as `python -m core` does), never a traceback."""
+    try:
+        return parse_config(cls, argv, prog, description)
+    except ConfigError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def stage_main(cls, train, prog: str) -> int:
     """`python -m <a stage's module> FLAGS`: the same as `python -m core train <stage> FLAGS`."""
     try:
