@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 from bench.annotator import TASTES, Taste, annotate, judge
 from bench.loop_report import summarise, write_report
 from core.collect.library import load_prompts
-from core.config import command_config, knob
+from core.config import check, command_config, knob
 from core.judge.evaluate import EvalConfig, outcome, proportion, sample
 from core.judge.win_rate import win_rate
 from core.lists import parse_list
@@ -74,6 +74,11 @@ class LoopConfig:
     reuse_votes: str = knob("", "a previous loop's database (its --out/loop.duckdb): skip steps 1-2 and train on "
                                 "the votes the annotator cast there (to re-run the training stages with new settings)")
 
+    def __post_init__(self):
+        check(self.votes > 0, "votes must be at least 1, e.g. --votes 300.")
+        check(0 <= self.own_requests <= 1, "own-requests is a share between 0 and 1, e.g. --own-requests 0.4.")
+        check(1 <= self.eval_prompts <= 72, "eval-prompts must be between 1 and 72 (the held-out requests).")
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -100,6 +105,15 @@ class StageFailed(RuntimeError):
     def __init__(self, name: str, returncode: int, log: Path):
         super().__init__(f"{name} failed (exit {returncode}): see {log}")
         self.returncode = returncode
+
+
+def entry_point(main) -> None:
+    """A benchmark's `__main__`: a stage that fails ends the script with one line naming its log (exit 1), not a
+    traceback; the stage's own traceback, if any, is in that log."""
+    try:
+        main()
+    except StageFailed as failed:
+        raise SystemExit(f"error: {failed}") from None
 
 
 def run_stage(name: str, args: list[str], logs: Path) -> float:
@@ -305,4 +319,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)

@@ -35,6 +35,7 @@ from pathlib import Path
 from bench.annotator import Taste
 from bench.loop import (
     check_variants,
+    entry_point,
     finished_loop,
     held_out_answers,
     mean_scores,
@@ -151,4 +152,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)

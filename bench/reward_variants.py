@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from bench.feedback_ablation import mcnemar_p
-from bench.loop import run_stage
+from bench.loop import entry_point, run_stage
 from core.config import command_config, knob, parse_config
 from core.judge.win_rate import wilson_interval
 from core.train.reward_model import RewardConfig, held_out_votes
@@ -183,4 +183,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)

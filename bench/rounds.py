@@ -82,17 +82,21 @@ class RoundsConfig:
               f"--reuse-round2 {self.reuse_round2} holds no rounds.json: pass a finished bench/rounds.py --out folder.")
 
 
+def round_one_args(cfg: RoundsConfig, folder: Path) -> list[str]:
+    """bench/loop.py's command line for round 1 run here, in `folder`."""
+    return ["--out", str(folder), "--votes", str(cfg.round1_votes), "--taste", cfg.taste, "--own-requests",
+            str(cfg.own_requests), "--demonstrations", str(cfg.demonstrations), "--forced-choice",
+            str(cfg.forced_choice).lower(), "--preset", cfg.preset, "--eval-prompts", str(cfg.eval_prompts),
+            "--eval-max-new-tokens", str(cfg.eval_max_new_tokens), "--seed", str(cfg.seed),
+            *(["--runs-dir", cfg.runs_dir] if cfg.runs_dir else []),
+            *(["--base-model", cfg.base_model] if cfg.base_model else []), *shlex.split(cfg.loop_args)]
+
+
 def round_one(cfg: RoundsConfig, out: Path) -> tuple[dict, Path]:
     """Step 1: (round 1's loop.json, its database), run here or read from --round1."""
     folder = Path(cfg.round1) if cfg.round1 else out / "round1"
     if not cfg.round1:
-        args = ["--out", str(folder), "--votes", str(cfg.round1_votes), "--taste", cfg.taste, "--own-requests",
-                str(cfg.own_requests), "--demonstrations", str(cfg.demonstrations), "--forced-choice",
-                str(cfg.forced_choice).lower(), "--preset", cfg.preset, "--eval-prompts", str(cfg.eval_prompts),
-                "--eval-max-new-tokens", str(cfg.eval_max_new_tokens), "--seed", str(cfg.seed),
-                *(["--runs-dir", cfg.runs_dir] if cfg.runs_dir else []),
-                *(["--base-model", cfg.base_model] if cfg.base_model else []), *shlex.split(cfg.loop_args)]
-        loop.main(args)
+        loop.main(round_one_args(cfg, folder))
     report = json.loads((folder / "loop.json").read_text())
     if report.get("config", {}).get("taste", "form") != cfg.taste:
         raise SystemExit(f"--round1 {folder} was voted with another taste; pass --taste "
@@ -238,4 +242,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    loop.entry_point(main)

@@ -31,6 +31,7 @@ from pathlib import Path
 from bench.annotator import Taste, utility
 from bench.loop import (
     check_variants,
+    entry_point,
     finished_loop,
     held_out_answers,
     outcomes,
@@ -143,4 +144,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)

@@ -114,7 +114,9 @@ def config_parser(cls, prog: str | None = None, description: str | None = None) 
 def parse_config(cls, argv: list[str], prog: str | None = None, description: str | None = None):
     """The config from a command line (`--preset` and the flags typed), or ConfigError saying what to change."""
     typed = vars(config_parser(cls, prog, description).parse_args(argv))
-    return from_typed(cls, typed.pop("preset", None), typed)
+    # a class without presets may have a field named `preset` (bench/loop.py: the stages' preset); it is a setting
+    preset = typed.pop("preset", None) if getattr(cls, "PRESETS", {}) else None
+    return from_typed(cls, preset, typed)
 
 
 def command_config(cls, argv: list[str], prog: str, description: str | None = None):
@@ -137,7 +139,7 @@ def stage_main(cls, train, prog: str) -> int:
     return 0
 
 
-def build(cls, preset: str | None = None, **overrides):
+def build(cls, preset: str | None = None, /, **overrides):
     """The config from a preset plus overrides (strings are parsed as typed on the command line)."""
     presets = getattr(cls, "PRESETS", {})
     if preset is not None and preset not in presets:
@@ -150,7 +152,7 @@ def build(cls, preset: str | None = None, **overrides):
         raise ConfigError(str(err)) from None
 
 
-def from_typed(cls, preset: str | None, typed: dict):
+def from_typed(cls, preset: str | None, typed: dict, /):
     """The config from a preset and the settings typed. With --resume RUN the run's saved config.json is the
     starting point instead, so only what is typed again changes (e.g. --total-updates to extend it)."""
     if typed.get("resume"):

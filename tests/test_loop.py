@@ -315,3 +315,31 @@ def test_seed_lists_refuses_a_folder_without_a_loop(tmp_path):
     done = subprocess.run([sys.executable, "-m", "bench.seed_lists", "--loop", str(tmp_path)], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "no finished loop" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_rounds_starts_round_one_with_a_command_line_the_loop_accepts(tmp_path):
+    from bench.loop import LoopConfig
+    from bench.rounds import RoundsConfig, round_one_args
+    from core.config import parse_config
+
+    cfg = RoundsConfig(taste="terse", own_requests=0.6, preset="quick",
+                       loop_args='"--sft-args=--eval-prompts 0 --seed-lists off"')
+    loop_cfg = parse_config(LoopConfig, round_one_args(cfg, tmp_path / "round1"))
+    assert (loop_cfg.taste, loop_cfg.own_requests, loop_cfg.preset, loop_cfg.out) == ("terse", 0.6, "quick",
+                                                                                      str(tmp_path / "round1"))
+    assert loop_cfg.sft_args == "--eval-prompts 0 --seed-lists off" and loop_cfg.votes == cfg.round1_votes
+
+
+def test_a_failed_stage_or_a_bad_setting_is_one_line_not_a_traceback(tmp_path):
+    from bench.loop import StageFailed, entry_point
+
+    def fails():
+        raise StageFailed("reward", 2, tmp_path / "logs" / "reward.log")
+
+    with pytest.raises(SystemExit) as stopped:
+        entry_point(fails)
+    assert str(stopped.value.code) == f"error: reward failed (exit 2): see {tmp_path / 'logs' / 'reward.log'}"
+    done = subprocess.run([sys.executable, "-m", "bench.loop", "--votes", "0", "--out", str(tmp_path / "loop")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "votes must be at least 1" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "loop").exists()
