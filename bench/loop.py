@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 from bench.annotator import TASTES, Taste, annotate, judge
 from bench.loop_report import summarise, write_report
 from core.collect.library import load_prompts
-from core.config import check, command_config, knob
+from core.config import check, check_flags, command_config, knob
 from core.judge.evaluate import EvalConfig, outcome, proportion, sample
 from core.judge.win_rate import win_rate
 from core.lists import parse_list
@@ -50,6 +50,7 @@ from core.model import load
 from core.store.database import Store
 from core.train.reward_model import RewardScorer
 from core.train.runs import RunFolder, append_jsonl, read_json, read_jsonl
+from core.train.stages import config_class
 
 
 @dataclass
@@ -78,6 +79,8 @@ class LoopConfig:
         check(self.votes > 0, "votes must be at least 1, e.g. --votes 300.")
         check(0 <= self.own_requests <= 1, "own-requests is a share between 0 and 1, e.g. --own-requests 0.4.")
         check(1 <= self.eval_prompts <= 72, "eval-prompts must be between 1 and 72 (the held-out requests).")
+        for stage, extra in (("sft", self.sft_args), ("reward", self.reward_args), ("ppo", self.ppo_args)):
+            check_flags(config_class(stage), ["--preset", self.preset, *shlex.split(extra)], f"--{stage}-args")
 
 
 def free_port() -> int:

@@ -8,7 +8,8 @@
 
 1. Round 1 is bench/loop.py (arena votes, SFT, reward model, PPO, evaluation), or a finished loop's folder
    (--round1: its loop.json names the runs, its loop.duckdb holds the votes).
-2. Round 2 in the arena: a copy of round 1's database, the arena started with `--pairing PPO1,SFT1 --round round-2`
+2. Round 2 in the arena: a copy of round 1's database, the arena started with `--pairing PPO1,SFT1 --round "round 2:
+   PPO1 vs SFT1"`
    (the round-1 policy against the SFT policy, sources hidden until the vote), and --round2-votes more votes cast
    by the same annotator through gradio_client. With --reuse-round2, a copy of that finished run's database.
 3. A reward model on every vote of both rounds (`python -m core train reward`); with --reuse-round2, that run's.
@@ -37,11 +38,12 @@ from pathlib import Path
 
 from bench import loop
 from bench.annotator import TASTES, Taste, annotate
-from core.config import check, command_config, knob
+from core.config import check, check_flags, command_config, knob
 from core.judge import leaderboard
 from core.judge.win_rate import win_rate
 from core.store.database import Store
-from core.train.rounds import current_best
+from core.train.rounds import current_best, round_title
+from core.train.stages import config_class
 
 REPO = loop.REPO
 METHODS = ("ppo", "dpo", "rloo")
@@ -65,7 +67,9 @@ class RoundsConfig:
     methods: list[str] = knob(list(METHODS), "round-2 tuning methods, trained from the same start on the same votes")
     preset: str = knob("quick", "preset of every training stage")
     loop_args: str = knob("", "extra flags for round 1's bench/loop.py (its --sft-args, --ppo-args, ...)")
-    reward_args: str = knob("--eval-fraction 0.5", "extra flags for round 2's `train reward`")
+    eval_fraction: float = knob(0.5, "share of the annotator's own requests held out, for round 2's reward model "
+                                     "and DPO alike (so both train on the same votes)")
+    reward_args: str = knob("", "extra flags for round 2's `train reward`")
     ppo_args: str = knob("", "extra flags for round 2's `train ppo`")
     dpo_args: str = knob("", "extra flags for round 2's `train dpo`")
     rloo_args: str = knob("", "extra flags for round 2's `train rloo`")
@@ -80,6 +84,15 @@ class RoundsConfig:
         check(self.round2_votes > 0, "round2-votes must be at least 1, e.g. 150.")
         check(not self.reuse_round2 or (Path(self.reuse_round2) / "rounds.json").is_file(),
               f"--reuse-round2 {self.reuse_round2} holds no rounds.json: pass a finished bench/rounds.py --out folder.")
+        check(not self.reuse_round2 or Path(self.reuse_round2).resolve() != Path(self.out).resolve(),
+              "--reuse-round2 must name another rounds folder than --out (its votes would be overwritten): pass a new "
+              "--out.")
+        check(0 <= self.eval_fraction < 1, "eval-fraction must be in [0, 1), e.g. 0.5.")
+        stages = {"reward": self.reward_args} | {m: getattr(self, f"{m}_args") for m in self.methods}
+        for stage, extra in stages.items():
+            check_flags(config_class(stage), ["--preset", self.preset, *shlex.split(extra)], f"--{stage}-args")
+        if not self.round1:
+            check_flags(loop.LoopConfig, round_one_args(self, Path(self.out) / "round1"), "--loop-args")
 
 
 def round_one_args(cfg: RoundsConfig, folder: Path) -> list[str]:
@@ -105,13 +118,14 @@ def round_one(cfg: RoundsConfig, out: Path) -> tuple[dict, Path]:
 
 
 def collect_round_two(cfg: RoundsConfig, db: Path, pairing: tuple[str, str], logs: Path, taste: Taste) -> dict:
-    """Step 2: the arena on `db` serving `pairing` as round-2; the annotator casts cfg.round2_votes votes."""
+    """Step 2: the arena on `db` serving `pairing` as round 2; the annotator casts cfg.round2_votes votes."""
     port = loop.free_port()
     url = f"http://127.0.0.1:{port}/"
     base = ["--base-model", cfg.base_model] if cfg.base_model else []
     with open(logs / "arena-round2.log", "w") as log:
         arena = subprocess.Popen([sys.executable, "-m", "apps.arena", "--db", str(db), "--port", str(port),
-                                  "--annotator", "scripted", "--pairing", ",".join(pairing), "--round", "round-2",
+                                  "--annotator", "scripted", "--pairing", ",".join(pairing),
+                                  "--round", round_title(2, *pairing),
                                   *base], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         try:
             loop.wait_until_up(url, arena)
@@ -130,11 +144,12 @@ def train_round_two(cfg: RoundsConfig, db: Path, runs: Path, stamp: str, start: 
     common = ["--preset", cfg.preset, *base]
     run = {"reward": Path(reward) if reward else runs / f"reward-{stamp}-round2"}
     run |= {m: runs / f"{m}-{stamp}-round2" for m in cfg.methods}
+    held_out = ["--eval-fraction", str(cfg.eval_fraction)]  # the reward model and DPO split the votes alike
     wall = {} if reward else {"reward": loop.run_stage("reward-round2", [
-        "core", "train", "reward", *common, "--db", str(db), "--output-dir", str(run["reward"]),
+        "core", "train", "reward", *common, "--db", str(db), "--output-dir", str(run["reward"]), *held_out,
         *shlex.split(cfg.reward_args)], logs)}
     flags = {"ppo": ["--sft-adapter", start, "--reward-model", str(run["reward"]), *shlex.split(cfg.ppo_args)],
-             "dpo": ["--sft-adapter", start, "--db", str(db), *shlex.split(cfg.dpo_args)],
+             "dpo": ["--sft-adapter", start, "--db", str(db), *held_out, *shlex.split(cfg.dpo_args)],
              "rloo": ["--sft-adapter", start, "--reward-model", str(run["reward"]), *shlex.split(cfg.rloo_args)]}
     for method in cfg.methods:
         wall[method] = loop.run_stage(f"{method}-round2", ["core", "train", method, *common, "--output-dir",

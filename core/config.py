@@ -119,6 +119,28 @@ def parse_config(cls, argv: list[str], prog: str | None = None, description: str
     return from_typed(cls, preset, typed)
 
 
+def check_flags(cls, argv: list[str], what: str) -> None:
+    """Check a command line for `cls` without building the config: every flag known, every value of its field's type
+    and choices, the preset known; else ConfigError naming `what`. For scripts that pass flags to a stage they start
+    much later (bench/loop.py trains SFT after an hour of votes), so that a typo fails at once. What needs the run's
+    inputs (a config's __post_init__: files, folders) is left to the stage."""
+    parser = config_parser(cls, prog=what)
+
+    def refuse(message: str):
+        raise ConfigError(f"{what}: {message}")
+
+    parser.error = refuse  # argparse would print its usage and exit; one line saying what to change instead
+    typed = vars(parser.parse_args(argv))
+    preset = typed.pop("preset", None) if getattr(cls, "PRESETS", {}) else None
+    if preset is not None and preset not in cls.PRESETS:
+        refuse(f"unknown preset {preset!r}; choose one of {', '.join(sorted(cls.PRESETS))}.")
+    for name, value in typed.items():
+        try:
+            parse_value(cls, name, value)
+        except ConfigError as err:
+            refuse(str(err))
+
+
 def command_config(cls, argv: list[str], prog: str, description: str | None = None):
     """parse_config for a script's entry point (the benchmarks): a bad flag ends the process with one line saying
     what to change (exit 2, as `python -m core` does), never a traceback."""

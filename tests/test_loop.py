@@ -167,7 +167,8 @@ def test_two_rounds_reuse_round_one_and_train_every_method_on_the_same_votes(rou
 
     # round 2's votes were cast in the arena on the pairing (round-1 PPO, SFT), in a copy of round 1's database
     votes = Store(out / "rounds.duckdb").votes()
-    round2 = votes[votes["round"] == "round-2"]
+    ppo1, sft1 = Path(round1["runs"]["ppo"]).name, Path(round1["runs"]["sft"]).name
+    round2 = votes[votes["round"] == f"round 2: {ppo1} vs {sft1}"]
     assert len(votes) == 20 and len(round2) == 8 and len(Store(folder / "out" / "loop.duckdb").votes()) == 12
     assert result["pairing"] == [round1["runs"]["ppo"], round1["runs"]["sft"]]
     assert result["start"] in result["pairing"]
@@ -179,6 +180,10 @@ def test_two_rounds_reuse_round_one_and_train_every_method_on_the_same_votes(rou
         assert read_status(run)["state"] == "finished", method
         assert json.loads((run / "config.json").read_text())["sft_adapter"] == result["start"]
         assert result["wall_s"][method] > 0
+    # DPO holds out the same votes as the reward model, so both train on the same pairs
+    dpo_config = json.loads((Path(result["runs"]["dpo"]) / "config.json").read_text())
+    reward_config = json.loads((Path(result["runs"]["reward"]) / "config.json").read_text())
+    assert dpo_config["eval_fraction"] == reward_config["eval_fraction"] == 0.5
     e = result["evaluation"]
     assert set(e["over_sft"]) == {"ppo", "dpo", "rloo"} and e["round2_over_round1"]["n"] == 4
     assert all(r["n"] == 4 and r["low"] <= r["rate"] <= r["high"] for r in e["over_sft"].values())
@@ -315,6 +320,27 @@ def test_seed_lists_refuses_a_folder_without_a_loop(tmp_path):
     done = subprocess.run([sys.executable, "-m", "bench.seed_lists", "--loop", str(tmp_path)], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "no finished loop" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("script, args, says", [
+    ("bench.loop", ["--sft-args", "--epochs many"], "--sft-args: --epochs: 'many' is not a valid float"),
+    ("bench.loop", ["--preset", "huge"], "--sft-args: argument --preset: invalid choice: 'huge'"),
+    ("bench.loop", ["--ppo-args", "--no-such-flag 1"], "--ppo-args: unrecognized arguments: --no-such-flag 1"),
+    ("bench.rounds", ["--dpo-args", "--beta x"], "--dpo-args: --beta: 'x' is not a valid float"),
+    ("bench.rounds", ["--loop-args", "--votes none"], "--loop-args: --votes: 'none' is not a valid int"),
+    ("bench.rounds", ["--reuse-round2", "SAME", "--out", "SAME"], "must name another rounds folder than --out"),
+])
+def test_flags_for_later_stages_are_checked_before_any_vote(tmp_path, script, args, says):
+    """A typo in flags passed on to a stage fails at once, in one line, not after an hour of votes."""
+    same = tmp_path / "same"
+    same.mkdir()
+    (same / "rounds.json").write_text("{}")
+    args = [str(same) if a == "SAME" else a for a in args]
+    out = [] if "--out" in args else ["--out", str(tmp_path / "out")]
+    done = subprocess.run([sys.executable, "-m", script, *args, *out], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
 def test_rounds_starts_round_one_with_a_command_line_the_loop_accepts(tmp_path):

@@ -125,6 +125,12 @@ def current_best(store, runs: list[RunInfo] | None = None) -> str:
     return str(sft[0].path)
 
 
+def round_title(number: int, challenger: str, incumbent: str) -> str:
+    """A round's name as the store keeps it, e.g. "round 2: ppo-20261204-1618 vs sft-20261204-1618"
+    (next_round_number reads the number back)."""
+    return f"round {number}: {label(challenger)} vs {label(incumbent)}"
+
+
 def next_round_number(names) -> int:
     """One more than the highest "round N" among `names` (1 when none is numbered)."""
     numbers = [int(m.group(1)) for name in names if name and (m := re.match(r"round (\d+)", str(name)))]
@@ -172,7 +178,7 @@ def plan(method: str, best: str, root: Path, stamp: str, round_number: int = 1, 
     tuned = {"sft_adapter": best} if best != BASE else {}
     if method in SCORED:
         tuned["reward_model"] = str(reward_dir)
-    round_name = f"round {round_number}: {policy_dir.name} vs {label(best)}"
+    round_name = round_title(round_number, str(policy_dir), best)
     return [
         Step("1. train a reward model on every vote so far", "reward", preset, {"output_dir": str(reward_dir)}),
         Step(f"2. tune a new policy with {method} from {label(best)}", method, preset,
