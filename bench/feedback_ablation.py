@@ -31,8 +31,7 @@ import argparse
 import json
 import math
 import random
-import subprocess
-import sys
+import shlex
 import time
 from itertools import combinations
 from pathlib import Path
@@ -46,6 +45,7 @@ from bench.annotator import (
     repair,
     utility,
 )
+from bench.loop import entry_point, run_stage
 from core.collect.library import load_prompts
 from core.judge.win_rate import wilson_interval
 from core.lists import parse_list
@@ -152,22 +152,24 @@ def row_of(out: Path, name: str, seconds: float | None = None) -> dict:
 def train_variant(out: Path, db: Path, name: str, sources: tuple[str, ...], base_model: str | None,
                   extra: list[str]) -> dict:
     run = out / "runs" / name.replace("+", "plus_")
+    if (run / "calibration.json").exists():  # trained by an earlier run on the same feedback: kept, not retrained
+        print(f"{name}: kept the finished run in {run}", flush=True)
+        return row_of(out, name)
     flags = [x for source, flag in SOURCES.items() for x in (flag, "true" if source in sources else "false")]
-    command = [sys.executable, "-m", "core", "train", "reward", "--preset", "quick", "--db", str(db),
-               "--eval-fraction", str(EVAL_FRACTION), "--output-dir", str(run), *flags, *extra]
+    command = ["core", "train", "reward", "--preset", "quick", "--db", str(db), "--eval-fraction",
+               str(EVAL_FRACTION), "--output-dir", str(run), *flags, *extra]
     if base_model:
         command += ["--base-model", base_model]
-    started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=(out / f"{run.name}.log").open("w"))
-    return row_of(out, name, time.perf_counter() - started)
+    return row_of(out, name, run_stage(run.name, command, out))
 
 
-def held_out_correct(run: Path) -> dict[str, bool]:
-    """comparison id -> whether the run's reward model ranks that held-out left/right vote right."""
+def held_out_correct(run: Path) -> dict[tuple[str, str, str], bool]:
+    """(request, left list, right list) -> whether the run's reward model ranks that held-out left/right vote
+    right. Keyed by the texts, not the comparison id: a rerun annotates afresh (new ids, the same votes)."""
     import pandas as pd
 
     kept = held_out_votes(pd.read_parquet(RunFolder(run).scores))
-    return dict(zip(kept.comparison_id, kept.correct.astype(bool)))
+    return dict(zip(zip(kept.prompt, kept.left_text, kept.right_text), kept.correct.astype(bool)))
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:
@@ -223,10 +225,12 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.report_only:
+    if args.report_only:  # the taste the runs were voted with, not this command line's default
+        taste = read_json(out / "ablation.json").get("taste", args.taste) if (out / "ablation.json").exists() \
+            else args.taste
         return report(out, None, [row_of(out, name) for name in args.variants.split(",")
                                   if (out / "runs" / name.replace("+", "plus_") / "calibration.json").exists()],
-                      args.taste)
+                      taste)
     library = random.Random(args.seed).sample(load_prompts(split="train"), args.prompts)
     prompts = library + [Prompt(text=t, source="custom") for t in OWN_REQUESTS]
     lists = candidates(out, prompts, args.base_model, args.seed)
@@ -237,7 +241,7 @@ def main() -> None:
     print(counts, flush=True)
     rows = []
     for name in args.variants.split(","):
-        rows.append(train_variant(out, db, name, VARIANTS[name], args.base_model, args.reward_args.split()))
+        rows.append(train_variant(out, db, name, VARIANTS[name], args.base_model, shlex.split(args.reward_args)))
         print(rows[-1], flush=True)
     report(out, counts, rows, args.taste)
 
@@ -253,4 +257,4 @@ def report(out: Path, counts: dict | None, rows: list[dict], taste: str) -> None
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)

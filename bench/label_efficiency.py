@@ -162,12 +162,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     cfg = command_config(EfficiencyConfig, sys.argv[1:] if argv is None else argv,
                          prog="python -m bench.label_efficiency", description=__doc__.split("\n")[0])
     out = Path(cfg.out)
+    if cfg.report_only:
+        if not (out / "label_efficiency.json").is_file():
+            raise SystemExit(f"{out} holds no label_efficiency.json: pass the --out of a finished run.")
+        saved = json.loads((out / "label_efficiency.json").read_text())
+        # the run's own budgets and taste, not this command line's defaults
+        cfg = replace(cfg, **{k: v for k, v in saved["config"].items() if k in ("budgets", "taste", "forced_choice")})
+        write_report(out, cfg, saved["rows"], difficulty(out, cfg.taste))
+        return saved["rows"]
     out.mkdir(parents=True, exist_ok=True)
     taste = Taste(forced_choice=cfg.forced_choice, name=cfg.taste)
-    if cfg.report_only:
-        rows = json.loads((out / "label_efficiency.json").read_text())["rows"]
-        write_report(out, cfg, rows, difficulty(out, taste.name))
-        return rows
     train_set = load_prompts(split="train")[:cfg.train_prompts]
     eval_set = load_prompts(split="eval")[:cfg.eval_prompts]
     # 1. candidates, sampled once for both strategies

@@ -60,7 +60,7 @@ LOOP = "loop"  # the loop's own PPO run
 class PPOBudgetConfig:
     loop: str = knob("", "a finished bench/loop.py --out folder: its taste, SFT, reward-model and PPO runs; required")
     out: str = knob("", "folder for the PPO runs and the report; empty: the loop's folder")
-    variants: list[str] = knob(list(VARIANTS), "which PPO variants to train: " + ", ".join(
+    variants: list[str] = knob(["b16", "u24"], "which PPO variants to train: " + ", ".join(
         f"{k} ({v})" for k, v in VARIANTS.items()))
     base_model: str = knob("", "base model; empty: the loop's (the embedded SmolLM2-135M-Instruct)")
     reward_model: str = knob("", "a finished reward run on the loop's votes the variants train against (e.g. a "
@@ -71,6 +71,9 @@ class PPOBudgetConfig:
     seed: int = knob(0, "seed of the sampling and the annotator")
 
     def __post_init__(self):
+        if "quick" in self.variants and not self.reward_model:
+            raise SystemExit("--variants quick retrains the loop's own PPO unless --reward-model names another "
+                             "reward model: pass --reward-model RUN, or other variants (b16, u24).")
         check_variants(self.loop, self.variants, VARIANTS)
         if self.reward_model and not (Path(self.reward_model) / "adapter").is_dir():
             raise SystemExit(f"--reward-model {self.reward_model} holds no finished reward run (no adapter/ folder)")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +166,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     (out / "logs").mkdir(parents=True, exist_ok=True)
     timings = out / "seconds.json"  # wall times survive a --report-only rebuild
     seconds = read_json(timings) if timings.exists() else {}
+    if cfg.report_only and (out / "reward_variants.json").exists():  # the database and reference the runs used
+        saved = read_json(out / "reward_variants.json")["config"]
+        cfg = replace(cfg, db=cfg.db or saved.get("db", ""), reference=cfg.reference or saved.get("reference", ""))
     if cfg.reference:
         check_reference(cfg)
     if not cfg.report_only:

@@ -56,3 +56,24 @@ def test_the_paired_comparison_is_an_exact_mcnemar_test():
     assert mcnemar_p(5, 0) == mcnemar_p(0, 5) == 2 / 32  # all 5 discordant pairs one way: 2 * 0.5^5
     assert mcnemar_p(3, 3) == 1.0
     assert abs(mcnemar_p(8, 2) - 2 * (1 + 10 + 45) / 1024) < 1e-12  # 0.109
+
+
+def test_a_rerun_pairs_held_out_votes_by_their_texts_not_their_ids(tmp_path):
+    """A rerun annotates a fresh database (new comparison ids, the same votes): the paired comparison still matches
+    each held-out vote across the two variants' runs."""
+    import pandas as pd
+
+    from bench.feedback_ablation import paired
+
+    def run(name, ids, correct):
+        folder = tmp_path / "runs" / name
+        folder.mkdir(parents=True)
+        pd.DataFrame({"comparison_id": ids, "prompt": ["a", "b", "c"], "left_text": ["l1", "l2", "l3"],
+                      "right_text": ["r1", "r2", "r3"], "split": "eval", "choice": ["left", "right", "left"],
+                      "correct": correct, "repeat_of": None}).to_parquet(folder / "scores.parquet")
+
+    run("votes", ["x1", "x2", "x3"], [True, False, False])
+    run("plus_edits", ["y1", "y2", "y3"], [True, True, True])  # annotated again: other ids
+    rows = [{"variant": "votes"}, {"variant": "+edits"}]
+    paired(rows, tmp_path)
+    assert rows[1]["vs_votes"] == {"only_this_right": 2, "only_votes_right": 0, "mcnemar_p": 0.5}

@@ -101,3 +101,16 @@ def test_a_rerun_reads_its_candidates_back_and_samples_nothing(efficiency_run, m
     assert [r["votes"] for r in rows] == [6, 6] and (out / "candidates.jsonl").read_text() == cached
     with pytest.raises(AssertionError, match="was loaded"):  # other sampling settings: the cache does not serve
         bench.main(args + ["--budgets", "6", "--max-new-tokens", "10"])
+
+
+def test_a_report_only_rebuild_keeps_the_runs_budgets_and_taste(efficiency_run, tmp_path):
+    out, _, _ = efficiency_run
+    saved = json.loads((out / "label_efficiency.json").read_text())
+    rows = bench.main(["--out", str(out), "--report-only", "true"])  # no --budgets, no --taste: the run's own
+    again = json.loads((out / "label_efficiency.json").read_text())
+    assert rows == saved["rows"] and again["config"]["budgets"] == saved["config"]["budgets"]
+    assert again["config"]["taste"] == saved["config"]["taste"] and again["chosen_pairs"] == saved["chosen_pairs"]
+    assert "| 50 |" not in (out / "label_efficiency.md").read_text()
+    with pytest.raises(SystemExit, match="holds no label_efficiency.json"):
+        bench.main(["--out", str(tmp_path / "none"), "--report-only", "true"])
+    assert not (tmp_path / "none").exists()

@@ -309,6 +309,7 @@ def test_ppo_budget_trains_against_another_reward_model_and_scores_with_both(loo
 def test_ppo_budget_refuses_a_folder_without_a_loop_or_an_unknown_variant(tmp_path):
     for args, says in ((["--loop", str(tmp_path)], "no finished loop"),
                        (["--loop", str(tmp_path), "--variants", "b99"], "(not b99)"),
+                       (["--loop", str(tmp_path), "--variants", "quick"], "retrains the loop's own PPO"),
                        (["--loop", str(tmp_path), "--reward-model", str(tmp_path)], "holds no finished reward run"),
                        (["--loop", str(tmp_path), "--eval-prompts", "many"], "'many' is not a valid int")):
         done = subprocess.run([sys.executable, "-m", "bench.ppo_budget", *args], cwd=REPO, capture_output=True,

@@ -62,6 +62,9 @@ def test_variants_train_on_one_database_and_the_ensemble_joins_them(tiny_model_d
     again = bench.main(["--db", preference_db, "--out", str(tmp_path / "out"), "--report-only", "true",
                         "--reference", str(tmp_path / "out" / "runs" / "quick"), "--common", common])
     assert [(r["variant"], r["correct"]) for r in again] == [(r["variant"], r["correct"]) for r in rows]
+    # rebuilt with no flags but --out: the saved report's database and reference, so no row is lost
+    rebuilt = bench.main(["--out", str(tmp_path / "out"), "--report-only", "true", "--common", common])
+    assert [(r["variant"], r["correct"]) for r in rebuilt] == [(r["variant"], r["correct"]) for r in rows]
     with pytest.raises(SystemExit, match="not the quick preset .*'seed': 1"):
         bench.main(["--db", preference_db, "--out", str(tmp_path / "o2"), "--report-only", "true",
                     "--reference", str(tmp_path / "out" / "runs" / "seed1"), "--common", common])
