@@ -104,10 +104,18 @@ def config_parser(cls, prog: str | None = None, description: str | None = None) 
         if action.option_strings[0].startswith("--no"):
             continue  # the complement of a bool: store_false, nothing to convert
         action.type = None  # keep the text: `build` converts it (one conversion for the CLI and the form)
+        action.choices = None  # `parse_value` checks them, in one line that names the flag
         action.metavar = field_type(cls, f).__name__.upper()
-        action.help = f"{f.metadata.get('help', '')} (default: {shown})"
+        one_of = f"one of {', '.join(map(str, f.metadata['choices']))}; " if f.metadata.get("choices") else ""
+        action.help = f"{f.metadata.get('help', '')} ({one_of}default: {shown})"
     if getattr(cls, "PRESETS", {}):
-        parser.add_argument("--preset", choices=sorted(cls.PRESETS), help="a bundle of settings; flags override it")
+        parser.add_argument("--preset", metavar="{" + ",".join(sorted(cls.PRESETS)) + "}",
+                            help="a bundle of settings; flags override it")  # `build` refuses an unknown one
+
+    def refuse(message: str):  # argparse would print its usage block and exit: one line saying what to change
+        raise ConfigError(f"{message}; see --help.")
+
+    parser.error = refuse
     return parser
 
 

@@ -78,8 +78,10 @@ def resolve_base_model(name: str | None = None) -> str:
 
 
 def pick_device(requested: str | None = None) -> torch.device:
-    """'auto' (default, or $RLHF_DEVICE) picks CUDA when present, else CPU; 'cpu', 'cuda', 'cuda:1' force one."""
-    requested = requested or os.environ.get("RLHF_DEVICE") or "auto"
+    """'auto' (every stage's default) is $RLHF_DEVICE when set, else CUDA when present, else CPU; 'cpu', 'cuda',
+    'cuda:1' force one. So the variable reaches the training stages the dashboard starts, not only the apps."""
+    if not requested or requested == "auto":
+        requested = os.environ.get("RLHF_DEVICE") or "auto"
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():

@@ -114,10 +114,25 @@ def test_unknown_setting_is_refused():
         build(ToyConfig, stepz="3")
 
 
-def test_the_cli_refuses_a_value_outside_the_choices():
-    with pytest.raises(SystemExit) as exit_:
-        parse(["--mode", "medium"])
-    assert exit_.value.code == 2
+def test_the_cli_refuses_a_value_outside_the_choices_an_unknown_flag_or_preset_in_one_line():
+    for argv, message in ((["--mode", "medium"], "--mode: 'medium' is not one of fast, slow."),
+                          (["--preset", "huge"], "unknown preset 'huge'; choose one of small."),
+                          (["--stpes", "3"], "unrecognized arguments: --stpes 3; see --help.")):
+        with pytest.raises(ConfigError) as refused:
+            parse(argv)
+        assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["--report-to", "mlflow"], "error: --report-to: 'mlflow' is not one of none, tensorboard, wandb."),
+    (["--preset", "slow"], "error: unknown preset 'slow'; choose one of quick."),
+    (["--bogus", "1"], "error: unrecognized arguments: --bogus 1; see --help."),
+])
+def test_python_m_core_train_answers_a_bad_flag_in_one_line(capsys, tmp_path, argv, line):
+    from core.cli import main
+
+    assert main(["train", "sft", *argv, "--output-dir", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [line] and not (tmp_path / "run").exists()
 
 
 def test_build_refuses_a_value_outside_the_choices():

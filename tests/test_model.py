@@ -76,6 +76,9 @@ def test_a_gpu_is_picked_when_present_in_bf16_where_it_supports_it(monkeypatch):
     monkeypatch.delenv("RLHF_DEVICE", raising=False)
     assert pick_device(None) == torch.device("cuda") and pick_device("cuda:1") == torch.device("cuda:1")
     assert pick_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("RLHF_DEVICE", "cpu")  # the variable stands for "auto", every stage's default; a flag wins
+    assert pick_device("auto") == pick_device(None) == torch.device("cpu") and pick_device("cuda") == torch.device("cuda")
+    monkeypatch.delenv("RLHF_DEVICE")
     monkeypatch.setattr("torch.cuda.is_bf16_supported", lambda *a, **k: True)
     assert default_dtype(torch.device("cuda")) == torch.bfloat16 and default_dtype(torch.device("cpu")) == torch.float32
     monkeypatch.setattr("torch.cuda.is_bf16_supported", lambda *a, **k: False)
