@@ -51,6 +51,7 @@ from core.train.runs import read_json
 VARIANTS = {  # name: the PPO flags that make it, on top of --preset quick (12 updates of 8 episodes, in mini-batches of 4)
     "b16": "--batch-size 16 --mini-batches 4",  # 12 updates of 16: twice the episodes and gradient steps, less noise
     "u24": "--total-updates 24",  # 24 updates of 8: twice the episodes, twice the updates
+    "b16u24": "--batch-size 16 --mini-batches 4 --total-updates 24",  # four times the episodes (~2.5x the time)
     "quick": "",  # the loop's own budget: with --reward-model, the loop's PPO against another reward model
 }
 LOOP = "loop"  # the loop's own PPO run
