@@ -325,7 +325,7 @@ def test_seed_lists_refuses_a_folder_without_a_loop(tmp_path):
 
 @pytest.mark.parametrize("script, args, says", [
     ("bench.loop", ["--sft-args", "--epochs many"], "--sft-args: --epochs: 'many' is not a valid float"),
-    ("bench.loop", ["--preset", "huge"], "--sft-args: argument --preset: invalid choice: 'huge'"),
+    ("bench.loop", ["--preset", "huge"], "--sft-args: unknown preset 'huge'; choose one of quick."),
     ("bench.loop", ["--ppo-args", "--no-such-flag 1"], "--ppo-args: unrecognized arguments: --no-such-flag 1"),
     ("bench.rounds", ["--dpo-args", "--beta x"], "--dpo-args: --beta: 'x' is not a valid float"),
     ("bench.rounds", ["--loop-args", "--votes none"], "--loop-args: --votes: 'none' is not a valid int"),
