@@ -226,8 +226,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.report_only:  # the taste the runs were voted with, not this command line's default
-        taste = read_json(out / "ablation.json").get("taste", args.taste) if (out / "ablation.json").exists() \
-            else args.taste
+        taste = read_json(out / "ablation.json").get("taste", args.taste)  # read_json: {} for a missing file
         return report(out, None, [row_of(out, name) for name in args.variants.split(",")
                                   if (out / "runs" / name.replace("+", "plus_") / "calibration.json").exists()],
                       taste)

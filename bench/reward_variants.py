@@ -166,8 +166,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     (out / "logs").mkdir(parents=True, exist_ok=True)
     timings = out / "seconds.json"  # wall times survive a --report-only rebuild
     seconds = read_json(timings) if timings.exists() else {}
-    if cfg.report_only and (out / "reward_variants.json").exists():  # the database and reference the runs used
-        saved = read_json(out / "reward_variants.json")["config"]
+    if cfg.report_only:  # the database and reference the runs used (read_json: {} for a missing report)
+        saved = read_json(out / "reward_variants.json").get("config", {})
         cfg = replace(cfg, db=cfg.db or saved.get("db", ""), reference=cfg.reference or saved.get("reference", ""))
     if cfg.reference:
         check_reference(cfg)

@@ -3,7 +3,9 @@
     .venv/bin/python bench/run_summary.py models/runs/sft-... models/runs/reward-... models/runs/ppo-...
 
 Per run: stage, state, steps, wall time (status.json's started_at -> finished_at), training loss or reward as
-the mean of the first and of the last few steps (up to 10), the final held-out figures (`eval/*`), and for PPO the range of val/ratio and clipfrac, the median seconds per update and peak RSS.
+the mean of the first and of the last few steps (up to 10), the final held-out figures (`eval/*`), the pairs it
+trained on and held out (`data/*`, from its lineage), and for PPO the range of val/ratio and clipfrac, the median
+seconds per update and peak RSS.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from core.train.runs import RunFolder, read_jsonl, read_status
+from core.train.runs import RunFolder, read_json, read_jsonl, read_status
 
 
 def summarise(run: Path) -> dict:
@@ -35,6 +37,8 @@ def summarise(run: Path) -> dict:
             row[f"{key} range"] = [round(min(series), 3), round(max(series), 3)]
     for m in metrics:
         row.update({k: round(v, 3) if isinstance(v, float) else v for k, v in m.items() if k.startswith("eval/")})
+    lineage = read_json(folder.lineage)  # what it trained on: the votes split into train and held-out pairs
+    row.update({f"data/{k}": lineage[k] for k in ("train_pairs", "eval_pairs") if k in lineage})
     update_s = [m["time/update_s"] for m in metrics if "time/update_s" in m]
     if update_s:
         row["median_update_s"] = round(statistics.median(update_s), 1)

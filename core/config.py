@@ -119,12 +119,17 @@ def config_parser(cls, prog: str | None = None, description: str | None = None) 
     return parser
 
 
+def typed_flags(cls, argv: list[str], prog: str | None = None, description: str | None = None
+                ) -> tuple[str | None, dict]:
+    """(the preset, the settings typed as text) from a command line, or ConfigError. A class without presets may
+    have a field named `preset` (bench/loop.py: the stages' preset); there it is a setting like any other."""
+    typed = vars(config_parser(cls, prog, description).parse_args(argv))
+    return (typed.pop("preset", None) if getattr(cls, "PRESETS", {}) else None), typed
+
+
 def parse_config(cls, argv: list[str], prog: str | None = None, description: str | None = None):
     """The config from a command line (`--preset` and the flags typed), or ConfigError saying what to change."""
-    typed = vars(config_parser(cls, prog, description).parse_args(argv))
-    # a class without presets may have a field named `preset` (bench/loop.py: the stages' preset); it is a setting
-    preset = typed.pop("preset", None) if getattr(cls, "PRESETS", {}) else None
-    return from_typed(cls, preset, typed)
+    return from_typed(cls, *typed_flags(cls, argv, prog, description))
 
 
 def check_flags(cls, argv: list[str], what: str) -> None:
@@ -132,21 +137,13 @@ def check_flags(cls, argv: list[str], what: str) -> None:
     and choices, the preset known; else ConfigError naming `what`. For scripts that pass flags to a stage they start
     much later (bench/loop.py trains SFT after an hour of votes), so that a typo fails at once. What needs the run's
     inputs (a config's __post_init__: files, folders) is left to the stage."""
-    parser = config_parser(cls, prog=what)
-
-    def refuse(message: str):
-        raise ConfigError(f"{what}: {message}")
-
-    parser.error = refuse  # argparse would print its usage and exit; one line saying what to change instead
-    typed = vars(parser.parse_args(argv))
-    preset = typed.pop("preset", None) if getattr(cls, "PRESETS", {}) else None
-    if preset is not None and preset not in cls.PRESETS:
-        refuse(f"unknown preset {preset!r}; choose one of {', '.join(sorted(cls.PRESETS))}.")
-    for name, value in typed.items():
-        try:
+    try:
+        preset, typed = typed_flags(cls, argv, prog=what)
+        check_preset(cls, preset)
+        for name, value in typed.items():
             parse_value(cls, name, value)
-        except ConfigError as err:
-            refuse(str(err))
+    except ConfigError as err:
+        raise ConfigError(f"{what}: {err}") from None
 
 
 def command_config(cls, argv: list[str], prog: str, description: str | None = None):
@@ -169,12 +166,16 @@ def stage_main(cls, train, prog: str) -> int:
     return 0
 
 
-def build(cls, preset: str | None = None, /, **overrides):
-    """The config from a preset plus overrides (strings are parsed as typed on the command line)."""
+def check_preset(cls, preset: str | None) -> None:
     presets = getattr(cls, "PRESETS", {})
     if preset is not None and preset not in presets:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(presets))}.")
-    values = dict(presets.get(preset, {}))
+
+
+def build(cls, preset: str | None = None, /, **overrides):
+    """The config from a preset plus overrides (strings are parsed as typed on the command line)."""
+    check_preset(cls, preset)
+    values = dict(getattr(cls, "PRESETS", {}).get(preset, {}))
     values.update({name: parse_value(cls, name, value) for name, value in overrides.items()})
     try:
         return cls(**values)
@@ -182,7 +183,7 @@ def build(cls, preset: str | None = None, /, **overrides):
         raise ConfigError(str(err)) from None
 
 
-def from_typed(cls, preset: str | None, typed: dict, /):
+def from_typed(cls, preset: str | None, typed: dict):
     """The config from a preset and the settings typed. With --resume RUN the run's saved config.json is the
     starting point instead, so only what is typed again changes (e.g. --total-updates to extend it)."""
     if typed.get("resume"):

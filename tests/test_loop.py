@@ -331,17 +331,21 @@ def test_seed_lists_refuses_a_folder_without_a_loop(tmp_path):
     ("bench.rounds", ["--loop-args", "--votes none"], "--loop-args: --votes: 'none' is not a valid int"),
     ("bench.rounds", ["--reuse-round2", "SAME", "--out", "SAME"], "must name another rounds folder than --out"),
 ])
-def test_flags_for_later_stages_are_checked_before_any_vote(tmp_path, script, args, says):
-    """A typo in flags passed on to a stage fails at once, in one line, not after an hour of votes."""
+def test_flags_for_later_stages_are_checked_before_any_vote(tmp_path, capsys, script, args, says):
+    """A typo in flags passed on to a stage fails at once, in one line, not after an hour of votes (the script's
+    main in this process: its entry point is the same call)."""
+    import importlib
+
     same = tmp_path / "same"
     same.mkdir()
     (same / "rounds.json").write_text("{}")
     args = [str(same) if a == "SAME" else a for a in args]
     out = [] if "--out" in args else ["--out", str(tmp_path / "out")]
-    done = subprocess.run([sys.executable, "-m", script, *args, *out], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr, done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as stopped:
+        importlib.import_module(script).main([*args, *out])
+    stderr = capsys.readouterr().err
+    assert stopped.value.code == 2 and says in stderr and "Traceback" not in stderr, stderr
+    assert len(stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
 def test_rounds_starts_round_one_with_a_command_line_the_loop_accepts(tmp_path):
@@ -370,3 +374,21 @@ def test_a_failed_stage_or_a_bad_setting_is_one_line_not_a_traceback(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "votes must be at least 1" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "loop").exists()
+
+
+def test_run_summary_prints_what_a_run_trained_on_and_held_out(tmp_path):
+    """bench/run_summary.py's figures come from the run folder's own files, the lineage's pair counts included."""
+    from bench.run_summary import summarise
+
+    run = tmp_path / "dpo-x"
+    (run / "data").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"stage": "dpo"}))
+    (run / "status.json").write_text(json.dumps({"state": "finished", "step": 2, "started_at": "2026-12-05T01:00:00",
+                                                 "finished_at": "2026-12-05T01:03:00"}))
+    (run / "metrics.jsonl").write_text(json.dumps({"train/loss": 0.7}) + "\n" + json.dumps(
+        {"train/loss": 0.5, "eval/correct": 46, "eval/pairs": 81}) + "\n")
+    (run / "data" / "lineage.json").write_text(json.dumps({"train_pairs": 286, "eval_pairs": 93, "votes": 450}))
+    row = summarise(run)
+    assert (row["stage"], row["state"], row["steps"], row["wall_min"]) == ("dpo", "finished", 2, 3.0)
+    assert row["train/loss"] == [0.7, 0.5] and (row["eval/correct"], row["eval/pairs"]) == (46, 81)
+    assert (row["data/train_pairs"], row["data/eval_pairs"]) == (286, 93) and "data/votes" not in row
