@@ -11,7 +11,10 @@
 2. Round 2 in the arena: a copy of round 1's database, the arena started with `--pairing PPO1,SFT1 --round "round 2:
    PPO1 vs SFT1"`
    (the round-1 policy against the SFT policy, sources hidden until the vote), and --round2-votes more votes cast
-   by the same annotator through gradio_client. With --reuse-round2, a copy of that finished run's database.
+   by the same annotator through gradio_client. With --round2-pairing self, `--pairing PPO1,PPO1` instead: two
+   samples of round 1's policy, the comparisons among its own lists that a reward model needs to guide the next
+   tuning (bench/best_of_n.py measures how well it ranks them). With --reuse-round2, a copy of that finished run's
+   database.
 3. A reward model on every vote of both rounds (`python -m core train reward`); with --reuse-round2, that run's.
 4. From the current best (core.train.rounds.current_best: the pairing's side that won more of its head-to-head
    votes), each of --methods is trained on the same votes and the same reward model: `train ppo`, `train dpo`,
@@ -41,6 +44,7 @@ from bench.annotator import TASTES, Taste, annotate
 from core.config import check, check_flags, command_config, knob
 from core.judge import leaderboard
 from core.judge.win_rate import win_rate
+from core.records import InputError
 from core.store.database import Store
 from core.train.rounds import current_best, round_title
 from core.train.stages import config_class
@@ -59,6 +63,9 @@ class RoundsConfig:
     round1: str = knob("", "a finished bench/loop.py --out folder to use as round 1; empty: run round 1 here")
     round1_votes: int = knob(300, "round 1's votes (when round 1 runs here)")
     round2_votes: int = knob(150, "votes cast in round 2, on the round-1 policy against SFT")
+    round2_pairing: str = knob("challenger", "round 2's arena pairing: challenger (round 1's PPO against SFT) or "
+                                             "self (round 1's PPO against itself: two samples of one policy)",
+                               choices=("challenger", "self"))
     reuse_round2: str = knob("", "a finished bench/rounds.py --out folder on the same round 1: reuse its round-2 "
                                  "votes and reward model (nothing is voted or retrained), train only --methods")
     own_requests: float = knob(0.4, "share of votes on the annotator's own requests (the reward model's held-out)")
@@ -215,15 +222,17 @@ def main(argv: list[str] | None = None) -> dict:
     # 1. round 1
     round1, round1_db = round_one(cfg, out)
     sft1, ppo1 = round1["runs"]["sft"], round1["runs"]["ppo"]
+    pairing = (ppo1, ppo1 if cfg.round2_pairing == "self" else sft1)
     # 2. round 2 in the arena, on a copy of round 1's votes (or of a finished run's round 2)
     prior = json.loads((Path(cfg.reuse_round2) / "rounds.json").read_text()) if cfg.reuse_round2 else None
-    if prior and prior["pairing"] != [ppo1, sft1]:
-        raise SystemExit(f"--reuse-round2 {cfg.reuse_round2} paired {prior['pairing']}, not this round 1's runs.")
+    if prior and prior["pairing"] != list(pairing):
+        raise SystemExit(f"--reuse-round2 {cfg.reuse_round2} paired {prior['pairing']}, not {list(pairing)}: pass "
+                         "the --round1 and --round2-pairing it ran with.")
     for stale in out.glob("rounds.duckdb*"):
         stale.unlink()
     shutil.copyfile(Path(cfg.reuse_round2) / "rounds.duckdb" if prior else round1_db, db)
     started = time.perf_counter()
-    round2 = prior["round2"] if prior else collect_round_two(cfg, db, (ppo1, sft1), logs, vote_taste)
+    round2 = prior["round2"] if prior else collect_round_two(cfg, db, pairing, logs, vote_taste)
     wall = {"round2_votes": prior["wall_s"]["round2_votes"] if prior else round(time.perf_counter() - started, 1)}
     # 3-4. the reward model on every vote, each method from the current best
     start = current_best(Store(db))
@@ -237,15 +246,18 @@ def main(argv: list[str] | None = None) -> dict:
     evaluation = evaluate_rounds(cfg, policies, run["reward"], taste)
     wall["evaluate"] = round(time.perf_counter() - t, 1)
     # 6. the leaderboard of the arena's votes
-    board = leaderboard.leaderboard(Store(db).votes(), seed=cfg.seed)
+    try:
+        board_text = leaderboard.summary(leaderboard.leaderboard(Store(db).votes(), seed=cfg.seed))
+    except InputError as e:  # e.g. a self pairing after round 1's base-vs-base votes: no two policies compared
+        board_text = f"no leaderboard: {e}"
     # 7. the report
     best = max((r["rate"] for r in evaluation["over_sft"].values()), default=0.0)
     r21 = evaluation["round2_over_round1"]
     result = {"config": asdict(cfg), "round1": str(Path(cfg.round1 or out / "round1")),
-              "round1_votes": round1.get("stored", {}).get("votes"), "round2": round2, "pairing": [ppo1, sft1],
+              "round1_votes": round1.get("stored", {}).get("votes"), "round2": round2, "pairing": list(pairing),
               "start": start, "runs": {k: str(v) for k, v in run.items()}, "wall_s": wall,
               "evaluation": {k: v for k, v in evaluation.items() if k != "samples"},
-              "leaderboard": leaderboard.summary(board),
+              "leaderboard": board_text,
               "goals": {"round2_over_round1": None if r21 is None else r21["rate"] >= GOALS["round2_over_round1"],
                         "best_method_over_sft": best >= GOALS["best_method_over_sft"]}}
     (out / "rounds.json").write_text(json.dumps(result, indent=2, default=str))

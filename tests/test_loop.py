@@ -217,6 +217,35 @@ def test_rounds_reuse_a_finished_round_two_and_train_only_the_asked_method(round
     assert refused.returncode != 0 and "holds no rounds.json" in refused.stderr and "Traceback" not in refused.stderr
 
 
+def test_round_two_can_pair_round_ones_policy_with_itself(rounds_run, tiny_model_dir):
+    """--round2-pairing self: round 2's votes compare two samples of round 1's PPO (on-policy pairs), round 2 starts
+    from it, and the leaderboard leaves those self-pairs out; a round 2 voted on another pairing is not reused."""
+    from core.store.database import Store
+
+    folder, round1, first_out, _ = rounds_run
+    out = folder / "rounds-self"
+    result = run_rounds("--round1", folder / "out", "--out", out, "--runs-dir", folder / "runs4", "--base-model",
+                        tiny_model_dir, "--round2-votes", "4", "--demonstrations", "0", "--forced-choice", "true",
+                        "--round2-pairing", "self", "--methods", "ppo",
+                        "--reward-args=--eval-fraction 0.5 --max-steps 1 --batch-size 2 --max-length 512",
+                        *ROUNDS_ARGS)
+    ppo1 = round1["runs"]["ppo"]
+    assert result["pairing"] == [ppo1, ppo1] and result["start"] == ppo1
+    store = Store(out / "rounds.duckdb")
+    votes = store.votes()
+    round2 = votes[votes["round"] == f"round 2: {Path(ppo1).name} vs {Path(ppo1).name}"]
+    assert len(round2) == 4 and (round2.left_policy == round2.right_policy).all()
+    assert round2.left_policy.iloc[0].endswith(Path(ppo1).name)
+    assert json.loads((Path(result["runs"]["ppo"]) / "config.json").read_text())["sft_adapter"] == ppo1
+    assert "no arena or blind demo vote compares two different policies" in result["leaderboard"]  # tiny: base only
+    refused = subprocess.run([sys.executable, "-m", "bench.rounds", "--round1", str(folder / "out"), "--out",
+                              str(folder / "rounds-self-2"), "--reuse-round2", str(first_out), "--round2-pairing",
+                              "self", "--base-model", tiny_model_dir], cwd=REPO, capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode != 0 and "pass the --round1 and --round2-pairing it ran with" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def test_seed_list_variants_are_trained_on_the_loops_votes_and_judged_by_its_annotator(loop_run, tiny_model_dir):
     """bench/seed_lists.py after the tiny loop: the loop's SFT (fill, weight 2) stands for its variant; the others
     are trained on the loop's database, with exactly the seed and own lists their flags say."""
@@ -315,6 +344,47 @@ def test_ppo_budget_refuses_a_folder_without_a_loop_or_an_unknown_variant(tmp_pa
         done = subprocess.run([sys.executable, "-m", "bench.ppo_budget", *args], cwd=REPO, capture_output=True,
                               text=True, timeout=120)
         assert done.returncode != 0 and says in done.stderr and "Traceback" not in done.stderr
+
+
+def test_best_of_n_samples_scores_and_judges_the_loops_sft(loop_run, tiny_model_dir):
+    """bench/best_of_n.py after the tiny loop: n candidates and a reference per request from the loop's SFT, scored by
+    its reward model as RewardScorer scores them, and both pickers judged against the reference by its annotator."""
+    from core.train.reward_model import RewardScorer
+
+    folder, loop = loop_run
+    out = folder / "best-of-n"
+    done = subprocess.run([sys.executable, "-m", "bench.best_of_n", "--loop", str(folder / "out"), "--out", str(out),
+                           "--base-model", tiny_model_dir, "--n", "2", "--eval-prompts", "3", "--max-new-tokens", "8",
+                           "--resamples", "50"], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    result = json.loads((out / "best_of_n.json").read_text())
+    assert (result["policy"], result["reward_model"], result["taste"]) == (loop["runs"]["sft"], loop["runs"]["reward"],
+                                                                            "form")
+    assert [row["k"] for row in result["best_of"]] == [1, 2] and len(result["samples"]) == 3
+    for row in result["best_of"]:
+        assert row["rm_vs_reference"]["n"] == row["annotator_vs_reference"]["n"] == 3
+    one = result["best_of"][0]  # best of one is candidate 0 for both pickers
+    assert one["rm_utility"] == one["annotator_utility"]
+    sample = result["samples"][0]
+    assert len(sample["candidates"]) == len(sample["rm_scores"]) == len(sample["utilities"]) == 2
+    rescored = RewardScorer.from_folder(loop["runs"]["reward"]).score([sample["prompt"]] * 2, sample["candidates"])
+    assert rescored == pytest.approx(sample["rm_scores"], abs=1e-4)
+    assert result["on_policy"]["decided"] <= 3 and "| 2 | 0.19 |" in (out / "best_of_n.md").read_text()
+    from bench.best_of_n import main as best_of_n  # --report-only re-reads the samples: the same figures
+
+    again = best_of_n(["--loop", str(folder / "out"), "--out", str(out), "--report-only"])
+    same = [json.dumps([r["best_of"], r["on_policy"], r["policy"]]) for r in (again, result)]  # NaN where none decided
+    assert same[0] == same[1]
+
+
+def test_best_of_n_refuses_best_of_one_in_one_line(tmp_path, capsys):
+    from bench.best_of_n import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--loop", str(tmp_path), "--n", "1"])
+    stderr = capsys.readouterr().err
+    assert stopped.value.code == 2 and "--n must be at least 2" in stderr and len(stderr.strip().splitlines()) == 1
 
 
 def test_seed_lists_refuses_a_folder_without_a_loop(tmp_path):
