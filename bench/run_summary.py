@@ -3,8 +3,8 @@
     .venv/bin/python bench/run_summary.py models/runs/sft-... models/runs/reward-... models/runs/ppo-...
 
 Per run: stage, state, steps, wall time (status.json's started_at -> finished_at), training loss or reward as
-the mean of the first and of the last few steps (up to 10), the final held-out figures (`eval/*`), the pairs it
-trained on and held out (`data/*`, from its lineage), and for PPO the range of val/ratio and clipfrac, the median
+the mean of the first and of the last few steps (up to 10), the final held-out figures (`eval/*`; a reward model's
+held-out accuracy per round of collection too), the pairs it trained on and held out (`data/*`, from its lineage), and for PPO the range of val/ratio and clipfrac, the median
 seconds per update and peak RSS.
 """
 from __future__ import annotations
@@ -39,6 +39,9 @@ def summarise(run: Path) -> dict:
         row.update({k: round(v, 3) if isinstance(v, float) else v for k, v in m.items() if k.startswith("eval/")})
     lineage = read_json(folder.lineage)  # what it trained on: the votes split into train and held-out pairs
     row.update({f"data/{k}": lineage[k] for k in ("train_pairs", "eval_pairs") if k in lineage})
+    by_round = read_json(folder.calibration).get("accuracy_by_round")  # a reward model's held-out pairs per round
+    if by_round:
+        row["eval/by_round"] = {r["round"]: f"{r['correct']}/{r['pairs']}" for r in by_round}
     update_s = [m["time/update_s"] for m in metrics if "time/update_s" in m]
     if update_s:
         row["median_update_s"] = round(statistics.median(update_s), 1)

@@ -371,9 +371,10 @@ def test_best_of_n_samples_scores_and_judges_the_loops_sft(loop_run, tiny_model_
     rescored = RewardScorer.from_folder(loop["runs"]["reward"]).score([sample["prompt"]] * 2, sample["candidates"])
     assert rescored == pytest.approx(sample["rm_scores"], abs=1e-4)
     assert result["on_policy"]["decided"] <= 3 and "| 2 | 0.19 |" in (out / "best_of_n.md").read_text()
-    from bench.best_of_n import main as best_of_n  # --report-only re-reads the samples: the same figures
+    from bench.best_of_n import main as best_of_n
 
-    again = best_of_n(["--loop", str(folder / "out"), "--out", str(out), "--report-only"])
+    again = best_of_n(  # --report-only re-reads the samples: the same figures
+        ["--loop", str(folder / "out"), "--out", str(out), "--report-only"])
     same = [json.dumps([r["best_of"], r["on_policy"], r["policy"]]) for r in (again, result)]  # NaN where none decided
     assert same[0] == same[1]
 
@@ -462,3 +463,7 @@ def test_run_summary_prints_what_a_run_trained_on_and_held_out(tmp_path):
     assert (row["stage"], row["state"], row["steps"], row["wall_min"]) == ("dpo", "finished", 2, 3.0)
     assert row["train/loss"] == [0.7, 0.5] and (row["eval/correct"], row["eval/pairs"]) == (46, 81)
     assert (row["data/train_pairs"], row["data/eval_pairs"]) == (286, 93) and "data/votes" not in row
+    assert "eval/by_round" not in row  # a DPO run has no calibration.json
+    (run / "calibration.json").write_text(json.dumps({"accuracy_by_round": [
+        {"round": "(no round)", "pairs": 53, "correct": 45}, {"round": "round 2", "pairs": 28, "correct": 20}]}))
+    assert summarise(run)["eval/by_round"] == {"(no round)": "45/53", "round 2": "20/28"}

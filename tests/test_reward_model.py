@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from core.judge.calibration import (
     accuracy_by_margin,
+    accuracy_by_round,
     expected_calibration_error,
     reliability_bins,
 )
@@ -33,6 +34,16 @@ def test_accuracy_by_margin_bins_the_score_gap():
     # gaps .2 (right), .3 (wrong), 1.5 (right), 3 (right)
     rows = accuracy_by_margin([1.2, 0.0, 2.5, 3.0], [1.0, 0.3, 1.0, 0.0], [True, True, True, True])
     assert [(r["count"], r["accuracy"]) for r in rows] == [(2, 0.5), (0, None), (1, 1.0), (1, 1.0)]
+
+
+def test_accuracy_by_round_counts_each_round_in_order_of_first_vote():
+    from core.judge.win_rate import wilson_interval
+
+    rows = accuracy_by_round(["round 1", None, "round 1", "round 2", float("nan")], [True, False, False, True, True])
+    assert [(r["round"], r["pairs"], r["correct"]) for r in rows] == [("round 1", 2, 1), ("(no round)", 2, 1),
+                                                                     ("round 2", 1, 1)]
+    assert (rows[0]["low"], rows[0]["high"]) == wilson_interval(1, 2) and rows[2]["accuracy"] == 1.0
+    assert accuracy_by_round([], []) == []
 
 
 def test_training_rows_carry_margin_and_swap_labels(tiny_loaded):
@@ -71,6 +82,8 @@ def test_reward_run_folder(tiny_reward_run, tiny_model_dir):
     assert final["eval/correct"] == int(held.correct.sum())
     calibration = json.loads((run / "calibration.json").read_text())
     assert sum(b["count"] for b in calibration["reliability"]) == lineage["eval_pairs"]
+    assert [(r["round"], r["pairs"], r["correct"]) for r in calibration["accuracy_by_round"]] == [
+        ("(no round)", final["eval/pairs"], final["eval/correct"])]  # the fixture's votes name no round
 
 
 def test_reward_training_changes_lora_and_score_head_only(tiny_reward_run, tiny_model_dir):

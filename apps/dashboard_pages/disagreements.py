@@ -36,6 +36,9 @@ if cal["pairs"]:
 left, right = st.columns(2)
 left.plotly_chart(charts.reliability(cal["reliability"]), key="reliability")
 right.plotly_chart(charts.accuracy_by_margin(cal["by_margin"]), key="margin")
+if len(cal["by_round"]) > 1:  # the newest round's pairs are the policies being tuned: the accuracy RL relies on
+    st.caption("Accuracy by round of collection (95 % Wilson interval)")
+    st.dataframe(cal["by_round"], hide_index=True, key="by_round")
 
 if table.empty:
     st.success("The reward model agrees with every decided vote here.")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.judge.win_rate import wilson_interval
+
 
 def preference_probability(score_first, score_second) -> np.ndarray:
     """σ(r₁ − r₂): the Bradley–Terry probability that the first response is preferred."""
@@ -51,4 +53,23 @@ def accuracy_by_margin(score_first, score_second, first_won, edges=(0.0, 0.5, 1.
         inside = (gap >= low) & (gap < high)
         rows.append({"low": float(low), "high": float(high), "count": int(inside.sum()),
                      "accuracy": float(correct[inside].mean()) if inside.any() else None})
+    return rows
+
+
+NO_ROUND = "(no round)"
+
+
+def accuracy_by_round(rounds, correct) -> list[dict]:
+    """Accuracy of decided pairs grouped by the round of collection they were voted in (None: no round), with
+    counts and 95 % Wilson intervals, in order of first appearance. The newest round's pairs compare the policies
+    being tuned, so its accuracy, not the pooled one, says whether the model can rank what a reinforcement stage
+    samples (README, "Can the reward model tell the policy's own lists apart?")."""
+    names = [NO_ROUND if r is None or r != r else str(r) for r in rounds]  # r != r: NaN
+    correct = [bool(c) for c in correct]
+    rows = []
+    for name in dict.fromkeys(names):
+        hits = [c for n, c in zip(names, correct) if n == name]
+        low, high = wilson_interval(sum(hits), len(hits))
+        rows.append({"round": name, "pairs": len(hits), "correct": sum(hits), "accuracy": sum(hits) / len(hits),
+                     "low": low, "high": high})
     return rows

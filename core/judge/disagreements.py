@@ -13,7 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.judge.calibration import accuracy_by_margin, reliability_bins
+from core.judge.calibration import (
+    accuracy_by_margin,
+    accuracy_by_round,
+    reliability_bins,
+)
 from core.train.runs import RunFolder, read_json
 
 COLUMNS = ["comparison_id", "split", "prompt", "choice", "model_prefers", "confidence", "score_left", "score_right",
@@ -53,12 +57,13 @@ def disagreements(scores: pd.DataFrame, reviews: pd.DataFrame, split: str | None
 
 
 def calibration(reward_run: Path, scores: pd.DataFrame | None = None, split: str = "eval") -> dict:
-    """Reliability bins and accuracy by score gap: from calibration.json for held-out pairs (what training
-    reported), recomputed from scores.parquet for any other split ("train" or "all")."""
+    """Reliability bins, accuracy by score gap and by round of collection: from calibration.json for held-out pairs
+    (what training reported), recomputed from scores.parquet for any other split ("train" or "all")."""
     if split == "eval":
         saved = read_json(RunFolder(reward_run).calibration)
         return {"reliability": pd.DataFrame(saved.get("reliability", [])),
                 "by_margin": pd.DataFrame(saved.get("accuracy_by_margin", [])),
+                "by_round": pd.DataFrame(saved.get("accuracy_by_round", [])),
                 "accuracy": saved.get("accuracy"), "pairs": saved.get("pairs", 0), "ece": saved.get("ece")}
     scores = load_scores(reward_run) if scores is None else scores
     decided = scores[scores.choice.isin(["left", "right"])]
@@ -68,5 +73,7 @@ def calibration(reward_run: Path, scores: pd.DataFrame | None = None, split: str
     return {"reliability": pd.DataFrame(reliability_bins(decided.p_left.to_numpy(float), left_won)),
             "by_margin": pd.DataFrame(accuracy_by_margin(decided.score_left.to_numpy(float),
                                                          decided.score_right.to_numpy(float), left_won)),
+            "by_round": pd.DataFrame(accuracy_by_round(decided["round"] if "round" in decided else
+                                                       [None] * len(decided), decided.correct) if len(decided) else []),
             "accuracy": float(decided.correct.astype(bool).mean()) if len(decided) else None,
             "pairs": len(decided), "ece": None}

@@ -17,8 +17,8 @@ How feedback enters training (core/train/feedback.py has the table; TRL models n
 
 Inputs are tokenised here exactly as PPO will score a rollout: chat-templated request + list + EOS; the score is
 read at the last token. After training every labelled pair, train and held-out, is scored (scores.parquet, for
-browsing disagreements), and held-out accuracy with counts, ECE and accuracy against score gap are reported
-(metrics.jsonl and calibration.json).
+browsing disagreements), and held-out accuracy with counts, ECE, accuracy against score gap and accuracy per round
+of collection are reported (metrics.jsonl and calibration.json).
 """
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ from core.collect.generate import prompt_and_answer_ids
 from core.config import check, knob, stage_main
 from core.judge.calibration import (
     accuracy_by_margin,
+    accuracy_by_round,
     expected_calibration_error,
     preference_probability,
     reliability_bins,
@@ -143,7 +144,9 @@ def held_out_report(scores, n_bins: int = 5) -> dict:
     return {"pairs": len(held), "correct": correct, "accuracy": correct / len(held) if len(held) else None,
             "ece": expected_calibration_error(held.p_left, left_won, n_bins) if len(held) else None,
             "reliability": reliability_bins(held.p_left, left_won, n_bins),
-            "accuracy_by_margin": accuracy_by_margin(held.score_left, held.score_right, left_won)}
+            "accuracy_by_margin": accuracy_by_margin(held.score_left, held.score_right, left_won),
+            "accuracy_by_round": accuracy_by_round(held["round"] if "round" in held else [None] * len(held),
+                                                   held.correct)}
 
 
 def score_votes(scorer, votes):
@@ -151,7 +154,7 @@ def score_votes(scorer, votes):
     left = scorer.score(list(votes.prompt), list(votes.left_text))
     right = scorer.score(list(votes.prompt), list(votes.right_text))
     out = votes[["comparison_id", "pair_id", "prompt_id", "prompt", "split", "choice", "strength", "annotator",
-                 "left_text", "right_text", "created_at", "repeat_of"]].copy()
+                 "left_text", "right_text", "created_at", "repeat_of", "round"]].copy()
     out["score_left"], out["score_right"] = left, right
     out["p_left"] = preference_probability(left, right)
     decided = out.choice.isin(["left", "right"])

@@ -13,7 +13,7 @@
         adapter/            the PEFT adapter: the run's product
         samples.jsonl       generations with their scores (SFT: base vs tuned; PPO: every --sample-every updates)
         scores.parquet      reward model: every labelled pair scored (the dashboard's disagreements)
-        calibration.json    reward model: held-out accuracy with counts, ECE, reliability bins, accuracy by gap
+        calibration.json    reward model: held-out accuracy with counts, ECE, reliability bins, accuracy by gap and round
         checkpoint/state.pt PPO: everything --resume continues from (DPO and RLOO save none: they are minutes long)
         eval_samples.jsonl  PPO --eval-every: answers to held-out requests, for the over-optimisation view
         judgements.jsonl    written by a judge other than the reward model (bench/loop.py's scripted annotator)
