@@ -1,0 +1,102 @@
+"""The benchmarks' command lines without a loop to run: bad flags and settings stop in one line before any work, and
+bench/run_summary.py reads a run folder's own figures."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_best_of_n_refuses_best_of_one_in_one_line(tmp_path, capsys):
+    from bench.best_of_n import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--loop", str(tmp_path), "--n", "1"])
+    stderr = capsys.readouterr().err
+    assert stopped.value.code == 2 and "--n must be at least 2" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_seed_lists_refuses_a_folder_without_a_loop(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bench.seed_lists", "--loop", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "no finished loop" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("script, args, says", [
+    ("bench.loop", ["--sft-args", "--epochs many"], "--sft-args: --epochs: 'many' is not a valid float"),
+    ("bench.loop", ["--preset", "huge"], "--sft-args: unknown preset 'huge'; choose one of quick."),
+    ("bench.loop", ["--ppo-args", "--no-such-flag 1"], "--ppo-args: unrecognized arguments: --no-such-flag 1"),
+    ("bench.rounds", ["--dpo-args", "--beta x"], "--dpo-args: --beta: 'x' is not a valid float"),
+    ("bench.rounds", ["--loop-args", "--votes none"], "--loop-args: --votes: 'none' is not a valid int"),
+    ("bench.rounds", ["--reuse-round2", "SAME", "--out", "SAME"], "must name another rounds folder than --out"),
+])
+def test_flags_for_later_stages_are_checked_before_any_vote(tmp_path, capsys, script, args, says):
+    """A typo in flags passed on to a stage fails at once, in one line, not after an hour of votes (the script's
+    main in this process: its entry point is the same call)."""
+    import importlib
+
+    same = tmp_path / "same"
+    same.mkdir()
+    (same / "rounds.json").write_text("{}")
+    args = [str(same) if a == "SAME" else a for a in args]
+    out = [] if "--out" in args else ["--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as stopped:
+        importlib.import_module(script).main([*args, *out])
+    stderr = capsys.readouterr().err
+    assert stopped.value.code == 2 and says in stderr and "Traceback" not in stderr, stderr
+    assert len(stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_rounds_starts_round_one_with_a_command_line_the_loop_accepts(tmp_path):
+    from bench.loop import LoopConfig
+    from bench.rounds import RoundsConfig, round_one_args
+    from core.config import parse_config
+
+    cfg = RoundsConfig(taste="terse", own_requests=0.6, preset="quick",
+                       loop_args='"--sft-args=--eval-prompts 0 --seed-lists off"')
+    loop_cfg = parse_config(LoopConfig, round_one_args(cfg, tmp_path / "round1"))
+    assert (loop_cfg.taste, loop_cfg.own_requests, loop_cfg.preset, loop_cfg.out) == ("terse", 0.6, "quick",
+                                                                                      str(tmp_path / "round1"))
+    assert loop_cfg.sft_args == "--eval-prompts 0 --seed-lists off" and loop_cfg.votes == cfg.round1_votes
+
+
+def test_a_failed_stage_or_a_bad_setting_is_one_line_not_a_traceback(tmp_path):
+    from bench.loop import StageFailed, entry_point
+
+    def fails():
+        raise StageFailed("reward", 2, tmp_path / "logs" / "reward.log")
+
+    with pytest.raises(SystemExit) as stopped:
+        entry_point(fails)
+    assert str(stopped.value.code) == f"error: reward failed (exit 2): see {tmp_path / 'logs' / 'reward.log'}"
+    done = subprocess.run([sys.executable, "-m", "bench.loop", "--votes", "0", "--out", str(tmp_path / "loop")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "votes must be at least 1" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "loop").exists()
+
+
+def test_run_summary_prints_what_a_run_trained_on_and_held_out(tmp_path):
+    """bench/run_summary.py's figures come from the run folder's own files, the lineage's pair counts included."""
+    from bench.run_summary import summarise
+
+    run = tmp_path / "dpo-x"
+    (run / "data").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"stage": "dpo"}))
+    (run / "status.json").write_text(json.dumps({"state": "finished", "step": 2, "started_at": "2026-12-05T01:00:00",
+                                                 "finished_at": "2026-12-05T01:03:00"}))
+    (run / "metrics.jsonl").write_text(json.dumps({"train/loss": 0.7}) + "\n" + json.dumps(
+        {"train/loss": 0.5, "eval/correct": 46, "eval/pairs": 81}) + "\n")
+    (run / "data" / "lineage.json").write_text(json.dumps({"train_pairs": 286, "eval_pairs": 93, "votes": 450}))
+    row = summarise(run)
+    assert (row["stage"], row["state"], row["steps"], row["wall_min"]) == ("dpo", "finished", 2, 3.0)
+    assert row["train/loss"] == [0.7, 0.5] and (row["eval/correct"], row["eval/pairs"]) == (46, 81)
+    assert (row["data/train_pairs"], row["data/eval_pairs"]) == (286, 93) and "data/votes" not in row
+    assert "eval/by_round" not in row  # a DPO run has no calibration.json
+    (run / "calibration.json").write_text(json.dumps({"accuracy_by_round": [
+        {"round": "(no round)", "pairs": 53, "correct": 45}, {"round": "round 2", "pairs": 28, "correct": 20}]}))
+    assert summarise(run)["eval/by_round"] == {"(no round)": "45/53", "round 2": "20/28"}
