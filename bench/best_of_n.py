@@ -39,17 +39,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.annotator import utility
-from bench.loop import entry_point, finished_loop, outcomes
-from bench.loop_report import win_cell
-from core.collect.generate import Generator, complete
-from core.collect.library import load_prompts
+from bench.loop import entry_point, finished_loop, held_out_answers, outcomes
+from bench.loop_report import mean_se, win_cell
 from core.config import check, command_config, knob
-from core.judge.evaluate import EvalConfig
 from core.judge.win_rate import win_rate
-from core.model import load
-from core.records import SamplingSettings
 from core.train.reward_model import RewardScorer
-from core.train.runs import adapter_dir, read_adapter_config, read_json
+from core.train.runs import read_json
 
 
 @dataclass
@@ -115,30 +110,19 @@ def bootstrap_interval(per_request: list[tuple[int, int]], rng: random.Random, r
     return rates[int(0.025 * (len(rates) - 1))], rates[int(0.975 * (len(rates) - 1))]
 
 
-def mean_se(values: list[float]) -> dict:
-    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else math.nan
-    return {"mean": statistics.fmean(values), "se": se, "n": len(values)}
-
-
 def policy_run(spec: str, runs: dict) -> str:
     """A run folder (or "base") for --policy: the loop's sft or ppo run, base, or a folder given as is."""
     return str(runs[spec]) if spec in ("sft", "ppo") else spec
 
 
-def answers(policy: str, base_model: str, requests: list[str], draws: int, max_new_tokens: int,
-            seed: int) -> list[list[str]]:
-    """Step 2: `draws` answers per request, (requests, draws), each draw one `core eval` sampling with its own seed
-    (one base model loaded as `core eval` loads it, the policy's adapter on it)."""
-    ecfg = EvalConfig(policy=policy, base_model=base_model, max_new_tokens=max_new_tokens, seed=seed)
-    loaded = load(base_model or None, None, ecfg.engine)
-    generator = Generator(loaded)
-    if policy != "base":
-        read_adapter_config(policy, "CAUSAL_LM", "python -m core train sft (or ppo)")
-        generator.add_adapter(str(adapter_dir(policy)))
-    sampling = SamplingSettings(temperature=ecfg.temperature, max_new_tokens=max_new_tokens)
-    by_draw = [[c.text for c in complete(generator.loaded.model, loaded.tokenizer, requests, sampling, seed + d)]
-               for d in range(draws)]
-    return [[draw[r] for draw in by_draw] for r in range(len(requests))]
+def answers(policy: str, base_model: str, prompts: int, draws: int, max_new_tokens: int,
+            seed: int) -> tuple[list[str], list[list[str]]]:
+    """Step 2: the held-out requests and `draws` answers to each, (requests, draws): draw d is one `core eval`
+    sampling with seed + d (bench/loop.held_out_answers, one label per draw)."""
+    labels = [f"draw{d}" for d in range(draws)]
+    requests, drawn = held_out_answers({label: policy for label in labels}, base_model, prompts, max_new_tokens, seed,
+                                       seeds={label: seed + d for d, label in enumerate(labels)})
+    return requests, [[drawn[label][r] for label in labels] for r in range(len(requests))]
 
 
 def best_of(requests, candidates, reference, scores, utilities, taste, n: int, seed: int) -> list[dict]:
@@ -217,8 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
             saved["config"]["resamples"]
     else:
         # 2. n candidates and one reference answer per request
-        requests = [p.text for p in load_prompts(split="eval")][:cfg.eval_prompts]
-        drawn = answers(policy, done.base_model, requests, cfg.n + 1, cfg.max_new_tokens, cfg.seed)
+        requests, drawn = answers(policy, done.base_model, cfg.eval_prompts, cfg.n + 1, cfg.max_new_tokens, cfg.seed)
         # 3. the reward model scores every candidate
         flat = RewardScorer.from_folder(reward_dir).score([r for r in requests for _ in range(cfg.n)],
                                                           [t for d in drawn for t in d[:cfg.n]])

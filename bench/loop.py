@@ -166,13 +166,14 @@ def finished_loop(loop: str, out: str, base_model: str) -> FinishedLoop:
 
 
 def held_out_answers(policies: dict[str, str], base_model: str, prompts: int, max_new_tokens: int,
-                     seed: int) -> tuple[list[str], dict[str, list[str]]]:
+                     seed: int, seeds: dict[str, int] | None = None) -> tuple[list[str], dict[str, list[str]]]:
     """The held-out requests and each policy's answers to them ({label: run folder or "base"}), sampled as
-    `python -m core eval` samples them: one base model loaded as it loads it, every adapter on it, one seed."""
+    `python -m core eval` samples them: one base model loaded as it loads it, every adapter on it, one seed (or a
+    label's own in `seeds`: bench/best_of_n.py draws one policy several times)."""
     ecfg = EvalConfig(policy="base", base_model=base_model, prompts=prompts, max_new_tokens=max_new_tokens, seed=seed)
     requests = [p.text for p in load_prompts(split="eval")][:ecfg.prompts]
     loaded = load(base_model or None, None, ecfg.engine)
-    return requests, {k: [c.text for c in v] for k, v in sample(loaded, policies, requests, ecfg).items()}
+    return requests, {k: [c.text for c in v] for k, v in sample(loaded, policies, requests, ecfg, seeds).items()}
 
 
 def taste_of_votes(db: Path) -> str | None:

@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import json
+import math
+import statistics
 from pathlib import Path
 
 from bench.annotator import TASTES
@@ -48,6 +50,12 @@ def summarise(cfg: dict, runs: dict, votes: dict, stored: dict, wall: dict, judg
 
 def _rate(p: dict) -> str:
     return "n/a (0)" if not p["n"] else f"{p['rate']:.1%} [{p['low']:.1%}, {p['high']:.1%}] (n={p['n']})"
+
+
+def mean_se(values: list[float]) -> dict:
+    """Mean with its standard error (NaN for one value) and count: a taste's mean utility over lists."""
+    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else math.nan
+    return {"mean": statistics.fmean(values), "se": se, "n": len(values)}
 
 
 def win_cell(w: dict | None) -> str:

@@ -4,8 +4,8 @@
 
 Per run: stage, state, steps, wall time (status.json's started_at -> finished_at), training loss or reward as
 the mean of the first and of the last few steps (up to 10), the final held-out figures (`eval/*`; a reward model's
-held-out accuracy per round of collection too), the pairs it trained on and held out (`data/*`, from its lineage), and for PPO the range of val/ratio and clipfrac, the median
-seconds per update and peak RSS.
+held-out accuracy per round of collection too), the pairs it trained on and held out (`data/*`, from its lineage),
+and for PPO the range of val/ratio and clipfrac, the median seconds per update and peak RSS.
 """
 from __future__ import annotations
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import random
 import shlex
-import statistics
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from bench.loop import (
     outcomes,
     run_stage,
 )
-from bench.loop_report import win_cell
+from bench.loop_report import mean_se, win_cell
 from core.config import command_config, knob
 from core.judge.win_rate import win_rate
 from core.train.runs import read_json
@@ -76,8 +75,7 @@ def loop_sft_variant(loop: dict) -> str | None:
 
 
 def mean_utility(requests: list[str], texts: list[str], taste: str) -> dict:
-    values = [utility(r, t, taste) for r, t in zip(requests, texts)]
-    return {"mean": statistics.fmean(values), "se": statistics.stdev(values) / len(values) ** 0.5, "n": len(values)}
+    return mean_se([utility(r, t, taste) for r, t in zip(requests, texts)])
 
 
 def judge_variants(requests, answers: dict[str, list[str]], taste: Taste, seed: int) -> dict:

@@ -44,6 +44,7 @@ def test_accuracy_by_round_counts_each_round_in_order_of_first_vote():
                                                                      ("round 2", 1, 1)]
     assert (rows[0]["low"], rows[0]["high"]) == wilson_interval(1, 2) and rows[2]["accuracy"] == 1.0
     assert accuracy_by_round([], []) == []
+    assert [(r["round"], r["pairs"]) for r in accuracy_by_round(None, [True, False])] == [("(no round)", 2)]
 
 
 def test_training_rows_carry_margin_and_swap_labels(tiny_loaded):

@@ -60,12 +60,14 @@ NO_ROUND = "(no round)"
 
 
 def accuracy_by_round(rounds, correct) -> list[dict]:
-    """Accuracy of decided pairs grouped by the round of collection they were voted in (None: no round), with
+    """Accuracy of decided pairs grouped by the round of collection they were voted in (None: no round; `rounds`
+    None: none has one, as in scores written before rounds were recorded), with
     counts and 95 % Wilson intervals, in order of first appearance. The newest round's pairs compare the policies
     being tuned, so its accuracy, not the pooled one, says whether the model can rank what a reinforcement stage
     samples (README, "Can the reward model tell the policy's own lists apart?")."""
-    names = [NO_ROUND if r is None or r != r else str(r) for r in rounds]  # r != r: NaN
     correct = [bool(c) for c in correct]
+    rounds = [None] * len(correct) if rounds is None else rounds
+    names = [NO_ROUND if r is None or r != r else str(r) for r in rounds]  # r != r: NaN
     rows = []
     for name in dict.fromkeys(names):
         hits = [c for n, c in zip(names, correct) if n == name]

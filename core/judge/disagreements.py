@@ -73,7 +73,6 @@ def calibration(reward_run: Path, scores: pd.DataFrame | None = None, split: str
     return {"reliability": pd.DataFrame(reliability_bins(decided.p_left.to_numpy(float), left_won)),
             "by_margin": pd.DataFrame(accuracy_by_margin(decided.score_left.to_numpy(float),
                                                          decided.score_right.to_numpy(float), left_won)),
-            "by_round": pd.DataFrame(accuracy_by_round(decided["round"] if "round" in decided else
-                                                       [None] * len(decided), decided.correct) if len(decided) else []),
+            "by_round": pd.DataFrame(accuracy_by_round(decided.get("round"), decided.correct)),
             "accuracy": float(decided.correct.astype(bool).mean()) if len(decided) else None,
             "pairs": len(decided), "ece": None}

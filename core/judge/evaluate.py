@@ -57,8 +57,10 @@ def proportion(hits: int, n: int) -> dict:
     return {"hits": hits, "n": n, "rate": hits / n if n else None, "low": low, "high": high}
 
 
-def sample(loaded, policies: dict[str, str], requests: list[str], cfg: EvalConfig) -> dict[str, list]:
-    """Each policy's answers to `requests`: {label: [Completion]}; adapters share the one loaded base."""
+def sample(loaded, policies: dict[str, str], requests: list[str], cfg: EvalConfig,
+           seeds: dict[str, int] | None = None) -> dict[str, list]:
+    """Each policy's answers to `requests`: {label: [Completion]}; adapters share the one loaded base. Every label
+    samples with cfg.seed unless `seeds` gives it its own (several draws of one policy: labels naming the same run)."""
     generator = Generator(loaded)
     names = {}
     for label, spec in policies.items():
@@ -68,16 +70,17 @@ def sample(loaded, policies: dict[str, str], requests: list[str], cfg: EvalConfi
             generator.add_adapter(path)
             names[label] = generator.adapters[path]
     sampling = SamplingSettings(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
+    seeds = {label: (seeds or {}).get(label, cfg.seed) for label in policies}
     answers = {}
     for label, spec in policies.items():
         model = generator.loaded.model
         if spec == "base" and names:
             with model.disable_adapter():
-                answers[label] = complete(model, loaded.tokenizer, requests, sampling, cfg.seed)
+                answers[label] = complete(model, loaded.tokenizer, requests, sampling, seeds[label])
         else:
             if label in names:
                 model.set_adapter(names[label])
-            answers[label] = complete(model, loaded.tokenizer, requests, sampling, cfg.seed)
+            answers[label] = complete(model, loaded.tokenizer, requests, sampling, seeds[label])
     return answers
 
 

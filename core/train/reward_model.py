@@ -145,8 +145,7 @@ def held_out_report(scores, n_bins: int = 5) -> dict:
             "ece": expected_calibration_error(held.p_left, left_won, n_bins) if len(held) else None,
             "reliability": reliability_bins(held.p_left, left_won, n_bins),
             "accuracy_by_margin": accuracy_by_margin(held.score_left, held.score_right, left_won),
-            "accuracy_by_round": accuracy_by_round(held["round"] if "round" in held else [None] * len(held),
-                                                   held.correct)}
+            "accuracy_by_round": accuracy_by_round(held.get("round"), held.correct)}
 
 
 def score_votes(scorer, votes):
