@@ -5,6 +5,8 @@ own best-of-n, on the held-out requests.
     .venv/bin/python -m bench.best_of_n --loop LOOP --base-model TINY --n 2 --eval-prompts 4 \\
         --max-new-tokens 8                                                       # the smoke test (tests/test_loop.py)
     .venv/bin/python -m bench.best_of_n --loop LOOP --out OUT --report-only      # re-read a finished run's samples
+    .venv/bin/python -m bench.best_of_n --loop LOOP --out OUT --samples-from BON --reward-model RM  # another reward
+                                                 # model on a finished run's samples: on-policy accuracy in minutes
 
 In every loop so far PPO, DPO and RLOO moved the annotator's verdict over the SFT policy they started from by a few
 points (45-62 %, goal 65 %), while SFT itself beat the base 75-94 % of the time. The reward model's held-out accuracy
@@ -19,7 +21,9 @@ noiseless utility picks) is the most any reranker of these samples could get.
 1. Read the loop (bench/loop.py --out): its taste, its SFT run (or --policy) and its reward model (or --reward-model).
 2. The policy answers each held-out request n + 1 times, sampled as `python -m core eval` samples them, seeds
    seed..seed+n: n candidates and one reference answer independent of them.
-3. The reward model scores every candidate; the taste's noiseless utility (bench/annotator.utility) too.
+3. The reward model scores every candidate; the taste's noiseless utility (bench/annotator.utility) too. With
+   --samples-from, steps 2-3 take a finished run's lists and score them with --reward-model: reward models
+   trained on different votes or settings, compared on the very same samples.
 4. For k = 1, 2, 4 ... n: the reward model's pick among the first k candidates and the annotator's own pick. The
    annotator, with its usual noise, judges each pick against the reference (ties and "both bad" half; 95 % Wilson);
    beside them each pick's mean utility. k = 1 is one sample against another: about 50 %, the noise floor.
@@ -61,11 +65,16 @@ class BestOfNConfig:
     resamples: int = knob(2000, "bootstrap resamples for the on-policy accuracy's interval")
     report_only: bool = knob(False, "rewrite the report from --out's best_of_n.json (its samples and scores); "
                                     "sample nothing")
+    samples_from: str = knob("", "a finished best_of_n --out folder: score its samples (policy, candidates and "
+                                 "references) with --reward-model instead of sampling; compares reward models on "
+                                 "the same lists")
 
     def __post_init__(self):
         check(self.n >= 2, "--n must be at least 2 (best of one is the policy itself).")
         check(self.eval_prompts > 0 and self.max_new_tokens > 0, "eval-prompts and max-new-tokens must be positive.")
         check(self.resamples > 0, "--resamples must be positive.")
+        check(not (self.report_only and self.samples_from), "--report-only and --samples-from exclude each other: "
+                                                             "--samples-from already rescores a saved run.")
 
 
 def ks(n: int) -> list[int]:
@@ -123,6 +132,14 @@ def answers(policy: str, base_model: str, prompts: int, draws: int, max_new_toke
     requests, drawn = held_out_answers({label: policy for label in labels}, base_model, prompts, max_new_tokens, seed,
                                        seeds={label: seed + d for d, label in enumerate(labels)})
     return requests, [[drawn[label][r] for label in labels] for r in range(len(requests))]
+
+
+def scored(requests: list[str], drawn: list[list[str]], n: int, reward_dir: Path) -> list[dict]:
+    """Step 3: the reward model scores each request's first n answers; the last is the reference."""
+    flat = RewardScorer.from_folder(reward_dir).score([r for r in requests for _ in range(n)],
+                                                      [t for d in drawn for t in d[:n]])
+    return [{"prompt": r, "candidates": d[:n], "rm_scores": flat[i * n:(i + 1) * n], "reference": d[n]}
+            for i, (r, d) in enumerate(zip(requests, drawn))]
 
 
 def best_of(requests, candidates, reference, scores, utilities, taste, n: int, seed: int) -> list[dict]:
@@ -199,14 +216,19 @@ def main(argv: list[str] | None = None) -> dict:
         samples, policy, reward_dir = saved["samples"], saved["policy"], Path(saved["reward_model"])
         cfg.n, cfg.seed, cfg.resamples = len(samples[0]["candidates"]), saved["config"]["seed"], \
             saved["config"]["resamples"]
+    elif cfg.samples_from:  # another run's lists, this reward model's scores
+        saved = read_json(Path(cfg.samples_from) / "best_of_n.json")
+        if not saved.get("samples"):
+            raise SystemExit(f"--samples-from: {Path(cfg.samples_from) / 'best_of_n.json'} holds no samples.")
+        # the saved run's seed too, so its annotator judges the picks with the same draws
+        policy, cfg.n, cfg.seed = saved["policy"], len(saved["samples"][0]["candidates"]), saved["config"]["seed"]
+        samples = scored([s["prompt"] for s in saved["samples"]],
+                         [[*s["candidates"], s["reference"]] for s in saved["samples"]], cfg.n, reward_dir)
     else:
         # 2. n candidates and one reference answer per request
         requests, drawn = answers(policy, done.base_model, cfg.eval_prompts, cfg.n + 1, cfg.max_new_tokens, cfg.seed)
         # 3. the reward model scores every candidate
-        flat = RewardScorer.from_folder(reward_dir).score([r for r in requests for _ in range(cfg.n)],
-                                                          [t for d in drawn for t in d[:cfg.n]])
-        samples = [{"prompt": r, "candidates": d[:cfg.n], "rm_scores": flat[i * cfg.n:(i + 1) * cfg.n],
-                    "reference": d[cfg.n]} for i, (r, d) in enumerate(zip(requests, drawn))]
+        samples = scored(requests, drawn, cfg.n, reward_dir)
     held = read_json(reward_dir / "calibration.json")
     result = {"config": asdict(cfg), "loop": str(done.folder), "taste": taste.name, "policy": policy,
               "reward_model": str(reward_dir), "held_out": {k: held.get(k) for k in ("pairs", "correct", "accuracy")},

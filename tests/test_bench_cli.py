@@ -12,13 +12,15 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_best_of_n_refuses_best_of_one_in_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("args, says", [(["--n", "1"], "--n must be at least 2"),
+                                        (["--report-only", "--samples-from", "x"], "exclude each other")])
+def test_best_of_n_refuses_bad_flags_in_one_line(tmp_path, capsys, args, says):
     from bench.best_of_n import main
 
     with pytest.raises(SystemExit) as stopped:
-        main(["--loop", str(tmp_path), "--n", "1"])
+        main(["--loop", str(tmp_path), *args])
     stderr = capsys.readouterr().err
-    assert stopped.value.code == 2 and "--n must be at least 2" in stderr and len(stderr.strip().splitlines()) == 1
+    assert stopped.value.code == 2 and says in stderr and len(stderr.strip().splitlines()) == 1
 
 
 def test_seed_lists_refuses_a_folder_without_a_loop(tmp_path):

@@ -377,3 +377,8 @@ def test_best_of_n_samples_scores_and_judges_the_loops_sft(loop_run, tiny_model_
         ["--loop", str(folder / "out"), "--out", str(out), "--report-only"])
     same = [json.dumps([r["best_of"], r["on_policy"], r["policy"]]) for r in (again, result)]  # NaN where none decided
     assert same[0] == same[1]
+    rescore = best_of_n(  # --samples-from scores the saved lists anew: with the same reward model, the same figures
+        ["--loop", str(folder / "out"), "--out", str(folder / "rescored"), "--samples-from", str(out)])
+    assert [x for s in rescore["samples"] for x in s["rm_scores"]] == pytest.approx(
+        [x for s in result["samples"] for x in s["rm_scores"]], abs=1e-4)
+    assert json.dumps([rescore["best_of"], rescore["policy"]]) == json.dumps([result["best_of"], result["policy"]])
