@@ -16,8 +16,8 @@
    tuning (bench/best_of_n.py measures how well it ranks them). With --reuse-round2, a copy of that finished run's
    database.
 3. A reward model on every vote of both rounds (`python -m core train reward`); with --reuse-round2, that run's.
-4. From the current best (core.train.rounds.current_best: the pairing's side that won more of its head-to-head
-   votes), each of --methods is trained on the same votes and the same reward model: `train ppo`, `train dpo`,
+4. From the current best (core.train.rounds.current_best: the side the other was tuned from, unless the other won
+   the head-to-head votes beyond chance), each of --methods is trained on the same votes and the same reward model: `train ppo`, `train dpo`,
    `train rloo`, each timed (wall seconds on this machine).
 5. Every policy (SFT, round-1 PPO and each round-2 method) answers the held-out library requests, sampled as
    `python -m core eval` samples them; the annotator judges round 2's PPO against round 1's, and each method against
@@ -188,8 +188,9 @@ def votes_line(result: dict) -> str:
     """Round 2's votes as the report shows them: '150 votes (65 left, ..., 92 on own requests) in 15.5 min'."""
     r = result["round2"]
     mix = ", ".join(f"{r[k]} {k.replace('_', ' ')}" for k in ("left", "right", "tie", "both_bad") if k in r)
+    reused = result["config"].get("reuse_round2")
     return (f"{r['votes']} votes ({mix}; {r.get('own_requests', 0)} on the annotator's own requests) in "
-            f"{result['wall_s']['round2_votes'] / 60:.1f} min")
+            f"{result['wall_s']['round2_votes'] / 60:.1f} min" + (f" (reused from {reused})" if reused else ""))
 
 
 def markdown(result: dict) -> str:

@@ -212,6 +212,7 @@ def test_rounds_reuse_a_finished_round_two_and_train_only_the_asked_method(round
     assert set(result["evaluation"]["over_sft"]) == {"dpo"} and result["evaluation"]["round2_over_round1"] is None
     assert result["goals"]["round2_over_round1"] is None
     assert "round2_over_round1 not measured" in (out / "rounds.md").read_text()
+    assert f"(reused from {first_out})" in (out / "rounds.md").read_text()  # round 2's votes were not cast here
     refused = subprocess.run([sys.executable, "-m", "bench.rounds", "--reuse-round2", str(folder)], cwd=REPO,
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "holds no rounds.json" in refused.stderr and "Traceback" not in refused.stderr

@@ -126,7 +126,7 @@ def test_each_planned_step_is_a_config_its_stage_accepts(method, tmp_path):
 
 
 # ---- the current best -----------------------------------------------------------------------------------------------
-def test_the_current_best_is_the_pairings_run_side_or_the_head_to_head_winner_or_the_newest_sft(store, tmp_path):
+def test_the_current_best_is_the_pairings_run_side_or_a_clear_head_to_head_winner_or_the_newest_sft(store, tmp_path):
     with pytest.raises(InputError, match="no policy to start from"):
         rounds.current_best(store, [])
     policy_run(tmp_path, "sft-20260101-000001")
@@ -144,9 +144,27 @@ def test_the_current_best_is_the_pairings_run_side_or_the_head_to_head_winner_or
     assert rounds.current_best(store, runs) == str(newest_sft)  # no votes yet: the incumbent
     vote(store, sft_policy, ppo_policy, "right", None, 1)
     vote(store, ppo_policy, sft_policy, "tie", None, 2)
-    assert rounds.current_best(store, runs) == str(ppo)  # won more of the head-to-head votes
-    vote(store, ppo_policy, sft_policy, "right", None, 3)
-    assert rounds.current_best(store, runs) == str(newest_sft)  # one all: the incumbent
+    assert rounds.current_best(store, runs) == str(newest_sft)  # 1-0 is no clear win: the incumbent stays
+    for n in range(3, 11):  # 8-0 more for the challenger: 9 of 9 decided, Wilson 95 % [0.70, 1]
+        vote(store, ppo_policy, sft_policy, "left", None, n)
+    assert rounds.current_best(store, runs) == str(ppo)
+    for n in range(11, 14):  # 9-3: 75 %, yet Wilson's lower bound 0.47 is not above one half
+        vote(store, ppo_policy, sft_policy, "right", None, n)
+    assert rounds.current_best(store, runs) == str(newest_sft)
+
+
+def test_the_incumbent_is_the_side_the_other_was_tuned_from_whatever_the_pairings_order(store, tmp_path):
+    sft = policy_run(tmp_path, "sft-1")
+    ppo1 = policy_run(tmp_path, "ppo-1", stage="ppo")
+    write_json(ppo1 / "config.json", {"stage": "ppo", "sft_adapter": str(sft / "adapter")})  # an adapter folder
+    ppo2 = policy_run(tmp_path, "ppo-2", stage="ppo")
+    write_json(ppo2 / "config.json", {"stage": "ppo", "sft_adapter": str(ppo1)})
+    assert rounds.tuned_from(str(ppo2)) == [ppo1, sft] and rounds.tuned_from(str(sft)) == []
+    runs = list_runs(tmp_path)
+    for pairing, best in (((ppo2, sft), sft), ((sft, ppo2), sft), ((ppo1, ppo2), ppo1), ((ppo2, ppo1), ppo1)):
+        save_pairing(store, (str(pairing[0]), str(pairing[1])))
+        assert rounds.current_best(store, runs) == str(best), pairing  # no votes: the ancestor, first or second
+    assert rounds.challenger_wins(42, 58) is False and rounds.challenger_wins(35, 65) is True  # lower bounds 0.48, 0.55
 
 
 def test_head_to_head_counts_decided_votes_only():

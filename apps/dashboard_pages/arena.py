@@ -100,8 +100,8 @@ elif st.button("Save", type="primary", key="arena_save"):
 st.subheader("Next round")
 st.caption("Three steps, each an ordinary run you can follow and stop on the Runs page: a reward model on every vote "
            "so far, a new policy tuned from the current best, then the two paired here as a new round. The current "
-           "best: the pairing's run side (of two, the one that won more head-to-head votes; the incumbent on a tie), "
-           "else the newest finished SFT run.")
+           "best: the pairing's run side; of two, the one the other was tuned from, unless the other won the "
+           "head-to-head votes beyond chance (95 % interval above one half); else the newest finished SFT run.")
 said = rounds.read_report(store())
 if said:
     show = {"failed": st.error, "killed": st.error, "finished": st.success}.get(said.get("state"), st.info)
