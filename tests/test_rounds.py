@@ -145,9 +145,13 @@ def test_the_current_best_is_the_pairings_run_side_or_a_clear_head_to_head_winne
     vote(store, sft_policy, ppo_policy, "right", None, 1)
     vote(store, ppo_policy, sft_policy, "tie", None, 2)
     assert rounds.current_best(store, runs) == str(newest_sft)  # 1-0 is no clear win: the incumbent stays
+    assert rounds.best_and_why(store, runs)[1] == ("ppo-20260104-000001 won 1 of 1 decided head-to-head votes (100 %, "
+                                                   "95 % [21 %, 100 %]): not beyond chance, so sft-20260102-000001, "
+                                                   "the incumbent, stays")
     for n in range(3, 11):  # 8-0 more for the challenger: 9 of 9 decided, Wilson 95 % [0.70, 1]
         vote(store, ppo_policy, sft_policy, "left", None, n)
     assert rounds.current_best(store, runs) == str(ppo)
+    assert rounds.best_and_why(store, runs)[1].endswith(": beyond chance, so it replaces sft-20260102-000001")
     for n in range(11, 14):  # 9-3: 75 %, yet Wilson's lower bound 0.47 is not above one half
         vote(store, ppo_policy, sft_policy, "right", None, n)
     assert rounds.current_best(store, runs) == str(newest_sft)
@@ -242,6 +246,7 @@ def test_the_command_line_prints_the_plan(store, tmp_path, monkeypatch):
     assert f"python -m core train reward --preset quick --output-dir {runs}/reward-{STAMP}" in done.stdout
     assert f"python -m core train dpo --preset quick --output-dir {runs}/dpo-{STAMP}" in done.stdout
     assert f"round: round 1: dpo-{STAMP} vs base" in done.stdout
+    assert "start:" not in done.stdout  # --best given: no current best to explain
     assert not runs.exists()  # nothing started
 
 
@@ -257,6 +262,7 @@ def test_the_arena_page_shows_the_plan_then_starts_the_orchestrator(store, tmp_p
     at.switch_page("dashboard_pages/arena.py").run()
     assert not at.exception, at.exception
     assert at.selectbox(key="next_round_best").value == str(sft)  # the current best: the newest SFT run
+    assert any(c.value.startswith("Current best: sft-20260101-000001: the newest finished SFT run") for c in at.caption)
     at.radio(key="next_round_method").set_value("dpo").run()
     stamp = at.session_state["next_round_stamp"]
     plan = at.code[0].value

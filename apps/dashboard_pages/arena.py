@@ -108,7 +108,8 @@ if said:
     show(f"Last next round: {said.get('state')}: {as_text(said.get('message', ''))}")
 method = st.radio("tune the new policy with", rounds.METHODS, horizontal=True, key="next_round_method")
 try:
-    best_now = rounds.current_best(store(), runs())
+    best_now, why = rounds.best_and_why(store(), runs())
+    st.caption(f"Current best: {as_text(why)}.")
 except InputError as err:
     best_now = BASE
     st.info(f"{as_text(err)} Until then a round can start from the base.")

@@ -141,25 +141,39 @@ def challenger_wins(first_wins: int, second_wins: int) -> bool:
     return wilson_interval(second_wins, first_wins + second_wins)[0] > 0.5
 
 
-def current_best(store, runs: list[RunInfo] | None = None) -> str:
-    """The side a new policy starts from (the rule is in the module docstring); InputError when there is none."""
+def best_and_why(store, runs: list[RunInfo] | None = None) -> tuple[str, str]:
+    """The side a new policy starts from (the rule is in the module docstring) and one line saying why; InputError
+    when there is none."""
     runs = list_runs() if runs is None else runs
     sides = [side for side in read_pairing(store) if side != BASE and adapter_config(side)]
     if len(sides) == 2 and sides[0] != sides[1]:
         order = (1, 0) if run_of(sides[1]) in tuned_from(sides[0]) else (0, 1)  # (incumbent, challenger)
+        incumbent, challenger = (sides[i] for i in order)
         serving = read_serving(store)  # the arena knows the policies' names, which the votes carry
-        if serving.get("pairing") == sides and len(serving.get("policies") or []) == 2:
-            names = [serving["policies"][i] for i in order]
-            if challenger_wins(*head_to_head(store.votes_between(*names), *names)):
-                return sides[order[1]]
-        return sides[order[0]]
+        if serving.get("pairing") != sides or len(serving.get("policies") or []) != 2:
+            return incumbent, f"{label(incumbent)}, the incumbent: the arena has not served this pairing yet"
+        names = [serving["policies"][i] for i in order]
+        kept, won = head_to_head(store.votes_between(*names), *names)
+        if not kept + won:
+            return incumbent, f"{label(incumbent)}, the incumbent: no decided head-to-head votes yet"
+        low, high = wilson_interval(won, kept + won)
+        share = (f"{label(challenger)} won {won} of {kept + won} decided head-to-head votes "
+                 f"({100 * won / (kept + won):.0f} %, 95 % [{100 * low:.0f} %, {100 * high:.0f} %])")
+        if challenger_wins(kept, won):
+            return challenger, f"{share}: beyond chance, so it replaces {label(incumbent)}"
+        return incumbent, f"{share}: not beyond chance, so {label(incumbent)}, the incumbent, stays"
     if sides:
-        return sides[0]
+        return sides[0], f"{label(sides[0])}: the pairing's run side"
     sft = [run for run in policy_runs(runs) if run.stage == "sft"]
     if not sft:
         raise InputError("no policy to start from: train one first (`python -m core train sft --preset quick`, or "
                          "the Train page) or pass --best RUN.")
-    return str(sft[0].path)
+    return str(sft[0].path), f"{sft[0].path.name}: the newest finished SFT run (no run in the arena's pairing)"
+
+
+def current_best(store, runs: list[RunInfo] | None = None) -> str:
+    """The side a new policy starts from (best_and_why without the why)."""
+    return best_and_why(store, runs)[0]
 
 
 def round_title(number: int, challenger: str, incumbent: str) -> str:
@@ -314,6 +328,8 @@ def next_round(store, method: str, best: str | None = None, preset: str | None =
                plan_only: bool = False, say: Callable[[str], None] = print) -> list[Step]:
     """`python -m core next-round`: print the plan, then (unless `plan_only`) run it."""
     steps = plan_for(store, method, best, preset, stamp)
+    if not best:
+        say(f"start: {best_and_why(store)[1]}")
     if plan_only:
         for step in steps:
             say(step.describe())
