@@ -383,3 +383,18 @@ def test_best_of_n_samples_scores_and_judges_the_loops_sft(loop_run, tiny_model_
     assert [x for s in rescore["samples"] for x in s["rm_scores"]] == pytest.approx(
         [x for s in result["samples"] for x in s["rm_scores"]], abs=1e-4)
     assert json.dumps([rescore["best_of"], rescore["policy"]]) == json.dumps([result["best_of"], result["policy"]])
+
+
+def test_rejudge_draws_each_policy_several_times_and_judges_it_against_the_reference(loop_run, tiny_model_dir):
+    """bench/rejudge.py on the tiny loop's runs: draws x requests verdicts per policy, draw d against draw d."""
+    from bench.rejudge import main as rejudge
+
+    folder, loop = loop_run
+    result = rejudge(["--reference", f"sft={loop['runs']['sft']}", "--policies", f"ppo={loop['runs']['ppo']},base=base",
+                      "--samples", "2", "--eval-prompts", "3", "--max-new-tokens", "8", "--base-model",
+                      tiny_model_dir, "--resamples", "50", "--out", str(folder / "rejudge")])
+    assert set(result["policies"]) == {"ppo", "base"} and len(result["samples"]) == 3
+    for r in result["policies"].values():
+        assert r["n"] == r["wins"] + r["losses"] + r["ties"] == 6 and len(r["per_draw"]) == 2 and r["low"] <= r["rate"]
+    assert {"sft@0", "sft@1", "ppo@0", "ppo@1", "base@0"} <= set(result["samples"][0])
+    assert "| ppo |" in (folder / "rejudge" / "rejudge.md").read_text()

@@ -1,0 +1,131 @@
+"""Policies against a reference with several samples per request: win rates whose interval includes the noise of
+the sampling seed.
+
+    .venv/bin/python -m bench.rejudge --taste terse --reference sft=RUN --policies ppo=RUN,rloo=RUN --samples 4 \\
+        --out bench/out/rejudge                                         # ~10 min for 4 policies x 4 x 72 on 2 cores
+    (tests/test_loop.py runs it on the tiny model)
+
+Every evaluation in bench/ samples one answer per held-out request and policy, with one seed. The same PPO run read
+59.7 % over SFT with one seed and 55.6 % with another (README, "A bigger budget in round 2"): the Wilson interval
+over 72 requests treats the answers as fixed and leaves that noise out, while the gaps the rounds benchmark looks
+for are about that size. This asks the question again with `samples` draws per request and policy.
+
+1. The reference and every policy answer each held-out request `samples` times, draw d sampled as `python -m core
+   eval` samples it with seed + d (bench/loop.held_out_answers).
+2. The annotator judges each policy's draw d against the reference's draw d, for every request and draw (ties and
+   "both bad" count half; its noise drawn per draw and policy).
+3. Per policy: the win rate over all requests x draws, with a 95 % percentile bootstrap over requests (a request's
+   draws are not independent: resampling whole requests keeps them together); beside it, each draw's own win rate
+   with its Wilson interval, what a one-seed evaluation would have read.
+4. Report: rejudge.json and rejudge.md in --out.
+"""
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench.annotator import TASTES, Taste
+from bench.loop import entry_point, held_out_answers, outcomes
+from core.config import check, command_config, knob
+from core.judge.win_rate import win_rate
+
+POINTS = {"win": 1.0, "tie": 0.5, "loss": 0.0}
+
+
+@dataclass
+class RejudgeConfig:
+    taste: str = knob("form", "the annotator's taste (bench/annotator.py TASTES)", choices=tuple(TASTES))
+    reference: str = knob("", "LABEL=RUN: the policy every other is judged against (a run folder, or base); required")
+    policies: list[str] = knob([], "LABEL=RUN for each policy judged against the reference; required")
+    samples: int = knob(4, "draws per request and policy")
+    base_model: str = knob("", "base model; empty: the embedded SmolLM2-135M-Instruct")
+    eval_prompts: int = knob(72, "held-out requests (at most 72)")
+    max_new_tokens: int = knob(160, "token budget per list")
+    seed: int = knob(0, "first sampling seed; also the annotator's and the bootstrap's")
+    resamples: int = knob(2000, "bootstrap resamples over requests")
+    out: str = knob("bench/out/rejudge", "folder for the report")
+
+    def __post_init__(self):
+        check("=" in self.reference and all("=" in p for p in self.policies) and self.policies,
+              "pass --reference LABEL=RUN and --policies LABEL=RUN,LABEL=RUN (e.g. sft=models/runs/sft-...).")
+        check(self.samples > 0 and self.eval_prompts > 0 and self.resamples > 0,
+              "samples, eval-prompts and resamples must be positive.")
+
+
+def labelled(spec: str) -> tuple[str, str]:
+    """"ppo=models/runs/ppo-1" -> ("ppo", "models/runs/ppo-1")."""
+    name, _, run = spec.partition("=")
+    return name.strip(), run.strip()
+
+
+def per_request(verdicts: list[list[str]]) -> list[float]:
+    """(draws, requests) verdicts -> each request's mean points over its draws (win 1, tie 0.5, loss 0)."""
+    return [statistics.fmean(POINTS[draw[r]] for draw in verdicts) for r in range(len(verdicts[0]))]
+
+
+def bootstrap_interval(values: list[float], rng: random.Random, resamples: int) -> tuple[float, float]:
+    """95 % percentile interval of the mean of `values`, resampling them (one per request) with replacement."""
+    means = sorted(statistics.fmean(values[rng.randrange(len(values))] for _ in values) for _ in range(resamples))
+    return means[int(0.025 * (resamples - 1))], means[int(0.975 * (resamples - 1))]
+
+
+def judged(requests, reference: list[list[str]], answers: list[list[str]], taste: Taste, seed: int,
+           resamples: int) -> dict:
+    """Steps 2-3 for one policy: answers and reference are (draws, requests) texts."""
+    verdicts = [outcomes(requests, a, r, random.Random(seed + 7919 * d), taste)
+                for d, (a, r) in enumerate(zip(answers, reference))]  # (draws, requests)
+    points = per_request(verdicts)
+    low, high = bootstrap_interval(points, random.Random(seed), resamples)
+    flat = [v for draw in verdicts for v in draw]
+    return {"rate": statistics.fmean(points), "low": low, "high": high, "n": len(flat),
+            "wins": flat.count("win"), "losses": flat.count("loss"), "ties": flat.count("tie"),
+            "per_draw": [win_rate(draw).as_dict() for draw in verdicts]}
+
+
+def markdown(result: dict) -> str:
+    cfg = result["config"]
+    lines = [f"Policies against `{result['reference']}` on {result['prompts']} held-out requests, {cfg['samples']} "
+             f"draws each, judged by the `{cfg['taste']}` annotator (ties half; 95 % bootstrap over requests).", "",
+             "| policy | win rate over all draws [95 %] (W-L-T) | each draw alone (one seed, 95 % Wilson) |",
+             "|---|---|---|"]
+    for name, r in result["policies"].items():
+        draws = "; ".join(f"{d['rate']:.1%} [{d['low']:.1%}, {d['high']:.1%}]" for d in r["per_draw"])
+        lines.append(f"| {name} | {r['rate']:.1%} [{r['low']:.1%}, {r['high']:.1%}] ({r['wins']}-{r['losses']}-"
+                     f"{r['ties']}, n = {r['n']}) | {draws} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = command_config(RejudgeConfig, sys.argv[1:] if argv is None else argv, prog="python -m bench.rejudge",
+                         description=__doc__.split("\n")[0])
+    ref_name, ref_run = labelled(cfg.reference)
+    runs = {ref_name: ref_run, **dict(labelled(p) for p in cfg.policies)}
+    # 1. every policy's draws, one label per (policy, draw)
+    keys = {(name, d): f"{name}@{d}" for name in runs for d in range(cfg.samples)}
+    requests, drawn = held_out_answers({key: runs[name] for (name, _), key in keys.items()}, cfg.base_model,
+                                       cfg.eval_prompts, cfg.max_new_tokens, cfg.seed,
+                                       seeds={key: cfg.seed + d for (_, d), key in keys.items()})
+    texts = {name: [drawn[keys[name, d]] for d in range(cfg.samples)] for name in runs}  # (draws, requests)
+    # 2-3. each policy against the reference
+    taste = Taste(name=cfg.taste)
+    result = {"config": asdict(cfg), "reference": ref_name, "runs": runs, "prompts": len(requests),
+              "policies": {name: judged(requests, texts[ref_name], texts[name], taste, cfg.seed + 1 + i,
+                                        cfg.resamples)
+                           for i, name in enumerate(n for n in runs if n != ref_name)},
+              "samples": [{"prompt": r, **{key: drawn[key][i] for key in keys.values()}}
+                          for i, r in enumerate(requests)]}
+    # 4. the report
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rejudge.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "rejudge.md").write_text(markdown(result))
+    print(markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    entry_point(main)
