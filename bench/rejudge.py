@@ -2,7 +2,9 @@
 the sampling seed.
 
     .venv/bin/python -m bench.rejudge --taste terse --reference sft=RUN --policies ppo=RUN,rloo=RUN --samples 4 \\
-        --out bench/out/rejudge                                         # ~10 min for 4 policies x 4 x 72 on 2 cores
+        --out bench/out/rejudge                                         # ~17 min for 5 policies x 4 x 72 on 2 cores
+    .venv/bin/python -m bench.rejudge --samples-from bench/out/rejudge --reference ppo1 --policies ppo_gated \
+        --out OUT                                    # another pairing of a finished run's draws, in seconds
     (tests/test_loop.py runs it on the tiny model)
 
 Every evaluation in bench/ samples one answer per held-out request and policy, with one seed. The same PPO run read
@@ -17,7 +19,8 @@ for are about that size. This asks the question again with `samples` draws per r
 3. Per policy: the win rate over all requests x draws, with a 95 % percentile bootstrap over requests (a request's
    draws are not independent: resampling whole requests keeps them together); beside it, each draw's own win rate
    with its Wilson interval, what a one-seed evaluation would have read.
-4. Report: rejudge.json and rejudge.md in --out.
+4. Report: rejudge.json and rejudge.md in --out. With --samples-from, step 1 reads a finished run's draws instead,
+   and --reference and --policies name its labels: any two policies of that run judged head to head.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from bench.annotator import TASTES, Taste
 from bench.loop import entry_point, held_out_answers, outcomes
 from core.config import check, command_config, knob
 from core.judge.win_rate import win_rate
+from core.train.runs import read_json
 
 POINTS = {"win": 1.0, "tie": 0.5, "loss": 0.0}
 
@@ -48,10 +52,14 @@ class RejudgeConfig:
     seed: int = knob(0, "first sampling seed; also the annotator's and the bootstrap's")
     resamples: int = knob(2000, "bootstrap resamples over requests")
     out: str = knob("bench/out/rejudge", "folder for the report")
+    samples_from: str = knob("", "a finished bench/rejudge.py --out folder: judge its draws (then --reference and "
+                                 "--policies are its labels) instead of sampling")
 
     def __post_init__(self):
-        check("=" in self.reference and all("=" in p for p in self.policies) and self.policies,
-              "pass --reference LABEL=RUN and --policies LABEL=RUN,LABEL=RUN (e.g. sft=models/runs/sft-...).")
+        check(bool(self.reference and self.policies) and (bool(self.samples_from) or (
+            "=" in self.reference and all("=" in p for p in self.policies))),
+              "pass --reference LABEL=RUN and --policies LABEL=RUN,LABEL=RUN (e.g. sft=models/runs/sft-...), or "
+              "with --samples-from the labels of its run.")
         check(self.samples > 0 and self.eval_prompts > 0 and self.resamples > 0,
               "samples, eval-prompts and resamples must be positive.")
 
@@ -102,13 +110,24 @@ def markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     cfg = command_config(RejudgeConfig, sys.argv[1:] if argv is None else argv, prog="python -m bench.rejudge",
                          description=__doc__.split("\n")[0])
-    ref_name, ref_run = labelled(cfg.reference)
-    runs = {ref_name: ref_run, **dict(labelled(p) for p in cfg.policies)}
-    # 1. every policy's draws, one label per (policy, draw)
-    keys = {(name, d): f"{name}@{d}" for name in runs for d in range(cfg.samples)}
-    requests, drawn = held_out_answers({key: runs[name] for (name, _), key in keys.items()}, cfg.base_model,
-                                       cfg.eval_prompts, cfg.max_new_tokens, cfg.seed,
-                                       seeds={key: cfg.seed + d for (_, d), key in keys.items()})
+    if cfg.samples_from:  # a finished run's draws: its runs, draws and seed
+        saved = read_json(Path(cfg.samples_from) / "rejudge.json")
+        runs = {name: saved.get("runs", {}).get(name) for name in (cfg.reference, *cfg.policies)}
+        if not saved.get("samples") or not all(runs.values()):
+            raise SystemExit(f"--samples-from: {cfg.samples_from} holds no rejudge.json with draws of "
+                             f"{', '.join(runs)}; its labels: {', '.join(saved.get('runs', {})) or 'none'}.")
+        ref_name, cfg.samples, cfg.seed = cfg.reference, saved["config"]["samples"], saved["config"]["seed"]
+        requests = [row["prompt"] for row in saved["samples"]]
+        keys = {(name, d): f"{name}@{d}" for name in runs for d in range(cfg.samples)}
+        drawn = {key: [row[key] for row in saved["samples"]] for key in keys.values()}
+    else:
+        ref_name, ref_run = labelled(cfg.reference)
+        runs = {ref_name: ref_run, **dict(labelled(p) for p in cfg.policies)}
+        # 1. every policy's draws, one label per (policy, draw)
+        keys = {(name, d): f"{name}@{d}" for name in runs for d in range(cfg.samples)}
+        requests, drawn = held_out_answers({key: runs[name] for (name, _), key in keys.items()}, cfg.base_model,
+                                           cfg.eval_prompts, cfg.max_new_tokens, cfg.seed,
+                                           seeds={key: cfg.seed + d for (_, d), key in keys.items()})
     texts = {name: [drawn[keys[name, d]] for d in range(cfg.samples)] for name in runs}  # (draws, requests)
     # 2-3. each policy against the reference
     taste = Taste(name=cfg.taste)

@@ -2,6 +2,7 @@
 tests/test_loop.py)."""
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -39,3 +40,16 @@ def test_labels_and_bad_flags(capsys):
         main(["--reference", "models/runs/sft-1", "--policies", "ppo=x"])
     stderr = capsys.readouterr().err
     assert stopped.value.code == 2 and "LABEL=RUN" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_a_finished_runs_draws_are_judged_again_in_another_pairing(tmp_path):
+    saved = {"runs": {"chatty": "runs/a", "terse": "runs/b"}, "config": {"samples": 2, "seed": 0},
+             "samples": [{"prompt": f"top 5 dishes #{i}", "chatty@0": CHATTY, "chatty@1": CHATTY, "terse@0": GOOD,
+                          "terse@1": GOOD} for i in range(5)]}
+    (tmp_path / "rejudge.json").write_text(json.dumps(saved))
+    result = main(["--samples-from", str(tmp_path), "--taste", "terse", "--reference", "chatty", "--policies", "terse",
+                   "--out", str(tmp_path / "again")])
+    assert result["reference"] == "chatty" and result["policies"]["terse"]["n"] == 10  # 5 requests x 2 draws
+    assert result["policies"]["terse"]["rate"] > 0.9 and (tmp_path / "again" / "rejudge.md").exists()
+    with pytest.raises(SystemExit, match="its labels: chatty, terse"):
+        main(["--samples-from", str(tmp_path), "--reference", "sft", "--policies", "terse", "--out", str(tmp_path)])
