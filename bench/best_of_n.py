@@ -106,7 +106,8 @@ def pair_agreement(scores: list[float], utilities: list[float], tie_band: float)
 
 
 def bootstrap_interval(per_request: list[tuple[int, int]], rng: random.Random, resamples: int) -> tuple[float, float]:
-    """95 % percentile interval of sum(agree) / sum(decided), resampling requests with replacement."""
+    """95 % percentile interval of sum(agree) / sum(decided), resampling requests with replacement (bench/rejudge.py
+    passes (points, 1) per request: the interval of a mean)."""
     rates = []
     for _ in range(resamples):
         draw = [per_request[rng.randrange(len(per_request))] for _ in per_request]

@@ -28,10 +28,12 @@ import json
 import random
 import statistics
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.annotator import TASTES, Taste
+from bench.best_of_n import bootstrap_interval
 from bench.loop import entry_point, held_out_answers, outcomes
 from core.config import check, command_config, knob
 from core.judge.win_rate import win_rate
@@ -75,19 +77,13 @@ def per_request(verdicts: list[list[str]]) -> list[float]:
     return [statistics.fmean(POINTS[draw[r]] for draw in verdicts) for r in range(len(verdicts[0]))]
 
 
-def bootstrap_interval(values: list[float], rng: random.Random, resamples: int) -> tuple[float, float]:
-    """95 % percentile interval of the mean of `values`, resampling them (one per request) with replacement."""
-    means = sorted(statistics.fmean(values[rng.randrange(len(values))] for _ in values) for _ in range(resamples))
-    return means[int(0.025 * (resamples - 1))], means[int(0.975 * (resamples - 1))]
-
-
 def judged(requests, reference: list[list[str]], answers: list[list[str]], taste: Taste, seed: int,
            resamples: int) -> dict:
     """Steps 2-3 for one policy: answers and reference are (draws, requests) texts."""
     verdicts = [outcomes(requests, a, r, random.Random(seed + 7919 * d), taste)
                 for d, (a, r) in enumerate(zip(answers, reference))]  # (draws, requests)
     points = per_request(verdicts)
-    low, high = bootstrap_interval(points, random.Random(seed), resamples)
+    low, high = bootstrap_interval([(p, 1) for p in points], random.Random(seed), resamples)  # mean of points
     flat = [v for draw in verdicts for v in draw]
     return {"rate": statistics.fmean(points), "low": low, "high": high, "n": len(flat),
             "wins": flat.count("win"), "losses": flat.count("loss"), "ties": flat.count("tie"),
@@ -97,7 +93,8 @@ def judged(requests, reference: list[list[str]], answers: list[list[str]], taste
 def markdown(result: dict) -> str:
     cfg = result["config"]
     lines = [f"Policies against `{result['reference']}` on {result['prompts']} held-out requests, {cfg['samples']} "
-             f"draws each, judged by the `{cfg['taste']}` annotator (ties half; 95 % bootstrap over requests).", "",
+             f"draws each, judged by the `{cfg['taste']}` annotator (ties half; 95 % bootstrap over requests)."
+             + (f" Sampling took {result['sampling_s'] / 60:.1f} min." if result.get("sampling_s") else ""), "",
              "| policy | win rate over all draws [95 %] (W-L-T) | each draw alone (one seed, 95 % Wilson) |",
              "|---|---|---|"]
     for name, r in result["policies"].items():
@@ -120,18 +117,22 @@ def main(argv: list[str] | None = None) -> dict:
         requests = [row["prompt"] for row in saved["samples"]]
         keys = {(name, d): f"{name}@{d}" for name in runs for d in range(cfg.samples)}
         drawn = {key: [row[key] for row in saved["samples"]] for key in keys.values()}
+        sampling_s = None  # nothing sampled here
     else:
         ref_name, ref_run = labelled(cfg.reference)
         runs = {ref_name: ref_run, **dict(labelled(p) for p in cfg.policies)}
         # 1. every policy's draws, one label per (policy, draw)
         keys = {(name, d): f"{name}@{d}" for name in runs for d in range(cfg.samples)}
+        started = time.perf_counter()
         requests, drawn = held_out_answers({key: runs[name] for (name, _), key in keys.items()}, cfg.base_model,
                                            cfg.eval_prompts, cfg.max_new_tokens, cfg.seed,
                                            seeds={key: cfg.seed + d for (_, d), key in keys.items()})
+        sampling_s = round(time.perf_counter() - started, 1)
     texts = {name: [drawn[keys[name, d]] for d in range(cfg.samples)] for name in runs}  # (draws, requests)
     # 2-3. each policy against the reference
     taste = Taste(name=cfg.taste)
     result = {"config": asdict(cfg), "reference": ref_name, "runs": runs, "prompts": len(requests),
+              "sampling_s": sampling_s,
               "policies": {name: judged(requests, texts[ref_name], texts[name], taste, cfg.seed + 1 + i,
                                         cfg.resamples)
                            for i, name in enumerate(n for n in runs if n != ref_name)},

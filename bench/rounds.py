@@ -17,8 +17,8 @@
    database.
 3. A reward model on every vote of both rounds (`python -m core train reward`); with --reuse-round2, that run's.
 4. From the current best (core.train.rounds.current_best: the side the other was tuned from, unless the other won
-   the head-to-head votes beyond chance), each of --methods is trained on the same votes and the same reward model: `train ppo`, `train dpo`,
-   `train rloo`, each timed (wall seconds on this machine).
+   the head-to-head votes beyond chance), each of --methods is trained on the same votes and the same reward
+   model: `train ppo`, `train dpo`, `train rloo`, each timed (wall seconds on this machine).
 5. Every policy (SFT, round-1 PPO and each round-2 method) answers the held-out library requests, sampled as
    `python -m core eval` samples them; the annotator judges round 2's PPO against round 1's, and each method against
    SFT, with 95 % Wilson intervals (ties and "both bad" count half); the new reward model scores every answer.

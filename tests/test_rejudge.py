@@ -8,7 +8,8 @@ import random
 import pytest
 
 from bench.annotator import Taste
-from bench.rejudge import bootstrap_interval, judged, labelled, main, per_request
+from bench.best_of_n import bootstrap_interval
+from bench.rejudge import judged, labelled, main, per_request
 
 GOOD = "1. Turkey\n2. Stuffing\n3. Gravy\n4. Pie\n5. Rolls"  # what the terse taste likes
 CHATTY = ("Sure! Here are some ideas you might enjoy for the holiday, each one explained at length because every "
@@ -21,8 +22,8 @@ def test_a_requests_points_are_its_mean_over_draws():
 
 
 def test_the_bootstrap_resamples_whole_requests():
-    assert bootstrap_interval([0.5] * 10, random.Random(0), 200) == (0.5, 0.5)  # no spread, no interval
-    low, high = bootstrap_interval([1.0] * 5 + [0.0] * 5, random.Random(0), 2000)
+    assert bootstrap_interval([(0.5, 1)] * 10, random.Random(0), 200) == (0.5, 0.5)  # no spread, no interval
+    low, high = bootstrap_interval([(1.0, 1)] * 5 + [(0.0, 1)] * 5, random.Random(0), 2000)
     assert 0.15 < low < 0.35 and 0.65 < high < 0.85  # mean 0.5, se sqrt(.25 / 10) = 0.16: about +-0.31
 
 

@@ -144,7 +144,6 @@ def challenger_wins(first_wins: int, second_wins: int) -> bool:
 def best_and_why(store, runs: list[RunInfo] | None = None) -> tuple[str, str]:
     """The side a new policy starts from (the rule is in the module docstring) and one line saying why; InputError
     when there is none."""
-    runs = list_runs() if runs is None else runs
     sides = [side for side in read_pairing(store) if side != BASE and adapter_config(side)]
     if len(sides) == 2 and sides[0] != sides[1]:
         order = (1, 0) if run_of(sides[1]) in tuned_from(sides[0]) else (0, 1)  # (incumbent, challenger)
@@ -164,7 +163,7 @@ def best_and_why(store, runs: list[RunInfo] | None = None) -> tuple[str, str]:
         return incumbent, f"{share}: not beyond chance, so {label(incumbent)}, the incumbent, stays"
     if sides:
         return sides[0], f"{label(sides[0])}: the pairing's run side"
-    sft = [run for run in policy_runs(runs) if run.stage == "sft"]
+    sft = [run for run in policy_runs(runs) if run.stage == "sft"]  # policy_runs lists the runs when None
     if not sft:
         raise InputError("no policy to start from: train one first (`python -m core train sft --preset quick`, or "
                          "the Train page) or pass --best RUN.")
@@ -327,9 +326,10 @@ def read_report(store) -> dict:
 def next_round(store, method: str, best: str | None = None, preset: str | None = None, stamp: str | None = None,
                plan_only: bool = False, say: Callable[[str], None] = print) -> list[Step]:
     """`python -m core next-round`: print the plan, then (unless `plan_only`) run it."""
+    if not best:  # say why the current best is the start, and plan from it (one reading of the votes)
+        best, why = best_and_why(store)
+        say(f"start: {why}")
     steps = plan_for(store, method, best, preset, stamp)
-    if not best:
-        say(f"start: {best_and_why(store)[1]}")
     if plan_only:
         for step in steps:
             say(step.describe())
