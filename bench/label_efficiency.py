@@ -57,7 +57,7 @@ class EfficiencyConfig:
     out: str = knob("bench/out/label_efficiency", "folder for the databases, the reward runs and the report")
     base_model: str = knob("", "base model that samples the lists and under the reward models; empty: the embedded")
     device: str = knob("auto", "where to sample and train: auto, cpu or cuda", choices=("auto", "cpu", "cuda"))
-    engine: str = knob("auto", "sampling engine, as the arena's --engine (auto: int8 weights on a CPU)",
+    engine: str = knob("auto", "sampling engine, as the arena's --engine (auto: llama.cpp, else int8, on a CPU)",
                        choices=ENGINES)
     candidates: int = knob(4, "samples per train request that a pair is chosen from (the arena's --candidates)")
     train_prompts: int = knob(288, "library train requests to sample candidates for (288: all)")

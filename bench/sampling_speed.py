@@ -1,6 +1,8 @@
-"""Sampling speed and quality: the plain fp32 engine against int8 weights (core/engine.py), side by side in one run.
+"""Sampling speed and quality: the plain fp32 engine against int8 weights and llama.cpp (core/engine.py), side by
+side in one run.
 
     .venv/bin/python -m bench.sampling_speed [--pairs 6] [--eval-prompts 72] [--reward-model RUN] [--threads 0]
+                                             [--torch-ao]
 
 1. Fresh pair: the arena's Generator samples a pair of lists for each of --pairs library requests (both base, up to
    160 tokens, natural stopping at EOS, the arena's sampling settings), the engines alternating request by request
@@ -9,9 +11,9 @@
    (core.judge.evaluate.sample, batches of 16, temperature 0.8, the same seed): wall time, well-formed rate with a
    95 % Wilson interval, and with --reward-model the mean reward-model score with a 95 % interval (t on the
    per-list scores).
-3. Divergence: the int8 model's next-token distribution against fp32's on the plain engine's own held-out answers,
-   teacher-forced: mean KL(fp32 || int8) per token and how often the two agree on the most likely token; the same
-   for torch.ao's dynamic int8 (`quantize_dynamic`, activations quantised per tensor too), the library's way.
+3. Divergence: each fast engine's next-token distribution against fp32's on the plain engine's own held-out
+   answers, teacher-forced: mean KL(fp32 || engine) per token and how often the two agree on the most likely token;
+   with --torch-ao the same for torch.ao's dynamic int8 (`quantize_dynamic`, activations quantised per tensor too).
 Prints a table and, last, one JSON line.
 """
 from __future__ import annotations
@@ -32,7 +34,7 @@ from core.lists import parse_list
 from core.model import load
 from core.records import Prompt, SamplingSettings
 
-ENGINES = ("plain", "int8")
+ENGINES = ("plain", "int8", "llamacpp")
 
 
 def pair_seconds(generators: dict, requests: list[str]) -> dict[str, list[float]]:
@@ -53,14 +55,17 @@ def mean_interval(values: list[float]) -> dict:
 
 
 def divergence(plain, fast, tokenizer, requests: list[str], answers: list[str]) -> dict:
-    """Step 3: KL(fp32 || int8) per answer token and top-1 agreement, teacher-forced on the plain answers."""
+    """Step 3: KL(fp32 || fast) per answer token and top-1 agreement, teacher-forced on the plain answers; `fast` is
+    a torch model or a llama.cpp sampler (its `logits(ids)`)."""
     kls, agree, tokens = 0.0, 0, 0
     for request, answer in zip(requests, answers):
         ids = tokenizer(chat_text(tokenizer, request) + answer, return_tensors="pt", add_special_tokens=False)
         start = len(tokenizer(chat_text(tokenizer, request), add_special_tokens=False)["input_ids"])
         with torch.no_grad():
             p = plain(**ids).logits[0, start - 1:-1].float().log_softmax(-1)  # (T, V)
-            q = fast(**ids).logits[0, start - 1:-1].float().log_softmax(-1)
+            fast_logits = torch.from_numpy(fast.logits(ids["input_ids"][0].tolist())) if hasattr(fast, "logits") \
+                else fast(**ids).logits[0]  # (T_all, V)
+            q = fast_logits[start - 1:-1].float().log_softmax(-1)
         kls += float((p.exp() * (p - q)).sum())
         agree += int((p.argmax(-1) == q.argmax(-1)).sum())
         tokens += p.shape[0]
@@ -81,6 +86,7 @@ def main() -> None:
     parser.add_argument("--eval-prompts", type=int, default=72, help="held-out requests per engine (at most 72)")
     parser.add_argument("--reward-model", default="", help="reward-model run that scores the held-out answers")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    parser.add_argument("--torch-ao", action="store_true", help="also torch.ao's dynamic int8 in step 3")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -108,22 +114,23 @@ def main() -> None:
         if scorer:
             row["rm_score"] = mean_interval(scorer.score(requests, texts))
         result["held_out"][engine], answers[engine] = row, texts
-    # 3. how far int8's distribution is from fp32's, and torch.ao's dynamic int8 for comparison
-    result["divergence"] = divergence(loaded["plain"].model, loaded["int8"].model, loaded["plain"].tokenizer,
-                                      requests, answers["plain"])
-    result["divergence_torch_ao_dynamic"] = divergence(loaded["plain"].model, torch_ao_dynamic(args.base_model),
-                                                       loaded["plain"].tokenizer, requests, answers["plain"])
+    # 3. how far each fast engine's distribution is from fp32's (torch.ao's dynamic int8 for comparison)
+    fast = {"int8": loaded["int8"].model, "llamacpp": loaded["llamacpp"].llamacpp.sampler(None)}
+    if args.torch_ao:
+        fast["torch.ao dynamic int8"] = torch_ao_dynamic(args.base_model)
+    result["divergence"] = {name: divergence(loaded["plain"].model, model, loaded["plain"].tokenizer, requests,
+                                             answers["plain"]) for name, model in fast.items()}
+    plain_s = result["pair_s"]["plain"]["median"]
     print(f"fresh pair (median of {args.pairs}): " + ", ".join(
-        f"{e} {result['pair_s'][e]['median']:.2f} s" for e in ENGINES)
-        + f"  -> {result['pair_s']['plain']['median'] / result['pair_s']['int8']['median']:.2f}x")
+        f"{e} {result['pair_s'][e]['median']:.2f} s ({plain_s / result['pair_s'][e]['median']:.2f}x)"
+        for e in ENGINES))
     for e in ENGINES:
         h, wf = result["held_out"][e], result["held_out"][e]["well_formed"]
         rm = f", RM {h['rm_score']['mean']:.3f} [{h['rm_score']['low']:.3f}, {h['rm_score']['high']:.3f}]" \
             if "rm_score" in h else ""
         print(f"held-out x{len(requests)} {e}: {h['seconds']:.0f} s, well-formed {wf['hits']}/{wf['n']} "
               f"[{wf['low']:.2f}, {wf['high']:.2f}]{rm}")
-    for name, key in (("int8", "divergence"), ("torch.ao dynamic int8", "divergence_torch_ao_dynamic")):
-        d = result[key]
+    for name, d in result["divergence"].items():
         print(f"KL(fp32 || {name}) {d['kl_per_token']:.4f} nats/token, top-1 agreement {d['top1_agreement']:.3f} "
               f"over {d['tokens']} tokens")
     print(json.dumps(result))

@@ -1,6 +1,11 @@
-"""Sampling engines: the plain fp32 model, or the same model reading int8 weights when it samples on a CPU.
+"""Sampling engines: the plain fp32 model, the same model reading int8 weights, or llama.cpp (core/llamacpp.py).
 
-    python -m apps.arena --engine int8|plain|auto       python -m core eval ... --engine int8|plain|auto
+    python -m apps.arena --engine auto|llamacpp|int8|plain       python -m core eval ... --engine ...
+
+`auto` (every sampler's default) is llama.cpp on a CPU when the model can be written for it (a Llama-architecture
+model with a BPE tokenizer, llama-cpp-python installed), else int8 weights on a CPU, and plain on a GPU. Side by
+side on 2 cores (README, "Sampling engines"), llama.cpp samples a pair of lists ~4x faster than int8 at the same
+distance from fp32. `plain` is the fallback switch: PyTorch fp32, exactly the model the training stages use.
 
 Why: at batch 1-2 a 135M model is bound by reading its weights once per token, so weights a quarter the size sample
 faster. How: every Linear layer of the base (attention, MLP and the LM head; not the LoRA matrices) keeps its fp32
@@ -23,24 +28,31 @@ from torch import nn
 
 from core.records import ModelLoadError
 
-ENGINES = ("auto", "plain", "int8")
-AUTO_INT8_ON_CPU = True  # quality and speed measured side by side: README, Benchmarks (bench/sampling_speed.py)
+ENGINES = ("auto", "plain", "int8", "llamacpp")
 
 
 def int8_kernel_available() -> bool:
     return hasattr(torch.ops.aten, "_weight_int8pack_mm")
 
 
-def resolve_engine(engine: str, device: torch.device) -> str:
-    """"plain" or "int8" for a model on `device`: auto is int8 on a CPU with the kernel, plain on a GPU (which
-    samples in bf16 at full speed already); int8 asked for where it cannot run is refused with what to pass."""
+def resolve_engine(engine: str, device: torch.device, llamacpp_unsupported: str | None = None) -> str:
+    """"plain", "int8" or "llamacpp" for a model on `device`; `llamacpp_unsupported` is why llama.cpp cannot take
+    this model (None: it can). auto: llama.cpp, else int8, on a CPU; plain on a GPU (which samples in bf16 at full
+    speed already). An engine asked for where it cannot run is refused with what to pass."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    on_cpu = device.type == "cpu"
     if engine == "auto":
-        return "int8" if device.type == "cpu" and int8_kernel_available() and AUTO_INT8_ON_CPU else "plain"
-    if engine == "int8" and (device.type != "cpu" or not int8_kernel_available()):
+        if on_cpu and llamacpp_unsupported is None:
+            return "llamacpp"
+        return "int8" if on_cpu and int8_kernel_available() else "plain"
+    if engine == "int8" and (not on_cpu or not int8_kernel_available()):
         raise ModelLoadError(f"--engine int8 runs on a CPU with PyTorch's int8 kernel; this is {device.type}: pass "
                              "--engine plain (or auto).")
+    if engine == "llamacpp" and not on_cpu:
+        raise ModelLoadError(f"--engine llamacpp runs on a CPU; this is {device.type}: pass --engine plain (or auto).")
+    if engine == "llamacpp" and llamacpp_unsupported:
+        raise ModelLoadError(f"--engine llamacpp: {llamacpp_unsupported}; pass --engine int8 or plain (or auto).")
     return engine
 
 
@@ -79,5 +91,5 @@ def to_int8(model: nn.Module) -> int:
 
 
 def engine_of(model: nn.Module) -> str:
-    """"int8" when the model's layers carry int8 copies, else "plain" (what a generation's record says)."""
+    """"int8" when the torch model's layers carry int8 copies, else "plain"."""
     return "int8" if any(isinstance(m, Int8Linear) for m in model.modules()) else "plain"

@@ -30,6 +30,7 @@ from transformers import (
 )
 
 from core.engine import resolve_engine, to_int8
+from core.llamacpp import LlamaCppPolicies, llama_cpp_available, unsupported_reason
 from core.paths import MODELS_DIR
 from core.records import ModelLoadError
 
@@ -166,19 +167,29 @@ class LoadedModel:
     model: object
     tokenizer: object
     device: torch.device
-    engine: str = "plain"  # how it samples: plain, or int8 weights on a CPU (core/engine.py)
+    engine: str = "plain"  # how it samples: plain, int8 weights or llama.cpp on a CPU (core/engine.py)
+    llamacpp: LlamaCppPolicies | None = None  # with engine "llamacpp": the policies' llama.cpp samplers
+
+
+def llamacpp_unsupported(model, tokenizer) -> str | None:
+    """Why the llama.cpp engine cannot sample this model here, or None."""
+    if not llama_cpp_available():
+        return "llama-cpp-python is not installed (make setup installs it)"
+    return unsupported_reason(model.config, tokenizer)
 
 
 def load(name: str | None = None, device: str | None = None, engine: str = "plain") -> LoadedModel:
-    """The base model for sampling. `engine` (core/engine.py): plain fp32, int8 weights, or auto (int8 on a CPU);
-    training stages keep the default, plain."""
+    """The base model for sampling. `engine` (core/engine.py): plain fp32, int8 weights, llama.cpp, or auto
+    (llama.cpp, else int8, on a CPU); training stages keep the default, plain."""
     name = resolve_base_model(name)
     dev = pick_device(device)
-    engine = resolve_engine(engine, dev)
-    model = load_causal_lm(name, dev)
+    model, tokenizer = load_causal_lm(name, dev), load_tokenizer(name)
+    why_not = llamacpp_unsupported(model, tokenizer) if engine in ("auto", "llamacpp") and dev.type == "cpu" else None
+    engine = resolve_engine(engine, dev, why_not)
     if engine == "int8":
         to_int8(model)
-    return LoadedModel(name=name, model=model, tokenizer=load_tokenizer(name), device=dev, engine=engine)
+    policies = LlamaCppPolicies(name, tokenizer) if engine == "llamacpp" else None
+    return LoadedModel(name=name, model=model, tokenizer=tokenizer, device=dev, engine=engine, llamacpp=policies)
 
 
 def _check_exists(name: str) -> None:

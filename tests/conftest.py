@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # before torch loads, as core/__init__.py sets it for every process
+# the llama.cpp engine's GGUF files of the tests' tiny models go to a temporary folder, not models/gguf/
+os.environ.setdefault("RLHF_GGUF_CACHE", tempfile.mkdtemp(prefix="rlhf-gguf-"))
 
 import pytest
 import torch

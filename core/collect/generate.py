@@ -91,7 +91,10 @@ class Generator:
             PeftModel,  # lazy: PEFT takes ~7 s to import, and only a challenger adapter needs it
         )
 
-        if path not in self.adapters:
+        if path not in self.adapters and self.loaded.llamacpp:
+            self.loaded.llamacpp.sampler(path)  # written to GGUF and loaded now, not when its first pair is due
+            self.adapters[path] = f"adapter{len(self.adapters)}"
+        elif path not in self.adapters:
             name = f"adapter{len(self.adapters)}"
             if self.adapters:
                 self.loaded.model.load_adapter(path, adapter_name=name)
@@ -107,6 +110,10 @@ class Generator:
         `on_step(step, max_steps)` is called after every token; `should_stop()` returning true abandons the call
         with GenerationCancelled.
         """
+        if any(p.adapter and p.adapter not in self.adapters for p in policies):
+            raise ValueError("a policy names an adapter that was not loaded: call add_adapter(path) first")
+        if self.loaded.llamacpp:
+            return self._generate_llamacpp(prompt, policies, sampling, seed, on_step, should_stop)
         model, tokenizer = self.loaded.model, self.loaded.tokenizer
         text = chat_text(tokenizer, prompt.text, self.system_prompt)
         batch = tokenizer([text] * len(policies), return_tensors="pt", padding=True,
@@ -114,8 +121,6 @@ class Generator:
         extra = {}
         if self.adapters:
             extra["adapter_names"] = [self.adapters[p.adapter] if p.adapter else BASE_ADAPTER for p in policies]
-        elif any(p.adapter for p in policies):
-            raise ValueError("a policy names an adapter that was not loaded: call add_adapter(path) first")
         hook = _StepHook(on_step, should_stop, sampling.max_new_tokens)
         eos = eos_ids(model, tokenizer)
 
@@ -131,14 +136,37 @@ class Generator:
         latency_ms = (time.perf_counter() - started) * 1000
         new_tokens = out[:, batch["input_ids"].shape[1]:]  # (B, T_new)
         lengths, finished = response_lengths(new_tokens, eos)
+        answers = [new_tokens[row, :lengths[row]] for row in range(len(policies))]
+        return self._records(prompt, policies, answers, finished, sampling, seed, latency_ms)
 
-        generations = []
+    def _generate_llamacpp(self, prompt: Prompt, policies: list[Policy], sampling: SamplingSettings, seed: int,
+                           on_step=None, should_stop=None) -> list[Generation]:
+        """The same pair from llama.cpp (core/llamacpp.py): one row after the other, row i seeded seed + i."""
+        tokenizer, max_new = self.loaded.tokenizer, sampling.max_new_tokens
+        prompt_ids = tokenizer(chat_text(tokenizer, prompt.text, self.system_prompt),
+                               add_special_tokens=False)["input_ids"]
+        eos = eos_ids(self.loaded.model, tokenizer)
+        answers, finished = [], []
+        started = time.perf_counter()
         for row, policy in enumerate(policies):
-            answer = tokenizer.decode(new_tokens[row, :lengths[row]], skip_special_tokens=True).strip()
+            report = (lambda step, row=row: on_step(row * max_new + step, len(policies) * max_new)) if on_step else None
+            ids, ended, cancelled = self.loaded.llamacpp.sampler(policy.adapter).sample(
+                prompt_ids, sampling, seed + row, eos, report, should_stop)
+            if cancelled:
+                raise GenerationCancelled("generation gave way to another request")
+            answers.append(ids)
+            finished.append(ended)
+        latency_ms = (time.perf_counter() - started) * 1000
+        return self._records(prompt, policies, answers, finished, sampling, seed, latency_ms)
+
+    def _records(self, prompt, policies, answers, finished, sampling, seed, latency_ms) -> list[Generation]:
+        generations = []
+        for policy, ids, ended in zip(policies, answers, finished):
+            answer = self.loaded.tokenizer.decode(ids, skip_special_tokens=True).strip()
             parsed = parse_list(answer)
             generations.append(Generation(
                 prompt=prompt, text=answer, policy=policy, system_prompt=self.system_prompt, sampling=sampling,
-                seed=seed, num_tokens=lengths[row], finished=finished[row], latency_ms=latency_ms,
+                seed=seed, num_tokens=len(ids), finished=ended, latency_ms=latency_ms,
                 well_formed=parsed.well_formed, n_items=len(parsed.items)))
         return generations
 
@@ -157,6 +185,20 @@ def completion_batch_size(device: torch.device) -> int:
     H200 check: ~45 ms a token at batch 2, while PPO's whole rollout of 64 lists of up to 160 tokens took ~8.5 s, at
     most ~55 ms a token; README, "The GPU path"), so one batch for every request is nearly free."""
     return 128 if device.type == "cuda" else 16
+
+
+def complete_llamacpp(sampler, model, tokenizer, requests: list[str], sampling: SamplingSettings, seed: int,
+                      system_prompt: str = SYSTEM_PROMPT) -> list[Completion]:
+    """`complete` through one policy's llama.cpp sampler (core/llamacpp.py): one request after another, request i
+    seeded seed + i."""
+    eos = eos_ids(model, tokenizer)
+    completions = []
+    for i, request in enumerate(requests):
+        prompt_ids = tokenizer(chat_text(tokenizer, request, system_prompt), add_special_tokens=False)["input_ids"]
+        ids, finished, _ = sampler.sample(prompt_ids, sampling, seed + i, eos)
+        completions.append(Completion(request, tokenizer.decode(ids, skip_special_tokens=True).strip(), len(ids),
+                                      finished))
+    return completions
 
 
 def complete(model, tokenizer, requests: list[str], sampling: SamplingSettings, seed: int,

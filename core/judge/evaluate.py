@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.collect.generate import Generator, complete
+from core.collect.generate import Generator, complete, complete_llamacpp
 from core.collect.library import load_prompts
 from core.config import check, knob
 from core.engine import ENGINES
@@ -38,7 +38,8 @@ class EvalConfig:
     temperature: float = knob(0.8, "sampling temperature for both policies")
     seed: int = knob(0, "sampling seed (the same for both policies)")
     device: str = knob("auto", "auto (GPU if present), cpu or cuda", choices=("auto", "cpu", "cuda"))
-    engine: str = knob("auto", "sampling engine: auto (int8 weights on a CPU), int8 or plain (fp32; core/engine.py)",
+    engine: str = knob("auto", "sampling engine: auto (llama.cpp, else int8, on a CPU), llamacpp, int8 or plain "
+                       "(fp32, the fallback; core/engine.py)",
                        choices=ENGINES)
     out: str = knob("", "write the report (figures and every sample) to this JSON file")
 
@@ -74,7 +75,10 @@ def sample(loaded, policies: dict[str, str], requests: list[str], cfg: EvalConfi
     answers = {}
     for label, spec in policies.items():
         model = generator.loaded.model
-        if spec == "base" and names:
+        if loaded.llamacpp:
+            sampler = loaded.llamacpp.sampler(None if spec == "base" else str(adapter_dir(spec)))
+            answers[label] = complete_llamacpp(sampler, model, loaded.tokenizer, requests, sampling, seeds[label])
+        elif spec == "base" and names:
             with model.disable_adapter():
                 answers[label] = complete(model, loaded.tokenizer, requests, sampling, seeds[label])
         else:
