@@ -1,6 +1,6 @@
 """Our PPO against TRL 1.12's experimental PPOTrainer, side by side in one run, on the same work.
 
-    .venv/bin/python bench/ppo_vs_trl.py [--repeats 2]          # ~10 min on 2 CPU cores
+    .venv/bin/python bench/ppo_vs_trl.py [--repeats 2] [--engines llamacpp,plain]    # ~15 min on 2 CPU cores
 
 The anchor (bench/trl112_anchor/, copied from the team's fixed benchmark) runs TRL 1.12 unmodified in its own
 virtual environment, which this script creates once under bench/out/venv-trl112 (setup.sh, PyPI only). Both sides get
@@ -10,8 +10,10 @@ no EOS stop, T 0.7, lr 3e-6, β 0.05, a LoRA r=16 policy on q/k/v/o, a reward mo
 score head, 6 updates with the first excluded as warm-up; the two sides alternate, `--repeats` times each.
 
 What differs is the design: TRL holds three model copies (policy, a fully trained value model, a reward model);
-ours holds one base and puts reference, value head and reward model on it (core/train/ppo/policy_value.py). Figures per side:
-steady s/update (median of updates 2-6), episodes/s, generated tokens/s, peak RSS of the process (ru_maxrss).
+ours holds one base and puts reference, value head and reward model on it (core/train/ppo/policy_value.py). Ours runs
+once per rollout engine in --engines (`--sampling-engine`: llama.cpp sampling the merged policy, or PyTorch). Figures
+per side: steady s/update (median of updates 2-6), episodes/s, generated tokens/s, peak RSS of the process
+(ru_maxrss).
 """
 from __future__ import annotations
 
@@ -65,7 +67,7 @@ def random_reward_model(folder: Path) -> Path:
     return folder
 
 
-def ours(reward_model: Path, workdir: Path) -> dict:
+def ours(reward_model: Path, workdir: Path, engine: str) -> dict:
     """One run of `python -m core train ppo` on the anchor's work; figures from its metrics.jsonl."""
     prompts_file = workdir / "prompts.jsonl"
     prompts_file.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts()))
@@ -79,7 +81,7 @@ def ours(reward_model: Path, workdir: Path) -> dict:
                "--learning-rate", str(BENCH["learning_rate"]), "--kl-coef", str(BENCH["kl_coef"]),
                "--missing-eos-penalty", "0", "--normalize-reward", "false", "--lora-r", "16", "--lora-alpha", "32",
                "--seed", str(BENCH["seed"]), "--sample-every", "1000", "--checkpoint-every", "1000",
-               "--output-dir", str(run)]
+               "--sampling-engine", engine, "--output-dir", str(run)]
     print("=== ours:", " ".join(command), flush=True)
     subprocess.run(command, check=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
                    stdout=subprocess.DEVNULL)
@@ -108,27 +110,35 @@ def anchor() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=2, help="runs per side, alternating (median reported)")
+    parser.add_argument("--engines", default="llamacpp,plain", help="our rollout engines, one side each")
     args = parser.parse_args()
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     OUT.mkdir(parents=True, exist_ok=True)
     subprocess.run(["bash", str(ANCHOR / "setup.sh")], check=True,
                    env={**os.environ, "TRL112_VENV": str(VENV), "SMOLLM2_DIR": str(EMBEDDED_MODEL_DIR)})
-    runs = {"ours": [], "trl_1.12": []}
+    runs = {"trl_1.12": [], **{f"ours_{e}": [] for e in engines}}
     with tempfile.TemporaryDirectory(dir=OUT) as tmp:
         reward_model = random_reward_model(Path(tmp) / "reward")
         for _ in range(args.repeats):
             runs["trl_1.12"].append(anchor())
-            runs["ours"].append(ours(reward_model, Path(tmp)))
+            for engine in engines:
+                runs[f"ours_{engine}"].append(ours(reward_model, Path(tmp), engine))
 
-    keys = ("steady_step_s_median", "episodes_per_s", "gen_tokens_per_s", "peak_rss_mb")
-    table = {side: {k: statistics.median(r[k] for r in results) for k in keys} for side, results in runs.items()}
-    ratio = {"episodes_per_s": table["ours"]["episodes_per_s"] / table["trl_1.12"]["episodes_per_s"],
-             "peak_rss": table["ours"]["peak_rss_mb"] / table["trl_1.12"]["peak_rss_mb"]}
-    print(f"\n{'side':10} {'s/update':>9} {'episodes/s':>11} {'gen tok/s':>10} {'peak RSS MB':>12}")
+    keys = ("steady_step_s_median", "episodes_per_s", "gen_tokens_per_s", "peak_rss_mb", "rollout_share_of_update")
+    table = {side: {k: statistics.median(r[k] for r in results) for k in keys if k in results[0]}
+             for side, results in runs.items()}
+    trl = table["trl_1.12"]
+    ratio = {side: {"episodes_per_s": row["episodes_per_s"] / trl["episodes_per_s"],
+                    "peak_rss": row["peak_rss_mb"] / trl["peak_rss_mb"]}
+             for side, row in table.items() if side != "trl_1.12"}
+    print(f"\n{'side':15} {'s/update':>9} {'episodes/s':>11} {'gen tok/s':>10} {'peak RSS MB':>12} {'rollout':>8}")
     for side, row in table.items():
-        print(f"{side:10} {row['steady_step_s_median']:9.2f} {row['episodes_per_s']:11.3f} "
-              f"{row['gen_tokens_per_s']:10.1f} {row['peak_rss_mb']:12.0f}")
-    print(f"ours / TRL 1.12: {ratio['episodes_per_s']:.2f}x episodes/s (goal >= 1.5x), "
-          f"{ratio['peak_rss']:.2f}x peak memory (goal <= 0.5x); median of {args.repeats} runs per side")
+        print(f"{side:15} {row['steady_step_s_median']:9.2f} {row['episodes_per_s']:11.3f} "
+              f"{row['gen_tokens_per_s']:10.1f} {row['peak_rss_mb']:12.0f} "
+              f"{format(row['rollout_share_of_update'], '8.0%') if 'rollout_share_of_update' in row else '':>8}")
+    for side, r in ratio.items():
+        print(f"{side} / TRL 1.12: {r['episodes_per_s']:.2f}x episodes/s (goal >= 2.5x), {r['peak_rss']:.2f}x peak "
+              f"memory (goal <= 0.35x); median of {args.repeats} runs per side")
     report = {"bench": "ppo_vs_trl112", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "table": table,
               "ratio": ratio, "runs": runs}

@@ -30,7 +30,8 @@ from transformers import (
 )
 
 from core.engine import resolve_engine, to_int8
-from core.llamacpp import LlamaCppPolicies, llama_cpp_available, unsupported_reason
+from core.gguf_writer import unsupported_reason
+from core.llamacpp import LlamaCppPolicies, llama_cpp_available
 from core.paths import MODELS_DIR
 from core.records import ModelLoadError
 

@@ -9,14 +9,8 @@ from transformers.generation.logits_process import (
 
 from core.collect.generate import GenerationCancelled, Generator, chat_text
 from core.engine import resolve_engine
-from core.llamacpp import (
-    LlamaCppSampler,
-    cached_gguf_path,
-    gguf_name,
-    permute_for_rope,
-    policy_gguf,
-    unsupported_reason,
-)
+from core.gguf_writer import cached_gguf_path, gguf_name, permute_for_rope, policy_gguf, unsupported_reason
+from core.llamacpp import LlamaCppSampler
 from core.model import load
 from core.records import ModelLoadError, Prompt, SamplingSettings
 
@@ -157,3 +151,19 @@ def test_eos_ends_a_list(tiny, tiny_model_dir, prompt_ids, tmp_path):
     tokens, finished, _ = sampler.sample(prompt_ids, SamplingSettings(temperature=0, max_new_tokens=6), 0,
                                          eos=[first[stop]])
     assert tokens == first[:stop + 1] and finished
+
+
+def test_decoding_many_together_gives_each_sequence_its_own_answer(tiny, tiny_model_dir, prompt_ids, tmp_path):
+    sampler = LlamaCppSampler(policy_gguf(tiny_model_dir, None, tiny.tokenizer, quantize=False, cache_dir=tmp_path))
+    prompts = [prompt_ids, prompt_ids[:-3], prompt_ids + [5, 17], prompt_ids[:4]]  # different lengths
+    greedy = SamplingSettings(temperature=0, max_new_tokens=7)
+    alone = [sampler.sample(p, greedy, 0, eos=[])[0] for p in prompts]
+    together = sampler.sample_many(prompts, greedy, [0] * 4, eos=[], slots=3)  # the 4th waits for a slot
+    assert [ids for ids, _ in together] == alone and not any(ended for _, ended in together)
+    stop = alone[0][2]  # an EOS that ends the first answer at its third token, and the others where they meet it
+    ended = sampler.sample_many(prompts, greedy, [0] * 4, eos=[stop], slots=2)  # slots freed early, refilled
+    for (ids, finished), full in zip(ended, alone):
+        cut = full.index(stop) + 1 if stop in full else len(full)
+        assert ids == full[:cut] and finished == (stop in full)
+    draws = sampler.sample_many([prompt_ids] * 2, SamplingSettings(temperature=1.0, max_new_tokens=7), [1, 2], [])
+    assert draws[0][0] != draws[1][0]  # seeded apart: two draws of one prompt differ

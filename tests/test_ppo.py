@@ -91,6 +91,25 @@ def test_the_first_mini_batch_of_an_update_has_ratio_exactly_one(trainer):
     assert stats["policy/clipfrac_avg"].item() == 0.0 and stats["policy/approxkl_avg"].item() == 0.0
 
 
+def test_rollouts_sampled_by_llamacpp_are_exact_where_ppo_needs_it(trainer, tmp_path):
+    """The merged policy written to GGUF and sampled by llama.cpp: the old log-probs still come from the policy's
+    own forward, so the first mini-batch's ratio is exactly 1; the file follows the policy as it trains."""
+    import dataclasses
+
+    from core.train.ppo.trainer import ppo_update
+
+    trainer.gguf_path = tmp_path / "policy.gguf"
+    rollout = trainer.rollout(PROMPTS, seed=4, score_mean=0.0, score_std=1.0)
+    written = trainer.gguf_path.read_bytes()
+    assert rollout.mask[:, 0].all() and (rollout.mask.sum(1) <= 12).all()
+    one_step = dataclasses.replace(trainer.cfg, mini_batches=1, ppo_epochs=1)
+    stats = ppo_update(trainer.pv, trainer.optimizer, trainer.accelerator, rollout, one_step, 0.05, seed=0)
+    assert stats["val/ratio"].item() == 1.0
+    assert stats["policy/clipfrac_avg"].item() == 0.0 and stats["policy/approxkl_avg"].item() == 0.0
+    trainer.rollout(PROMPTS, seed=5, score_mean=0.0, score_std=1.0)
+    assert trainer.gguf_path.read_bytes() != written  # the update moved the LoRA, so the next rollout's weights
+
+
 def test_missing_eos_is_penalised_and_scores_are_normalised(trainer):
     rollout = trainer.rollout(PROMPTS, seed=2, score_mean=0.5, score_std=2.0)
     expected = (rollout.raw_scores - 0.5) / 2.0 - 1.0 * (~rollout.ended).float()
@@ -159,6 +178,7 @@ def test_ppo_run_folder(uninterrupted, tiny_model_dir):
         "data/lineage.json", "data/prompts_train.jsonl"}
     config = json.loads((uninterrupted / "config.json").read_text())
     assert config["stage_config"] == "PPOConfig" and config["reward_model_shares_base"] is True
+    assert config["rollout_engine"] == "llamacpp"  # auto, on a CPU: llama.cpp samples, the policy scores
     assert (uninterrupted / "data" / "prompts_train.jsonl").exists()
     metrics = read_jsonl(uninterrupted / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2, 3, 4]

@@ -189,16 +189,14 @@ def completion_batch_size(device: torch.device) -> int:
 
 def complete_llamacpp(sampler, model, tokenizer, requests: list[str], sampling: SamplingSettings, seed: int,
                       system_prompt: str = SYSTEM_PROMPT) -> list[Completion]:
-    """`complete` through one policy's llama.cpp sampler (core/llamacpp.py): one request after another, request i
-    seeded seed + i."""
-    eos = eos_ids(model, tokenizer)
-    completions = []
-    for i, request in enumerate(requests):
-        prompt_ids = tokenizer(chat_text(tokenizer, request, system_prompt), add_special_tokens=False)["input_ids"]
-        ids, finished, _ = sampler.sample(prompt_ids, sampling, seed + i, eos)
-        completions.append(Completion(request, tokenizer.decode(ids, skip_special_tokens=True).strip(), len(ids),
-                                      finished))
-    return completions
+    """`complete` through one policy's llama.cpp sampler (core/llamacpp.py), 16 requests decoded together, request
+    i seeded seed + i."""
+    prompts = [tokenizer(chat_text(tokenizer, r, system_prompt), add_special_tokens=False)["input_ids"]
+               for r in requests]
+    answers = sampler.sample_many(prompts, sampling, [seed + i for i in range(len(requests))],
+                                  eos_ids(model, tokenizer))
+    return [Completion(request, tokenizer.decode(ids, skip_special_tokens=True).strip(), len(ids), finished)
+            for request, (ids, finished) in zip(requests, answers)]
 
 
 def complete(model, tokenizer, requests: list[str], sampling: SamplingSettings, seed: int,

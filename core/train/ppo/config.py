@@ -24,6 +24,10 @@ class PPOConfig:
     response_length: int = knob(128, "most tokens sampled per list")
     stop_at_eos: bool = knob(True, "end a list at its first EOS (false: always sample response_length tokens)")
     temperature: float = knob(0.7, "sampling temperature (the log-probs use the same one)")
+    sampling_engine: str = knob("auto", "what samples the rollouts: auto (llama.cpp on a CPU where it can take the "
+                                "model, else plain), llamacpp (the merged policy written to GGUF every update) or "
+                                "plain (PyTorch); the log-probs are the policy's own either way",
+                                choices=("auto", "plain", "llamacpp"))
     learning_rate: float = knob(3e-5, "Adam learning rate for the LoRA weights and value head")
     kl_coef: float = knob(0.05, "β: weight of the per-token KL penalty against the reference")
     adaptive_kl: bool = knob(False, "adapt β towards target_kl (Ziegler et al. 2019)")

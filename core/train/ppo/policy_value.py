@@ -109,6 +109,12 @@ class PolicyValue(nn.Module):
             for module, original in swapped:
                 module.base_layer.weight = original
 
+    def causal_lm_weights(self) -> dict[str, torch.Tensor]:
+        """The causal LM's weights under Hugging Face's names, LoRA matrices left out: inside merged_policy(), the
+        policy with its LoRA folded in (what the llama.cpp engine writes to sample PPO's rollouts)."""
+        return {name.replace(".base_layer.", "."): tensor for name, tensor in self.lm.state_dict().items()
+                if "lora_" not in name and name.startswith(("model.", "lm_head."))}
+
     @torch.no_grad()
     def reward_scores(self, input_ids, attention_mask, last_index: torch.Tensor) -> torch.Tensor:
         """The shared-base reward model's score (B,) read at `last_index` (the EOS, or the last token)."""

@@ -19,7 +19,9 @@ checked against Huang et al. 2024 ("The N+ implementation details of RLHF with P
    (Stiennon et al. 2020), so kl_coef means the same thing whatever reward model is plugged in.
 4. Sampling is plain temperature sampling (top_k 0, top_p 1): log-probs are computed from logits / T, the very
    distribution sampled from, or the PPO ratio is wrong from the first step. They are recomputed after sampling by
-   the update's own forward pass (step 3), so the first mini-batch's ratio is exactly 1 whatever sampled.
+   the update's own forward pass (step 3), so the first mini-batch's ratio is exactly 1 whatever sampled. On a CPU
+   the rollouts are sampled by llama.cpp (`--sampling-engine`, core/llamacpp.py): the merged policy is written to
+   GGUF each update (~1 s) and sampled ~5x faster per token than PyTorch at batch 1.
 5. Every update is a pure function of (checkpoint, update index) (state.py), so a run resumed after kill -9
    retraces an uninterrupted one.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -40,14 +43,16 @@ from transformers import GenerationConfig
 from core.collect.generate import chat_text, eos_ids
 from core.config import stage_main
 from core.lists import parse_list
+from core.llamacpp import sample_weights
 from core.model import (
     describe_device,
+    llamacpp_unsupported,
     load_causal_lm,
     load_tokenizer,
     peak_memory_mb,
     pick_device,
 )
-from core.records import InputError
+from core.records import InputError, SamplingSettings
 from core.train.ppo import policy_value
 from core.train.ppo.config import PPOConfig
 from core.train.ppo.maths import (
@@ -99,9 +104,10 @@ class Rollout:
 class PPOTrainer:
     """Holds the models and optimiser for one run; `rollout` then `ppo_update` is one update."""
 
-    def __init__(self, cfg: PPOConfig, accelerator, pv, optimizer, tokenizer, scorer):
+    def __init__(self, cfg: PPOConfig, accelerator, pv, optimizer, tokenizer, scorer, gguf_path: Path | None = None):
         self.cfg, self.accelerator, self.pv, self.optimizer = cfg, accelerator, pv, optimizer
         self.tokenizer, self.scorer = tokenizer, scorer
+        self.gguf_path = gguf_path  # set: rollouts sampled by llama.cpp from the policy written here each update
         self.model = accelerator.unwrap_model(pv)
         self.eos = eos_ids(self.model.lm, tokenizer)
         self.chunk = cfg.batch_size // cfg.mini_batches
@@ -124,7 +130,10 @@ class PPOTrainer:
                                       eos_token_id=self.eos if cfg.stop_at_eos else None)
         torch.manual_seed(seed)
         with model.merged_policy():
-            sampled = model.peft_model.generate(**query, generation_config=generation)[:, Q:]  # (B, R)
+            if self.gguf_path:  # the same merged weights, sampled by llama.cpp (core/llamacpp.py); 3b makes it exact
+                sampled = self._sample_llamacpp(model.causal_lm_weights(), query, seed)  # (B, R)
+            else:
+                sampled = model.peft_model.generate(**query, generation_config=generation)[:, Q:]  # (B, R)
         # 2. keep each response up to its first EOS
         responses, mask, ended = truncate_after_eos(sampled, self.eos, tok.pad_token_id)
         if not cfg.stop_at_eos:
@@ -151,6 +160,17 @@ class PPOTrainer:
         scores = scores - cfg.missing_eos_penalty * (~ended.bool()).float()
         return Rollout(prompts, [t.strip() for t in texts], input_ids, attention_mask, Q, mask.float(), ended,
                        logprobs * mask, ref_logprobs * mask, features, values * mask, raw, scores)
+
+    def _sample_llamacpp(self, weights: dict, query, seed: int) -> torch.Tensor:
+        """Step 1 through llama.cpp: each left-padded query row without its padding, answers right-padded (B, R)."""
+        cfg, tok = self.cfg, self.tokenizer
+        prompts = [ids[mask.bool()].tolist() for ids, mask in zip(query["input_ids"], query["attention_mask"])]
+        sampling = SamplingSettings(temperature=cfg.temperature, top_p=1.0, top_k=0, max_new_tokens=cfg.response_length)
+        answers = sample_weights(weights, self.model.lm.config, tok, self.gguf_path, prompts, sampling, seed,
+                                 self.eos if cfg.stop_at_eos else [])
+        width = max(len(a) for a in answers)
+        return torch.tensor([a + [tok.pad_token_id] * (width - len(a)) for a in answers],
+                            device=query["input_ids"].device)
 
     def optimise(self, rollout: Rollout, kl_coef: float, seed: int) -> dict:
         return ppo_update(self.pv, self.optimizer, self.accelerator, rollout, self.cfg, kl_coef, seed)
@@ -224,6 +244,16 @@ def evaluate_held_out(trainer: PPOTrainer, prompts: list[str], state: dict, seed
     return metrics, samples
 
 
+def rollout_scratch(cfg: PPOConfig, device, base, tokenizer) -> tempfile.TemporaryDirectory | None:
+    """A scratch folder for the llama.cpp engine's policy file when the rollouts use it, else None (plain)."""
+    why_not = llamacpp_unsupported(base, tokenizer) if device.type == "cpu" else "it samples on a CPU only"
+    if cfg.sampling_engine == "llamacpp" and why_not:
+        raise InputError(f"--sampling-engine llamacpp: {why_not}; pass plain (or auto).")
+    if cfg.sampling_engine == "plain" or why_not:
+        return None
+    return tempfile.TemporaryDirectory(prefix="ppo-rollouts-")  # removed when the run's process ends
+
+
 def train(cfg: PPOConfig) -> Path:
     device = pick_device(cfg.device)
     accelerator = Accelerator(cpu=device.type == "cpu")
@@ -245,9 +275,12 @@ def train(cfg: PPOConfig) -> Path:
         scorer = None if shared else RewardScorer.from_folder(cfg.reward_model, device=str(accelerator.device))
         optimizer = torch.optim.AdamW([p for p in pv.parameters() if p.requires_grad], lr=cfg.learning_rate, eps=1e-5)
         pv, optimizer = accelerator.prepare(pv, optimizer)
-        trainer = PPOTrainer(cfg, accelerator, pv, optimizer, tokenizer, scorer)
+        rollouts_dir = rollout_scratch(cfg, accelerator.device, base, tokenizer)
+        trainer = PPOTrainer(cfg, accelerator, pv, optimizer, tokenizer, scorer,
+                             Path(rollouts_dir.name) / "policy.gguf" if rollouts_dir else None)
         run.save_config(cfg, base_model_resolved=base_name, device_name=describe_device(accelerator.device),
-                        processes=accelerator.num_processes, reward_model_shares_base=shared)
+                        processes=accelerator.num_processes, reward_model_shares_base=shared,
+                        rollout_engine="llamacpp" if rollouts_dir else "plain")
 
         if folder.checkpoint_state.exists():
             state = load_checkpoint(folder, trainer.model, optimizer, accelerator.device)
