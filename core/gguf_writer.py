@@ -147,6 +147,39 @@ def write_gguf(state_dict: dict[str, torch.Tensor], config, tokenizer, path: Pat
     return path
 
 
+def write_lora_gguf(lora: dict[str, tuple[torch.Tensor, torch.Tensor, float]], config, path: Path) -> Path:
+    """A LoRA adapter for llama.cpp (`llama_adapter_lora_init`), as llama.cpp's convert_lora_to_gguf.py writes one:
+    `lora` maps a Linear's Hugging Face name ('model.layers.0.self_attn.q_proj') to (A (r, in), B (out, r), PEFT's
+    scaling). llama.cpp scales by alpha / r, so alpha is written as scaling * r (one value per file: every layer
+    must share it). B's rows of q and k are reordered like their weights (`permute_for_rope`)."""
+    import gguf
+
+    scalings = {round(scaling, 6) for _, _, scaling in lora.values()}
+    ranks = {a.shape[0] for a, _, _ in lora.values()}
+    if len(scalings) != 1 or len(ranks) != 1:
+        raise EngineUnavailable("llama.cpp takes one LoRA scaling per adapter; this one has several")
+    writer_path = path.with_name(path.name + ".partial")
+    writer = gguf.GGUFWriter(str(writer_path), "llama")
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, scalings.pop() * ranks.pop())
+    for name, (a, b, _) in lora.items():
+        b = b.detach().float().cpu().numpy()
+        if name.endswith("q_proj"):
+            b = permute_for_rope(b, config.num_attention_heads)
+        elif name.endswith("k_proj"):
+            b = permute_for_rope(b, config.num_key_value_heads)
+        target = gguf_name(name + ".weight")
+        writer.add_tensor(target + ".lora_a", a.detach().float().cpu().numpy())
+        writer.add_tensor(target + ".lora_b", b)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    os.replace(writer_path, path)
+    return path
+
+
 def _fingerprint(folder: str | None) -> list:
     """What identifies a model folder's weights: its path and each weight file's size and time."""
     if folder is None or not Path(folder).is_dir():

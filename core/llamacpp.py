@@ -16,6 +16,7 @@ Only sampling uses it: training stages score, and PPO computes its old log-proba
 from __future__ import annotations
 
 import atexit
+import ctypes
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.gguf_writer import policy_gguf, write_gguf
+from core.gguf_writer import policy_gguf, write_lora_gguf
 from core.records import SamplingSettings
 
 N_CTX = 2048  # prompt + answer tokens one sampler holds; the KV cache for SmolLM2 is ~45 MB at this size
@@ -59,6 +60,7 @@ class LlamaCppSampler:
     token), or `sample_many` answers decoded together (evaluation, PPO's rollouts)."""
     path: Path
     threads: int = field(default_factory=torch.get_num_threads)
+    lora: object = field(default=None, init=False)  # a loaded llama.cpp LoRA adapter that sample_many applies
 
     def __post_init__(self):
         from llama_cpp import Llama
@@ -66,6 +68,16 @@ class LlamaCppSampler:
         self.llm = Llama(model_path=str(self.path), n_ctx=N_CTX, n_batch=512, n_threads=self.threads,
                          n_threads_batch=self.threads, verbose=False)
         atexit.register(self.llm.close)  # before interpreter teardown, which makes Llama.__del__ fail noisily
+
+    def use_lora(self, path: Path | None) -> None:
+        """Apply the LoRA adapter file at `path` (write_lora_gguf) in what `sample_many` samples from now on."""
+        import llama_cpp as lc
+
+        if self.lora is not None:
+            lc.llama_adapter_lora_free(self.lora)
+        self.lora = lc.llama_adapter_lora_init(self.llm.model, str(path).encode()) if path else None
+        if path and not self.lora:
+            raise RuntimeError(f"llama.cpp could not load the LoRA adapter {path}")
 
     def sample(self, prompt_ids: list[int], sampling: SamplingSettings, seed: int, eos: list[int],
                on_step=None, should_stop=None) -> tuple[list[int], bool, bool]:
@@ -114,6 +126,9 @@ class LlamaCppSampler:
         params.n_batch = params.n_ubatch = max(longest, slots)
         params.n_threads = params.n_threads_batch = self.threads
         ctx = lc.llama_init_from_model(self.llm.model, params)
+        if self.lora is not None:
+            adapters, scales = (lc.llama_adapter_lora_p_ctypes * 1)(self.lora), (ctypes.c_float * 1)(1.0)
+            lc.llama_set_adapters_lora(ctx, adapters, 1, scales)
         step = lc.llama_batch_init(slots, 0, 1)  # one token a slot
         whole = lc.llama_batch_init(longest, 0, 1)  # one prompt
         chains = [sampler_chain(sampling, seed) for seed in seeds]
@@ -190,16 +205,19 @@ class LlamaCppSampler:
         return np.stack(rows)
 
 
-def sample_weights(weights: dict[str, torch.Tensor], config, tokenizer, path: Path, prompts: list[list[int]],
-                   sampling: SamplingSettings, seed: int, eos: list[int]) -> list[list[int]]:
-    """Write `weights` (a policy as it is now) to `path`, load it and sample one answer per prompt: PPO's rollouts.
-    Answer i is seeded from (seed, i); the file is overwritten at the next call."""
-    sampler = LlamaCppSampler(write_gguf(weights, config, tokenizer, path))
-    try:
+@dataclass
+class LoraRollouts:
+    """PPO's rollouts through llama.cpp: the base's GGUF loaded once; before each batch the policy's LoRA is written
+    (a few MB, write_lora_gguf) and applied, so nothing of the 135M weights is rewritten per update."""
+    sampler: LlamaCppSampler
+    lora_path: Path
+
+    def sample(self, lora: dict, config, prompts: list[list[int]], sampling: SamplingSettings, seed: int,
+               eos: list[int]) -> list[list[int]]:
+        """One answer per prompt from base + `lora` (PolicyValue.policy_lora); answer i seeded from (seed, i)."""
+        self.sampler.use_lora(write_lora_gguf(lora, config, self.lora_path))
         seeds = [(seed * 1_000_003 + i) % 2**32 for i in range(len(prompts))]
-        return [ids for ids, _ in sampler.sample_many(prompts, sampling, seeds, eos)]
-    finally:
-        sampler.llm.close()
+        return [ids for ids, _ in self.sampler.sample_many(prompts, sampling, seeds, eos)]
 
 
 @dataclass

@@ -9,7 +9,13 @@ from transformers.generation.logits_process import (
 
 from core.collect.generate import GenerationCancelled, Generator, chat_text
 from core.engine import resolve_engine
-from core.gguf_writer import cached_gguf_path, gguf_name, permute_for_rope, policy_gguf, unsupported_reason
+from core.gguf_writer import (
+    cached_gguf_path,
+    gguf_name,
+    permute_for_rope,
+    policy_gguf,
+    unsupported_reason,
+)
 from core.llamacpp import LlamaCppSampler
 from core.model import load
 from core.records import ModelLoadError, Prompt, SamplingSettings
@@ -167,3 +173,44 @@ def test_decoding_many_together_gives_each_sequence_its_own_answer(tiny, tiny_mo
         assert ids == full[:cut] and finished == (stop in full)
     draws = sampler.sample_many([prompt_ids] * 2, SamplingSettings(temperature=1.0, max_new_tokens=7), [1, 2], [])
     assert draws[0][0] != draws[1][0]  # seeded apart: two draws of one prompt differ
+
+
+def test_engine_quality_bench_pairs_draws_by_request(tiny_model_dir, tiny_reward_run, monkeypatch, capsys):
+    import json
+    import sys
+
+    from bench import engine_quality
+
+    assert engine_quality.per_request_means([[1.0, 2.0], [3.0, 6.0]]) == [2.0, 4.0]  # (draws, requests)
+    monkeypatch.setattr(sys, "argv", ["engine_quality", "--reward-model", str(tiny_reward_run), "--base-model",
+                                      tiny_model_dir, "--draws", "2", "--prompts", "3"])
+    engine_quality.main()
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    plain, fast = result["engines"]["plain"], result["engines"]["llamacpp"]
+    assert plain["well_formed"]["n"] == fast["well_formed"]["n"] == 6 and fast["rm_score"]["n"] == 3
+    diff = fast["rm_minus_plain"]["mean"]
+    assert diff == pytest.approx(fast["rm_score"]["mean"] - plain["rm_score"]["mean"])  # paired means: same mean
+    monkeypatch.setattr(sys, "argv", ["engine_quality", "--reward-model", "x", "--engines", "plain,fast"])
+    with pytest.raises(SystemExit):
+        engine_quality.main()
+
+
+def test_a_lora_file_on_the_base_samples_what_the_peft_model_computes(tiny, tiny_model_dir, tiny_adapter_dir,
+                                                                        prompt_ids, tmp_path):
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    from core.gguf_writer import write_lora_gguf
+
+    tuned = PeftModel.from_pretrained(load(tiny_model_dir, "cpu", "plain").model, tiny_adapter_dir).eval()
+    lora = {name.removeprefix("base_model.model."): (m.lora_A["default"].weight, m.lora_B["default"].weight,
+                                                      m.scaling["default"])
+            for name, m in tuned.named_modules() if isinstance(m, LoraLayer)}
+    sampler = LlamaCppSampler(policy_gguf(tiny_model_dir, None, tiny.tokenizer, quantize=False, cache_dir=tmp_path))
+    greedy = SamplingSettings(temperature=0, max_new_tokens=10)
+    plain = sampler.sample_many([prompt_ids], greedy, [0], eos=[])[0][0]
+    sampler.use_lora(write_lora_gguf(lora, tiny.model.config, tmp_path / "lora.gguf"))
+    with_lora = sampler.sample_many([prompt_ids], greedy, [0], eos=[])[0][0]
+    with torch.no_grad():
+        expected = tuned.generate(torch.tensor([prompt_ids]), do_sample=False, max_new_tokens=10, min_new_tokens=10)
+    assert with_lora == expected[0, len(prompt_ids):].tolist() and with_lora != plain

@@ -91,23 +91,26 @@ def test_the_first_mini_batch_of_an_update_has_ratio_exactly_one(trainer):
     assert stats["policy/clipfrac_avg"].item() == 0.0 and stats["policy/approxkl_avg"].item() == 0.0
 
 
-def test_rollouts_sampled_by_llamacpp_are_exact_where_ppo_needs_it(trainer, tmp_path):
-    """The merged policy written to GGUF and sampled by llama.cpp: the old log-probs still come from the policy's
-    own forward, so the first mini-batch's ratio is exactly 1; the file follows the policy as it trains."""
+def test_rollouts_sampled_by_llamacpp_are_exact_where_ppo_needs_it(trainer, tiny_model_dir, tmp_path):
+    """The base's GGUF plus the policy's LoRA written and applied by llama.cpp: the old log-probs still come from
+    the policy's own forward, so the first mini-batch's ratio is exactly 1; the LoRA file follows the policy."""
     import dataclasses
 
+    from core.gguf_writer import policy_gguf
+    from core.llamacpp import LlamaCppSampler, LoraRollouts
     from core.train.ppo.trainer import ppo_update
 
-    trainer.gguf_path = tmp_path / "policy.gguf"
+    trainer.rollouts = LoraRollouts(LlamaCppSampler(policy_gguf(tiny_model_dir, None, trainer.tokenizer)),
+                                    tmp_path / "policy-lora.gguf")
     rollout = trainer.rollout(PROMPTS, seed=4, score_mean=0.0, score_std=1.0)
-    written = trainer.gguf_path.read_bytes()
+    written = trainer.rollouts.lora_path.read_bytes()
     assert rollout.mask[:, 0].all() and (rollout.mask.sum(1) <= 12).all()
     one_step = dataclasses.replace(trainer.cfg, mini_batches=1, ppo_epochs=1)
     stats = ppo_update(trainer.pv, trainer.optimizer, trainer.accelerator, rollout, one_step, 0.05, seed=0)
     assert stats["val/ratio"].item() == 1.0
     assert stats["policy/clipfrac_avg"].item() == 0.0 and stats["policy/approxkl_avg"].item() == 0.0
     trainer.rollout(PROMPTS, seed=5, score_mean=0.0, score_std=1.0)
-    assert trainer.gguf_path.read_bytes() != written  # the update moved the LoRA, so the next rollout's weights
+    assert trainer.rollouts.lora_path.read_bytes() != written  # the update moved the LoRA, so the next rollout's
 
 
 def test_missing_eos_is_penalised_and_scores_are_normalised(trainer):

@@ -33,7 +33,7 @@ def demo_for(tuned: str, reward: str) -> Demo:
 
     adapter = str(adapter_dir(tuned))
     scorer = RewardScorer.from_folder(reward) if reward else None
-    return Demo(store(), Generator(load(adapter_base(adapter))), adapter, scorer)
+    return Demo(store(), Generator(load(adapter_base(adapter), engine="auto")), adapter, scorer)  # llama.cpp on a CPU
 
 
 c1, c2 = st.columns(2)

@@ -109,11 +109,14 @@ class PolicyValue(nn.Module):
             for module, original in swapped:
                 module.base_layer.weight = original
 
-    def causal_lm_weights(self) -> dict[str, torch.Tensor]:
-        """The causal LM's weights under Hugging Face's names, LoRA matrices left out: inside merged_policy(), the
-        policy with its LoRA folded in (what the llama.cpp engine writes to sample PPO's rollouts)."""
-        return {name.replace(".base_layer.", "."): tensor for name, tensor in self.lm.state_dict().items()
-                if "lora_" not in name and name.startswith(("model.", "lm_head."))}
+    def policy_lora(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+        """The policy's LoRA as (A (r, in), B (out, r), scaling) per adapted Linear, by its Hugging Face name: what the
+        llama.cpp engine applies on the base to sample PPO's rollouts (core/gguf_writer.write_lora_gguf)."""
+        prefix = "base_model.model."
+        return {name[len(prefix):] if name.startswith(prefix) else name:
+                (module.lora_A[POLICY].weight, module.lora_B[POLICY].weight, module.scaling[POLICY])
+                for name, module in self.peft_model.named_modules()
+                if isinstance(module, LoraLayer) and POLICY in getattr(module, "lora_A", {})}
 
     @torch.no_grad()
     def reward_scores(self, input_ids, attention_mask, last_index: torch.Tensor) -> torch.Tensor:

@@ -20,8 +20,8 @@ checked against Huang et al. 2024 ("The N+ implementation details of RLHF with P
 4. Sampling is plain temperature sampling (top_k 0, top_p 1): log-probs are computed from logits / T, the very
    distribution sampled from, or the PPO ratio is wrong from the first step. They are recomputed after sampling by
    the update's own forward pass (step 3), so the first mini-batch's ratio is exactly 1 whatever sampled. On a CPU
-   the rollouts are sampled by llama.cpp (`--sampling-engine`, core/llamacpp.py): the merged policy is written to
-   GGUF each update (~1 s) and sampled ~5x faster per token than PyTorch at batch 1.
+   the rollouts are sampled by llama.cpp (`--sampling-engine`, core/llamacpp.py): the base's GGUF loaded once, the
+   policy's LoRA written to a small GGUF and applied before each batch, 8-16 lists decoded together.
 5. Every update is a pure function of (checkpoint, update index) (state.py), so a run resumed after kill -9
    retraces an uninterrupted one.
 """
@@ -42,8 +42,9 @@ from transformers import GenerationConfig
 
 from core.collect.generate import chat_text, eos_ids
 from core.config import stage_main
+from core.gguf_writer import policy_gguf
 from core.lists import parse_list
-from core.llamacpp import sample_weights
+from core.llamacpp import LlamaCppSampler, LoraRollouts
 from core.model import (
     describe_device,
     llamacpp_unsupported,
@@ -104,10 +105,11 @@ class Rollout:
 class PPOTrainer:
     """Holds the models and optimiser for one run; `rollout` then `ppo_update` is one update."""
 
-    def __init__(self, cfg: PPOConfig, accelerator, pv, optimizer, tokenizer, scorer, gguf_path: Path | None = None):
+    def __init__(self, cfg: PPOConfig, accelerator, pv, optimizer, tokenizer, scorer,
+                 rollouts: LoraRollouts | None = None):
         self.cfg, self.accelerator, self.pv, self.optimizer = cfg, accelerator, pv, optimizer
         self.tokenizer, self.scorer = tokenizer, scorer
-        self.gguf_path = gguf_path  # set: rollouts sampled by llama.cpp from the policy written here each update
+        self.rollouts = rollouts  # set: llama.cpp samples step 1 (core/llamacpp.py); None: PyTorch
         self.model = accelerator.unwrap_model(pv)
         self.eos = eos_ids(self.model.lm, tokenizer)
         self.chunk = cfg.batch_size // cfg.mini_batches
@@ -129,10 +131,10 @@ class PPOTrainer:
                                       max_new_tokens=cfg.response_length, pad_token_id=tok.pad_token_id,
                                       eos_token_id=self.eos if cfg.stop_at_eos else None)
         torch.manual_seed(seed)
-        with model.merged_policy():
-            if self.gguf_path:  # the same merged weights, sampled by llama.cpp (core/llamacpp.py); 3b makes it exact
-                sampled = self._sample_llamacpp(model.causal_lm_weights(), query, seed)  # (B, R)
-            else:
+        if self.rollouts:  # the base plus the policy's LoRA, sampled by llama.cpp; step 3b makes it exact
+            sampled = self._sample_llamacpp(query, seed)  # (B, R)
+        else:
+            with model.merged_policy():
                 sampled = model.peft_model.generate(**query, generation_config=generation)[:, Q:]  # (B, R)
         # 2. keep each response up to its first EOS
         responses, mask, ended = truncate_after_eos(sampled, self.eos, tok.pad_token_id)
@@ -161,13 +163,13 @@ class PPOTrainer:
         return Rollout(prompts, [t.strip() for t in texts], input_ids, attention_mask, Q, mask.float(), ended,
                        logprobs * mask, ref_logprobs * mask, features, values * mask, raw, scores)
 
-    def _sample_llamacpp(self, weights: dict, query, seed: int) -> torch.Tensor:
+    def _sample_llamacpp(self, query, seed: int) -> torch.Tensor:
         """Step 1 through llama.cpp: each left-padded query row without its padding, answers right-padded (B, R)."""
         cfg, tok = self.cfg, self.tokenizer
         prompts = [ids[mask.bool()].tolist() for ids, mask in zip(query["input_ids"], query["attention_mask"])]
         sampling = SamplingSettings(temperature=cfg.temperature, top_p=1.0, top_k=0, max_new_tokens=cfg.response_length)
-        answers = sample_weights(weights, self.model.lm.config, tok, self.gguf_path, prompts, sampling, seed,
-                                 self.eos if cfg.stop_at_eos else [])
+        answers = self.rollouts.sample(self.model.policy_lora(), self.model.lm.config, prompts, sampling, seed,
+                                       self.eos if cfg.stop_at_eos else [])
         width = max(len(a) for a in answers)
         return torch.tensor([a + [tok.pad_token_id] * (width - len(a)) for a in answers],
                             device=query["input_ids"].device)
@@ -244,14 +246,15 @@ def evaluate_held_out(trainer: PPOTrainer, prompts: list[str], state: dict, seed
     return metrics, samples
 
 
-def rollout_scratch(cfg: PPOConfig, device, base, tokenizer) -> tempfile.TemporaryDirectory | None:
-    """A scratch folder for the llama.cpp engine's policy file when the rollouts use it, else None (plain)."""
+def llamacpp_rollouts(cfg: PPOConfig, device, base_name: str, base, tokenizer, scratch: Path) -> LoraRollouts | None:
+    """llama.cpp for the rollouts when --sampling-engine asks for it or auto finds it can (a CPU, a Llama model);
+    None: PyTorch samples. The policy's LoRA file is rewritten in `scratch` before each batch."""
     why_not = llamacpp_unsupported(base, tokenizer) if device.type == "cpu" else "it samples on a CPU only"
     if cfg.sampling_engine == "llamacpp" and why_not:
         raise InputError(f"--sampling-engine llamacpp: {why_not}; pass plain (or auto).")
     if cfg.sampling_engine == "plain" or why_not:
         return None
-    return tempfile.TemporaryDirectory(prefix="ppo-rollouts-")  # removed when the run's process ends
+    return LoraRollouts(LlamaCppSampler(policy_gguf(base_name, None, tokenizer)), scratch / "policy-lora.gguf")
 
 
 def train(cfg: PPOConfig) -> Path:
@@ -275,12 +278,12 @@ def train(cfg: PPOConfig) -> Path:
         scorer = None if shared else RewardScorer.from_folder(cfg.reward_model, device=str(accelerator.device))
         optimizer = torch.optim.AdamW([p for p in pv.parameters() if p.requires_grad], lr=cfg.learning_rate, eps=1e-5)
         pv, optimizer = accelerator.prepare(pv, optimizer)
-        rollouts_dir = rollout_scratch(cfg, accelerator.device, base, tokenizer)
-        trainer = PPOTrainer(cfg, accelerator, pv, optimizer, tokenizer, scorer,
-                             Path(rollouts_dir.name) / "policy.gguf" if rollouts_dir else None)
+        scratch = tempfile.TemporaryDirectory(prefix="ppo-rollouts-")  # removed when the run's process ends
+        rollouts = llamacpp_rollouts(cfg, accelerator.device, base_name, base, tokenizer, Path(scratch.name))
+        trainer = PPOTrainer(cfg, accelerator, pv, optimizer, tokenizer, scorer, rollouts)
         run.save_config(cfg, base_model_resolved=base_name, device_name=describe_device(accelerator.device),
                         processes=accelerator.num_processes, reward_model_shares_base=shared,
-                        rollout_engine="llamacpp" if rollouts_dir else "plain")
+                        rollout_engine="llamacpp" if rollouts else "plain")
 
         if folder.checkpoint_state.exists():
             state = load_checkpoint(folder, trainer.model, optimizer, accelerator.device)
