@@ -93,6 +93,16 @@ def bpe_vocab(tokenizer, vocab_size: int) -> tuple[list[str], list[int], list[st
     return tokens, [int(t) for t in types], merges
 
 
+def _finish(writer, writer_path: Path, path: Path) -> Path:
+    """Write the file aside, then rename it into place: a killed process leaves no half file under the real name."""
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    os.replace(writer_path, path)
+    return path
+
+
 def write_gguf(state_dict: dict[str, torch.Tensor], config, tokenizer, path: Path, quantize: bool = True) -> Path:
     """Write a Llama model's weights for llama.cpp: Q8_0 matrices (F32 where a row is not a multiple of 32, and
     everywhere with quantize=False, which the exactness test uses), F32 norms. Written aside, then renamed."""
@@ -139,12 +149,7 @@ def write_gguf(state_dict: dict[str, torch.Tensor], config, tokenizer, path: Pat
                               raw_dtype=gguf.GGMLQuantizationType.Q8_0)
         else:
             writer.add_tensor(gguf_name(hf_name), data)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    os.replace(writer_path, path)
-    return path
+    return _finish(writer, writer_path, path)
 
 
 def write_lora_gguf(lora: dict[str, tuple[torch.Tensor, torch.Tensor, float]], config, path: Path) -> Path:
@@ -172,12 +177,7 @@ def write_lora_gguf(lora: dict[str, tuple[torch.Tensor, torch.Tensor, float]], c
         target = gguf_name(name + ".weight")
         writer.add_tensor(target + ".lora_a", a.detach().float().cpu().numpy())
         writer.add_tensor(target + ".lora_b", b)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    os.replace(writer_path, path)
-    return path
+    return _finish(writer, writer_path, path)
 
 
 def _fingerprint(folder: str | None) -> list:
