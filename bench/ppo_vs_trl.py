@@ -3,7 +3,8 @@
     .venv/bin/python bench/ppo_vs_trl.py [--repeats 2] [--engines llamacpp,plain]    # ~15 min on 2 CPU cores
 
 The anchor (bench/trl112_anchor/, copied from the team's fixed benchmark) runs TRL 1.12 unmodified in its own
-virtual environment, which this script creates once under bench/out/venv-trl112 (setup.sh, PyPI only). Both sides get
+virtual environment, which this script creates once outside the checkout, in ~/.cache/rlhf-playground/venv-trl112
+($TRL112_VENV; setup.sh, PyPI only), so that no third-party code lies in the project's folders. Both sides get
 the same work: SmolLM2-135M-Instruct fp32, the anchor's 64 "Top 5 <things> for <occasion>" prompts sent as the
 request alone (the chat template's default system turn), batch 8, 2 mini-batches, 1 PPO epoch, 64 new tokens with
 no EOS stop, T 0.7, lr 3e-6, β 0.05, a LoRA r=16 policy on q/k/v/o, a reward model of the same size with a random
@@ -31,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 ANCHOR = REPO / "bench" / "trl112_anchor"
 OUT = REPO / "bench" / "out"
-VENV = OUT / "venv-trl112"
+VENV = Path(os.environ.get("TRL112_VENV") or Path.home() / ".cache" / "rlhf-playground" / "venv-trl112")
 from core.model import EMBEDDED_MODEL_DIR
 from core.train.runs import RunFolder, read_jsonl
 
