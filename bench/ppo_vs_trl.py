@@ -1,6 +1,6 @@
 """Our PPO against TRL 1.12's experimental PPOTrainer, side by side in one run, on the same work.
 
-    .venv/bin/python bench/ppo_vs_trl.py [--repeats 2] [--engines llamacpp,plain]    # ~15 min on 2 CPU cores
+    .venv/bin/python bench/ppo_vs_trl.py [--repeats 2] [--engines llamacpp,plain] [--precisions auto,fp32]
 
 The anchor (bench/trl112_anchor/, copied from the team's fixed benchmark) runs TRL 1.12 unmodified in its own
 virtual environment, which this script creates once outside the checkout, in ~/.cache/rlhf-playground/venv-trl112
@@ -12,7 +12,9 @@ score head, 6 updates with the first excluded as warm-up; the two sides alternat
 
 What differs is the design: TRL holds three model copies (policy, a fully trained value model, a reward model);
 ours holds one base and puts reference, value head and reward model on it (core/train/ppo/policy_value.py). Ours runs
-once per rollout engine in --engines (`--sampling-engine`: llama.cpp sampling the merged policy, or PyTorch). Figures
+once per rollout engine in --engines (`--sampling-engine`: llama.cpp sampling the base with the policy's LoRA, or
+PyTorch) and per --precisions (`--precision`: auto is bf16 weights on a CPU with AVX512-BF16, the anchor's fp32
+otherwise; the time each rollout step took is in each run's "median_seconds"). About 5 min per side. Figures
 per side: steady s/update (median of updates 2-6), episodes/s, generated tokens/s, peak RSS of the process
 (ru_maxrss).
 """
@@ -68,7 +70,7 @@ def random_reward_model(folder: Path) -> Path:
     return folder
 
 
-def ours(reward_model: Path, workdir: Path, engine: str) -> dict:
+def ours(reward_model: Path, workdir: Path, engine: str, precision: str = "auto") -> dict:
     """One run of `python -m core train ppo` on the anchor's work; figures from its metrics.jsonl."""
     prompts_file = workdir / "prompts.jsonl"
     prompts_file.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts()))
@@ -82,15 +84,18 @@ def ours(reward_model: Path, workdir: Path, engine: str) -> dict:
                "--learning-rate", str(BENCH["learning_rate"]), "--kl-coef", str(BENCH["kl_coef"]),
                "--missing-eos-penalty", "0", "--normalize-reward", "false", "--lora-r", "16", "--lora-alpha", "32",
                "--seed", str(BENCH["seed"]), "--sample-every", "1000", "--checkpoint-every", "1000",
-               "--sampling-engine", engine, "--output-dir", str(run)]
+               "--sampling-engine", engine, "--precision", precision, "--output-dir", str(run)]
     print("=== ours:", " ".join(command), flush=True)
     subprocess.run(command, check=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
                    stdout=subprocess.DEVNULL)
     metrics = read_jsonl(RunFolder(run).metrics)
+    dtype = json.loads(RunFolder(run).config.read_text()).get("dtype")
     step_s = [m["time/update_s"] for m in metrics]
     steady = step_s[1:]
     tokens = BENCH["per_device_train_batch_size"] * BENCH["response_length"]
-    return {"step_s": [round(s, 3) for s in step_s], "steady_step_s_median": round(statistics.median(steady), 3),
+    seconds = {k: round(statistics.median(m[k] for m in metrics[1:]), 3) for k in metrics[0] if k.startswith("time/")}
+    return {"dtype": dtype, "step_s": [round(s, 3) for s in step_s], "median_seconds": seconds,
+            "steady_step_s_median": round(statistics.median(steady), 3),
             "episodes_per_s": round(BENCH["per_device_train_batch_size"] * len(steady) / sum(steady), 4),
             "gen_tokens_per_s": round(tokens * len(steady) / sum(steady), 2),
             "rollout_share_of_update": round(sum(m["time/rollout_s"] for m in metrics[1:]) / sum(steady), 3),
@@ -112,18 +117,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=2, help="runs per side, alternating (median reported)")
     parser.add_argument("--engines", default="llamacpp,plain", help="our rollout engines, one side each")
+    parser.add_argument("--precisions", default="auto", help="our --precision values (auto, bf16, fp32), one side "
+                        "each per engine")
     args = parser.parse_args()
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    sides = [(e, p.strip()) for e in engines for p in args.precisions.split(",") if p.strip()]
     OUT.mkdir(parents=True, exist_ok=True)
     subprocess.run(["bash", str(ANCHOR / "setup.sh")], check=True,
                    env={**os.environ, "TRL112_VENV": str(VENV), "SMOLLM2_DIR": str(EMBEDDED_MODEL_DIR)})
-    runs = {"trl_1.12": [], **{f"ours_{e}": [] for e in engines}}
+    runs = {"trl_1.12": [], **{f"ours_{e}_{p}": [] for e, p in sides}}
     with tempfile.TemporaryDirectory(dir=OUT) as tmp:
         reward_model = random_reward_model(Path(tmp) / "reward")
         for _ in range(args.repeats):
             runs["trl_1.12"].append(anchor())
-            for engine in engines:
-                runs[f"ours_{engine}"].append(ours(reward_model, Path(tmp), engine))
+            for engine, precision in sides:
+                runs[f"ours_{engine}_{precision}"].append(ours(reward_model, Path(tmp), engine, precision))
 
     keys = ("steady_step_s_median", "episodes_per_s", "gen_tokens_per_s", "peak_rss_mb", "rollout_share_of_update")
     table = {side: {k: statistics.median(r[k] for r in results) for k in keys if k in results[0]}
@@ -132,9 +140,9 @@ def main() -> None:
     ratio = {side: {"episodes_per_s": row["episodes_per_s"] / trl["episodes_per_s"],
                     "peak_rss": row["peak_rss_mb"] / trl["peak_rss_mb"]}
              for side, row in table.items() if side != "trl_1.12"}
-    print(f"\n{'side':15} {'s/update':>9} {'episodes/s':>11} {'gen tok/s':>10} {'peak RSS MB':>12} {'rollout':>8}")
+    print(f"\n{'side':20} {'s/update':>9} {'episodes/s':>11} {'gen tok/s':>10} {'peak RSS MB':>12} {'rollout':>8}")
     for side, row in table.items():
-        print(f"{side:15} {row['steady_step_s_median']:9.2f} {row['episodes_per_s']:11.3f} "
+        print(f"{side:20} {row['steady_step_s_median']:9.2f} {row['episodes_per_s']:11.3f} "
               f"{row['gen_tokens_per_s']:10.1f} {row['peak_rss_mb']:12.0f} "
               f"{format(row['rollout_share_of_update'], '8.0%') if 'rollout_share_of_update' in row else '':>8}")
     for side, r in ratio.items():

@@ -107,9 +107,36 @@ def peak_memory_mb() -> dict:
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
+    """What sampling and evaluation load: bf16 on a GPU that has it, else fp32 (on a CPU, sampling at batch 1-16
+    is bound by reading the weights, and llama.cpp or int8 weights serve it: core/engine.py)."""
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def cpu_has_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX): then a matmul over a training batch runs
+    ~4x faster in bf16 than fp32 (bench/train_precision.py); without them bf16 is emulated and no faster."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:  # not Linux: assume not
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def training_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """The base weights' dtype for a training stage's --precision: bf16 or fp32 as asked; auto is bf16 where the
+    device computes it natively (a GPU with bf16, a CPU with AVX512-BF16 or AMX), else fp32. Adapters, heads and
+    the optimiser's state stay fp32 (PEFT keeps LoRA weights fp32 on a bf16 base), as on a GPU."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "auto":
+        native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16_matmul()
+        precision = "bf16" if native else "fp32"
+    return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
 def trust_remote_code_allowed() -> bool:

@@ -84,3 +84,31 @@ def test_a_gpu_is_picked_when_present_in_bf16_where_it_supports_it(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_bf16_supported", lambda *a, **k: False)
     assert default_dtype(torch.device("cuda")) == torch.float32
     assert resolve_engine("auto", torch.device("cuda")) == "plain"
+
+
+def test_training_precision_is_bf16_where_the_device_multiplies_it_natively(monkeypatch):
+    """--precision auto: bf16 on a GPU with bf16 and on a CPU with AVX512-BF16 or AMX (the probe mocked), else fp32;
+    bf16 and fp32 as asked; anything else refused."""
+    import core.model as model
+    from core.model import training_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(model, "cpu_has_bf16_matmul", lambda: True)
+    assert training_dtype(cpu) == torch.bfloat16 and training_dtype(cpu, "fp32") == torch.float32
+    monkeypatch.setattr(model, "cpu_has_bf16_matmul", lambda: False)
+    assert training_dtype(cpu) == torch.float32 and training_dtype(cpu, "bf16") == torch.bfloat16
+    monkeypatch.setattr("torch.cuda.is_bf16_supported", lambda *a, **k: True)
+    assert training_dtype(cuda, "auto") == torch.bfloat16
+    monkeypatch.setattr("torch.cuda.is_bf16_supported", lambda *a, **k: False)
+    assert training_dtype(cuda, "auto") == torch.float32
+    with pytest.raises(ValueError, match="precision must be one of"):
+        training_dtype(cpu, "fp8")
+
+
+def test_the_cpu_probe_reads_the_bf16_flags(monkeypatch, tmp_path):
+    import core.model as model
+
+    for flags, native in (("fpu avx512f avx512_bf16 avx512_vnni", True), ("fpu amx_bf16 amx_tile", True),
+                          ("fpu avx2 avx512f avx512bw", False)):
+        monkeypatch.setattr(model.Path, "read_text", lambda self, flags=flags: f"processor : 0\nflags : {flags}\n")
+        assert model.cpu_has_bf16_matmul() is native

@@ -17,11 +17,13 @@ from tests.helpers import ADAPTER_FILES, run_cli, run_files, tensorboard_scalars
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = ["--batch-size", "4", "--mini-batches", "2", "--ppo-epochs", "2", "--response-length", "12",
-         "--norm-samples", "4", "--learning-rate", "1e-3", "--sample-every", "2"]
+         "--norm-samples", "4", "--learning-rate", "1e-3", "--sample-every", "2", "--precision", "bf16"]
 
 
-@pytest.fixture
-def trainer(tiny_model_dir, tiny_reward_run):
+@pytest.fixture(params=[torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def trainer(request, tiny_model_dir, tiny_reward_run):
+    """One update's machinery on the tiny model, with the base in fp32 and in bf16 (--precision): the science below
+    must hold in both."""
     from accelerate import Accelerator
     from peft import LoraConfig
 
@@ -32,7 +34,7 @@ def trainer(tiny_model_dir, tiny_reward_run):
     cfg = PPOConfig(reward_model=str(tiny_reward_run), batch_size=4, mini_batches=2, ppo_epochs=2,
                     response_length=12, learning_rate=1e-3)
     tok = load_tokenizer(tiny_model_dir)
-    pv = policy_value.build(load_causal_lm(tiny_model_dir, torch.device("cpu")), tok,
+    pv = policy_value.build(load_causal_lm(tiny_model_dir, torch.device("cpu"), dtype=request.param), tok,
                             LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
                             None, str(tiny_reward_run))
     optimizer = torch.optim.AdamW([p for p in pv.parameters() if p.requires_grad], lr=cfg.learning_rate)
@@ -57,6 +59,8 @@ def test_only_the_policy_lora_and_value_head_train(trainer):
     assert all(torch.equal(after[n], v) for n, v in reward.items()), "reward adapter moved"
     assert any(not torch.equal(after[n], v) for n, v in policy.items()), "policy LoRA did not move"
     assert trainer.pv.value_head.weight.abs().sum() > 0
+    # on a bf16 base the trained weights and their optimiser state stay fp32 (mixed precision, as on a GPU)
+    assert all(p.dtype == torch.float32 for p in trainer.pv.parameters() if p.requires_grad)
     assert {"objective/kl", "objective/scores", "loss/policy_avg", "loss/value_avg", "val/ratio",
             "policy/clipfrac_avg", "policy/approxkl_avg", "objective/entropy"} <= set(stats)
 
@@ -182,6 +186,7 @@ def test_ppo_run_folder(uninterrupted, tiny_model_dir):
     config = json.loads((uninterrupted / "config.json").read_text())
     assert config["stage_config"] == "PPOConfig" and config["reward_model_shares_base"] is True
     assert config["rollout_engine"] == "llamacpp"  # auto, on a CPU: llama.cpp samples, the policy scores
+    assert config["dtype"] == "bfloat16" and config["precision"] == "bf16"
     assert (uninterrupted / "data" / "prompts_train.jsonl").exists()
     metrics = read_jsonl(uninterrupted / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2, 3, 4]

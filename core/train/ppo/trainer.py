@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -52,6 +52,7 @@ from core.model import (
     load_tokenizer,
     peak_memory_mb,
     pick_device,
+    training_dtype,
 )
 from core.records import InputError, SamplingSettings
 from core.train.ppo import policy_value
@@ -100,6 +101,18 @@ class Rollout:
     values: torch.Tensor
     raw_scores: torch.Tensor  # (B,) the reward model's output
     scores: torch.Tensor  # (B,) normalised, minus the missing-EOS penalty
+    seconds: dict = field(default_factory=dict)  # wall time of each step by metric name (time/sample_s, ...)
+
+
+class Stopwatch:
+    """Seconds between laps, by metric name: where a rollout's time goes (time/sample_s, time/reference_s, ...)."""
+
+    def __init__(self):
+        self.seconds, self._last = {}, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name], self._last = now - self._last, now
 
 
 class PPOTrainer:
@@ -131,6 +144,7 @@ class PPOTrainer:
                                       max_new_tokens=cfg.response_length, pad_token_id=tok.pad_token_id,
                                       eos_token_id=self.eos if cfg.stop_at_eos else None)
         torch.manual_seed(seed)
+        clock = Stopwatch()
         if self.rollouts:  # the base plus the policy's LoRA, sampled by llama.cpp; step 3b makes it exact
             sampled = self._sample_llamacpp(query, seed)  # (B, R)
         else:
@@ -143,25 +157,29 @@ class PPOTrainer:
         input_ids = torch.cat([query["input_ids"], responses], 1)  # (B, Q + R)
         attention_mask = torch.cat([query["attention_mask"], mask], 1)
         texts = tok.batch_decode(responses, skip_special_tokens=True)
+        clock.lap("time/sample_s")
         # 3. reference log-probs (same tokens, same temperature) and its hidden states -> values
         ref_logprobs, features = self._chunked(lambda i, a: model.reference(i, a, Q, cfg.temperature),
                                                input_ids, attention_mask)
         values = model.values(features)
+        clock.lap("time/reference_s")
         # 3b. the old log-probs by the update's own forward, not from generation's logits: sampling ran on merged
         # weights with a KV cache, another computation whose float noise would make the first ratio != 1 (TRL's
         # PPOTrainer recomputed them too). Costs one no-grad forward; saves keeping R x (B, V) logits.
         logprobs = self._chunked(lambda i, a, f: model(i, a, Q, cfg.temperature, f)[0], input_ids, attention_mask,
                                  features)
+        clock.lap("time/old_logprobs_s")
         # 4. score once with the reward model, at the last kept token; normalise; penalise lists that never end
         if self.scorer is None:
             last = Q + mask.sum(1) - 1  # (B,)
             raw = self._chunked(model.reward_scores, input_ids, attention_mask, last)
         else:
             raw = torch.tensor(self.scorer.score(prompts, texts), device=device)
+        clock.lap("time/score_s")
         scores = (raw - score_mean) / score_std
         scores = scores - cfg.missing_eos_penalty * (~ended.bool()).float()
         return Rollout(prompts, [t.strip() for t in texts], input_ids, attention_mask, Q, mask.float(), ended,
-                       logprobs * mask, ref_logprobs * mask, features, values * mask, raw, scores)
+                       logprobs * mask, ref_logprobs * mask, features, values * mask, raw, scores, clock.seconds)
 
     def _sample_llamacpp(self, query, seed: int) -> torch.Tensor:
         """Step 1 through llama.cpp: each left-padded query row without its padding, answers right-padded (B, R)."""
@@ -270,7 +288,8 @@ def train(cfg: PPOConfig) -> Path:
         base_name = base_name_for(cfg.base_model, cfg.sft_adapter)  # the SFT adapter's base if none is given
         torch.manual_seed(cfg.seed)
         tokenizer = load_tokenizer(base_name)
-        base = load_causal_lm(base_name, accelerator.device)
+        dtype = training_dtype(accelerator.device, cfg.precision)
+        base = load_causal_lm(base_name, accelerator.device, dtype=dtype)
         shared = policy_value.reward_shares_base(cfg.reward_model, base_name)
         lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
                           target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
@@ -283,7 +302,7 @@ def train(cfg: PPOConfig) -> Path:
         trainer = PPOTrainer(cfg, accelerator, pv, optimizer, tokenizer, scorer, rollouts)
         run.save_config(cfg, base_model_resolved=base_name, device_name=describe_device(accelerator.device),
                         processes=accelerator.num_processes, reward_model_shares_base=shared,
-                        rollout_engine="llamacpp" if rollouts else "plain")
+                        rollout_engine="llamacpp" if rollouts else "plain", dtype=str(dtype).removeprefix("torch."))
 
         if folder.checkpoint_state.exists():
             state = load_checkpoint(folder, trainer.model, optimizer, accelerator.device)
@@ -338,7 +357,7 @@ def train(cfg: PPOConfig) -> Path:
                 "objective/well_formed": sum(well_formed) / len(well_formed),
                 "val/response_length": rollout.mask.sum(1).mean().item(), "lr": optimizer.param_groups[0]["lr"],
                 "eps": episodes / update_s, "episode": state["update"] * episodes, "time/update_s": update_s,
-                "time/rollout_s": rollout_s, **peak_memory_mb()})
+                "time/rollout_s": rollout_s, **rollout.seconds, **peak_memory_mb()})
             if state["update"] % cfg.sample_every == 0 or update == 0:
                 run.log_samples(state["update"], [
                     {"prompt": p, "text": t, "score": s.item(), "score_normalized": n.item(), "well_formed": w,
