@@ -49,6 +49,8 @@ VARIANTS = {
     "seed2": ["--seed", "2"],
     "mlp-seed1": ["--lora-targets", ALL_LAYERS, "--seed", "1"],  # compared with seed1: the same initial draw
     "mlp-seed2": ["--lora-targets", ALL_LAYERS, "--seed", "2"],
+    "fp32": ["--precision", "fp32"],  # against quick where auto means bf16: does the precision change what it learns?
+    "bf16-epochs4": ["--precision", "bf16", "--epochs", "4"],  # what bf16's speed buys: twice the epochs
 }
 ENSEMBLE = ("quick", "seed1", "seed2")
 

@@ -83,5 +83,6 @@ def tiny_reward_run(tiny_model_dir, preference_db, tmp_path_factory):
     """A reward model trained on the tiny base through the real CLI (a few seconds)."""
     out = tmp_path_factory.mktemp("reward-run") / "run"
     run_cli("train", "reward", "--base-model", tiny_model_dir, "--db", preference_db, "--max-steps", "10",
-            "--batch-size", "8", "--learning-rate", "3e-3", "--eval-fraction", "0.4", "--output-dir", out)
+            "--batch-size", "8", "--learning-rate", "3e-3", "--eval-fraction", "0.4", "--precision", "bf16",
+            "--output-dir", out)  # bf16 mixed precision on every CPU, so the scores after it are checked there too
     return out

@@ -112,3 +112,16 @@ def test_the_cpu_probe_reads_the_bf16_flags(monkeypatch, tmp_path):
                           ("fpu avx2 avx512f avx512bw", False)):
         monkeypatch.setattr(model.Path, "read_text", lambda self, flags=flags: f"processor : 0\nflags : {flags}\n")
         assert model.cpu_has_bf16_matmul() is native
+
+
+def test_training_stages_ask_accelerate_for_bf16_as_the_precision_resolves(monkeypatch, tmp_path):
+    import core.model as model
+    from core.train.trainer_run import trainer_arguments
+
+    monkeypatch.setattr(model, "cpu_has_bf16_matmul", lambda: True)
+    cpu = torch.device("cpu")
+    assert trainer_arguments(cpu, 0, tmp_path)["bf16"] is True  # auto
+    assert trainer_arguments(cpu, 0, tmp_path, "fp32")["bf16"] is False
+    monkeypatch.setattr(model, "cpu_has_bf16_matmul", lambda: False)
+    assert trainer_arguments(cpu, 0, tmp_path)["bf16"] is False
+    assert trainer_arguments(cpu, 0, tmp_path, "bf16")["bf16"] is True

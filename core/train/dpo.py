@@ -53,7 +53,13 @@ from core.train.runs import RunFolder, prepare_run_dir
 from core.train.snapshot import DEFAULT_EVAL_FRACTION, take_preferences
 from core.train.start import POLICY_ADAPTER, start_policy
 from core.train.trackers import report_to_knob
-from core.train.trainer_run import attach, seed_weights, trainer_arguments
+from core.train.trainer_run import (
+    attach,
+    precision_knob,
+    seed_weights,
+    trainer_arguments,
+    weights_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +85,7 @@ class DPOConfig:
     max_length: int = knob(512, "longest request + list in tokens; longer lists are cut, a request that fills it "
                                 "leaves its pair out")
     device: str = knob("auto", "where to train: auto (GPU if present), cpu or cuda", choices=("auto", "cpu", "cuda"))
+    precision: str = precision_knob()
     seed: int = knob(0, "seed for data order and LoRA initialisation")
     output_dir: str = knob("", "run folder; empty: models/runs/dpo-<timestamp>")
     report_to: str = report_to_knob()
@@ -135,6 +142,7 @@ def train(cfg: DPOConfig) -> Path:
         device = pick_device(cfg.device)
         seed_weights(cfg.seed)
         base_name, policy = start_policy(cfg.base_model, cfg.sft_adapter, device)
+        policy = weights_for(policy, cfg.precision)
         tokenizer = load_tokenizer(base_name)
         run.save_config(cfg, base_model_resolved=base_name, device_name=describe_device(device))
         log.info("DPO on %d train pairs (%d held-out votes), starting from %s", len(train_pairs), len(held_out),
@@ -149,7 +157,8 @@ def train(cfg: DPOConfig) -> Path:
 
         # 3. train: TRL's sigmoid DPO loss against the reference (docstring, point 3)
         args = TRLDPOConfig(**trainer_arguments(
-            device, cfg.seed, run_dir, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, beta=cfg.beta,
+            device, cfg.seed, run_dir, cfg.precision, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+            beta=cfg.beta,
             learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length,
             per_device_eval_batch_size=1, prediction_loss_only=True, lr_scheduler_type="cosine", warmup_steps=0.1))
         lora = None if cfg.sft_adapter else LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,

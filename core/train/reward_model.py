@@ -60,7 +60,14 @@ from core.train.run_writer import Run
 from core.train.runs import RunFolder, adapter_dir, prepare_run_dir, read_adapter_config
 from core.train.snapshot import DEFAULT_EVAL_FRACTION, take_preferences
 from core.train.trackers import report_to_knob
-from core.train.trainer_run import attach, seed_weights, trainer_arguments
+from core.train.trainer_run import (
+    attach,
+    precision_knob,
+    seed_weights,
+    trained_model,
+    trainer_arguments,
+    weights_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +97,7 @@ class RewardConfig:
     lora_targets: list[str] = knob(["q_proj", "k_proj", "v_proj", "o_proj"], "module names that get LoRA adapters")
     max_length: int = knob(512, "longest request + list in tokens; longer pairs are left out of training")
     device: str = knob("auto", "where to train: auto (GPU if present), cpu or cuda", choices=("auto", "cpu", "cuda"))
+    precision: str = precision_knob()
     seed: int = knob(0, "seed for data order and initialisation")
     output_dir: str = knob("", "run folder; empty: models/runs/reward-<timestamp>")
     report_to: str = report_to_knob()
@@ -203,7 +211,7 @@ def train(cfg: RewardConfig) -> Path:
         base_name, device = resolve_base_model(cfg.base_model or None), pick_device(cfg.device)
         tokenizer = load_tokenizer(base_name)
         seed_weights(cfg.seed)
-        model = load_causal_lm(base_name, device, head="reward")
+        model = weights_for(load_causal_lm(base_name, device, head="reward"), cfg.precision)
         run.save_config(cfg, base_model_resolved=base_name, device_name=describe_device(device))
         log.info("reward model on %d train / %d held-out pairs (%s)", len(train_pairs), lineage["eval_pairs"],
                  ", ".join(f"{lineage[f'pairs_from_{name}']} from {name}" for name in SOURCES))
@@ -211,7 +219,7 @@ def train(cfg: RewardConfig) -> Path:
         # 2. train the LoRA adapter and score head with TRL's Bradley–Terry loss
         rows = training_rows(train_pairs, tokenizer, cfg.use_margin, cfg.swap_labels)
         args = TRLRewardConfig(**trainer_arguments(
-            device, cfg.seed, run_dir, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+            device, cfg.seed, run_dir, cfg.precision, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
             learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length,
             center_rewards_coefficient=cfg.center_rewards or None, lr_scheduler_type="cosine", warmup_steps=0.1))
         lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
@@ -225,10 +233,11 @@ def train(cfg: RewardConfig) -> Path:
             run.finish()
             return run_dir
         folder = RunFolder(run_dir)
-        trainer.model.save_pretrained(folder.adapter)
+        model = trained_model(trainer)
+        model.save_pretrained(folder.adapter)
         # 3. score every labelled pair; report held-out accuracy, calibration, accuracy by margin
         run.set_status("running", message="scoring every labelled pair")
-        scores = score_votes(RewardScorer(trainer.model, tokenizer), votes)
+        scores = score_votes(RewardScorer(model, tokenizer), votes)
         scores.to_parquet(folder.scores, index=False)
         report = held_out_report(scores)
         folder.calibration.write_text(json.dumps(report, indent=2) + "\n")

@@ -48,7 +48,13 @@ from core.train.runs import RunFolder, prepare_run_dir, read_adapter_config
 from core.train.snapshot import take_prompts
 from core.train.start import POLICY_ADAPTER, start_policy
 from core.train.trackers import report_to_knob
-from core.train.trainer_run import attach, seed_weights, trainer_arguments
+from core.train.trainer_run import (
+    attach,
+    precision_knob,
+    seed_weights,
+    trainer_arguments,
+    weights_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +84,7 @@ class RLOOConfig:
                                                                              "(a fresh adapter only)")
     sample_every: int = knob(5, "keep the sampled lists with their scores in samples.jsonl every this many steps")
     device: str = knob("auto", "where to train: auto (GPU if present), cpu or cuda", choices=("auto", "cpu", "cuda"))
+    precision: str = precision_knob()
     seed: int = knob(0, "seed for prompt order, sampling and LoRA initialisation")
     output_dir: str = knob("", "run folder; empty: models/runs/rloo-<timestamp>")
     report_to: str = report_to_knob()
@@ -154,6 +161,7 @@ def train(cfg: RLOOConfig) -> Path:
         device = pick_device(cfg.device)
         seed_weights(cfg.seed)
         base_name, policy = start_policy(cfg.base_model, cfg.sft_adapter, device)
+        policy = weights_for(policy, cfg.precision)
         tokenizer = load_tokenizer(base_name)
         scorer = RewardScorer.from_folder(cfg.reward_model, device=str(device))
         run.save_config(cfg, base_model_resolved=base_name, device_name=describe_device(device))
@@ -170,7 +178,7 @@ def train(cfg: RLOOConfig) -> Path:
 
         # 3. train: sample k lists per request, leave-one-out advantages, clipped REINFORCE update
         args = TRLRLOOConfig(**trainer_arguments(
-            device, cfg.seed, run_dir, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
+            device, cfg.seed, run_dir, cfg.precision, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
             per_device_train_batch_size=cfg.batch_size, num_generations=cfg.num_generations,
             max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature, top_p=1.0, top_k=0,
             beta=cfg.beta, disable_dropout=True))

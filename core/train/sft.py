@@ -36,7 +36,14 @@ from core.train.run_writer import Run
 from core.train.runs import RunFolder, prepare_run_dir
 from core.train.snapshot import SEED_LISTS, take_demonstrations, take_prompts
 from core.train.trackers import report_to_knob
-from core.train.trainer_run import attach, seed_weights, trainer_arguments
+from core.train.trainer_run import (
+    attach,
+    precision_knob,
+    seed_weights,
+    trained_model,
+    trainer_arguments,
+    weights_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +68,7 @@ class SFTConfig:
     eval_prompts: int = knob(72, "held-out prompts sampled for the well-formed rate, base vs tuned (0: skip)")
     eval_max_new_tokens: int = knob(160, "token budget per sampled list in the evaluation")
     device: str = knob("auto", "where to train: auto (GPU if present), cpu or cuda", choices=("auto", "cpu", "cuda"))
+    precision: str = precision_knob()
     seed: int = knob(0, "seed for data order, LoRA initialisation and evaluation sampling")
     output_dir: str = knob("", "run folder; empty: models/runs/sft-<timestamp>")
     report_to: str = report_to_knob()
@@ -111,6 +119,7 @@ def train(cfg: SFTConfig) -> Path:
         eval_prompts, _ = take_prompts(run_dir, "eval")
         seed_weights(cfg.seed)
         loaded = load(cfg.base_model or None, cfg.device)
+        weights_for(loaded.model, cfg.precision)  # in place
         tokenizer = loaded.tokenizer
         run.save_config(cfg, base_model_resolved=loaded.name, device_name=describe_device(loaded.device))
         log.info("SFT on %d demonstrations (%d seed, %d from the arena x%d; %d seed lists replaced by yours)",
@@ -130,7 +139,7 @@ def train(cfg: SFTConfig) -> Path:
 
         # 3. train the LoRA adapter with TRL (accelerate places it on the device)
         args = TRLSFTConfig(**trainer_arguments(
-            loaded.device, cfg.seed, run_dir, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+            loaded.device, cfg.seed, run_dir, cfg.precision, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
             learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length,
             completion_only_loss=True, lr_scheduler_type="cosine", warmup_steps=0.1))
         lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
@@ -139,7 +148,7 @@ def train(cfg: SFTConfig) -> Path:
                              peft_config=lora)
         attach(trainer, run)
         trainer.train()
-        model = trainer.model.eval()
+        model = trained_model(trainer).eval()
         if run.is_main:
             model.save_pretrained(RunFolder(run_dir).adapter)
         stopped = run.stop.requested

@@ -9,7 +9,8 @@ import torch
 from transformers import TrainerCallback, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from core.model import peak_memory_mb
+from core.config import knob
+from core.model import PRECISIONS, peak_memory_mb, training_dtype
 from core.train.run_writer import Run
 
 
@@ -55,14 +56,34 @@ def seed_weights(seed: int) -> None:
     set_seed(seed)
 
 
-def trainer_arguments(device: torch.device, seed: int, output_dir, **knobs) -> dict:
+def precision_knob():
+    """The `precision` setting every training stage's config has."""
+    return knob("auto", "bf16 or fp32 matmuls: auto is bf16 where the device multiplies it natively (a GPU with "
+                "bf16, a CPU with AVX512-BF16 or AMX: ~3x faster there), else fp32; trained weights and Adam stay fp32",
+                choices=PRECISIONS)
+
+
+def weights_for(model, precision: str):
+    """The loaded model as --precision asks: fp32 weights for fp32 (a GPU loads bf16 ones), else as loaded."""
+    return model.float() if precision == "fp32" else model
+
+
+def trainer_arguments(device: torch.device, seed: int, output_dir, precision: str = "auto", **knobs) -> dict:
     """What every stage passes to TRL's config: no checkpoints or trackers of the trainer's own (the run folder
-    is the record), log every step, and the device the user picked (accelerate does the placement)."""
+    is the record), log every step, the device the user picked (accelerate does the placement), and bf16 mixed
+    precision (accelerate's autocast over fp32 weights on a CPU) where `precision` resolves to it."""
     # TRL turns activation checkpointing on by default; these models are small enough that it only costs time.
     return dict(output_dir=str(output_dir), seed=seed, logging_steps=1, save_strategy="no", report_to=[],
                 use_cpu=device.type == "cpu", disable_tqdm=True, dataloader_num_workers=0,
                 activation_checkpointing=False,
-                bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(), **knobs)
+                bf16=training_dtype(device, precision) == torch.bfloat16, **knobs)
+
+
+def trained_model(trainer):
+    """The trained model without the autocast wrapper accelerate puts on its forward under bf16 mixed precision, so
+    that what the stage computes after training (scores, held-out lists) is what `core score` and the next stages
+    compute from the saved adapter."""
+    return trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
 
 
 def attach(trainer, run: Run) -> None:

@@ -6,8 +6,8 @@ from typing import ClassVar
 
 from core.collect.generate import SYSTEM_PROMPT
 from core.config import check, knob
-from core.model import PRECISIONS
 from core.train.trackers import report_to_knob
+from core.train.trainer_run import precision_knob
 
 
 @dataclass
@@ -52,9 +52,7 @@ class PPOConfig:
                               "eval/* (reward score, KL, well-formed rate): the over-optimisation view; 0: off")
     eval_prompts: int = knob(16, "held-out requests answered at each evaluation")
     device: str = knob("auto", "where to train: auto (GPU if present), cpu or cuda", choices=("auto", "cpu", "cuda"))
-    precision: str = knob("auto", "the base weights' dtype: auto (bf16 where the device multiplies it natively: a "
-                          "GPU with bf16, a CPU with AVX512-BF16 or AMX), bf16 or fp32; LoRA, heads and optimiser "
-                          "stay fp32", choices=PRECISIONS)
+    precision: str = precision_knob()  # PPO loads the base in this dtype itself (half the memory in bf16)
     seed: int = knob(0, "seed for prompt order, sampling and initialisation")
     output_dir: str = knob("", "run folder; empty: models/runs/ppo-<timestamp>")
     report_to: str = report_to_knob()
