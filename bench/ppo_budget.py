@@ -53,6 +53,9 @@ VARIANTS = {  # name: the PPO flags that make it, on top of --preset quick (12 u
     "u24": "--total-updates 24",  # 24 updates of 8: twice the episodes, twice the updates
     "b16u24": "--batch-size 16 --mini-batches 4 --total-updates 24",  # four times the episodes (~2.5x the time)
     "quick": "",  # the loop's own budget: with --reward-model, the loop's PPO against another reward model
+    # the precision alone (--precision), and a second training seed of each, to tell it from run-to-run noise
+    "fp32": "--precision fp32", "bf16": "--precision bf16",
+    "fp32-seed1": "--precision fp32 --seed 1", "bf16-seed1": "--precision bf16 --seed 1",
 }
 LOOP = "loop"  # the loop's own PPO run
 

@@ -26,7 +26,7 @@ class PPOConfig:
     stop_at_eos: bool = knob(True, "end a list at its first EOS (false: always sample response_length tokens)")
     temperature: float = knob(0.7, "sampling temperature (the log-probs use the same one)")
     sampling_engine: str = knob("auto", "what samples the rollouts: auto (llama.cpp on a CPU where it can take the "
-                                "model, else plain), llamacpp (the merged policy written to GGUF every update) or "
+                                "model, else plain), llamacpp (the base's GGUF plus the policy's LoRA, rewritten each update) or "
                                 "plain (PyTorch); the log-probs are the policy's own either way",
                                 choices=("auto", "plain", "llamacpp"))
     learning_rate: float = knob(3e-5, "Adam learning rate for the LoRA weights and value head")
