@@ -119,7 +119,12 @@ def main() -> None:
     parser.add_argument("--engines", default="llamacpp,plain", help="our rollout engines, one side each")
     parser.add_argument("--precisions", default="auto", help="our --precision values (auto, bf16, fp32), one side "
                         "each per engine")
+    parser.add_argument("--from-json", default="", help="print the tables of a saved report (its \"runs\") and stop")
     args = parser.parse_args()
+    if args.from_json:
+        runs = json.loads(Path(args.from_json).read_text())["runs"]
+        summary(runs, max(len(results) for results in runs.values()))
+        return
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     sides = [(e, p.strip()) for e in engines for p in args.precisions.split(",") if p.strip()]
     OUT.mkdir(parents=True, exist_ok=True)
@@ -133,9 +138,22 @@ def main() -> None:
             for engine, precision in sides:
                 runs[f"ours_{engine}_{precision}"].append(ours(reward_model, Path(tmp), engine, precision))
 
+    report = {"bench": "ppo_vs_trl112", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              **summary(runs, args.repeats), "runs": runs}
+    (OUT / "ppo_vs_trl.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def summary(runs: dict, repeats: int) -> dict:
+    """Each side's medians over its runs and ours against TRL's, printed as a table; the rollout's steps (sample,
+    reference, old log-probs, score) as medians of each run's median."""
     keys = ("steady_step_s_median", "episodes_per_s", "gen_tokens_per_s", "peak_rss_mb", "rollout_share_of_update")
     table = {side: {k: statistics.median(r[k] for r in results) for k in keys if k in results[0]}
              for side, results in runs.items()}
+    for side, results in runs.items():
+        if "median_seconds" in results[0]:
+            table[side]["step_seconds"] = {k: round(statistics.median(r["median_seconds"][k] for r in results), 3)
+                                           for k in results[0]["median_seconds"]}
     trl = table["trl_1.12"]
     ratio = {side: {"episodes_per_s": row["episodes_per_s"] / trl["episodes_per_s"],
                     "peak_rss": row["peak_rss_mb"] / trl["peak_rss_mb"]}
@@ -145,15 +163,14 @@ def main() -> None:
         print(f"{side:20} {row['steady_step_s_median']:9.2f} {row['episodes_per_s']:11.3f} "
               f"{row['gen_tokens_per_s']:10.1f} {row['peak_rss_mb']:12.0f} "
               f"{format(row['rollout_share_of_update'], '8.0%') if 'rollout_share_of_update' in row else '':>8}")
+    for side, row in table.items():
+        if "step_seconds" in row:
+            print(f"{side}: " + ", ".join(f"{k.removeprefix('time/')} {v:.2f}" for k, v in row["step_seconds"].items()))
     for side, r in ratio.items():
         print(f"{side} / TRL 1.12: {r['episodes_per_s']:.2f}x episodes/s (goal >= 2.5x), {r['peak_rss']:.2f}x peak "
-              f"memory (goal <= 0.35x); median of {args.repeats} runs per side")
-    report = {"bench": "ppo_vs_trl112", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "table": table,
-              "ratio": ratio, "runs": runs}
-    (OUT / "ppo_vs_trl.json").write_text(json.dumps(report, indent=2) + "\n")
+              f"memory (goal <= 0.35x); median of {repeats} runs per side")
     print(json.dumps({"table": table, "ratio": ratio}))
-
+    return {"table": table, "ratio": ratio}
 
 if __name__ == "__main__":
     main()

@@ -5,7 +5,9 @@
 Per run: stage, state, steps, wall time (status.json's started_at -> finished_at), training loss or reward as
 the mean of the first and of the last few steps (up to 10), the final held-out figures (`eval/*`; a reward model's
 held-out accuracy per round of collection too), the pairs it trained on and held out (`data/*`, from its lineage),
-and for PPO the range of val/ratio and clipfrac, the median seconds per update and peak RSS.
+and for PPO the range of val/ratio and clipfrac (and clipfrac and approxkl as first/last means), the median seconds
+per update and peak RSS; the trainer's own training seconds (`summary/runtime`) where it logs them. Reward runs given
+together that share held-out votes are then compared vote by vote: right only in each, exact McNemar p.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import statistics
 import sys
 from datetime import datetime
 from pathlib import Path
+
+import pandas as pd
 
 from core.train.runs import RunFolder, read_json, read_jsonl, read_status
 
@@ -26,17 +30,20 @@ def summarise(run: Path) -> dict:
     if status.get("started_at") and status.get("finished_at"):
         wall = datetime.fromisoformat(status["finished_at"]) - datetime.fromisoformat(status["started_at"])
         row["wall_min"] = round(wall.total_seconds() / 60, 1)
-    for key in ("train/loss", "objective/scores", "objective/kl", "objective/well_formed"):
+    for key in ("train/loss", "objective/scores", "objective/kl", "objective/well_formed", "policy/clipfrac_avg",
+                "policy/approxkl_avg"):
         series = [m[key] for m in metrics if m.get(key) is not None]
         if series:  # per-step values are noisy: the mean of the first and of the last few steps
             window = max(1, min(10, len(series) // 4))
-            row[key] = [round(statistics.mean(series[:window]), 3), round(statistics.mean(series[-window:]), 3)]
+            row[key] = [round(statistics.mean(series[:window]), 5 if "approxkl" in key else 3),
+                        round(statistics.mean(series[-window:]), 5 if "approxkl" in key else 3)]
     for key in ("val/ratio", "policy/clipfrac_avg"):  # PPO health: their range over the run
         series = [m[key] for m in metrics if m.get(key) is not None]
         if series:
             row[f"{key} range"] = [round(min(series), 3), round(max(series), 3)]
     for m in metrics:
-        row.update({k: round(v, 3) if isinstance(v, float) else v for k, v in m.items() if k.startswith("eval/")})
+        row.update({k: round(v, 3) if isinstance(v, float) else v for k, v in m.items()
+                    if k.startswith("eval/") or k == "summary/runtime"})  # the trainer's own training seconds
     lineage = read_json(folder.lineage)  # what it trained on: the votes split into train and held-out pairs
     row.update({f"data/{k}": lineage[k] for k in ("train_pairs", "eval_pairs") if k in lineage})
     by_round = read_json(folder.calibration).get("accuracy_by_round")  # a reward model's held-out pairs per round
@@ -49,11 +56,38 @@ def summarise(run: Path) -> dict:
     return row
 
 
+def paired_held_out(first: Path, second: Path) -> dict | None:
+    """Two reward runs judged on the same held-out votes (a repeat counted once): right only in each, exact McNemar
+    p; None when they share no held-out vote (other databases or splits)."""
+    # lazy: these import TRL's trainers (~10 s), which only this comparison needs
+    from bench.feedback_ablation import mcnemar_p
+    from core.train.reward_model import held_out_votes
+
+    def correct(run: Path) -> pd.Series:
+        return held_out_votes(pd.read_parquet(RunFolder(run).scores)).set_index("comparison_id").correct
+
+    a, b = correct(first), correct(second)
+    shared = a.index.intersection(b.index)
+    if shared.empty:
+        return None
+    a, b = a[shared].astype(bool), b[shared].astype(bool)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    return {"pair": [first.name, second.name], "votes": len(shared), "correct": [int(a.sum()), int(b.sum())],
+            "right_only_in_each": [only_a, only_b], "mcnemar_p": round(mcnemar_p(only_a, only_b), 3)}
+
+
 def main() -> None:
     if len(sys.argv) < 2:
         raise SystemExit(__doc__)
-    for folder in sys.argv[1:]:
-        print(json.dumps(summarise(Path(folder))))
+    runs = [Path(folder) for folder in sys.argv[1:]]
+    for run in runs:
+        print(json.dumps(summarise(run)))
+    rewards = [run for run in runs if RunFolder(run).stage == "reward" and RunFolder(run).scores.exists()]
+    for i, first in enumerate(rewards):
+        for second in rewards[i + 1:]:
+            paired = paired_held_out(first, second)
+            if paired:
+                print(json.dumps(paired))
 
 
 if __name__ == "__main__":

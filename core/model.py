@@ -117,11 +117,11 @@ def default_dtype(device: torch.device) -> torch.dtype:
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-def cpu_has_bf16_matmul() -> bool:
+def cpu_has_bf16_matmul(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX): then a matmul over a training batch runs
     ~4x faster in bf16 than fp32 (bench/train_precision.py); without them bf16 is emulated and no faster."""
     try:
-        flags = Path("/proc/cpuinfo").read_text().split()
+        flags = cpuinfo.read_text().split()
     except OSError:  # not Linux: assume not
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -102,3 +102,42 @@ def test_run_summary_prints_what_a_run_trained_on_and_held_out(tmp_path):
     (run / "calibration.json").write_text(json.dumps({"accuracy_by_round": [
         {"round": "(no round)", "pairs": 53, "correct": 45}, {"round": "round 2", "pairs": 28, "correct": 20}]}))
     assert summarise(run)["eval/by_round"] == {"(no round)": "45/53", "round 2": "20/28"}
+
+
+def test_run_summary_compares_reward_runs_vote_by_vote_and_reads_ppo_health(tmp_path):
+    """Two reward runs on the same held-out votes: right only in each (ties, train votes and repeats left out) and the
+    exact McNemar p; a PPO run's clipfrac and approxkl as first/last means; the trainer's own training seconds."""
+    import pandas as pd
+
+    from bench.run_summary import paired_held_out, summarise
+
+    def reward_run(name: str, correct: list[bool]) -> Path:
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"stage": "reward"}))
+        pd.DataFrame({"comparison_id": ["a", "b", "c", "d", "e", "t", "r"],
+                      "split": ["eval"] * 5 + ["train", "eval"], "choice": ["left"] * 6 + ["right"],
+                      "repeat_of": [None] * 6 + ["a"], "correct": correct}).to_parquet(run / "scores.parquet")
+        return run
+
+    first = reward_run("fp32", [True, True, True, False, True, False, False])
+    second = reward_run("bf16", [True, False, False, False, True, True, True])
+    assert paired_held_out(first, second) == {"pair": ["fp32", "bf16"], "votes": 5, "correct": [4, 2],
+                                              "right_only_in_each": [2, 0], "mcnemar_p": 0.5}
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text(json.dumps({"stage": "reward"}))
+    pd.DataFrame({"comparison_id": ["z"], "split": ["eval"], "choice": ["left"], "correct": [True]}).to_parquet(
+        tmp_path / "other" / "scores.parquet")
+    assert paired_held_out(first, tmp_path / "other") is None  # no shared held-out vote: nothing to pair
+
+    ppo = tmp_path / "ppo-x"
+    ppo.mkdir()
+    (ppo / "config.json").write_text(json.dumps({"stage": "ppo"}))
+    (ppo / "status.json").write_text(json.dumps({"state": "finished", "step": 4}))
+    (ppo / "metrics.jsonl").write_text("".join(json.dumps(
+        {"policy/clipfrac_avg": c, "policy/approxkl_avg": k, "summary/runtime": 12.5} if i == 3 else
+        {"policy/clipfrac_avg": c, "policy/approxkl_avg": k}) + "\n"
+        for i, (c, k) in enumerate([(0.02, 0.003), (0.01, 0.002), (0.008, 0.0018), (0.006, 0.0016)])))
+    row = summarise(ppo)
+    assert row["policy/clipfrac_avg"] == [0.02, 0.006] and row["policy/approxkl_avg"] == [0.003, 0.0016]
+    assert row["summary/runtime"] == 12.5

@@ -105,13 +105,15 @@ def test_training_precision_is_bf16_where_the_device_multiplies_it_natively(monk
         training_dtype(cpu, "fp8")
 
 
-def test_the_cpu_probe_reads_the_bf16_flags(monkeypatch, tmp_path):
-    import core.model as model
+def test_the_cpu_probe_reads_the_bf16_flags(tmp_path):
+    from core.model import cpu_has_bf16_matmul
 
+    cpuinfo = tmp_path / "cpuinfo"
     for flags, native in (("fpu avx512f avx512_bf16 avx512_vnni", True), ("fpu amx_bf16 amx_tile", True),
                           ("fpu avx2 avx512f avx512bw", False)):
-        monkeypatch.setattr(model.Path, "read_text", lambda self, flags=flags: f"processor : 0\nflags : {flags}\n")
-        assert model.cpu_has_bf16_matmul() is native
+        cpuinfo.write_text(f"processor : 0\nflags : {flags}\n")
+        assert cpu_has_bf16_matmul(cpuinfo) is native
+    assert cpu_has_bf16_matmul(tmp_path / "missing") is False  # no /proc (not Linux): fp32
 
 
 def test_training_stages_ask_accelerate_for_bf16_as_the_precision_resolves(monkeypatch, tmp_path):
@@ -125,3 +127,12 @@ def test_training_stages_ask_accelerate_for_bf16_as_the_precision_resolves(monke
     monkeypatch.setattr(model, "cpu_has_bf16_matmul", lambda: False)
     assert trainer_arguments(cpu, 0, tmp_path)["bf16"] is False
     assert trainer_arguments(cpu, 0, tmp_path, "bf16")["bf16"] is True
+
+
+def test_fp32_asked_makes_a_bf16_loaded_model_fp32_and_leaves_it_otherwise():
+    """A GPU loads bf16 weights; --precision fp32 must train fp32 ones there (weights_for), auto and bf16 keep them."""
+    from core.train.trainer_run import weights_for
+
+    assert weights_for(torch.nn.Linear(2, 2).bfloat16(), "fp32").weight.dtype == torch.float32
+    for precision in ("auto", "bf16"):
+        assert weights_for(torch.nn.Linear(2, 2).bfloat16(), precision).weight.dtype == torch.bfloat16

@@ -26,8 +26,8 @@ class PPOConfig:
     stop_at_eos: bool = knob(True, "end a list at its first EOS (false: always sample response_length tokens)")
     temperature: float = knob(0.7, "sampling temperature (the log-probs use the same one)")
     sampling_engine: str = knob("auto", "what samples the rollouts: auto (llama.cpp on a CPU where it can take the "
-                                "model, else plain), llamacpp (the base's GGUF plus the policy's LoRA, rewritten each update) or "
-                                "plain (PyTorch); the log-probs are the policy's own either way",
+                                "model, else plain), llamacpp (the base's GGUF plus the policy's LoRA, rewritten "
+                                "each update) or plain (PyTorch); the log-probs are the policy's own either way",
                                 choices=("auto", "plain", "llamacpp"))
     learning_rate: float = knob(3e-5, "Adam learning rate for the LoRA weights and value head")
     kl_coef: float = knob(0.05, "β: weight of the per-token KL penalty against the reference")
