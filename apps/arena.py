@@ -2,7 +2,7 @@
 
     python -m apps.arena [--base-model M] [--pairing A,B | --challenger RUN] [--round NAME] [--db PATH]
                          [--host 127.0.0.1] [--port 7860] [--sampling random|uncertain] [--repeat-rate 0.05]
-                         [--candidates 4] [--engine auto|llamacpp|int8|plain]
+                         [--candidates 4] [--reward-model RUN] [--engine auto|llamacpp|int8|plain]
 
 --pairing, --round, --sampling and --repeat-rate, when given, are written to the database at start; the dashboard's
 Arena page changes them later and the arena follows, so the latest change wins (core/collect/chooser.py). A new
@@ -40,7 +40,7 @@ from core.collect.chooser import (
 from core.engine import ENGINES
 from core.records import STRENGTHS, USER_ERRORS, InputError, ModelLoadError
 from core.train.rounds import check_policy
-from core.train.runs import adapter_dir, newest_finished_run
+from core.train.runs import adapter_dir, newest_finished_run, read_adapter_config
 
 log = logging.getLogger(__name__)
 
@@ -287,17 +287,28 @@ def build_arena(args) -> Arena:
     save_settings(store, args.sampling, args.repeat_rate)  # checked before the model loads
     pairing = flag_pairing(args)  # run folders or adapter folders; checked before the model loads
     save_pairing(store, pairing, args.round)
+    find_reward = reward_run_finder(args.reward_model)  # checked before the model loads
     generator = Generator(load(args.base_model, args.device, args.engine))
 
     def load_policy(side: str):  # a stored pairing's side, checked again: the run may have gone since it was stored
         return generator.base_policy if side == BASE else generator.add_adapter(str(adapter_dir(check_policy(side))))
 
     arena = Arena(store, generator, load_prompts(split="train"), queue_size=args.queue_size,
-                  reward=RewardWatcher(functools.partial(newest_finished_run, "reward"), load_scorer), candidates=args.candidates,
+                  reward=RewardWatcher(find_reward, load_scorer), candidates=args.candidates,
                   load_policy=load_policy)  # loads the stored pairing now, before the first pair
     if pairing and arena.pairing.error:  # the pairing typed at start would not load: say so instead of serving base
         raise ModelLoadError(f"could not load --pairing {','.join(pairing)}: {arena.pairing.error}")
     return arena.start()
+
+
+def reward_run_finder(reward_model: str | None):
+    """Where uncertain choice finds its reward model: the run --reward-model names (checked now), else the newest
+    finished reward run, looked up again before each pair so a newer one is picked up live."""
+    if not reward_model:
+        return functools.partial(newest_finished_run, "reward")
+    read_adapter_config(reward_model, "SEQ_CLS", "python -m core train reward")  # ModelLoadError: one line
+    fixed = Path(reward_model).expanduser().absolute()
+    return lambda: fixed
 
 
 def flag_pairing(args) -> tuple[str, str] | None:
@@ -336,6 +347,8 @@ def parse_args(argv=None):
     parser.add_argument("--repeat-rate", type=float, help="share of the pairs after a vote that show the voter one of "
                         "their own voted pairs again, sides swapped, unannounced (default: as stored, 0.05)")
     parser.add_argument("--candidates", type=int, default=4, help="samples per library request in uncertain choice")
+    parser.add_argument("--reward-model", help="the reward run uncertain choice scores with, kept for the arena's "
+                        "life (default: the newest finished one, followed as new ones finish)")
     return parser.parse_args(argv)
 
 

@@ -13,8 +13,10 @@
    (the round-1 policy against the SFT policy, sources hidden until the vote), and --round2-votes more votes cast
    by the same annotator through gradio_client. With --round2-pairing self, `--pairing PPO1,PPO1` instead: two
    samples of round 1's policy, the comparisons among its own lists that a reward model needs to guide the next
-   tuning (bench/best_of_n.py measures how well it ranks them). With --reuse-round2, a copy of that finished run's
-   database.
+   tuning (bench/best_of_n.py measures how well it ranks them); with --round2-pairing sft, two samples of round 1's
+   SFT (round 2 then starts from it). --round2-sampling uncertain has the arena show, for each library request, the
+   closest call of round 1's reward model among --candidates samples (core/collect/chooser.py). With
+   --reuse-round2, a copy of that finished run's database.
 3. A reward model on every vote of both rounds (`python -m core train reward`); with --reuse-round2, that run's.
 4. From the current best (core.train.rounds.current_best: the side the other was tuned from, unless the other won
    the head-to-head votes beyond chance), each of --methods is trained on the same votes and the same reward
@@ -41,6 +43,7 @@ from pathlib import Path
 
 from bench import loop
 from bench.annotator import TASTES, Taste, annotate
+from core.collect.chooser import SAMPLINGS
 from core.config import check, check_flags, command_config, knob
 from core.judge import leaderboard
 from core.judge.win_rate import win_rate
@@ -51,6 +54,7 @@ from core.train.stages import config_class
 
 REPO = loop.REPO
 METHODS = ("ppo", "dpo", "rloo")
+PAIRINGS = {"challenger": ("ppo", "sft"), "self": ("ppo", "ppo"), "sft": ("sft", "sft")}  # round 1's runs, by name
 GOALS = {"round2_over_round1": 0.60, "best_method_over_sft": 0.65}
 
 
@@ -63,9 +67,14 @@ class RoundsConfig:
     round1: str = knob("", "a finished bench/loop.py --out folder to use as round 1; empty: run round 1 here")
     round1_votes: int = knob(300, "round 1's votes (when round 1 runs here)")
     round2_votes: int = knob(150, "votes cast in round 2, on the round-1 policy against SFT")
-    round2_pairing: str = knob("challenger", "round 2's arena pairing: challenger (round 1's PPO against SFT) or "
-                                             "self (round 1's PPO against itself: two samples of one policy)",
-                               choices=("challenger", "self"))
+    round2_pairing: str = knob("challenger", "round 2's arena pairing: challenger (round 1's PPO against SFT), "
+                                             "self (round 1's PPO against itself: two samples of one policy) or sft "
+                                             "(two samples of round 1's SFT, which round 2 then starts from)",
+                               choices=tuple(PAIRINGS))
+    round2_sampling: str = knob("random", "how round 2's arena chooses each library request's pair: random, or "
+                                          "uncertain (the closest call of the newest finished reward model, round "
+                                          "1's, among --candidates samples; core/collect/chooser.py)",
+                                choices=SAMPLINGS)
     reuse_round2: str = knob("", "a finished bench/rounds.py --out folder on the same round 1: reuse its round-2 "
                                  "votes and reward model (nothing is voted or retrained), train only --methods")
     own_requests: float = knob(0.4, "share of votes on the annotator's own requests (the reward model's held-out)")
@@ -124,15 +133,18 @@ def round_one(cfg: RoundsConfig, out: Path) -> tuple[dict, Path]:
     return report, folder / "loop.duckdb"
 
 
-def collect_round_two(cfg: RoundsConfig, db: Path, pairing: tuple[str, str], logs: Path, taste: Taste) -> dict:
-    """Step 2: the arena on `db` serving `pairing` as round 2; the annotator casts cfg.round2_votes votes."""
+def collect_round_two(cfg: RoundsConfig, db: Path, pairing: tuple[str, str], logs: Path, taste: Taste,
+                      reward_model: str) -> dict:
+    """Step 2: the arena on `db` serving `pairing` as round 2, choosing pairs as cfg.round2_sampling says (uncertain:
+    with round 1's `reward_model`); the annotator casts cfg.round2_votes votes."""
     port = loop.free_port()
     url = f"http://127.0.0.1:{port}/"
     base = ["--base-model", cfg.base_model] if cfg.base_model else []
+    base += ["--reward-model", reward_model] if cfg.round2_sampling == "uncertain" else []
     with open(logs / "arena-round2.log", "w") as log:
         arena = subprocess.Popen([sys.executable, "-m", "apps.arena", "--db", str(db), "--port", str(port),
                                   "--annotator", "scripted", "--pairing", ",".join(pairing),
-                                  "--round", round_title(2, *pairing),
+                                  "--round", round_title(2, *pairing), "--sampling", cfg.round2_sampling,
                                   *base], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         try:
             loop.wait_until_up(url, arena)
@@ -141,6 +153,13 @@ def collect_round_two(cfg: RoundsConfig, db: Path, pairing: tuple[str, str], log
         finally:
             arena.terminate()
             arena.wait(timeout=60)
+
+
+def chosen_by(store: Store, round_name: str) -> dict[str, int]:
+    """How the round's voted pairs were chosen: {"uncertain": n, "random": n, "repeat": n}. Uncertain choice serves
+    random pairs on the annotator's own requests and until a reward model has finished, so both appear."""
+    votes = store.votes()
+    return {str(k): int(v) for k, v in votes[votes["round"] == round_name].chosen_by.value_counts().items()}
 
 
 def train_round_two(cfg: RoundsConfig, db: Path, runs: Path, stamp: str, start: str, logs: Path,
@@ -188,8 +207,10 @@ def votes_line(result: dict) -> str:
     """Round 2's votes as the report shows them: '150 votes (65 left, ..., 92 on own requests) in 15.5 min'."""
     r = result["round2"]
     mix = ", ".join(f"{r[k]} {k.replace('_', ' ')}" for k in ("left", "right", "tie", "both_bad") if k in r)
+    chosen = ", ".join(f"{n} {how}" for how, n in r.get("chosen_by", {}).items())
     reused = result["config"].get("reuse_round2")
-    return (f"{r['votes']} votes ({mix}; {r.get('own_requests', 0)} on the annotator's own requests) in "
+    return (f"{r['votes']} votes ({mix}; {r.get('own_requests', 0)} on the annotator's own requests"
+            f"{'; pairs chosen: ' + chosen if chosen else ''}) in "
             f"{result['wall_s']['round2_votes'] / 60:.1f} min" + (f" (reused from {reused})" if reused else ""))
 
 
@@ -223,17 +244,21 @@ def main(argv: list[str] | None = None) -> dict:
     # 1. round 1
     round1, round1_db = round_one(cfg, out)
     sft1, ppo1 = round1["runs"]["sft"], round1["runs"]["ppo"]
-    pairing = (ppo1, ppo1 if cfg.round2_pairing == "self" else sft1)
+    pairing = tuple(round1["runs"][stage] for stage in PAIRINGS[cfg.round2_pairing])
     # 2. round 2 in the arena, on a copy of round 1's votes (or of a finished run's round 2)
     prior = json.loads((Path(cfg.reuse_round2) / "rounds.json").read_text()) if cfg.reuse_round2 else None
     if prior and prior["pairing"] != list(pairing):
         raise SystemExit(f"--reuse-round2 {cfg.reuse_round2} paired {prior['pairing']}, not {list(pairing)}: pass "
                          "the --round1 and --round2-pairing it ran with.")
+    if prior and prior["config"].get("round2_sampling", "random") != cfg.round2_sampling:
+        raise SystemExit(f"--reuse-round2 {cfg.reuse_round2} chose its pairs with --round2-sampling "
+                         f"{prior['config'].get('round2_sampling', 'random')}: pass that.")
     for stale in out.glob("rounds.duckdb*"):
         stale.unlink()
     shutil.copyfile(Path(cfg.reuse_round2) / "rounds.duckdb" if prior else round1_db, db)
     started = time.perf_counter()
-    round2 = prior["round2"] if prior else collect_round_two(cfg, db, pairing, logs, vote_taste)
+    round2 = prior["round2"] if prior else collect_round_two(cfg, db, pairing, logs, vote_taste, round1["runs"]["reward"])
+    round2["chosen_by"] = chosen_by(Store(db), round_title(2, *pairing))
     wall = {"round2_votes": prior["wall_s"]["round2_votes"] if prior else round(time.perf_counter() - started, 1)}
     # 3-4. the reward model on every vote, each method from the current best
     start = current_best(Store(db))

@@ -154,14 +154,15 @@ def rounds_run(loop_run, tiny_model_dir):
     out = folder / "rounds"
     result = run_rounds("--round1", folder / "out", "--out", out, "--runs-dir", folder / "runs2", "--base-model",
                         tiny_model_dir, "--round2-votes", "8", "--demonstrations", "1", "--forced-choice", "true",
-                        "--reward-args=--eval-fraction 0.5 --max-steps 2 --batch-size 2 --max-length 512",
+                        "--round2-sampling", "uncertain", "--reward-args=--eval-fraction 0.5 --max-steps 2 --batch-size 2 --max-length 512",
                         *ROUNDS_ARGS)
     return folder, round1, out, result
 
 
 def test_two_rounds_reuse_round_one_and_train_every_method_on_the_same_votes(rounds_run):
     """bench/rounds.py on the tiny model, round 1 being the loop above: 8 more votes in the arena on round 1's
-    PPO against SFT, a reward model on all 20, PPO, DPO and RLOO from the current best, judged on 4 requests."""
+    PPO against SFT (library pairs chosen by round 1's reward model), a reward model on all 20, PPO, DPO and RLOO
+    from the current best, judged on 4 requests."""
     folder, round1, out, result = rounds_run
     from core.store.database import Store
 
@@ -172,6 +173,10 @@ def test_two_rounds_reuse_round_one_and_train_every_method_on_the_same_votes(rou
     assert len(votes) == 20 and len(round2) == 8 and len(Store(folder / "out" / "loop.duckdb").votes()) == 12
     assert result["pairing"] == [round1["runs"]["ppo"], round1["runs"]["sft"]]
     assert result["start"] in result["pairing"]
+    # uncertain choice scored with round 1's reward model (the annotator's own requests stay random pairs)
+    assert sum(result["round2"]["chosen_by"].values()) == 8 and "uncertain" in result["round2"]["chosen_by"]
+    assert set(round2.chosen_by) <= {"uncertain", "random", "repeat"}
+    assert f"reward model in {round1['runs']['reward']}" in (out / "logs" / "arena-round2.log").read_text()
     # the reward model trained on both rounds; every method finished from the same start
     lineage = json.loads((Path(result["runs"]["reward"]) / "data" / "lineage.json").read_text())
     assert lineage["train_pairs"] + lineage["eval_pairs"] == 20
@@ -202,7 +207,8 @@ def test_rounds_reuse_a_finished_round_two_and_train_only_the_asked_method(round
     folder, _, first_out, first = rounds_run
     out = folder / "rounds-dpo"
     result = run_rounds("--round1", folder / "out", "--out", out, "--runs-dir", folder / "runs3", "--base-model",
-                        tiny_model_dir, "--reuse-round2", first_out, "--methods", "dpo", *ROUNDS_ARGS)
+                        tiny_model_dir, "--reuse-round2", first_out, "--methods", "dpo", "--round2-sampling", "uncertain",
+                        *ROUNDS_ARGS)
     assert len(Store(out / "rounds.duckdb").votes()) == 20 and result["round2"] == first["round2"]
     assert result["runs"]["reward"] == first["runs"]["reward"] and "reward" not in result["wall_s"]
     assert not list((folder / "runs3").glob("reward-*"))

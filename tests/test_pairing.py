@@ -190,6 +190,24 @@ def test_the_arena_command_line_takes_a_pairing_and_a_round(store, tmp_path, tin
         arena.stop()
 
 
+def test_the_arena_command_line_names_the_reward_model_uncertain_choice_keeps(tmp_path, tiny_adapter_dir, monkeypatch):
+    """--reward-model fixes the reward run uncertain choice scores with, even when a newer one finishes; without it
+    the arena follows the newest finished one. A folder holding no reward adapter is refused in one line."""
+    from apps.arena import reward_run_finder
+    from core.records import ModelLoadError
+
+    monkeypatch.setenv("RLHF_RUNS_DIR", str(tmp_path))
+    older = reward_run(tmp_path, "reward-20260101-000001")
+    fixed, newest = reward_run_finder(str(older)), reward_run_finder(None)
+    assert fixed() == newest() == older.absolute()
+    newer = reward_run(tmp_path, "reward-20260101-000002")
+    assert (fixed(), newest()) == (older.absolute(), newer)
+    with pytest.raises(ModelLoadError, match="not the SEQ_CLS adapter"):
+        reward_run_finder(str(policy_run(tmp_path, "sft-20260101-000003", tiny_adapter_dir)))
+    with pytest.raises(ModelLoadError, match="holds no adapter"):
+        reward_run_finder(str(tmp_path / "nothing"))
+
+
 # ---- the dashboard's Arena page -------------------------------------------------------------------------------------
 @pytest.fixture
 def dashboard_env(tmp_path, monkeypatch):
