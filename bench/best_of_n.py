@@ -7,6 +7,8 @@ own best-of-n, on the held-out requests.
     .venv/bin/python -m bench.best_of_n --loop LOOP --out OUT --report-only      # re-read a finished run's samples
     .venv/bin/python -m bench.best_of_n --loop LOOP --out OUT --samples-from BON --reward-model RM  # another reward
                                                  # model on a finished run's samples: on-policy accuracy in minutes
+    .venv/bin/python -m bench.best_of_n --loop LOOP --out OUT --report-only --paired-with OUT2   # two such runs,
+                                                 # pair by pair
 
 In every loop so far PPO, DPO and RLOO moved the annotator's verdict over the SFT policy they started from by a few
 points (45-62 %, goal 65 %), while SFT itself beat the base 75-94 % of the time. The reward model's held-out accuracy
@@ -30,6 +32,7 @@ noiseless utility picks) is the most any reranker of these samples could get.
 5. On-policy accuracy: among each request's n candidates, every pair the annotator would decide (utility gap at least
    its tie band): how often the reward model orders it the same way. Pairs of one request are not independent, so
    the 95 % interval is a bootstrap over requests. Beside it, the reward model's held-out accuracy on arena votes.
+   With --paired-with, the same pairs under another run's reward model: right only with each, and the difference.
 6. Report: best_of_n.json and best_of_n.md in --out (default: the loop's folder).
 """
 from __future__ import annotations
@@ -68,6 +71,8 @@ class BestOfNConfig:
     samples_from: str = knob("", "a finished best_of_n --out folder: score its samples (policy, candidates and "
                                  "references) with --reward-model instead of sampling; compares reward models on "
                                  "the same lists")
+    paired_with: str = knob("", "another best_of_n --out folder scored on the very same lists (--samples-from): "
+                                "which pairs each reward model alone orders right, and the difference's interval")
 
     def __post_init__(self):
         check(self.n >= 2, "--n must be at least 2 (best of one is the policy itself).")
@@ -103,6 +108,34 @@ def pair_agreement(scores: list[float], utilities: list[float], tie_band: float)
                 decided += 1
                 agree += (scores[i] - scores[j]) * gap > 0
     return agree, decided
+
+
+def paired_orders(scores: list[float], other: list[float], utilities: list[float],
+                  tie_band: float) -> tuple[int, int, int]:
+    """(right only with `scores`, right only with `other`, decided) over one request's pairs the annotator decides:
+    two reward models compared pair by pair on the same candidates."""
+    here = there = decided = 0
+    for i in range(len(scores)):
+        for j in range(i + 1, len(scores)):
+            gap = utilities[i] - utilities[j]
+            if abs(gap) >= tie_band:
+                decided += 1
+                a, b = (scores[i] - scores[j]) * gap > 0, (other[i] - other[j]) * gap > 0
+                here, there = here + (a and not b), there + (b and not a)
+    return here, there, decided
+
+
+def paired(samples: list[dict], other: list[dict], taste, seed: int, resamples: int) -> dict:
+    """This run's reward model against another's on the same candidates: right only here / only there, and the
+    difference in on-policy accuracy (here minus there) with a bootstrap over requests."""
+    if [s["candidates"] for s in samples] != [s["candidates"] for s in other]:
+        raise SystemExit("--paired-with: that run scored other lists; pass a --samples-from run of the same lists.")
+    per_request = [paired_orders(s["rm_scores"], o["rm_scores"], s["utilities"], taste.tie_band)
+                   for s, o in zip(samples, other)]
+    here, there, decided = (sum(r[k] for r in per_request) for k in range(3))
+    low, high = bootstrap_interval([(h - t, d) for h, t, d in per_request], random.Random(seed), resamples)
+    return {"only_here": here, "only_there": there, "decided": decided,
+            "difference": (here - there) / decided if decided else math.nan, "low": low, "high": high}
 
 
 def bootstrap_interval(per_request: list[tuple[int, int]], rng: random.Random, resamples: int) -> tuple[float, float]:
@@ -178,6 +211,10 @@ def markdown(result: dict) -> str:
               + (f"{held['correct']}/{held['pairs']} = {held['accuracy']:.1%}." if held.get("pairs") else "none."),
               f"Spread of the annotator's utility among one request's {result['config']['n']} candidates (mean "
               f"standard deviation): {result['utility_spread']:.2f}."]
+    if pair := result.get("paired"):
+        lines += ["", f"Against the reward model of {pair['with']} on the same {pair['decided']} pairs: right only "
+                      f"here {pair['only_here']}, only there {pair['only_there']}; here minus there "
+                      f"{pair['difference']:+.1%} [{pair['low']:+.1%}, {pair['high']:+.1%}] (bootstrap over requests)."]
     return "\n".join(lines) + "\n"
 
 
@@ -234,6 +271,10 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"config": asdict(cfg), "loop": str(done.folder), "taste": taste.name, "policy": policy,
               "reward_model": str(reward_dir), "held_out": {k: held.get(k) for k in ("pairs", "correct", "accuracy")},
               **analyse(samples, taste, cfg.n, cfg.seed, cfg.resamples)}
+    if cfg.paired_with:
+        other = read_json(Path(cfg.paired_with) / "best_of_n.json")
+        result["paired"] = {"with": other.get("reward_model"),
+                            **paired(result["samples"], other.get("samples") or [], taste, cfg.seed, cfg.resamples)}
     # 6. the report
     (done.out / "best_of_n.json").write_text(json.dumps(result, indent=2) + "\n")
     (done.out / "best_of_n.md").write_text(markdown(result))

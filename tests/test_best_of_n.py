@@ -13,6 +13,8 @@ from bench.best_of_n import (
     kl_bound,
     ks,
     pair_agreement,
+    paired,
+    paired_orders,
     pick,
 )
 
@@ -68,3 +70,20 @@ def test_best_of_judges_each_pick_against_the_reference():
     assert best2["rm_vs_reference"]["losses"] == 2 and best2["rm_vs_reference"]["rate"] == 0
     assert best2["annotator_utility"]["mean"] == pytest.approx(utilities[0][0])
     assert best2["rm_utility"]["mean"] == pytest.approx(utilities[0][1])
+
+
+def test_two_reward_models_are_compared_pair_by_pair_on_the_same_candidates():
+    # utilities 0, 1, 1.1: pairs (0,1) and (0,2) decided, (1,2) a tie. Model A orders (0,1) right and (0,2) wrong;
+    # model B orders (0,2) right and (0,1) wrong: one pair right only with each.
+    a, b, u = [0.0, 1.0, -1.0], [0.0, -1.0, 1.0], [0.0, 1.0, 1.1]
+    assert paired_orders(a, b, u, tie_band=0.15) == (1, 1, 2)
+    assert paired_orders(a, a, u, tie_band=0.15) == (0, 0, 2)  # the same model: nothing right only in one
+    assert paired_orders([0.0, 1.0, 2.0], [0.0, 0.0, 0.0], u, tie_band=0.15) == (2, 0, 2)  # equal scores: not right
+    taste = Taste(name="terse")
+    here = [{"candidates": ["x", "y", "z"], "rm_scores": [0.0, 1.0, 2.0], "utilities": u}] * 3
+    there = [{"candidates": ["x", "y", "z"], "rm_scores": [0.0, 1.0, -1.0]}] * 3
+    result = paired(here, there, taste, seed=0, resamples=200)
+    assert (result["only_here"], result["only_there"], result["decided"]) == (3, 0, 6)
+    assert result["difference"] == pytest.approx(0.5) and result["low"] == result["high"] == pytest.approx(0.5)
+    with pytest.raises(SystemExit, match="other lists"):
+        paired(here, [{**there[0], "candidates": ["x", "y", "w"]}] * 3, taste, seed=0, resamples=10)
