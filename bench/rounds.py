@@ -16,7 +16,7 @@
    tuning (bench/best_of_n.py measures how well it ranks them); with --round2-pairing sft, two samples of round 1's
    SFT (round 2 then starts from it). --round2-sampling uncertain has the arena show, for each library request, the
    closest call of round 1's reward model among --candidates samples (core/collect/chooser.py). With
-   --reuse-round2, a copy of that finished run's database.
+   --reuse-round2, a copy of that finished run's database (and its --round2-sampling: its votes, chosen as they were).
 3. A reward model on every vote of both rounds (`python -m core train reward`); with --reuse-round2, that run's.
 4. From the current best (core.train.rounds.current_best: the side the other was tuned from, unless the other won
    the head-to-head votes beyond chance), each of --methods is trained on the same votes and the same reward
@@ -250,14 +250,14 @@ def main(argv: list[str] | None = None) -> dict:
     if prior and prior["pairing"] != list(pairing):
         raise SystemExit(f"--reuse-round2 {cfg.reuse_round2} paired {prior['pairing']}, not {list(pairing)}: pass "
                          "the --round1 and --round2-pairing it ran with.")
-    if prior and prior["config"].get("round2_sampling", "random") != cfg.round2_sampling:
-        raise SystemExit(f"--reuse-round2 {cfg.reuse_round2} chose its pairs with --round2-sampling "
-                         f"{prior['config'].get('round2_sampling', 'random')}: pass that.")
+    if prior:  # its votes, chosen as they were
+        cfg.round2_sampling = prior["config"].get("round2_sampling", "random")
     for stale in out.glob("rounds.duckdb*"):
         stale.unlink()
     shutil.copyfile(Path(cfg.reuse_round2) / "rounds.duckdb" if prior else round1_db, db)
     started = time.perf_counter()
-    round2 = prior["round2"] if prior else collect_round_two(cfg, db, pairing, logs, vote_taste, round1["runs"]["reward"])
+    reward1 = round1["runs"]["reward"]  # what uncertain choice scores with
+    round2 = prior["round2"] if prior else collect_round_two(cfg, db, pairing, logs, vote_taste, reward1)
     round2["chosen_by"] = chosen_by(Store(db), round_title(2, *pairing))
     wall = {"round2_votes": prior["wall_s"]["round2_votes"] if prior else round(time.perf_counter() - started, 1)}
     # 3-4. the reward model on every vote, each method from the current best

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from bench.annotator import Taste
+from bench.loop import judge_ppo_evaluations
 from core.judge.overoptimisation import COLUMNS, curve
 from core.train.runs import read_jsonl, read_status
 from tests.helpers import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
-from bench.annotator import Taste
-from bench.loop import judge_ppo_evaluations
 
 GOOD = ("1. Roast turkey - the classic centrepiece.\n2. Mashed potatoes - creamy and easy.\n3. Cornbread stuffing - "
         "savoury.\n4. Green bean casserole - a bright side.\n5. Pumpkin pie - the traditional sweet finish.")
@@ -154,28 +154,24 @@ def rounds_run(loop_run, tiny_model_dir):
     out = folder / "rounds"
     result = run_rounds("--round1", folder / "out", "--out", out, "--runs-dir", folder / "runs2", "--base-model",
                         tiny_model_dir, "--round2-votes", "8", "--demonstrations", "1", "--forced-choice", "true",
-                        "--round2-sampling", "uncertain", "--reward-args=--eval-fraction 0.5 --max-steps 2 --batch-size 2 --max-length 512",
-                        *ROUNDS_ARGS)
+                        "--reward-args=--eval-fraction 0.5 --max-steps 2 --batch-size 2 --max-length 512",
+                        "--round2-sampling", "uncertain", *ROUNDS_ARGS)
     return folder, round1, out, result
 
 
 def test_two_rounds_reuse_round_one_and_train_every_method_on_the_same_votes(rounds_run):
-    """bench/rounds.py on the tiny model, round 1 being the loop above: 8 more votes in the arena on round 1's
-    PPO against SFT (library pairs chosen by round 1's reward model), a reward model on all 20, PPO, DPO and RLOO
-    from the current best, judged on 4 requests."""
-    folder, round1, out, result = rounds_run
+    """bench/rounds.py on the tiny model, round 1 being the loop above: 8 more votes on round 1's PPO against SFT
+    (library pairs by round 1's reward model), a reward model on all 20, PPO, DPO and RLOO, judged on 4 requests."""
     from core.store.database import Store
 
+    folder, round1, out, result = rounds_run
     # round 2's votes were cast in the arena on the pairing (round-1 PPO, SFT), in a copy of round 1's database
     votes = Store(out / "rounds.duckdb").votes()
     ppo1, sft1 = Path(round1["runs"]["ppo"]).name, Path(round1["runs"]["sft"]).name
     round2 = votes[votes["round"] == f"round 2: {ppo1} vs {sft1}"]
     assert len(votes) == 20 and len(round2) == 8 and len(Store(folder / "out" / "loop.duckdb").votes()) == 12
-    assert result["pairing"] == [round1["runs"]["ppo"], round1["runs"]["sft"]]
-    assert result["start"] in result["pairing"]
-    # uncertain choice scored with round 1's reward model (the annotator's own requests stay random pairs)
-    assert sum(result["round2"]["chosen_by"].values()) == 8 and "uncertain" in result["round2"]["chosen_by"]
-    assert set(round2.chosen_by) <= {"uncertain", "random", "repeat"}
+    assert result["pairing"] == [round1["runs"]["ppo"], round1["runs"]["sft"]] and result["start"] in result["pairing"]
+    assert sum(result["round2"]["chosen_by"].values()) == 8 and "uncertain" in set(round2.chosen_by)  # own: random
     assert f"reward model in {round1['runs']['reward']}" in (out / "logs" / "arena-round2.log").read_text()
     # the reward model trained on both rounds; every method finished from the same start
     lineage = json.loads((Path(result["runs"]["reward"]) / "data" / "lineage.json").read_text())
@@ -207,8 +203,7 @@ def test_rounds_reuse_a_finished_round_two_and_train_only_the_asked_method(round
     folder, _, first_out, first = rounds_run
     out = folder / "rounds-dpo"
     result = run_rounds("--round1", folder / "out", "--out", out, "--runs-dir", folder / "runs3", "--base-model",
-                        tiny_model_dir, "--reuse-round2", first_out, "--methods", "dpo", "--round2-sampling", "uncertain",
-                        *ROUNDS_ARGS)
+                        tiny_model_dir, "--reuse-round2", first_out, "--methods", "dpo", *ROUNDS_ARGS)
     assert len(Store(out / "rounds.duckdb").votes()) == 20 and result["round2"] == first["round2"]
     assert result["runs"]["reward"] == first["runs"]["reward"] and "reward" not in result["wall_s"]
     assert not list((folder / "runs3").glob("reward-*"))
@@ -216,7 +211,7 @@ def test_rounds_reuse_a_finished_round_two_and_train_only_the_asked_method(round
     assert run.parent == folder / "runs3" and read_status(run)["state"] == "finished"
     assert json.loads((run / "config.json").read_text())["sft_adapter"] == first["start"] == result["start"]
     assert set(result["evaluation"]["over_sft"]) == {"dpo"} and result["evaluation"]["round2_over_round1"] is None
-    assert result["goals"]["round2_over_round1"] is None
+    assert result["goals"]["round2_over_round1"] is None and result["config"]["round2_sampling"] == "uncertain"
     assert "round2_over_round1 not measured" in (out / "rounds.md").read_text()
     assert f"(reused from {first_out})" in (out / "rounds.md").read_text()  # round 2's votes were not cast here
     refused = subprocess.run([sys.executable, "-m", "bench.rounds", "--reuse-round2", str(folder)], cwd=REPO,
@@ -238,8 +233,7 @@ def test_round_two_can_pair_round_ones_policy_with_itself(rounds_run, tiny_model
                         *ROUNDS_ARGS)
     ppo1 = round1["runs"]["ppo"]
     assert result["pairing"] == [ppo1, ppo1] and result["start"] == ppo1
-    store = Store(out / "rounds.duckdb")
-    votes = store.votes()
+    votes = Store(out / "rounds.duckdb").votes()
     round2 = votes[votes["round"] == f"round 2: {Path(ppo1).name} vs {Path(ppo1).name}"]
     assert len(round2) == 4 and (round2.left_policy == round2.right_policy).all()
     assert round2.left_policy.iloc[0].endswith(Path(ppo1).name)
