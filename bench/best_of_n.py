@@ -97,32 +97,29 @@ def pick(values: list[float], k: int) -> int:
     return max(range(k), key=lambda i: (values[i], -i))
 
 
+def decided_pairs(utilities: list[float], tie_band: float):
+    """(i, j, utility gap i - j) for each pair of one request's candidates that the annotator decides (gap at least
+    `tie_band`)."""
+    for i in range(len(utilities)):
+        for j in range(i + 1, len(utilities)):
+            if abs(utilities[i] - utilities[j]) >= tie_band:
+                yield i, j, utilities[i] - utilities[j]
+
+
 def pair_agreement(scores: list[float], utilities: list[float], tie_band: float) -> tuple[int, int]:
     """(agreeing, decided) over the pairs of one request's candidates that the annotator decides (utility gap at
     least `tie_band`): agreeing when the reward model's scores order the pair the same way (equal scores do not)."""
-    agree = decided = 0
-    for i in range(len(scores)):
-        for j in range(i + 1, len(scores)):
-            gap = utilities[i] - utilities[j]
-            if abs(gap) >= tie_band:
-                decided += 1
-                agree += (scores[i] - scores[j]) * gap > 0
-    return agree, decided
+    agree = [(scores[i] - scores[j]) * gap > 0 for i, j, gap in decided_pairs(utilities, tie_band)]
+    return sum(agree), len(agree)
 
 
 def paired_orders(scores: list[float], other: list[float], utilities: list[float],
                   tie_band: float) -> tuple[int, int, int]:
     """(right only with `scores`, right only with `other`, decided) over one request's pairs the annotator decides:
     two reward models compared pair by pair on the same candidates."""
-    here = there = decided = 0
-    for i in range(len(scores)):
-        for j in range(i + 1, len(scores)):
-            gap = utilities[i] - utilities[j]
-            if abs(gap) >= tie_band:
-                decided += 1
-                a, b = (scores[i] - scores[j]) * gap > 0, (other[i] - other[j]) * gap > 0
-                here, there = here + (a and not b), there + (b and not a)
-    return here, there, decided
+    right = [((scores[i] - scores[j]) * gap > 0, (other[i] - other[j]) * gap > 0)
+             for i, j, gap in decided_pairs(utilities, tie_band)]
+    return sum(a and not b for a, b in right), sum(b and not a for a, b in right), len(right)
 
 
 def paired(samples: list[dict], other: list[dict], taste, seed: int, resamples: int) -> dict:

@@ -172,5 +172,6 @@ def summary(runs: dict, repeats: int) -> dict:
     print(json.dumps({"table": table, "ratio": ratio}))
     return {"table": table, "ratio": ratio}
 
+
 if __name__ == "__main__":
     main()

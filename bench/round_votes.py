@@ -1,7 +1,8 @@
 """What each round's pairs asked the annotator: how they were chosen, how many came back ties, and how far apart the
 two lists were in the annotator's own noiseless taste.
 
-    .venv/bin/python -m bench.round_votes bench/out/rounds-terse-uncertain/rounds.duckdb --taste terse --round "round 2"
+    .venv/bin/python -m bench.round_votes --db bench/out/rounds-terse-uncertain/rounds.duckdb --taste terse \
+        --round "round 2"
 
 Uncertain choice (core/collect/chooser.py) shows the reward model's closest call among a request's samples; whether
 that makes better votes than a random pair depends on what the annotator saw. This reads a database's standing votes

@@ -15,7 +15,7 @@
    samples of round 1's policy, the comparisons among its own lists that a reward model needs to guide the next
    tuning (bench/best_of_n.py measures how well it ranks them); with --round2-pairing sft, two samples of round 1's
    SFT (round 2 then starts from it). --round2-sampling uncertain has the arena show, for each library request, the
-   closest call of round 1's reward model among --candidates samples (core/collect/chooser.py). With
+   closest call of round 1's reward model among the arena's --candidates samples (core/collect/chooser.py). With
    --reuse-round2, a copy of that finished run's database (and its --round2-sampling: its votes, chosen as they were).
 3. A reward model on every vote of both rounds (`python -m core train reward`); with --reuse-round2, that run's.
 4. From the current best (core.train.rounds.current_best: the side the other was tuned from, unless the other won
@@ -72,8 +72,8 @@ class RoundsConfig:
                                              "(two samples of round 1's SFT, which round 2 then starts from)",
                                choices=tuple(PAIRINGS))
     round2_sampling: str = knob("random", "how round 2's arena chooses each library request's pair: random, or "
-                                          "uncertain (the closest call of the newest finished reward model, round "
-                                          "1's, among --candidates samples; core/collect/chooser.py)",
+                                          "uncertain (round 1's reward model's closest call among 4 samples, "
+                                          "`apps.arena --reward-model`; core/collect/chooser.py)",
                                 choices=SAMPLINGS)
     reuse_round2: str = knob("", "a finished bench/rounds.py --out folder on the same round 1: reuse its round-2 "
                                  "votes and reward model (nothing is voted or retrained), train only --methods")

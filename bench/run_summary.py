@@ -35,8 +35,8 @@ def summarise(run: Path) -> dict:
         series = [m[key] for m in metrics if m.get(key) is not None]
         if series:  # per-step values are noisy: the mean of the first and of the last few steps
             window = max(1, min(10, len(series) // 4))
-            row[key] = [round(statistics.mean(series[:window]), 5 if "approxkl" in key else 3),
-                        round(statistics.mean(series[-window:]), 5 if "approxkl" in key else 3)]
+            digits = 5 if "approxkl" in key else 3  # approxkl lives around 1e-3
+            row[key] = [round(statistics.mean(part), digits) for part in (series[:window], series[-window:])]
     for key in ("val/ratio", "policy/clipfrac_avg"):  # PPO health: their range over the run
         series = [m[key] for m in metrics if m.get(key) is not None]
         if series:
