@@ -8,9 +8,9 @@ the sampling seed.
     (tests/test_loop.py runs it on the tiny model)
 
 Every evaluation in bench/ samples one answer per held-out request and policy, with one seed. The same PPO run read
-59.7 % over SFT with one seed and 55.6 % with another (README, "A bigger budget in round 2"): the Wilson interval
-over 72 requests treats the answers as fixed and leaves that noise out, while the gaps the rounds benchmark looks
-for are about that size. This asks the question again with `samples` draws per request and policy.
+59.7 % over SFT with one seed and 55.6 % with another (bench/README.md, "A bigger budget in round 2"): the Wilson
+interval over 72 requests treats the answers as fixed and leaves that noise out, while the gaps the rounds benchmark
+looks for are about that size. This asks the question again with `samples` draws per request and policy.
 
 1. The reference and every policy answer each held-out request `samples` times, draw d sampled as `python -m core
    eval` samples it with seed + d (bench/loop.held_out_answers).

@@ -1,4 +1,4 @@
-"""Figures of finished training runs, read from their folders (what README quotes for the quick-preset runs).
+"""Figures of finished training runs, read from their folders (what bench/README.md quotes for the quick-preset runs).
 
     .venv/bin/python bench/run_summary.py models/runs/sft-... models/runs/reward-... models/runs/ppo-...
 

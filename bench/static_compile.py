@@ -12,7 +12,8 @@ batch), the --ways below (default all three) in one run:
    for CPU through CompileConfig (transformers compiles only on accelerators by default). The first call compiles.
    On a GPU transformers' default CompileConfig applies: mode "reduce-overhead", i.e. CUDA graphs, which replay a
    whole step's kernels with one launch. On the H200 lent on 2026-12-04 one forward pass of the 135M model at
-   batch 2 took ~37 ms, far more than its arithmetic (README, "The GPU path"), so there this is the lever to measure.
+   batch 2 took ~37 ms, far more than its arithmetic (bench/README.md, "The GPU path"), so there this is the lever
+   to measure.
 With the dynamic way, one torch.profiler pass over 16 decoding steps at the largest batch, eager, prints the
 operators by self CPU time: it says whether the step is bound by the weight matmuls (aten::mm) or by Python and small-op overhead, which is what
 a static cache and compilation remove. Figures per way and batch: seconds per call (first, then the rest), and ms

@@ -4,8 +4,8 @@
 
 `auto` (every sampler's default) is llama.cpp on a CPU when the model can be written for it (a Llama-architecture
 model with a BPE tokenizer, llama-cpp-python installed), else int8 weights on a CPU, and plain on a GPU. Side by
-side on 2 cores (README, "Sampling engines"), llama.cpp samples a pair of lists ~4x faster than int8 at the same
-distance from fp32. `plain` is the fallback switch: PyTorch fp32, exactly the model the training stages use.
+side on 2 cores (bench/README.md, "Sampling engines"), llama.cpp samples a pair of lists ~4x faster than int8
+at the same distance from fp32. `plain` is the fallback switch: PyTorch fp32, exactly the model the training stages use.
 
 Why: at batch 1-2 a 135M model is bound by reading its weights once per token, so weights a quarter the size sample
 faster. How: every Linear layer of the base (attention, MLP and the LM head; not the LoRA matrices) keeps its fp32

@@ -5,8 +5,8 @@ GGUF file (core/gguf_writer.py) and sampled by llama.cpp through llama-cpp-pytho
     python -m core train ppo ... --sampling-engine llamacpp                                     (auto picks it)
 
 Why: at batch 1-2 PyTorch spends ~35 ms a token on the 135M model on 2 cores (int8 weights included), most of it
-not in the weight reads (README, "A static KV cache and torch.compile"); llama.cpp's fused CPU kernels take ~7 ms
-(bench/sampling_speed.py prints the engines side by side). What is written here and why:
+not in the weight reads (bench/README.md, "A static KV cache and torch.compile"); llama.cpp's fused CPU kernels
+take ~7 ms (bench/sampling_speed.py prints the engines side by side). What is written here and why:
 1. The sampler chain is built by hand as temperature -> top-k -> top-p -> draw, the order transformers applies them;
    llama-cpp-python's default chain applies top-p before temperature and adds min-p 0.05, another distribution.
 2. `sample_many` decodes many answers together with continuous batching through llama.cpp's C API (as its server

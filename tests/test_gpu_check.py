@@ -1,5 +1,6 @@
 """bench/gpu_check.py without a GPU: every stage's command line is one its CLI accepts, the figures are read from
-what the stages write, and a failed stage skips the stages that need it (the check itself ran on an H200: README)."""
+what the stages write, and a failed stage skips the stages that need it (the check itself ran on an H200:
+bench/README.md)."""
 from __future__ import annotations
 
 import json

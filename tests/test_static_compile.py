@@ -1,5 +1,5 @@
 """bench/static_compile.py on the tiny model: each way and batch is timed, on the device asked for (the GPU run of
-the CUDA-graph way waits for a lent GPU; README, "The GPU path")."""
+the CUDA-graph way waits for a lent GPU; bench/README.md, "The GPU path")."""
 import pytest
 
 from bench import static_compile

@@ -1,5 +1,5 @@
 """bench/train_precision.py on the tiny model: every figure is measured, and PPO's mixed precision keeps less for the
-backward pass than PEFT's fp32 input casts (the README quotes both on the embedded model)."""
+backward pass than PEFT's fp32 input casts (bench/README.md quotes both on the embedded model)."""
 from bench import train_precision
 
 

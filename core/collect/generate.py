@@ -183,7 +183,7 @@ def completion_batch_size(device: torch.device) -> int:
     """Requests per `generate` call when answering many. On a CPU, 16 (what every CPU benchmark here measured) keeps
     a batch from waiting long on its longest list. On a GPU a small model's step is bound by launching kernels (the
     H200 check: ~45 ms a token at batch 2, while PPO's whole rollout of 64 lists of up to 160 tokens took ~8.5 s, at
-    most ~55 ms a token; README, "The GPU path"), so one batch for every request is nearly free."""
+    most ~55 ms a token; bench/README.md, "The GPU path"), so one batch for every request is nearly free."""
     return 128 if device.type == "cuda" else 16
 
 

@@ -64,7 +64,7 @@ def accuracy_by_round(rounds, correct) -> list[dict]:
     None: none has one, as in scores written before rounds were recorded), with
     counts and 95 % Wilson intervals, in order of first appearance. The newest round's pairs compare the policies
     being tuned, so its accuracy, not the pooled one, says whether the model can rank what a reinforcement stage
-    samples (README, "Can the reward model tell the policy's own lists apart?")."""
+    samples (bench/README.md, "Can the reward model tell the policy's own lists apart?")."""
     correct = [bool(c) for c in correct]
     rounds = [None] * len(correct) if rounds is None else rounds
     names = [NO_ROUND if r is None or r != r else str(r) for r in rounds]  # r != r: NaN

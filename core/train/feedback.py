@@ -4,7 +4,7 @@
 
 TRL's RewardTrainer takes (chosen, rejected[, margin]) rows and minimises the Bradley–Terry loss
 −log σ(r⁺ − r⁻ − m). Each source becomes such rows (our decisions; bench/feedback_ablation.py measures each one on
-and off on the same votes, README quotes the table):
+and off on the same votes, bench/README.md quotes the table):
 
 | source (knob)               | becomes                                                     | margin m          |
 |-----------------------------|-------------------------------------------------------------|-------------------|

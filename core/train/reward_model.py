@@ -11,7 +11,7 @@ How feedback enters training (core/train/feedback.py has the table; TRL models n
 2. An edited list beats the list it was edited from (`--from-edits`); a list the annotator wrote for a request
    beats both lists of their "both bad" votes on it (`--from-both-bad`); of two rated lists of one request the one
    with more stars wins, margin from the gap (`--from-ratings`); a tie becomes a 0.5 target (`--from-ties`, off:
-   it did not help held-out accuracy, README's ablation). "Both bad" with no demonstration trains nothing.
+   it did not help held-out accuracy, bench/README.md's ablation). "Both bad" with no demonstration trains nothing.
 3. Held-out split by prompt (core/train/snapshot.py): library prompts keep their shipped split, others hash to one.
    Held-out accuracy is measured on held-out left/right votes only (a repeat's vote counted once), whatever trains.
 

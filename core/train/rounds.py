@@ -22,7 +22,7 @@ both are, the incumbent stays unless the challenger won the head-to-head votes b
 tuned from (its config.json's `sft_adapter`, followed back through earlier rounds), else the first side (step 3
 stores (best, new)). Why a gate and not "whoever won more": a tuned policy and its start are close, so 150 votes
 often split 51/49, and in the terse two-round benchmark that coin flip sent round 2 on from a PPO policy the
-annotator preferred to its SFT start only 35 % of the time on held-out requests (README, Benchmarks). AlphaGo
+annotator preferred to its SFT start only 35 % of the time on held-out requests (bench/README.md). AlphaGo
 Zero gates a new player the same way (it must win 55 % of 400 games before it becomes the one that generates data).
 With no run in the pairing: the newest finished SFT run.
 """

@@ -27,7 +27,7 @@ checked against Huang et al. 2024 ("The N+ implementation details of RLHF with P
 6. `--precision auto` loads the base in bf16 where the device multiplies it natively (a CPU with AVX512-BF16 too):
    ~3x faster forward passes and half the weights' memory; LoRA, heads and Adam stay fp32. The price is rounding:
    once the weights move, bf16 activations round differently, so later mini-batches' ratios carry noise (a run's
-   clipfrac stays ~0.008 and approxkl ~0.0018 after the first updates, against ~0 in fp32; README, Benchmarks).
+   clipfrac stays ~0.008 and approxkl ~0.0018 after the first updates, against ~0 in fp32; bench/README.md).
 """
 from __future__ import annotations
 
