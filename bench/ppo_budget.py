@@ -52,6 +52,9 @@ VARIANTS = {  # name: the PPO flags that make it, on top of --preset quick (12 u
     "b16": "--batch-size 16 --mini-batches 4",  # 12 updates of 16: twice the episodes and gradient steps, less noise
     "u24": "--total-updates 24",  # 24 updates of 8: twice the episodes, twice the updates
     "b16u24": "--batch-size 16 --mini-batches 4 --total-updates 24",  # four times the episodes (~2.5x the time)
+    # the bigger budget's step size and KL budget: b16u24 in bf16 drifted to 3-4 nats a list for +0.2 of score
+    "b16u24-kl0.2": "--batch-size 16 --mini-batches 4 --total-updates 24 --kl-coef 0.2",  # 4x the KL penalty
+    "b16u24-lr5e-5": "--batch-size 16 --mini-batches 4 --total-updates 24 --learning-rate 5e-5",  # half the step
     "quick": "",  # the loop's own budget: with --reward-model, the loop's PPO against another reward model
     # the precision alone (--precision), and a second training seed of each, to tell it from run-to-run noise
     "fp32": "--precision fp32", "bf16": "--precision bf16",
