@@ -117,7 +117,12 @@ def test_kill_9_of_a_training_stage_leaves_a_readable_run_and_an_intact_database
                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
     deadline = time.time() + 240
-    while not [m for m in read_jsonl(run / "metrics.jsonl") if m.get("step", 0) >= 2] and time.time() < deadline:
+
+    def reached_step_2() -> bool:  # status.json is written just after the step's metrics line: wait for both
+        return (any(m.get("step", 0) >= 2 for m in read_jsonl(run / "metrics.jsonl"))
+                and read_status(run).get("step", 0) >= 2)
+
+    while not reached_step_2() and time.time() < deadline:
         assert process.poll() is None, f"{stage} ended before it could be killed"
         time.sleep(0.2)
     process.kill()
