@@ -34,9 +34,9 @@ from core.config import command_config, knob
 from core.train.runs import read_jsonl
 from tests.helpers import write_preference_votes
 
-# Per stage: the flags that size it. `gpu` is sized from the H200 run of 2026-12-04 (bench/README.md) to ~8 minutes with
-# the 135M embedded model there, where even the tiny model's stages took ~30 s each (starting Python and CUDA, beside the
-# real check); `tiny` is the dry run's, seconds each on a CPU with a 2-layer model.
+# Per stage: the flags that size it. `gpu` is sized from the H200 run of 2026-12-04 (bench/README.md) to ~8 minutes
+# with the 135M embedded model there, where even the tiny model's stages took ~30 s each (starting Python and CUDA,
+# beside the real check); `tiny` is the dry run's, seconds each on a CPU with a 2-layer model.
 SIZES = {
     "gpu": {
         "votes": 400,
