@@ -194,7 +194,8 @@ def test_the_train_page_offers_dpo_and_rloo_forms(tmp_path, monkeypatch):
     at = AppTest.from_file(str(REPO / "apps" / "dashboard.py"), default_timeout=120).run()
     at.switch_page("dashboard_pages/train.py").run()
     radio = at.radio(key="stage")
-    assert radio.options[-2:] == ["3. RLOO", "DPO (votes, no reward model)"]  # labelled, in the registry's order
+    assert radio.options[-3:] == ["3. RLOO", "3. Best of n (rejection sampling)",
+                                  "DPO (votes, no reward model)"]  # labelled, in the registry's order
 
     radio.set_value("rloo").run()
     assert not at.exception

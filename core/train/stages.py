@@ -22,6 +22,7 @@ STAGES = {stage.name: stage for stage in (
     Stage("reward", "core.train.reward_model", "RewardConfig", resumable=False),
     Stage("ppo", "core.train.ppo.trainer", "PPOConfig", resumable=True),
     Stage("rloo", "core.train.rloo", "RLOOConfig", resumable=False),
+    Stage("rejection", "core.train.rejection", "RejectionConfig", resumable=False),
     Stage("dpo", "core.train.dpo", "DPOConfig", resumable=False),
 )}
 

@@ -43,6 +43,11 @@ PANELS = {
         ("Log-probabilities of the lists", ["train/logps/chosen", "train/logps/rejected"]),
         ("Learning rate", ["train/learning_rate"]),
     ],
+    "rejection": [
+        ("Loss on the reward model's picks", ["train/loss"]),
+        ("Token accuracy", ["train/mean_token_accuracy"]),
+        ("Learning rate", ["train/learning_rate"]),
+    ],
     "rloo": [
         ("Reward (reward model, less the missing-EOS penalty)", ["train/reward", "train/reward_std"]),
         ("KL to the reference (nats per token)", ["train/kl"]),

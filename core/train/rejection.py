@@ -1,0 +1,224 @@
+"""Rejection-sampling fine-tuning: the policy's best of n lists under the reward model, learned with TRL's SFTTrainer.
+
+    python -m core train rejection --reward-model models/runs/reward-... --sft-adapter models/runs/sft-... \\
+        --preset quick                                           # ~15 min on 2 CPU cores (sampling is most of it)
+    python -m core train rejection --reward-model RUN --num-samples 8 --max-prompts 0   # every training request
+
+The stage-3 method Llama 2 ran before PPO ("rejection sampling fine-tuning", Touvron et al. 2023), also RAFT (Dong
+et al. 2023) and one ReST step (Gulcehre et al. 2023): best-of-n distilled into the weights. Why beside PPO, DPO and
+RLOO: best-of-n under the reward model is the reference optimiser of over-optimisation studies (Gao et al. 2023), at
+a KL of at most log n - (n - 1)/n nats from the policy, and on the `reasons` taste the reward model's best of 4 SFT
+lists beat an SFT list more often than any PPO or RLOO run had (bench/README.md, "Best of n on `reasons`"). No
+library ships it for our reward model (TRL's BoN sampling went with its PPO tools), so it is written here from the
+pieces the other stages use:
+1. Requests: the library's train split (or --prompts-file), the first --max-prompts of them (0: all).
+2. The starting policy (the SFT adapter, or the base) samples --num-samples lists per request with the fast
+   sampling engine (core/engine.py; `core eval`'s sampler), draw d seeded seed + 10000 d. Only text is kept, so the
+   engine's tiny distance from fp32 does not matter here (no log-probabilities are reused).
+3. The reward model scores every list (RewardScorer, exactly as its held-out accuracy was measured); a list that
+   never ended loses --missing-eos-penalty (PPO's and RLOO's rule). Each request's best list is kept when it ended
+   and it beats the mean of its siblings by at least --min-gap (0: always).
+4. SFT on the kept lists (loss on the list tokens only, tokenised as sft.py does), continuing the starting
+   adapter, so the result is a whole policy on the base like every other run (dpo.py, point 3, says why not a merge);
+   a fresh LoRA when training starts from the base.
+Logged: rejection/* (the candidates' and the picks' mean score, the gain, how many kept, well-formed and unfinished
+shares) at step 0, then TRL's SFT metrics; every candidate with its score and whether it was picked in samples.jsonl.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from datasets import Dataset
+from peft import LoraConfig
+from trl import SFTConfig as TRLSFTConfig
+from trl import SFTTrainer
+
+from core.config import check, knob, stage_main
+from core.engine import ENGINES
+from core.judge.evaluate import EvalConfig, sample
+from core.lists import parse_list
+from core.model import describe_device, load, load_tokenizer, pick_device
+from core.records import InputError
+from core.train.reward_model import RewardScorer
+from core.train.run_writer import Run
+from core.train.runs import RunFolder, RunState, prepare_run_dir, read_adapter_config
+from core.train.sft import tokenize_demonstration
+from core.train.snapshot import take_prompts
+from core.train.start import base_name_for, start_policy
+from core.train.trackers import report_to_knob
+from core.train.trainer_run import (
+    attach,
+    precision_knob,
+    seed_weights,
+    trained_model,
+    trainer_arguments,
+    weights_for,
+)
+
+log = logging.getLogger(__name__)
+DRAW_SEED_STRIDE = 10_000  # draw d of request i is seeded seed + 10000 d + i: no two lists share a seed
+
+
+@dataclass
+class RejectionConfig:
+    reward_model: str = knob("", "reward-model run folder (python -m core train reward) that picks the best list; "
+                                 "required")
+    sft_adapter: str = knob("", "policy run (SFT, or PPO, DPO, RLOO) or adapter folder that samples and goes on "
+                                "training; empty: the base with a fresh LoRA")
+    base_model: str = knob("", "base model; empty: the SFT adapter's base, else $RLHF_BASE_MODEL or the embedded "
+                               "SmolLM2-135M-Instruct")
+    prompts_file: str = knob("", "JSONL of {\"prompt\": ...} rows to sample for; empty: the library's train split")
+    max_prompts: int = knob(0, "sample for the first this many requests (0: all)")
+    num_samples: int = knob(4, "n: lists sampled per request; the reward model keeps the best")
+    min_gap: float = knob(0.0, "keep a request's best list only if it beats its siblings' mean score by this much")
+    max_new_tokens: int = knob(160, "most tokens sampled per list")
+    temperature: float = knob(0.8, "sampling temperature")
+    missing_eos_penalty: float = knob(1.0, "taken off the reward-model score of a list that never ends")
+    engine: str = knob("auto", "sampling engine (core/engine.py): auto (llama.cpp, else int8, on a CPU), llamacpp, "
+                               "int8 or plain", choices=ENGINES)
+    epochs: float = knob(2.0, "passes over the kept lists")
+    max_steps: int = knob(-1, "stop after this many optimiser steps (-1: run all epochs)")
+    learning_rate: float = knob(1e-4, "AdamW learning rate for the LoRA weights")
+    batch_size: int = knob(8, "lists per optimiser step")
+    max_length: int = knob(512, "longest request + list in tokens; longer ones are truncated")
+    lora_r: int = knob(16, "LoRA rank of a fresh adapter (an SFT adapter keeps its own)")
+    lora_alpha: int = knob(32, "LoRA scaling numerator of a fresh adapter")
+    lora_targets: list[str] = knob(["q_proj", "k_proj", "v_proj", "o_proj"], "module names that get LoRA adapters "
+                                                                             "(a fresh adapter only)")
+    device: str = knob("auto", "where to train: auto (GPU if present), cpu or cuda", choices=("auto", "cpu", "cuda"))
+    precision: str = precision_knob()
+    seed: int = knob(0, "seed for sampling, data order and LoRA initialisation")
+    output_dir: str = knob("", "run folder; empty: models/runs/rejection-<timestamp>")
+    report_to: str = report_to_knob()
+
+    PRESETS: ClassVar[dict] = {
+        # best of 4 scored as high as best of 8 on `reasons` (bench/README.md); 160 requests x 4 lists sample in
+        # ~5 min with llama.cpp on 2 cores
+        "quick": dict(num_samples=4, max_prompts=160, epochs=2.0, batch_size=8, learning_rate=1e-4),
+    }
+
+    def __post_init__(self):
+        check(bool(self.reward_model), "rejection sampling needs a reward model: pass --reward-model "
+                                       "models/runs/reward-<timestamp>.")
+        check(self.num_samples >= 2, "num-samples must be at least 2 (the best of one is no choice), e.g. 4.")
+        check(self.max_prompts >= 0, "max-prompts must be >= 0 (0: every request).")
+        check(self.min_gap >= 0, "min-gap must be >= 0 (0 keeps every request's best list).")
+        check(self.max_new_tokens > 0, "max-new-tokens must be positive, e.g. 160.")
+        check(self.temperature > 0, "temperature must be positive, e.g. 0.8.")
+        check(self.missing_eos_penalty >= 0, "missing-eos-penalty must be >= 0, e.g. 1.0.")
+        check(self.epochs > 0, "epochs must be positive, e.g. --epochs 2.")
+        check(self.max_steps == -1 or self.max_steps > 0, "max-steps must be -1 (all epochs) or a positive count.")
+        check(0 < self.learning_rate < 1, "learning-rate should be small and positive, e.g. 1e-4.")
+        check(self.batch_size > 0, "batch-size must be at least 1.")
+        check(self.max_length >= 32, "max-length must be at least 32 tokens.")
+        check(self.lora_r > 0 and self.lora_alpha > 0, "lora-r and lora-alpha must be positive, e.g. 16 and 32.")
+        check(bool(self.lora_targets), "lora-targets needs at least one module name, e.g. q_proj,v_proj.")
+
+
+def pick_best(candidates: list[dict], min_gap: float) -> dict | None:
+    """The candidate with the highest reward if it ended and beats its siblings' mean reward by min_gap; else None.
+    candidates: one request's lists, each {"reward": float, "finished": bool, ...}."""
+    best = max(candidates, key=lambda c: c["reward"])
+    siblings = [c["reward"] for c in candidates if c is not best]
+    if not best["finished"] or best["reward"] - statistics.fmean(siblings) < min_gap:
+        return None
+    return best
+
+
+def candidate_metrics(candidates: list[dict], picks: list[dict]) -> dict:
+    """What the sampling step found, under rejection/* names."""
+    scores = [c["reward"] for c in candidates]
+    picked = [c["reward"] for c in picks]
+    mean_all = statistics.fmean(scores)
+    return {"rejection/candidates": len(candidates), "rejection/kept": len(picks),
+            "rejection/score_mean": mean_all, "rejection/score_best": statistics.fmean(picked) if picks else None,
+            "rejection/gain": statistics.fmean(picked) - mean_all if picks else None,
+            "rejection/unfinished": sum(not c["finished"] for c in candidates) / len(candidates),
+            "rejection/well_formed_all": sum(c["well_formed"] for c in candidates) / len(candidates),
+            "rejection/well_formed_best": sum(c["well_formed"] for c in picks) / len(picks) if picks else None}
+
+
+def sample_candidates(cfg: RejectionConfig, requests: list[str], device) -> list[list[dict]]:
+    """Step 2: num_samples lists per request from the starting policy, through the sampling engine:
+    [request][draw] -> {"prompt", "text", "finished", "draw"}."""
+    loaded = load(base_name_for(cfg.base_model, cfg.sft_adapter), str(device), cfg.engine)
+    spec = cfg.sft_adapter or "base"
+    labels = {f"draw{d}": spec for d in range(cfg.num_samples)}
+    sampling = EvalConfig(policy=spec, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                          seed=cfg.seed)
+    answers = sample(loaded, labels, requests, sampling,
+                     seeds={label: cfg.seed + DRAW_SEED_STRIDE * d for d, label in enumerate(labels)})
+    del loaded
+    gc.collect()  # the sampler's weights go before the training copy loads
+    return [[{"prompt": request, "text": answers[label][i].text, "finished": answers[label][i].finished, "draw": d}
+             for d, label in enumerate(labels)] for i, request in enumerate(requests)]
+
+
+def train(cfg: RejectionConfig) -> Path:
+    run_dir = prepare_run_dir("rejection", cfg.output_dir)
+    with Run(run_dir, total=max(cfg.max_steps, 0)) as run:
+        # 1. requests snapshot; the reward model must be one
+        read_adapter_config(cfg.reward_model, "SEQ_CLS", "python -m core train reward")
+        requests, _ = take_prompts(run_dir, "train", cfg.prompts_file or None)
+        requests = requests[:cfg.max_prompts] if cfg.max_prompts else requests
+        device = pick_device(cfg.device)
+        seed_weights(cfg.seed)
+        run.save_config(cfg, base_model_resolved=base_name_for(cfg.base_model, cfg.sft_adapter),
+                        device_name=describe_device(device))
+
+        # 2. n lists per request from the starting policy
+        run.set_status("running", message=f"sampling {cfg.num_samples} lists for each of {len(requests)} requests")
+        per_request = sample_candidates(cfg, requests, device)
+        if run.stop.requested:
+            run.finish(RunState.STOPPED, message="stopped while sampling; nothing trained")
+            return run_dir
+
+        # 3. score every list; keep each request's best
+        run.set_status("running", message=f"scoring {len(requests) * cfg.num_samples} lists with the reward model")
+        candidates = [c for group in per_request for c in group]
+        scorer = RewardScorer.from_folder(cfg.reward_model, device=str(device))
+        scores = scorer.score([c["prompt"] for c in candidates], [c["text"] for c in candidates])
+        del scorer
+        for c, score in zip(candidates, scores):
+            c.update(score=score, reward=score - (0.0 if c["finished"] else cfg.missing_eos_penalty),
+                     well_formed=parse_list(c["text"]).well_formed)
+        picks = [p for p in (pick_best(group, cfg.min_gap) for group in per_request) if p is not None]
+        for c in candidates:
+            c["picked"] = any(c is p for p in picks)
+        run.log_samples(0, candidates)
+        run.log_metrics(0, candidate_metrics(candidates, picks))
+        if not picks:
+            raise InputError(f"no request kept a list: every best list was unfinished or within --min-gap "
+                             f"{cfg.min_gap} of its siblings; lower --min-gap or raise --max-new-tokens.")
+        log.info("kept %d of %d requests' best lists; mean score %.3f -> %.3f", len(picks), len(requests),
+                 statistics.fmean(scores), statistics.fmean(p["reward"] for p in picks))
+
+        # 4. SFT on the kept lists, continuing the starting adapter
+        base_name, policy = start_policy(cfg.base_model, cfg.sft_adapter, device)
+        policy = weights_for(policy, cfg.precision)
+        tokenizer = load_tokenizer(base_name)
+        rows = [tokenize_demonstration(tokenizer, p["prompt"], p["text"], cfg.max_length) for p in picks]
+        args = TRLSFTConfig(**trainer_arguments(
+            device, cfg.seed, run_dir, cfg.precision, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+            learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length,
+            completion_only_loss=True, lr_scheduler_type="cosine", warmup_steps=0.1))
+        lora = None if cfg.sft_adapter else LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.05,
+                                                       target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
+        trainer = SFTTrainer(model=policy, args=args, train_dataset=Dataset.from_list(rows),
+                             processing_class=tokenizer, peft_config=lora)
+        attach(trainer, run)
+        trainer.train()
+        if run.is_main:
+            trained_model(trainer).save_pretrained(RunFolder(run_dir).adapter)
+        run.complete(run.stop.requested)
+    return run_dir
+
+
+if __name__ == "__main__":
+    sys.exit(stage_main(RejectionConfig, train, prog="python -m core.train.rejection"))

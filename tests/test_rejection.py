@@ -1,0 +1,174 @@
+"""Rejection-sampling fine-tuning: the pick and its metrics against hand-worked values, the stage on the tiny model
+(sampled lists stood in, so the picks are known: the reward model's best is what trains, run folder, SFT's adapter
+goes on training, base untouched), the real CLI's sampling and its bad input as one line, the Train page's form."""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+from streamlit.testing.v1 import AppTest
+
+from core.config import ConfigError, build
+from core.train import rejection
+from core.train.rejection import RejectionConfig, candidate_metrics, pick_best
+from core.train.reward_model import RewardScorer
+from core.train.runs import read_json, read_jsonl, read_status
+from tests.helpers import ADAPTER_FILES, run_files
+
+REPO = Path(__file__).resolve().parent.parent
+LONG = "1. Apple - crisp and sweet.\n2. Pear - soft.\n3. Fig - rich.\n4. Plum - tart.\n5. Kiwi - green."
+SHORT = "1. Apple\n2. Pear\n3. Fig\n4. Plum\n5. Kiwi"
+
+
+def rejection_cli(*args, check: bool = True) -> subprocess.CompletedProcess:
+    """`python -m core train rejection ARGS` in a fresh process, one thread (see tests/test_rloo.py)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RLHF_BASE_MODEL", "RLHF_DEVICE", "RLHF_DB")}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "core", "train", "rejection", *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    if check:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+# ---- the pick and its metrics ---------------------------------------------------------------------------------------
+def candidate(reward: float, finished: bool = True, well_formed: bool = True) -> dict:
+    return {"reward": reward, "finished": finished, "well_formed": well_formed}
+
+
+def test_the_best_list_is_kept_when_it_ended_and_clears_the_gap_over_its_siblings_mean():
+    group = [candidate(0.5), candidate(2.0), candidate(-1.0)]
+    assert pick_best(group, 0.0) is group[1]
+    assert pick_best(group, 2.25) is group[1]  # 2.0 - mean(0.5, -1.0) = 2.25: just clears it
+    assert pick_best(group, 2.26) is None
+    assert pick_best([candidate(3.0, finished=False), candidate(1.0)], 0.0) is None  # the best never ended: none
+
+
+def test_candidate_metrics_by_hand():
+    group = [candidate(1.0), candidate(3.0, well_formed=False), candidate(-2.0, finished=False)]
+    metrics = candidate_metrics(group, [group[1]])
+    assert metrics == {"rejection/candidates": 3, "rejection/kept": 1, "rejection/score_mean": pytest.approx(2 / 3),
+                       "rejection/score_best": 3.0, "rejection/gain": pytest.approx(3.0 - 2 / 3),
+                       "rejection/unfinished": pytest.approx(1 / 3), "rejection/well_formed_all": pytest.approx(2 / 3),
+                       "rejection/well_formed_best": 0.0}
+
+
+# ---- the stage on the tiny model -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def base_weights(tiny_model_dir):
+    return hashlib.sha256((Path(tiny_model_dir) / "model.safetensors").read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def stood_in_run(tiny_model_dir, tiny_adapter_dir, tiny_reward_run, base_weights, tmp_path_factory):
+    """The stage in-process with its sampler stood in by fixed lists (the tiny model's own lists never end in a
+    test's budget): two requests, three lists each, the third cut off."""
+    lists = [LONG, SHORT, "1. Apple\n2. Pe"]
+    sampled = []
+
+    def fake_sampler(cfg, requests, device):
+        sampled.append((cfg.num_samples, list(requests)))
+        return [[{"prompt": r, "text": text, "finished": d < 2, "draw": d} for d, text in enumerate(lists)]
+                for r in requests]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(rejection, "sample_candidates", fake_sampler)
+        mp.setattr(signal, "signal", lambda *args: None)  # in-process: leave pytest's Ctrl-C alone
+        out = tmp_path_factory.mktemp("rejection") / "run"
+        rejection.train(build(RejectionConfig, reward_model=str(tiny_reward_run), sft_adapter=tiny_adapter_dir,
+                              max_prompts="2", num_samples="3", max_steps="2", batch_size="2",
+                              learning_rate="1e-2", output_dir=str(out)))
+    return out, sampled
+
+
+def test_the_reward_models_best_finished_list_is_what_trains(stood_in_run, tiny_reward_run):
+    out, sampled = stood_in_run
+    (asked,) = sampled
+    assert asked[0] == 3 and len(asked[1]) == 2  # --max-prompts 2 of the train split, 3 lists each
+    samples = read_jsonl(out / "samples.jsonl")
+    assert len(samples) == 6 and {s["step"] for s in samples} == {0}
+    scorer = RewardScorer.from_folder(tiny_reward_run, device="cpu")
+    for request in asked[1]:
+        rows = [s for s in samples if s["prompt"] == request]
+        scores = scorer.score([request] * 3, [r["text"] for r in rows])
+        assert [r["score"] for r in rows] == pytest.approx(scores, abs=1e-4)
+        assert rows[2]["reward"] == pytest.approx(rows[2]["score"] - 1.0)  # cut off: the missing-EOS penalty
+        best = max(rows, key=lambda r: r["reward"])
+        assert [r["picked"] for r in rows] == [r is best and r["finished"] for r in rows]
+    metrics = read_jsonl(out / "metrics.jsonl")
+    assert metrics[0]["step"] == 0 and metrics[0]["rejection/kept"] == sum(s["picked"] for s in samples)
+    assert metrics[0]["rejection/unfinished"] == pytest.approx(1 / 3)
+    assert [m["step"] for m in metrics if "train/loss" in m] == [1, 2]
+
+
+def test_run_folder_holds_exactly_the_prompts_samples_adapter_and_logs(stood_in_run, tiny_model_dir, tiny_adapter_dir,
+                                                                       tiny_reward_run):
+    out, _ = stood_in_run
+    assert run_files(out) == ADAPTER_FILES | {"config.json", "status.json", "metrics.jsonl", "train.log",
+                                              "samples.jsonl", "data/lineage.json", "data/prompts_train.jsonl"}
+    status = read_status(out)
+    assert (status["state"], status["step"]) == ("finished", 2)
+    config = read_json(out / "config.json")
+    assert (config["stage"], config["base_model_resolved"], config["reward_model"], config["sft_adapter"]) == (
+        "rejection", tiny_model_dir, str(tiny_reward_run), tiny_adapter_dir)
+
+
+def test_sfts_adapter_goes_on_training_and_the_base_stays_untouched(stood_in_run, tiny_model_dir, tiny_adapter_dir,
+                                                                    base_weights):
+    out, _ = stood_in_run
+    sft = load_file(Path(tiny_adapter_dir) / "adapter_model.safetensors")
+    tuned = load_file(out / "adapter" / "adapter_model.safetensors")
+    assert set(tuned) == set(sft)  # SFT's adapter, continued: a whole policy on the base
+    assert any(not (tuned[k] == sft[k]).all() for k in sft)
+    assert hashlib.sha256((Path(tiny_model_dir) / "model.safetensors").read_bytes()).hexdigest() == base_weights
+
+
+# ---- the real CLI: sampling, and bad input as one line -------------------------------------------------------------
+def test_the_cli_samples_and_says_what_to_change_when_no_list_ended(tiny_model_dir, tiny_reward_run, tmp_path):
+    """Through the real sampler: the tiny model's lists never end in 4 tokens, so nothing is kept."""
+    out = tmp_path / "run"
+    done = rejection_cli("--base-model", tiny_model_dir, "--reward-model", tiny_reward_run, "--max-prompts", "2",
+                         "--num-samples", "2", "--max-new-tokens", "4", "--engine", "plain", "--output-dir", out,
+                         check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].endswith("lower --min-gap or raise --max-new-tokens.")
+    samples = read_jsonl(out / "samples.jsonl")  # what was sampled and scored is kept for inspection
+    assert len(samples) == 4 and not any(s["finished"] or s["picked"] for s in samples)
+    assert read_status(out)["state"] == "failed"
+
+
+def test_no_reward_model_exits_2_with_one_line_before_anything_is_written(tmp_path):
+    done = rejection_cli("--output-dir", tmp_path / "run", check=False)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "error: rejection sampling needs a reward model: pass --reward-model models/runs/reward-<timestamp>."]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"num_samples": "1"}, "num-samples must be at least 2 (the best of one is no choice), e.g. 4."),
+    ({"min_gap": "-1"}, "min-gap must be >= 0 (0 keeps every request's best list)."),
+    ({"max_prompts": "-3"}, "max-prompts must be >= 0 (0: every request)."),
+])
+def test_bad_settings_say_what_to_pass_instead(settings, message):
+    with pytest.raises(ConfigError) as err:
+        build(RejectionConfig, "quick", reward_model="models/runs/reward-x", **settings)
+    assert str(err.value) == message
+
+
+def test_the_train_page_offers_the_best_of_n_form(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLHF_DB", str(tmp_path / "db.duckdb"))
+    monkeypatch.setenv("RLHF_RUNS_DIR", str(tmp_path / "runs"))
+    (tmp_path / "runs").mkdir()
+    at = AppTest.from_file(str(REPO / "apps" / "dashboard.py"), default_timeout=120).run()
+    at.switch_page("dashboard_pages/train.py").run()
+    at.radio(key="stage").set_value("rejection").run()
+    assert not at.exception
+    assert "rejection sampling needs a reward model" in at.error[0].value
+    assert at.text_input(key="rejection:quick:num_samples").value == "4"
+    assert at.selectbox(key="rejection:quick:sft_adapter").options[0] == "(none)"
