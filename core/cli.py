@@ -4,11 +4,11 @@
     python -m core import-votes votes.jsonl   # prompt, response_a, response_b, choice[, annotator, created_at]
     python -m core export-votes prefs.jsonl   # TRL preference format (prompt, chosen, rejected[, margin])
     python -m core stats                      # what the database holds; annotator agreement (core/judge/agreement.py)
-    python -m core train sft|reward|ppo|dpo|rloo [--preset quick] [--help for every setting]
+    python -m core train sft|reward|ppo|dpo|rloo|rejection [--preset quick] [--help for every setting]
     python -m core score --reward-model RUN --prompt "Top 5 ..." --response "1. ..." [--response "1. ..."]
     python -m core eval --policy RUN [--against base|RUN] [--reward-model RUN]   # win rate, well-formed rate
     python -m core leaderboard [--reward-model RUN|newest|none] [--bootstrap 1000]  # Bradley-Terry ratings
-    python -m core next-round --method ppo|dpo|rloo [--best RUN] [--preset quick]  # reward model, policy, arena
+    python -m core next-round --method ppo|dpo|rloo|rejection [--best RUN] [--preset quick]   # RM, policy, arena
 
 The database is $RLHF_DB (default data/rlhf.duckdb), or --db. A stage's flags come from its config dataclass
 (core/config.py); the stages themselves are listed in core/train/stages.py.

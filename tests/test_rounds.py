@@ -93,12 +93,12 @@ def test_the_round_number_follows_the_highest_numbered_round():
 
 
 # ---- the plan -------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("method", ["ppo", "dpo", "rloo"])
+@pytest.mark.parametrize("method", ["ppo", "dpo", "rloo", "rejection"])
 def test_the_plan_is_a_reward_model_a_policy_from_the_best_and_the_new_pairing(method):
     steps = rounds.plan(method, "/runs/sft-1", Path("/runs"), STAMP, round_number=2, preset="quick")
     head = ["python", "-m", "core", "train"]
     assert steps[0].command == [*head, "reward", "--preset", "quick", "--output-dir", f"/runs/reward-{STAMP}"]
-    scored = ["--reward-model", f"/runs/reward-{STAMP}"] if method in ("ppo", "rloo") else []
+    scored = ["--reward-model", f"/runs/reward-{STAMP}"] if method in ("ppo", "rloo", "rejection") else []
     assert steps[1].command == [*head, method, "--preset", "quick", "--sft-adapter", "/runs/sft-1", *scored,
                                 "--output-dir", f"/runs/{method}-{STAMP}"]
     assert steps[2].command is None  # a setting in the database, not a process
@@ -116,7 +116,7 @@ def test_a_plan_from_the_base_has_no_sft_adapter_and_an_unknown_method_is_refuse
         rounds.plan("grpo", BASE, Path("/runs"), STAMP)
 
 
-@pytest.mark.parametrize("method", ["ppo", "dpo", "rloo"])
+@pytest.mark.parametrize("method", ["ppo", "dpo", "rloo", "rejection"])
 def test_each_planned_step_is_a_config_its_stage_accepts(method, tmp_path):
     if importlib.util.find_spec(f"core.train.{method}") is None and method != "ppo":
         pytest.skip(f"core/train/{method}.py is not in this checkout yet")

@@ -1,6 +1,6 @@
 """Rounds of collection, and the Next-round loop that trains the next policy and puts it in the arena.
 
-    python -m core next-round --method ppo|dpo|rloo [--best RUN] [--preset quick] [--plan-only]
+    python -m core next-round --method ppo|dpo|rloo|rejection [--best RUN] [--preset quick] [--plan-only]
 
 A round is a named period of collection with its pairing ("round 2: ppo-20261121-101500 vs sft-20261120-090000"):
 the arena's stored pairing and round name (core/collect/chooser.py; set on the dashboard's Arena page, with
@@ -67,8 +67,8 @@ from core.train.runs import (
 )
 from core.train.stages import STAGES, config_class
 
-METHODS = ("ppo", "dpo", "rloo")  # how step 2 tunes the new policy
-SCORED = ("ppo", "rloo")  # the methods that take --reward-model (DPO learns from the votes themselves)
+METHODS = ("ppo", "dpo", "rloo", "rejection")  # how step 2 tunes the new policy
+SCORED = ("ppo", "rloo", "rejection")  # the methods that take --reward-model (DPO learns from the votes themselves)
 NEXT_ROUND_KEY = "next_round.status"  # meta: what the orchestrator is doing (state, step, message, pid)
 MADE_BY = "python -m core train sft (or ppo, dpo, rloo)"
 
