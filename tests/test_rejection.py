@@ -59,6 +59,29 @@ def test_candidate_metrics_by_hand():
                        "rejection/well_formed_best": 0.0}
 
 
+def test_each_draw_is_the_starting_policy_sampled_with_its_own_seed(tiny_model_dir, tiny_adapter_dir):
+    """The plain engine: draw d of the adapter's lists is exactly what the adapter samples with seed + 10000 d."""
+    from peft import PeftModel
+
+    from core.collect.generate import complete
+    from core.model import load
+    from core.records import SamplingSettings
+
+    cfg = build(RejectionConfig, reward_model="unused", sft_adapter=tiny_adapter_dir, base_model=tiny_model_dir,
+                num_samples="2", max_new_tokens="6", engine="plain", seed="3")
+    requests = ["Top 5 fruits", "Top 5 board games for two"]
+    drawn = []
+    groups = rejection.sample_candidates(cfg, requests, "cpu", on_draw=drawn.append)
+    assert drawn == [0, 1] and [[c["draw"] for c in g] for g in groups] == [[0, 1], [0, 1]]
+    loaded = load(tiny_model_dir, "cpu")
+    policy = PeftModel.from_pretrained(loaded.model, tiny_adapter_dir).eval()
+    for d in (0, 1):
+        expected = complete(policy, loaded.tokenizer, requests, SamplingSettings(temperature=0.8, max_new_tokens=6),
+                            3 + 10_000 * d)
+        assert [g[d]["text"] for g in groups] == [c.text for c in expected]
+    assert [g[0]["prompt"] for g in groups] == requests
+
+
 # ---- the stage on the tiny model -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def base_weights(tiny_model_dir):
@@ -72,7 +95,7 @@ def stood_in_run(tiny_model_dir, tiny_adapter_dir, tiny_reward_run, base_weights
     lists = [LONG, SHORT, "1. Apple\n2. Pe"]
     sampled = []
 
-    def fake_sampler(cfg, requests, device):
+    def fake_sampler(cfg, requests, device, on_draw):
         sampled.append((cfg.num_samples, list(requests)))
         return [[{"prompt": r, "text": text, "finished": d < 2, "draw": d} for d, text in enumerate(lists)]
                 for r in requests]

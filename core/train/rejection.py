@@ -13,7 +13,7 @@ library ships it for our reward model (TRL's BoN sampling went with its PPO tool
 pieces the other stages use:
 1. Requests: the library's train split (or --prompts-file), the first --max-prompts of them (0: all).
 2. The starting policy (the SFT adapter, or the base) samples --num-samples lists per request with the fast
-   sampling engine (core/engine.py; `core eval`'s sampler), draw d seeded seed + 10000 d. Only text is kept, so the
+   sampling engine (core/engine.py), as `core eval` samples, draw d seeded seed + 10000 d. Only text is kept, so the
    engine's tiny distance from fp32 does not matter here (no log-probabilities are reused).
 3. The reward model scores every list (RewardScorer, exactly as its held-out accuracy was measured); a list that
    never ended loses --missing-eos-penalty (PPO's and RLOO's rule). Each request's best list is kept when it ended
@@ -39,15 +39,21 @@ from peft import LoraConfig
 from trl import SFTConfig as TRLSFTConfig
 from trl import SFTTrainer
 
+from core.collect.generate import Generator, complete, complete_llamacpp
 from core.config import check, knob, stage_main
 from core.engine import ENGINES
-from core.judge.evaluate import EvalConfig, sample
 from core.lists import parse_list
 from core.model import describe_device, load, load_tokenizer, pick_device
-from core.records import InputError
+from core.records import InputError, SamplingSettings
 from core.train.reward_model import RewardScorer
 from core.train.run_writer import Run
-from core.train.runs import RunFolder, RunState, prepare_run_dir, read_adapter_config
+from core.train.runs import (
+    RunFolder,
+    RunState,
+    adapter_dir,
+    prepare_run_dir,
+    read_adapter_config,
+)
 from core.train.sft import tokenize_demonstration
 from core.train.snapshot import take_prompts
 from core.train.start import base_name_for, start_policy
@@ -144,20 +150,29 @@ def candidate_metrics(candidates: list[dict], picks: list[dict]) -> dict:
             "rejection/well_formed_best": sum(c["well_formed"] for c in picks) / len(picks) if picks else None}
 
 
-def sample_candidates(cfg: RejectionConfig, requests: list[str], device) -> list[list[dict]]:
-    """Step 2: num_samples lists per request from the starting policy, through the sampling engine:
+def sample_candidates(cfg: RejectionConfig, requests: list[str], device, on_draw=None) -> list[list[dict]]:
+    """Step 2: num_samples lists per request from the starting policy, through the sampling engine (as `core eval`
+    samples), one draw of every request at a time, `on_draw(d)` before each:
     [request][draw] -> {"prompt", "text", "finished", "draw"}."""
     loaded = load(base_name_for(cfg.base_model, cfg.sft_adapter), str(device), cfg.engine)
-    spec = cfg.sft_adapter or "base"
-    labels = {f"draw{d}": spec for d in range(cfg.num_samples)}
-    sampling = EvalConfig(policy=spec, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                          seed=cfg.seed)
-    answers = sample(loaded, labels, requests, sampling,
-                     seeds={label: cfg.seed + DRAW_SEED_STRIDE * d for d, label in enumerate(labels)})
+    adapter = str(adapter_dir(cfg.sft_adapter)) if cfg.sft_adapter else None
+    if adapter:
+        Generator(loaded).add_adapter(adapter)  # the starting policy: the one adapter, active
+    sampling = SamplingSettings(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
+    draws = []
+    for d in range(cfg.num_samples):
+        if on_draw is not None:
+            on_draw(d)
+        seed = cfg.seed + DRAW_SEED_STRIDE * d
+        if loaded.llamacpp:
+            draws.append(complete_llamacpp(loaded.llamacpp.sampler(adapter), loaded.model, loaded.tokenizer,
+                                           requests, sampling, seed))
+        else:
+            draws.append(complete(loaded.model, loaded.tokenizer, requests, sampling, seed))
     del loaded
     gc.collect()  # the sampler's weights go before the training copy loads
-    return [[{"prompt": request, "text": answers[label][i].text, "finished": answers[label][i].finished, "draw": d}
-             for d, label in enumerate(labels)] for i, request in enumerate(requests)]
+    return [[{"prompt": request, "text": draw[i].text, "finished": draw[i].finished, "draw": d}
+             for d, draw in enumerate(draws)] for i, request in enumerate(requests)]
 
 
 def train(cfg: RejectionConfig) -> Path:
@@ -173,8 +188,11 @@ def train(cfg: RejectionConfig) -> Path:
                         device_name=describe_device(device))
 
         # 2. n lists per request from the starting policy
-        run.set_status("running", message=f"sampling {cfg.num_samples} lists for each of {len(requests)} requests")
-        per_request = sample_candidates(cfg, requests, device)
+        def on_draw(d: int) -> None:
+            run.set_status("running", message=f"sampling list {d + 1} of {cfg.num_samples} for each of "
+                                              f"{len(requests)} requests")
+
+        per_request = sample_candidates(cfg, requests, device, on_draw)
         if run.stop.requested:
             run.finish(RunState.STOPPED, message="stopped while sampling; nothing trained")
             return run_dir
