@@ -71,3 +71,22 @@ def test_variants_train_on_one_database_and_the_ensemble_joins_them(tiny_model_d
     with pytest.raises(SystemExit, match="'learning_rate': 0.003"):  # trained with other flags than --common's
         bench.main(["--db", preference_db, "--out", str(tmp_path / "o2"), "--report-only", "true",
                     "--reference", str(tmp_path / "out" / "runs" / "quick")])
+
+
+def test_a_merged_policy_computes_what_base_plus_adapter_computes(tiny_model_dir, tiny_adapter_dir, tmp_path):
+    """bench/merged_policy.py: the folder a reward model can start from is the SFT policy itself."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from bench.merged_policy import merge
+
+    out = merge(tiny_adapter_dir, str(tmp_path / "merged"))
+    ids = torch.tensor([[1, 5, 9, 12, 3]])
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()
+    policy = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tiny_adapter_dir).eval()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, policy(ids).logits, atol=1e-4)
+        assert not torch.allclose(merged(ids).logits, base(ids).logits, atol=1e-2)  # the adapter is in there
+    assert (out / "tokenizer_config.json").exists()
