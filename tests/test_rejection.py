@@ -53,8 +53,8 @@ def test_the_best_list_is_kept_when_it_ended_and_clears_the_gap_over_its_sibling
 def test_candidate_metrics_by_hand():
     group = [candidate(1.0), candidate(3.0, well_formed=False), candidate(-2.0, finished=False)]
     metrics = candidate_metrics(group, [group[1]])
-    assert metrics == {"rejection/candidates": 3, "rejection/kept": 1, "rejection/score_mean": pytest.approx(2 / 3),
-                       "rejection/score_best": 3.0, "rejection/gain": pytest.approx(3.0 - 2 / 3),
+    assert metrics == {"rejection/candidates": 3, "rejection/kept": 1, "rejection/reward_mean": pytest.approx(2 / 3),
+                       "rejection/reward_best": 3.0, "rejection/gain": pytest.approx(3.0 - 2 / 3),
                        "rejection/unfinished": pytest.approx(1 / 3), "rejection/well_formed_all": pytest.approx(2 / 3),
                        "rejection/well_formed_best": 0.0}
 

@@ -21,7 +21,7 @@ pieces the other stages use:
 4. SFT on the kept lists (loss on the list tokens only, tokenised as sft.py does), continuing the starting
    adapter, so the result is a whole policy on the base like every other run (dpo.py, point 3, says why not a merge);
    a fresh LoRA when training starts from the base.
-Logged: rejection/* (the candidates' and the picks' mean score, the gain, how many kept, well-formed and unfinished
+Logged: rejection/* (the candidates' and the picks' mean reward, the gain, how many kept, well-formed and unfinished
 shares) at step 0, then TRL's SFT metrics; every candidate with its score and whether it was picked in samples.jsonl.
 """
 from __future__ import annotations
@@ -143,7 +143,7 @@ def candidate_metrics(candidates: list[dict], picks: list[dict]) -> dict:
     picked = [c["reward"] for c in picks]
     mean_all = statistics.fmean(scores)
     return {"rejection/candidates": len(candidates), "rejection/kept": len(picks),
-            "rejection/score_mean": mean_all, "rejection/score_best": statistics.fmean(picked) if picks else None,
+            "rejection/reward_mean": mean_all, "rejection/reward_best": statistics.fmean(picked) if picks else None,
             "rejection/gain": statistics.fmean(picked) - mean_all if picks else None,
             "rejection/unfinished": sum(not c["finished"] for c in candidates) / len(candidates),
             "rejection/well_formed_all": sum(c["well_formed"] for c in candidates) / len(candidates),
@@ -209,13 +209,14 @@ def train(cfg: RejectionConfig) -> Path:
         picks = [p for p in (pick_best(group, cfg.min_gap) for group in per_request) if p is not None]
         for c in candidates:
             c["picked"] = any(c is p for p in picks)
+        found = candidate_metrics(candidates, picks)
         run.log_samples(0, candidates)
-        run.log_metrics(0, candidate_metrics(candidates, picks))
+        run.log_metrics(0, found)
         if not picks:
             raise InputError(f"no request kept a list: every best list was unfinished or within --min-gap "
                              f"{cfg.min_gap} of its siblings; lower --min-gap or raise --max-new-tokens.")
-        log.info("kept %d of %d requests' best lists; mean score %.3f -> %.3f", len(picks), len(requests),
-                 statistics.fmean(scores), statistics.fmean(p["reward"] for p in picks))
+        log.info("kept %d of %d requests' best lists; mean reward %.3f over all lists, %.3f over the picks",
+                 len(picks), len(requests), found["rejection/reward_mean"], found["rejection/reward_best"])
 
         # 4. SFT on the kept lists, continuing the starting adapter
         base_name, policy = start_policy(cfg.base_model, cfg.sft_adapter, device)
