@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from streamlit.testing.v1 import AppTest
 
 from core.config import ConfigError, build
+from core.records import InputError
 from core.train import rejection
 from core.train.rejection import RejectionConfig, candidate_metrics, pick_best
 from core.train.reward_model import RewardScorer
@@ -150,6 +151,27 @@ def test_sfts_adapter_goes_on_training_and_the_base_stays_untouched(stood_in_run
     assert set(tuned) == set(sft)  # SFT's adapter, continued: a whole policy on the base
     assert any(not (tuned[k] == sft[k]).all() for k in sft)
     assert hashlib.sha256((Path(tiny_model_dir) / "model.safetensors").read_bytes()).hexdigest() == base_weights
+
+
+def test_candidates_from_a_finished_run_retrain_on_its_picks_without_sampling(stood_in_run, tiny_adapter_dir,
+                                                                               tiny_reward_run, tmp_path, monkeypatch):
+    first, _ = stood_in_run
+
+    def no_sampling(*args):
+        raise AssertionError("--candidates-from must not sample")
+
+    monkeypatch.setattr(rejection, "sample_candidates", no_sampling)
+    monkeypatch.setattr(signal, "signal", lambda *args: None)
+    out = tmp_path / "again"
+    rejection.train(build(RejectionConfig, candidates_from=str(first), sft_adapter=tiny_adapter_dir,
+                          max_steps="1", batch_size="2", output_dir=str(out)))
+    keep = ("prompt", "text", "score", "reward", "picked")
+    assert [{k: s[k] for k in keep} for s in read_jsonl(out / "samples.jsonl")] == [
+        {k: s[k] for k in keep} for s in read_jsonl(first / "samples.jsonl")]
+    assert read_json(out / "config.json")["reward_model"] == str(tiny_reward_run)  # the lineage: who scored them
+    assert read_status(out)["state"] == "finished"
+    with pytest.raises(InputError, match="holds no scored lists"):
+        rejection.train(build(RejectionConfig, candidates_from=str(tmp_path), output_dir=str(tmp_path / "x")))
 
 
 # ---- the real CLI: sampling, and bad input as one line -------------------------------------------------------------

@@ -21,6 +21,8 @@ pieces the other stages use:
 4. SFT on the kept lists (loss on the list tokens only, tokenised as sft.py does), continuing the starting
    adapter, so the result is a whole policy on the base like every other run (dpo.py, point 3, says why not a merge);
    a fresh LoRA when training starts from the base.
+`--candidates-from RUN` skips steps 1-3 and re-picks that run's scored lists: other training settings on the same
+picks in minutes (give the same --sft-adapter: the picks are that policy's own samples).
 Logged: rejection/* (the candidates' and the picks' mean reward, the gain, how many kept, well-formed and unfinished
 shares) at step 0, then TRL's SFT metrics; every candidate with its score and whether it was picked in samples.jsonl.
 """
@@ -30,7 +32,7 @@ import gc
 import logging
 import statistics
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -53,6 +55,8 @@ from core.train.runs import (
     adapter_dir,
     prepare_run_dir,
     read_adapter_config,
+    read_json,
+    read_jsonl,
 )
 from core.train.sft import tokenize_demonstration
 from core.train.snapshot import take_prompts
@@ -82,6 +86,8 @@ class RejectionConfig:
     prompts_file: str = knob("", "JSONL of {\"prompt\": ...} rows to sample for; empty: the library's train split")
     max_prompts: int = knob(0, "sample for the first this many requests (0: all)")
     num_samples: int = knob(4, "n: lists sampled per request; the reward model keeps the best")
+    candidates_from: str = knob("", "a finished rejection run whose scored lists to train on again (steps 2-3 "
+                                    "skipped; its reward model's scores): other training settings on the same picks")
     min_gap: float = knob(0.0, "keep a request's best list only if it beats its siblings' mean score by this much")
     max_new_tokens: int = knob(160, "most tokens sampled per list")
     temperature: float = knob(0.8, "sampling temperature")
@@ -110,8 +116,8 @@ class RejectionConfig:
     }
 
     def __post_init__(self):
-        check(bool(self.reward_model), "rejection sampling needs a reward model: pass --reward-model "
-                                       "models/runs/reward-<timestamp>.")
+        check(bool(self.reward_model) or bool(self.candidates_from), "rejection sampling needs a reward model: "
+              "pass --reward-model models/runs/reward-<timestamp>.")
         check(self.num_samples >= 2, "num-samples must be at least 2 (the best of one is no choice), e.g. 4.")
         check(self.max_prompts >= 0, "max-prompts must be >= 0 (0: every request).")
         check(self.min_gap >= 0, "min-gap must be >= 0 (0 keeps every request's best list).")
@@ -175,37 +181,63 @@ def sample_candidates(cfg: RejectionConfig, requests: list[str], device, on_draw
              for d, draw in enumerate(draws)] for i, request in enumerate(requests)]
 
 
+def sampled_and_scored(cfg: RejectionConfig, run: Run, run_dir: Path, device) -> list[list[dict]] | None:
+    """Steps 1-3: the requests (snapshot in the run's data/), n lists for each, every list scored; None if stopped
+    while sampling."""
+    read_adapter_config(cfg.reward_model, "SEQ_CLS", "python -m core train reward")
+    requests, _ = take_prompts(run_dir, "train", cfg.prompts_file or None)
+    requests = requests[:cfg.max_prompts] if cfg.max_prompts else requests
+
+    def on_draw(d: int) -> None:
+        run.set_status("running", message=f"sampling list {d + 1} of {cfg.num_samples} for each of "
+                                          f"{len(requests)} requests")
+
+    per_request = sample_candidates(cfg, requests, device, on_draw)
+    if run.stop.requested:
+        return None
+    run.set_status("running", message=f"scoring {len(requests) * cfg.num_samples} lists with the reward model")
+    candidates = [c for group in per_request for c in group]
+    scorer = RewardScorer.from_folder(cfg.reward_model, device=str(device))
+    scores = scorer.score([c["prompt"] for c in candidates], [c["text"] for c in candidates])
+    del scorer
+    for c, score in zip(candidates, scores):
+        c.update(score=score, reward=score - (0.0 if c["finished"] else cfg.missing_eos_penalty),
+                 well_formed=parse_list(c["text"]).well_formed)
+    return per_request
+
+
+def read_candidates(run: str, missing_eos_penalty: float) -> list[list[dict]]:
+    """A finished rejection run's scored lists (samples.jsonl, step 0) grouped by request, rewards recomputed with
+    this run's penalty: [request][draw] as sample_candidates + scoring leave them."""
+    rows = [r for r in read_jsonl(RunFolder(run).samples) if r.get("step") == 0 and "score" in r]
+    if not rows:
+        raise InputError(f"{run} holds no scored lists (samples.jsonl): pass the folder of a finished "
+                         "`python -m core train rejection` run to --candidates-from.")
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        c = {key: r[key] for key in ("prompt", "text", "finished", "draw", "score", "well_formed")}
+        groups.setdefault(r["prompt"], []).append(c | {"reward": c["score"] - (0.0 if c["finished"]
+                                                                               else missing_eos_penalty)})
+    return list(groups.values())
+
+
 def train(cfg: RejectionConfig) -> Path:
     run_dir = prepare_run_dir("rejection", cfg.output_dir)
     with Run(run_dir, total=max(cfg.max_steps, 0)) as run:
-        # 1. requests snapshot; the reward model must be one
-        read_adapter_config(cfg.reward_model, "SEQ_CLS", "python -m core train reward")
-        requests, _ = take_prompts(run_dir, "train", cfg.prompts_file or None)
-        requests = requests[:cfg.max_prompts] if cfg.max_prompts else requests
+        if cfg.candidates_from and not cfg.reward_model:  # the lineage names the reward model that scored them
+            cfg = replace(cfg, reward_model=read_json(RunFolder(cfg.candidates_from).config).get("reward_model", ""))
         device = pick_device(cfg.device)
         seed_weights(cfg.seed)
         run.save_config(cfg, base_model_resolved=base_name_for(cfg.base_model, cfg.sft_adapter),
                         device_name=describe_device(device))
-
-        # 2. n lists per request from the starting policy
-        def on_draw(d: int) -> None:
-            run.set_status("running", message=f"sampling list {d + 1} of {cfg.num_samples} for each of "
-                                              f"{len(requests)} requests")
-
-        per_request = sample_candidates(cfg, requests, device, on_draw)
-        if run.stop.requested:
-            run.finish(RunState.STOPPED, message="stopped while sampling; nothing trained")
-            return run_dir
-
-        # 3. score every list; keep each request's best
-        run.set_status("running", message=f"scoring {len(requests) * cfg.num_samples} lists with the reward model")
+        if cfg.candidates_from:  # steps 1-3 done by that run
+            per_request = read_candidates(cfg.candidates_from, cfg.missing_eos_penalty)
+        else:
+            per_request = sampled_and_scored(cfg, run, run_dir, device)
+            if per_request is None:
+                run.finish(RunState.STOPPED, message="stopped while sampling; nothing trained")
+                return run_dir
         candidates = [c for group in per_request for c in group]
-        scorer = RewardScorer.from_folder(cfg.reward_model, device=str(device))
-        scores = scorer.score([c["prompt"] for c in candidates], [c["text"] for c in candidates])
-        del scorer
-        for c, score in zip(candidates, scores):
-            c.update(score=score, reward=score - (0.0 if c["finished"] else cfg.missing_eos_penalty),
-                     well_formed=parse_list(c["text"]).well_formed)
         picks = [p for p in (pick_best(group, cfg.min_gap) for group in per_request) if p is not None]
         for c in candidates:
             c["picked"] = any(c is p for p in picks)
@@ -216,7 +248,7 @@ def train(cfg: RejectionConfig) -> Path:
             raise InputError(f"no request kept a list: every best list was unfinished or within --min-gap "
                              f"{cfg.min_gap} of its siblings; lower --min-gap or raise --max-new-tokens.")
         log.info("kept %d of %d requests' best lists; mean reward %.3f over all lists, %.3f over the picks",
-                 len(picks), len(requests), found["rejection/reward_mean"], found["rejection/reward_best"])
+                 len(picks), len(per_request), found["rejection/reward_mean"], found["rejection/reward_best"])
 
         # 4. SFT on the kept lists, continuing the starting adapter
         base_name, policy = start_policy(cfg.base_model, cfg.sft_adapter, device)
