@@ -72,7 +72,7 @@ def test_each_draw_is_the_starting_policy_sampled_with_its_own_seed(tiny_model_d
                 num_samples="2", max_new_tokens="6", engine="plain", seed="3")
     requests = ["Top 5 fruits", "Top 5 board games for two"]
     drawn = []
-    groups = rejection.sample_candidates(cfg, requests, "cpu", on_draw=drawn.append)
+    groups = rejection.sample_candidates(cfg, requests, "cpu", on_draw=lambda d: drawn.append(d) or True)
     assert drawn == [0, 1] and [[c["draw"] for c in g] for g in groups] == [[0, 1], [0, 1]]
     loaded = load(tiny_model_dir, "cpu")
     policy = PeftModel.from_pretrained(loaded.model, tiny_adapter_dir).eval()
@@ -81,6 +81,7 @@ def test_each_draw_is_the_starting_policy_sampled_with_its_own_seed(tiny_model_d
                             3 + 10_000 * d)
         assert [g[d]["text"] for g in groups] == [c.text for c in expected]
     assert [g[0]["prompt"] for g in groups] == requests
+    assert rejection.sample_candidates(cfg, requests, "cpu", on_draw=lambda d: d < 1) is None  # stopped after one
 
 
 # ---- the stage on the tiny model -----------------------------------------------------------------------------------

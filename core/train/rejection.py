@@ -156,9 +156,9 @@ def candidate_metrics(candidates: list[dict], picks: list[dict]) -> dict:
             "rejection/well_formed_best": sum(c["well_formed"] for c in picks) / len(picks) if picks else None}
 
 
-def sample_candidates(cfg: RejectionConfig, requests: list[str], device, on_draw=None) -> list[list[dict]]:
+def sample_candidates(cfg: RejectionConfig, requests: list[str], device, on_draw=None) -> list[list[dict]] | None:
     """Step 2: num_samples lists per request from the starting policy, through the sampling engine (as `core eval`
-    samples), one draw of every request at a time, `on_draw(d)` before each:
+    samples), one draw of every request at a time; before each, `on_draw(d)` says whether to go on (None: stopped):
     [request][draw] -> {"prompt", "text", "finished", "draw"}."""
     loaded = load(base_name_for(cfg.base_model, cfg.sft_adapter), str(device), cfg.engine)
     adapter = str(adapter_dir(cfg.sft_adapter)) if cfg.sft_adapter else None
@@ -167,8 +167,8 @@ def sample_candidates(cfg: RejectionConfig, requests: list[str], device, on_draw
     sampling = SamplingSettings(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
     draws = []
     for d in range(cfg.num_samples):
-        if on_draw is not None:
-            on_draw(d)
+        if on_draw is not None and not on_draw(d):
+            return None  # stopped between draws
         seed = cfg.seed + DRAW_SEED_STRIDE * d
         if loaded.llamacpp:
             draws.append(complete_llamacpp(loaded.llamacpp.sampler(adapter), loaded.model, loaded.tokenizer,
@@ -188,12 +188,13 @@ def sampled_and_scored(cfg: RejectionConfig, run: Run, run_dir: Path, device) ->
     requests, _ = take_prompts(run_dir, "train", cfg.prompts_file or None)
     requests = requests[:cfg.max_prompts] if cfg.max_prompts else requests
 
-    def on_draw(d: int) -> None:
+    def on_draw(d: int) -> bool:
         run.set_status("running", message=f"sampling list {d + 1} of {cfg.num_samples} for each of "
                                           f"{len(requests)} requests")
+        return not run.stop.requested
 
     per_request = sample_candidates(cfg, requests, device, on_draw)
-    if run.stop.requested:
+    if per_request is None or run.stop.requested:
         return None
     run.set_status("running", message=f"scoring {len(requests) * cfg.num_samples} lists with the reward model")
     candidates = [c for group in per_request for c in group]
