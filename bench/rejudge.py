@@ -18,7 +18,8 @@ looks for are about that size. This asks the question again with `samples` draws
    "both bad" count half; its noise drawn per draw and policy).
 3. Per policy: the win rate over all requests x draws, with a 95 % percentile bootstrap over requests (a request's
    draws are not independent: resampling whole requests keeps them together); beside it, each draw's own win rate
-   with its Wilson interval, what a one-seed evaluation would have read.
+   with its Wilson interval, what a one-seed evaluation would have read, and the mean of the taste's noiseless
+   utility over all its lists (the reference's too).
 4. Report: rejudge.json and rejudge.md in --out. With --samples-from, step 1 reads a finished run's draws instead,
    and --reference and --policies name its labels: any two policies of that run judged head to head.
 """
@@ -32,9 +33,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.annotator import TASTES, Taste
+from bench.annotator import TASTES, Taste, utility
 from bench.best_of_n import bootstrap_interval
 from bench.loop import entry_point, held_out_answers, outcomes
+from bench.loop_report import mean_se
 from core.config import check, command_config, knob
 from core.judge.win_rate import win_rate
 from core.train.runs import read_json
@@ -90,17 +92,31 @@ def judged(requests, reference: list[list[str]], answers: list[list[str]], taste
             "per_draw": [win_rate(draw).as_dict() for draw in verdicts]}
 
 
+def mean_utilities(requests: list[str], texts: dict[str, list[list[str]]], taste: str) -> dict[str, dict]:
+    """Each policy's mean noiseless utility under the taste over all its lists (draws x requests), with its
+    standard error: how much the annotator likes them, beside how often it prefers them."""
+    return {name: mean_se([utility(r, t, taste) for draw in draws for r, t in zip(requests, draw)])
+            for name, draws in texts.items()}
+
+
 def markdown(result: dict) -> str:
     cfg = result["config"]
     lines = [f"Policies against `{result['reference']}` on {result['prompts']} held-out requests, {cfg['samples']} "
              f"draws each, judged by the `{cfg['taste']}` annotator (ties half; 95 % bootstrap over requests)."
              + (f" Sampling took {result['sampling_s'] / 60:.1f} min." if result.get("sampling_s") else ""), "",
-             "| policy | win rate over all draws [95 %] (W-L-T) | each draw alone (one seed, 95 % Wilson) |",
-             "|---|---|---|"]
+             "| policy | win rate over all draws [95 %] (W-L-T) | each draw alone (one seed, 95 % Wilson) | mean "
+             "utility ± se |", "|---|---|---|---|"]
+    utilities = result.get("utility", {})
+
+    def cell(name: str) -> str:
+        u = utilities.get(name)
+        return f"{u['mean']:+.2f} ± {u['se']:.2f}" if u else "-"
+
     for name, r in result["policies"].items():
         draws = "; ".join(f"{d['rate']:.1%} [{d['low']:.1%}, {d['high']:.1%}]" for d in r["per_draw"])
         lines.append(f"| {name} | {r['rate']:.1%} [{r['low']:.1%}, {r['high']:.1%}] ({r['wins']}-{r['losses']}-"
-                     f"{r['ties']}, n = {r['n']}) | {draws} |")
+                     f"{r['ties']}, n = {r['n']}) | {draws} | {cell(name)} |")
+    lines.append(f"| {result['reference']} (the reference) | - | - | {cell(result['reference'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -136,6 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
               "policies": {name: judged(requests, texts[ref_name], texts[name], taste, cfg.seed + 1 + i,
                                         cfg.resamples)
                            for i, name in enumerate(n for n in runs if n != ref_name)},
+              "utility": mean_utilities(requests, texts, cfg.taste),
               "samples": [{"prompt": r, **{key: drawn[key][i] for key in keys.values()}}
                           for i, r in enumerate(requests)]}
     # 4. the report

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from bench.annotator import Taste
+from bench.annotator import Taste, utility
 from bench.best_of_n import bootstrap_interval
 from bench.rejudge import judged, labelled, main, per_request
 
@@ -52,5 +52,9 @@ def test_a_finished_runs_draws_are_judged_again_in_another_pairing(tmp_path):
                    "--out", str(tmp_path / "again")])
     assert result["reference"] == "chatty" and result["policies"]["terse"]["n"] == 10  # 5 requests x 2 draws
     assert result["policies"]["terse"]["rate"] > 0.9 and (tmp_path / "again" / "rejudge.md").exists()
+    assert result["utility"]["terse"]["mean"] == pytest.approx(utility("top 5 dishes #0", GOOD, "terse"))  # all alike
+    assert result["utility"]["chatty"]["mean"] == pytest.approx(utility("top 5 dishes #0", CHATTY, "terse"))
+    assert result["utility"]["terse"]["n"] == 10 and "| chatty (the reference) | - | - |" in (
+        tmp_path / "again" / "rejudge.md").read_text()
     with pytest.raises(SystemExit, match="its labels: chatty, terse"):
         main(["--samples-from", str(tmp_path), "--reference", "sft", "--policies", "terse", "--out", str(tmp_path)])
