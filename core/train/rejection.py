@@ -227,8 +227,13 @@ def read_candidates(run: str, missing_eos_penalty: float) -> list[list[dict]]:
 def train(cfg: RejectionConfig) -> Path:
     run_dir = prepare_run_dir("rejection", cfg.output_dir)
     with Run(run_dir, total=max(cfg.max_steps, 0)) as run:
+        source = read_json(RunFolder(cfg.candidates_from).config) if cfg.candidates_from else {}
         if cfg.candidates_from and not cfg.reward_model:  # the lineage names the reward model that scored them
-            cfg = replace(cfg, reward_model=read_json(RunFolder(cfg.candidates_from).config).get("reward_model", ""))
+            cfg = replace(cfg, reward_model=source.get("reward_model", ""))
+        if source and source.get("sft_adapter", "") != cfg.sft_adapter:
+            log.warning("--candidates-from %s sampled from %s, and this run trains %s: the picks are not this "
+                        "policy's own lists", cfg.candidates_from, source.get("sft_adapter") or "the base",
+                        cfg.sft_adapter or "a fresh LoRA on the base")
         device = pick_device(cfg.device)
         seed_weights(cfg.seed)
         run.save_config(cfg, base_model_resolved=base_name_for(cfg.base_model, cfg.sft_adapter),
