@@ -1,6 +1,6 @@
 """Train: each stage is a run, and a run is a folder.
 
-    stages.py        the stage registry: sft, reward, ppo, dpo, rloo (what `python -m core train NAME` runs)
+    stages.py        the stage registry: sft, reward, ppo, rloo, rejection, dpo (`python -m core train NAME`)
     runs.py          the run-folder contract: every file name, the run states, the readers
     run_writer.py    the writer side: config, metrics, samples, status with ETA, progress bar
     trackers.py      --report-to tensorboard | wandb, for every stage
@@ -13,6 +13,7 @@
     ppo/             3. our own PPO against it (config, maths, shared-base model, seeds and checkpoints, the loop)
     dpo.py           3'. TRL DPOTrainer on the vote pairs, LoRA, the reference frozen where it starts
     rloo.py          3''. TRL RLOOTrainer with our reward model, LoRA
+    rejection.py     3'''. rejection-sampling fine-tuning: the reward model's best of n, learned by SFT
     rounds.py        next round: reward model on every vote, a new policy from the best, the new arena pairing
     launcher.py      start, stop and resume runs as processes of their own (the dashboard's Train page)
 """
