@@ -4,8 +4,8 @@
 
 Per run: stage, state, steps, wall time (status.json's started_at -> finished_at), training loss or reward as
 the mean of the first and of the last few steps (up to 10), the final held-out figures (`eval/*`; a reward model's
-held-out accuracy per round of collection too), the pairs it trained on and held out (`data/*`, from its lineage),
-and for PPO the range of val/ratio and clipfrac (and clipfrac and approxkl as first/last means), the median seconds
+held-out accuracy per round of collection too), a rejection run's candidates and picks (`rejection/*`), the pairs it
+trained on and held out (`data/*`, from its lineage), and for PPO the range of val/ratio and clipfrac (and clipfrac and approxkl as first/last means), the median seconds
 per update and peak RSS; the trainer's own training seconds (`summary/runtime`) where it logs them. Reward runs given
 together that share held-out votes are then compared vote by vote: right only in each, exact McNemar p.
 """
@@ -43,7 +43,8 @@ def summarise(run: Path) -> dict:
             row[f"{key} range"] = [round(min(series), 3), round(max(series), 3)]
     for m in metrics:
         row.update({k: round(v, 3) if isinstance(v, float) else v for k, v in m.items()
-                    if k.startswith("eval/") or k == "summary/runtime"})  # the trainer's own training seconds
+                    if k.startswith(("eval/", "rejection/")) or k == "summary/runtime"})  # the trainer's own
+    # training seconds; rejection/*: what a rejection run's sampling found (its candidates and picks, step 0)
     lineage = read_json(folder.lineage)  # what it trained on: the votes split into train and held-out pairs
     row.update({f"data/{k}": lineage[k] for k in ("train_pairs", "eval_pairs") if k in lineage})
     by_round = read_json(folder.calibration).get("accuracy_by_round")  # a reward model's held-out pairs per round

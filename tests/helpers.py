@@ -66,6 +66,19 @@ def run_cli(*args: str, timeout: float = 300, check: bool = True):
     return done
 
 
+def stage_cli(stage: str, *args, check: bool = True) -> subprocess.CompletedProcess:
+    """`python -m core train STAGE ARGS` in a fresh process, clear of the caller's RLHF_* settings. One thread: the
+    tiny model gains nothing from two, and on a shared 2-core machine two threads spin against each other (a tiny
+    forward took 1.1 s instead of 0.03 s)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RLHF_BASE_MODEL", "RLHF_DEVICE", "RLHF_DB")}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "core", "train", stage, *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    if check:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 def write_preference_votes(path, n: int, seed: int = 0) -> str:
     """A JSONL of `n` votes where a five-item numbered list always beats a one-line non-list (clear taste)."""
     rng = random.Random(seed)

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +19,7 @@ from core.model import load_tokenizer
 from core.train.dpo import DPOConfig, preference_rows
 from core.train.reward_model import reward_input_ids
 from core.train.runs import read_json, read_jsonl, read_status
-from tests.helpers import ADAPTER_FILES, run_files
+from tests.helpers import ADAPTER_FILES, run_files, stage_cli
 
 REPO = Path(__file__).resolve().parent.parent
 SNAPSHOT = {"data/lineage.json", "data/votes.parquet", "data/arena_demonstrations.parquet", "data/ratings.parquet",
@@ -30,16 +28,7 @@ TRL_METRICS = {"train/loss", "train/rewards/chosen", "train/rewards/rejected", "
                "train/rewards/margins", "train/logps/chosen", "train/logps/rejected"}
 
 
-def dpo_cli(*args, check: bool = True) -> subprocess.CompletedProcess:
-    """`python -m core train dpo ARGS` in a fresh process. One thread: the tiny model gains nothing from two, and
-    on a shared 2-core machine two threads spin against each other (a tiny forward took 1.1 s instead of 0.03 s)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RLHF_BASE_MODEL", "RLHF_DEVICE", "RLHF_DB")}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-m", "core", "train", "dpo", *map(str, args)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
-    if check:
-        assert done.returncode == 0, done.stderr[-3000:]
-    return done
+dpo_cli = partial(stage_cli, "dpo")  # `python -m core train dpo ARGS`, one thread
 
 
 def sha256(path: Path) -> str:

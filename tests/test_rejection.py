@@ -4,10 +4,8 @@ goes on training, base untouched), the real CLI's sampling and its bad input as 
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -20,22 +18,14 @@ from core.train import rejection
 from core.train.rejection import RejectionConfig, candidate_metrics, pick_best
 from core.train.reward_model import RewardScorer
 from core.train.runs import read_json, read_jsonl, read_status
-from tests.helpers import ADAPTER_FILES, run_files
+from tests.helpers import ADAPTER_FILES, run_files, stage_cli
 
 REPO = Path(__file__).resolve().parent.parent
 LONG = "1. Apple - crisp and sweet.\n2. Pear - soft.\n3. Fig - rich.\n4. Plum - tart.\n5. Kiwi - green."
 SHORT = "1. Apple\n2. Pear\n3. Fig\n4. Plum\n5. Kiwi"
 
 
-def rejection_cli(*args, check: bool = True) -> subprocess.CompletedProcess:
-    """`python -m core train rejection ARGS` in a fresh process, one thread (see tests/test_rloo.py)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RLHF_BASE_MODEL", "RLHF_DEVICE", "RLHF_DB")}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-m", "core", "train", "rejection", *map(str, args)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
-    if check:
-        assert done.returncode == 0, done.stderr[-3000:]
-    return done
+rejection_cli = partial(stage_cli, "rejection")  # `python -m core train rejection ARGS`, one thread
 
 
 # ---- the pick and its metrics ---------------------------------------------------------------------------------------

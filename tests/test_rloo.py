@@ -4,10 +4,8 @@ policy, LoRA trained, base untouched, bad input as one line); the Train page off
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ from core.config import ConfigError, build
 from core.records import ModelLoadError
 from core.train.rloo import RewardModelReward, RLOOConfig, rollout_prompt, train
 from core.train.runs import read_json, read_jsonl, read_status
-from tests.helpers import ADAPTER_FILES, run_files
+from tests.helpers import ADAPTER_FILES, run_files, stage_cli
 
 REPO = Path(__file__).resolve().parent.parent
 LIST = "1. Apple - crisp.\n2. Pear - soft.\n3. Fig - sweet.\n4. Plum - tart.\n5. Kiwi - green."
@@ -29,15 +27,7 @@ TRL_METRICS = {"train/loss", "train/reward", "train/reward_std", "train/kl", "tr
                "train/clip_ratio/region_mean", "train/frac_reward_zero_std", "train/well_formed"}
 
 
-def rloo_cli(*args, check: bool = True) -> subprocess.CompletedProcess:
-    """`python -m core train rloo ARGS` in a fresh process, one thread (see tests/test_dpo.py `dpo_cli`)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RLHF_BASE_MODEL", "RLHF_DEVICE", "RLHF_DB")}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-m", "core", "train", "rloo", *map(str, args)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
-    if check:
-        assert done.returncode == 0, done.stderr[-3000:]
-    return done
+rloo_cli = partial(stage_cli, "rloo")  # `python -m core train rloo ARGS`, one thread
 
 
 class FakeScorer:

@@ -159,6 +159,24 @@ class Generator:
         latency_ms = (time.perf_counter() - started) * 1000
         return self._records(prompt, policies, answers, finished, sampling, seed, latency_ms)
 
+    def answer_all(self, requests: list[str], adapter: str | None, sampling: SamplingSettings, seed: int
+                   ) -> list[Completion]:
+        """One policy's answers to many requests (evaluation, best of n): the base (adapter None) or an adapter,
+        added here if new, through the engine the model was loaded with; request i seeded seed + i (llama.cpp) or
+        the batch from `seed` (`complete`)."""
+        if adapter is not None:
+            self.add_adapter(adapter)
+        model, tokenizer = self.loaded.model, self.loaded.tokenizer
+        if self.loaded.llamacpp:
+            return complete_llamacpp(self.loaded.llamacpp.sampler(adapter), model, tokenizer, requests, sampling,
+                                     seed, self.system_prompt)
+        if adapter is None and self.adapters:
+            with model.disable_adapter():
+                return complete(model, tokenizer, requests, sampling, seed, system_prompt=self.system_prompt)
+        if adapter is not None:
+            model.set_adapter(self.adapters[adapter])
+        return complete(model, tokenizer, requests, sampling, seed, system_prompt=self.system_prompt)
+
     def _records(self, prompt, policies, answers, finished, sampling, seed, latency_ms) -> list[Generation]:
         generations = []
         for policy, ids, ended in zip(policies, answers, finished):

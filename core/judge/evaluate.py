@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.collect.generate import Generator, complete, complete_llamacpp
+from core.collect.generate import Generator
 from core.collect.library import load_prompts
 from core.config import check, knob
 from core.engine import ENGINES
@@ -63,29 +63,15 @@ def sample(loaded, policies: dict[str, str], requests: list[str], cfg: EvalConfi
     """Each policy's answers to `requests`: {label: [Completion]}; adapters share the one loaded base. Every label
     samples with cfg.seed unless `seeds` gives it its own (several draws of one policy: labels naming the same run)."""
     generator = Generator(loaded)
-    names = {}
-    for label, spec in policies.items():
+    adapters = {}
+    for label, spec in policies.items():  # every adapter loaded (and checked) before the first list is sampled
         if spec != "base":
             read_adapter_config(spec, "CAUSAL_LM", "python -m core train sft (or ppo)")
-            path = str(adapter_dir(spec))
-            generator.add_adapter(path)
-            names[label] = generator.adapters[path]
+            adapters[label] = str(adapter_dir(spec))
+            generator.add_adapter(adapters[label])
     sampling = SamplingSettings(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
-    seeds = {label: (seeds or {}).get(label, cfg.seed) for label in policies}
-    answers = {}
-    for label, spec in policies.items():
-        model = generator.loaded.model
-        if loaded.llamacpp:
-            sampler = loaded.llamacpp.sampler(None if spec == "base" else str(adapter_dir(spec)))
-            answers[label] = complete_llamacpp(sampler, model, loaded.tokenizer, requests, sampling, seeds[label])
-        elif spec == "base" and names:
-            with model.disable_adapter():
-                answers[label] = complete(model, loaded.tokenizer, requests, sampling, seeds[label])
-        else:
-            if label in names:
-                model.set_adapter(names[label])
-            answers[label] = complete(model, loaded.tokenizer, requests, sampling, seeds[label])
-    return answers
+    return {label: generator.answer_all(requests, adapters.get(label), sampling, (seeds or {}).get(label, cfg.seed))
+            for label in policies}
 
 
 def evaluate(cfg: EvalConfig) -> dict:

@@ -36,12 +36,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
-from datasets import Dataset
 from peft import LoraConfig
-from trl import SFTConfig as TRLSFTConfig
-from trl import SFTTrainer
 
-from core.collect.generate import Generator, complete, complete_llamacpp
+from core.collect.generate import Generator
 from core.config import check, knob, stage_main
 from core.engine import ENGINES
 from core.lists import parse_list
@@ -58,7 +55,7 @@ from core.train.runs import (
     read_json,
     read_jsonl,
 )
-from core.train.sft import tokenize_demonstration
+from core.train.sft import supervised_trainer, tokenize_demonstration
 from core.train.snapshot import take_prompts
 from core.train.start import base_name_for, start_policy
 from core.train.trackers import report_to_knob
@@ -67,7 +64,6 @@ from core.train.trainer_run import (
     precision_knob,
     seed_weights,
     trained_model,
-    trainer_arguments,
     weights_for,
 )
 
@@ -162,22 +158,15 @@ def sample_candidates(cfg: RejectionConfig, requests: list[str], device, on_draw
     """Step 2: num_samples lists per request from the starting policy, through the sampling engine (as `core eval`
     samples), one draw of every request at a time; before each, `on_draw(d)` says whether to go on (None: stopped):
     [request][draw] -> {"prompt", "text", "finished", "draw"}."""
-    loaded = load(base_name_for(cfg.base_model, cfg.sft_adapter), str(device), cfg.engine)
+    generator = Generator(load(base_name_for(cfg.base_model, cfg.sft_adapter), str(device), cfg.engine))
     adapter = str(adapter_dir(cfg.sft_adapter)) if cfg.sft_adapter else None
-    if adapter:
-        Generator(loaded).add_adapter(adapter)  # the starting policy: the one adapter, active
     sampling = SamplingSettings(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
     draws = []
     for d in range(cfg.num_samples):
         if on_draw is not None and not on_draw(d):
             return None  # stopped between draws
-        seed = cfg.seed + DRAW_SEED_STRIDE * d
-        if loaded.llamacpp:
-            draws.append(complete_llamacpp(loaded.llamacpp.sampler(adapter), loaded.model, loaded.tokenizer,
-                                           requests, sampling, seed))
-        else:
-            draws.append(complete(loaded.model, loaded.tokenizer, requests, sampling, seed))
-    del loaded
+        draws.append(generator.answer_all(requests, adapter, sampling, cfg.seed + DRAW_SEED_STRIDE * d))
+    del generator
     gc.collect()  # the sampler's weights go before the training copy loads
     return [[{"prompt": request, "text": draw[i].text, "finished": draw[i].finished, "draw": d}
              for d, draw in enumerate(draws)] for i, request in enumerate(requests)]
@@ -247,8 +236,9 @@ def train(cfg: RejectionConfig) -> Path:
                 return run_dir
         candidates = [c for group in per_request for c in group]
         picks = [p for p in (pick_best(group, cfg.min_gap) for group in per_request) if p is not None]
+        picked = {id(p) for p in picks}
         for c in candidates:
-            c["picked"] = any(c is p for p in picks)
+            c["picked"] = id(c) in picked
         found = candidate_metrics(candidates, picks)
         run.log_samples(0, candidates)
         run.log_metrics(0, found)
@@ -263,14 +253,9 @@ def train(cfg: RejectionConfig) -> Path:
         policy = weights_for(policy, cfg.precision)
         tokenizer = load_tokenizer(base_name)
         rows = [tokenize_demonstration(tokenizer, p["prompt"], p["text"], cfg.max_length) for p in picks]
-        args = TRLSFTConfig(**trainer_arguments(
-            device, cfg.seed, run_dir, cfg.precision, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-            learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length,
-            completion_only_loss=True, lr_scheduler_type="cosine", warmup_steps=0.1))
         lora = None if cfg.sft_adapter else LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.05,
                                                        target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
-        trainer = SFTTrainer(model=policy, args=args, train_dataset=Dataset.from_list(rows),
-                             processing_class=tokenizer, peft_config=lora)
+        trainer = supervised_trainer(policy, tokenizer, rows, cfg, run_dir, device, lora)
         attach(trainer, run)
         trainer.train()
         if run.is_main:

@@ -70,7 +70,7 @@ from core.train.stages import STAGES, config_class
 METHODS = ("ppo", "dpo", "rloo", "rejection")  # how step 2 tunes the new policy
 SCORED = ("ppo", "rloo", "rejection")  # the methods that take --reward-model (DPO learns from the votes themselves)
 NEXT_ROUND_KEY = "next_round.status"  # meta: what the orchestrator is doing (state, step, message, pid)
-MADE_BY = "python -m core train sft (or ppo, dpo, rloo)"
+MADE_BY = "python -m core train sft (or ppo, dpo, rloo, rejection)"
 
 
 # ---- the policies an arena can serve --------------------------------------------------------------------------------

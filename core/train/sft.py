@@ -100,6 +100,20 @@ def tokenize_demonstration(tokenizer, prompt: str, response: str, max_length: in
     return {"input_ids": input_ids, "completion_mask": completion_mask}
 
 
+def supervised_trainer(model, tokenizer, examples: list[dict], cfg, run_dir, device, lora: LoraConfig | None
+                       ) -> SFTTrainer:
+    """TRL's SFTTrainer on tokenised examples (`tokenize_demonstration`: loss on the list tokens only), a cosine
+    schedule; `cfg` gives epochs, max_steps, learning_rate, batch_size, max_length, seed and precision (SFTConfig, or
+    a stage that learns from lists the same way: core/train/rejection.py). `lora` None: `model` already holds the
+    adapter that trains."""
+    args = TRLSFTConfig(**trainer_arguments(
+        device, cfg.seed, run_dir, cfg.precision, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length,
+        completion_only_loss=True, lr_scheduler_type="cosine", warmup_steps=0.1))
+    return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tokenizer,
+                      peft_config=lora)
+
+
 def well_formed_rate(model, tokenizer, prompts: list[str], max_new_tokens: int, seed: int) -> tuple[float, list]:
     """Share of held-out prompts answered with a well-formed top-5 list, and the samples."""
     completions = complete(model, tokenizer, prompts, SamplingSettings(max_new_tokens=max_new_tokens), seed)
@@ -135,17 +149,11 @@ def train(cfg: SFTConfig) -> Path:
         if len(trainable) < len(examples):
             log.warning("%d of %d demonstrations left out: their request fills max-length %d",
                         len(examples) - len(trainable), len(examples), cfg.max_length)
-        dataset = Dataset.from_list(trainable)
 
         # 3. train the LoRA adapter with TRL (accelerate places it on the device)
-        args = TRLSFTConfig(**trainer_arguments(
-            loaded.device, cfg.seed, run_dir, cfg.precision, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-            learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length,
-            completion_only_loss=True, lr_scheduler_type="cosine", warmup_steps=0.1))
         lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
-        trainer = SFTTrainer(model=loaded.model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             peft_config=lora)
+        trainer = supervised_trainer(loaded.model, tokenizer, trainable, cfg, run_dir, loaded.device, lora)
         attach(trainer, run)
         trainer.train()
         model = trained_model(trainer).eval()
