@@ -178,3 +178,24 @@ def test_one_seed_gives_one_reward_model_even_in_one_process(tiny_model_dir, pre
     first = scores("a", 0)
     pd.testing.assert_series_equal(first, scores("b", 0))
     assert not first.equals(scores("c", 1))
+
+
+def test_scorer_folds_lora_in_and_keeps_the_callers_order(tiny_reward_run, tiny_model_dir):
+    """The scorer merges the adapter into the base and scores lists sorted by length; each score must still be the
+    unmerged reward model's score of that list read alone, in the order the lists were given."""
+    from peft import PeftModel
+
+    from core.model import load_causal_lm, load_tokenizer
+    from core.train.reward_model import RewardScorer
+
+    scorer = RewardScorer.from_folder(tiny_reward_run, device="cpu")
+    assert not isinstance(scorer.model, PeftModel)
+    tok = load_tokenizer(tiny_model_dir)
+    base = load_causal_lm(str(tiny_model_dir), torch.device("cpu"), dtype=torch.float32, head="reward")
+    base.config.pad_token_id = tok.pad_token_id
+    unmerged = RewardScorer(PeftModel.from_pretrained(base, str(tiny_reward_run / "adapter")), tok)
+    prompts = ["Top 5 fruits", "Top 5 films", "Top 5 rivers", "Top 5 cakes", "Top 5 birds"]
+    lists = ["1. Apple\n2. Pear\n3. Plum\n4. Fig\n5. Kiwi", "Films!", "1. Nile " * 12, "1. Sponge\n2. Carrot", "x"]
+    alone = [unmerged.score([p], [r])[0] for p, r in zip(prompts, lists)]
+    assert scorer.score(prompts, lists, batch_size=2) == pytest.approx(alone, abs=1e-4)
+    assert len(set(round(a, 4) for a in alone)) == len(alone)  # distinct scores, so a mix-up of order would show

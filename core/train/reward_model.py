@@ -184,16 +184,23 @@ class RewardScorer:
         tokenizer = load_tokenizer(base_name)
         base = load_causal_lm(base_name, pick_device(device), dtype=torch.float32, head="reward")
         base.config.pad_token_id = tokenizer.pad_token_id
-        return cls(PeftModel.from_pretrained(base, str(adapter)), tokenizer)
+        # A scorer never trains: LoRA folded into the base weights scores the same (to ~1e-5) without the adapter's
+        # extra matmuls per layer (1.4x faster in a side-by-side run, bench/reward_scoring_speed.py).
+        return cls(PeftModel.from_pretrained(base, str(adapter)).merge_and_unload(), tokenizer)
 
     def score(self, prompts: list[str], responses: list[str], batch_size: int = 16) -> list[float]:
+        """One score per (request, list), in the order given. Scoring is compute-bound on a CPU, so the lists go
+        through in order of length (each batch pads to its longest) and the scores come back in the caller's order."""
         ids = [reward_input_ids(self.tokenizer, p, r) for p, r in zip(prompts, responses)]
-        scores = []
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        scores = [0.0] * len(ids)
         for start in range(0, len(ids), batch_size):
-            batch = self.tokenizer.pad({"input_ids": ids[start:start + batch_size]}, return_tensors="pt")
+            chunk = order[start:start + batch_size]
+            batch = self.tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt")
             with torch.inference_mode():
                 logits = self.model(**batch.to(self.device)).logits  # (B, 1), read at the last non-pad token
-            scores += logits[:, 0].float().tolist()
+            for i, value in zip(chunk, logits[:, 0].float().tolist()):
+                scores[i] = value
         return scores
 
 
