@@ -157,6 +157,42 @@ def test_from_an_sft_adapter_the_reference_is_the_sft_policy(tiny_adapter_dir, p
     assert not any("eval/accuracy" in r for r in read_jsonl(out / "metrics.jsonl"))  # nothing held out
 
 
+def test_pairs_from_a_rejection_run_are_its_best_over_worst_and_start_from_its_sampler(tiny_adapter_dir,
+                                                                                          preference_db, tmp_path):
+    """--pairs-from: the rejection run's scored lists train (best finished over worst, margin = reward gap), the
+    votes' held-out pairs still evaluate, and with no --sft-adapter the policy that sampled them is the start."""
+    source = tmp_path / "rejection"
+    source.mkdir()
+    (source / "config.json").write_text(json.dumps({"stage": "rejection", "sft_adapter": tiny_adapter_dir,
+                                                    "missing_eos_penalty": 2.0}))
+    scored = [("Top 5 fruits", "1. Apple", 0.5, True), ("Top 5 fruits", "1. Pear", 1.0, True),
+              ("Top 5 fruits", "1. Fig and", 3.0, False),            # reward 3.0 - 2.0 = 1.0: ties Pear, not best
+              ("Top 5 rivers", "1. Nile", 0.2, True), ("Top 5 rivers", "1. Nile", 0.2, True),  # a tie: no pair
+              ("Top 5 cakes", "1. Sponge", -1.0, True), ("Top 5 cakes", "1. Carrot", 0.25, True)]
+    (source / "samples.jsonl").write_text("".join(json.dumps(
+        {"step": 0, "prompt": p, "text": t, "score": s, "finished": f, "draw": d, "well_formed": True}) + "\n"
+        for d, (p, t, s, f) in enumerate(scored)))
+    out = tmp_path / "run"
+    dpo_cli("--pairs-from", source, "--db", preference_db, "--max-steps", "1", "--batch-size", "1",
+            "--eval-fraction", "0.4", "--output-dir", out)
+    assert read_json(out / "config.json")["sft_adapter"] == tiny_adapter_dir
+    pairs = pd.read_parquet(out / "data" / "pairs.parquet")
+    train = pairs[pairs.split == "train"]
+    assert train[["source", "prompt", "chosen", "rejected"]].values.tolist() == [
+        ["reward_model", "Top 5 fruits", "1. Pear", "1. Apple"], ["reward_model", "Top 5 cakes", "1. Carrot",
+                                                                  "1. Sponge"]]
+    assert train.margin.tolist() == pytest.approx([0.5, 1.25])
+    held_out = pairs[pairs.split == "eval"]
+    assert len(held_out) > 5 and set(held_out.source) == {"votes"}
+    (final,) = [r for r in read_jsonl(out / "metrics.jsonl") if "eval/accuracy" in r]
+    assert final["eval/pairs"] == len(held_out)
+    (source / "samples.jsonl").write_text(json.dumps({"step": 0, "prompt": "q", "text": "1. A", "score": 0.0,
+                                                      "finished": True, "draw": 0, "well_formed": True}) + "\n")
+    done = dpo_cli("--pairs-from", source, "--db", preference_db, "--output-dir", tmp_path / "none", check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"error: {source} gives only 0 pairs")
+
+
 # ---- bad input: one line, exit 2 ----------------------------------------------------------------------------------
 def test_too_few_votes_is_refused_and_the_run_marked_failed(tiny_model_dir, tmp_path):
     done = dpo_cli("--base-model", tiny_model_dir, "--db", tmp_path / "empty.duckdb", "--output-dir", tmp_path / "run",

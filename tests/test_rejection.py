@@ -15,7 +15,12 @@ from streamlit.testing.v1 import AppTest
 from core.config import ConfigError, build
 from core.records import InputError
 from core.train import rejection
-from core.train.rejection import RejectionConfig, candidate_metrics, pick_best
+from core.train.rejection import (
+    RejectionConfig,
+    best_over_worst,
+    candidate_metrics,
+    pick_best,
+)
 from core.train.reward_model import RewardScorer
 from core.train.runs import read_json, read_jsonl, read_status
 from tests.helpers import ADAPTER_FILES, run_files, stage_cli
@@ -39,6 +44,16 @@ def test_the_best_list_is_kept_when_it_ended_and_clears_the_gap_over_its_sibling
     assert pick_best(group, 2.25) is group[1]  # 2.0 - mean(0.5, -1.0) = 2.25: just clears it
     assert pick_best(group, 2.26) is None
     assert pick_best([candidate(3.0, finished=False), candidate(1.0)], 0.0) is None  # the best never ended: none
+
+
+def test_best_over_worst_pairs_the_best_finished_list_with_the_lowest():
+    def c(text, reward, finished=True):
+        return {"prompt": "q", "text": text, "reward": reward, "finished": finished}
+
+    pairs = best_over_worst([[c("a", 0.5), c("b", 3.0, finished=False), c("c", 1.5), c("d", -2.0, finished=False)],
+                             [c("e", 1.0), c("f", 1.0)],                      # all tie: nothing to prefer
+                             [c("g", 2.0, finished=False), c("h", 0.0, finished=False)]])  # none ended
+    assert pairs == [{"prompt": "q", "chosen": "c", "rejected": "d", "gap": 3.5}]  # b scored higher but ran on
 
 
 def test_candidate_metrics_by_hand():
@@ -208,3 +223,6 @@ def test_the_train_page_offers_the_best_of_n_form(tmp_path, monkeypatch):
     assert "rejection sampling needs a reward model" in at.error[0].value
     assert at.text_input(key="rejection:quick:num_samples").value == "4"
     assert at.selectbox(key="rejection:quick:sft_adapter").options[0] == "(none)"
+    assert at.selectbox(key="rejection:quick:candidates_from").options == ["(none)"]  # a finished rejection run
+    at.radio(key="stage").set_value("dpo").run()
+    assert at.selectbox(key="dpo:quick:pairs_from").options == ["(none)"]

@@ -13,7 +13,8 @@ from core.train.runs import RESUMABLE_STATES, RunState
 from core.train.stages import STAGES, config_class, stage_module
 
 # settings that name a finished run's folder, and the stages offered: a tuning run starts from any policy (rounds)
-RUN_PICKERS = {"reward_model": ("reward",), "sft_adapter": ("sft", "ppo", "dpo", "rloo", "rejection")}
+RUN_PICKERS = {"reward_model": ("reward",), "sft_adapter": ("sft", "ppo", "dpo", "rloo", "rejection"),
+               "candidates_from": ("rejection",), "pairs_from": ("rejection",)}  # a rejection run's scored lists
 NOT_IN_FORM = ("resume",)  # the Resume button below does that
 STAGE_LABELS = {"sft": "1. SFT", "reward": "2. Reward model", "ppo": "3. PPO", "rloo": "3. RLOO",
                 "dpo": "DPO (votes, no reward model)", "rejection": "3. Best of n (rejection sampling)"}

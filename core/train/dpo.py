@@ -22,7 +22,13 @@ from TRL's defaults, and why:
    same reference, but its adapter would be a delta on the merged weights that loads wrongly on the plain base
    (eval, the arena, PPO all load adapter + base); continuing SFT's adapter keeps ours a whole policy on the base,
    shaped like SFT's (the lora-* settings apply to a fresh adapter only).
-4. Held-out: DPO's implicit-reward accuracy on held-out left/right votes (a repeat counted once), one pair per
+4. --pairs-from RUN (a finished `core train rejection` run): instead of the votes, the reward model's pairs among
+   the policy's own lists, each request's best finished list over its worst (rejection.best_over_worst). This is
+   online DPO with a reward model ("iterative DPO", Xiong et al. 2024; Dong et al. 2024, "RLHF Workflow"): on-policy
+   pairs, which the reward model orders best where their scores are far apart. The reference must be the policy that
+   sampled them, so an empty --sft-adapter takes that run's. data/pairs.parquet then holds those pairs (source
+   "reward_model", margin = reward gap) beside the votes' held-out pairs, which still give point 5.
+5. Held-out: DPO's implicit-reward accuracy on held-out left/right votes (a repeat counted once), one pair per
    evaluation batch so TRL's batch means are exact: eval/rewards/* under TRL's names, plus eval/accuracy with
    eval/correct and eval/pairs.
 """
@@ -30,10 +36,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
+import pandas as pd
 from datasets import Dataset
 from peft import LoraConfig
 from trl import DPOConfig as TRLDPOConfig
@@ -48,9 +55,10 @@ from core.model import (
 )
 from core.records import InputError
 from core.store.database import Store
+from core.train.rejection import best_over_worst, read_candidates
 from core.train.run_writer import Run
-from core.train.runs import RunFolder, prepare_run_dir
-from core.train.snapshot import DEFAULT_EVAL_FRACTION, take_preferences
+from core.train.runs import RunFolder, prepare_run_dir, read_json
+from core.train.snapshot import DEFAULT_EVAL_FRACTION, save_pairs, take_preferences
 from core.train.start import POLICY_ADAPTER, start_policy
 from core.train.trackers import report_to_knob
 from core.train.trainer_run import (
@@ -71,6 +79,9 @@ class DPOConfig:
     base_model: str = knob("", "Hugging Face id or folder of the base model; empty: the SFT adapter's base, else "
                                "$RLHF_BASE_MODEL or the embedded SmolLM2-135M-Instruct")
     db: str = knob("", "DuckDB file holding the votes; empty: $RLHF_DB or data/rlhf.duckdb")
+    pairs_from: str = knob("", "a finished rejection run whose reward-scored lists give the training pairs instead "
+                               "of the votes: each request's best list over its worst (online DPO with a reward "
+                               "model); an empty --sft-adapter then starts from the policy that sampled them")
     eval_fraction: float = knob(DEFAULT_EVAL_FRACTION, "share of custom (non-library) prompts held out; library "
                                                        "prompts keep their split")
     beta: float = knob(0.1, "β: the implicit reward is β·log(π/π_ref); larger keeps the policy nearer the reference")
@@ -121,6 +132,29 @@ def preference_rows(tokenizer, pairs, max_length: int) -> list[dict]:
     return rows
 
 
+PAIR_COLUMNS = ["source", "comparison_id", "prompt_id", "split", "prompt", "chosen", "rejected", "margin"]
+
+
+def with_reward_model_pairs(cfg: DPOConfig, pairs: pd.DataFrame, run_dir: Path) -> tuple[DPOConfig, pd.DataFrame]:
+    """Docstring, point 4: the rejection run's best-over-worst pairs train, the votes' held-out pairs stay; the
+    config's sft_adapter defaults to the policy that sampled them."""
+    source = read_json(RunFolder(cfg.pairs_from).config)
+    sampled_by = source.get("sft_adapter", "")
+    if not cfg.sft_adapter and sampled_by:
+        cfg = replace(cfg, sft_adapter=sampled_by)
+        log.info("--pairs-from %s: starting from (and staying near) %s, the policy that sampled them",
+                 cfg.pairs_from, sampled_by)
+    elif cfg.sft_adapter != sampled_by:
+        log.warning("--pairs-from %s sampled from %s, and this run starts from %s: the pairs are not this "
+                    "policy's own lists", cfg.pairs_from, sampled_by or "the base", cfg.sft_adapter)
+    scored = best_over_worst(read_candidates(cfg.pairs_from, source.get("missing_eos_penalty", 1.0)))
+    on_policy = pd.DataFrame([("reward_model", None, None, "train", p["prompt"], p["chosen"], p["rejected"], p["gap"])
+                              for p in scored], columns=PAIR_COLUMNS)
+    pairs = pd.concat([on_policy, pairs[pairs.split == "eval"]], ignore_index=True)
+    save_pairs(run_dir, pairs)
+    return cfg, pairs
+
+
 class _TokenisedDPOTrainer(DPOTrainer):
     """TRL's DPOTrainer fed rows tokenised by `preference_rows` (docstring, point 2): its text preparation is
     skipped, its collator takes prompt_ids / chosen_ids / rejected_ids as they are."""
@@ -134,8 +168,13 @@ def train(cfg: DPOConfig) -> Path:
     with Run(run_dir, total=max(cfg.max_steps, 0)) as run:
         # 1. snapshot the votes (split by prompt) and load the starting policy
         _, pairs, _ = take_preferences(Store(cfg.db or None), run_dir, cfg.eval_fraction)
+        if cfg.pairs_from:
+            cfg, pairs = with_reward_model_pairs(cfg, pairs, run_dir)
         train_pairs = pairs[pairs.split == "train"]
         held_out = pairs[(pairs.split == "eval") & (pairs.source == "votes")]
+        if len(train_pairs) < 2 and cfg.pairs_from:
+            raise InputError(f"{cfg.pairs_from} gives only {len(train_pairs)} pairs (a request whose lists all "
+                             "tie, or never end, gives none): sample more lists per request with rejection.")
         if len(train_pairs) < 2:
             raise InputError(f"only {len(train_pairs)} training pairs on training prompts; vote left/right on a few "
                              "more pairs in the arena, or edit a list (a tie or 'both bad' alone teaches nothing).")

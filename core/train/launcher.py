@@ -36,7 +36,8 @@ from core.train.stages import STAGES
 
 # The settings that name a file or folder. A page may point them only inside the project's folders (core/paths.py):
 # the dashboard is not a way to read or write anywhere else on the machine.
-PATH_SETTINGS = ("output_dir", "db", "prompts_file", "reward_model", "sft_adapter", "base_model", "resume")
+PATH_SETTINGS = ("output_dir", "db", "prompts_file", "reward_model", "sft_adapter", "base_model", "resume",
+                 "candidates_from", "pairs_from")
 
 
 def check_paths(cfg) -> None:

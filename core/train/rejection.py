@@ -141,6 +141,22 @@ def pick_best(candidates: list[dict], min_gap: float) -> dict | None:
     return best
 
 
+def best_over_worst(per_request: list[list[dict]]) -> list[dict]:
+    """On-policy preference pairs from scored lists (`dpo --pairs-from`): per request, the best list that ended
+    (chosen) over the lowest-reward list (rejected), with their reward gap; a request whose lists all tie, or whose
+    every list ran on, gives none. per_request: [request][draw] as read_candidates returns them."""
+    pairs = []
+    for group in per_request:
+        finished = [c for c in group if c["finished"]]
+        if not finished:
+            continue
+        best, worst = max(finished, key=lambda c: c["reward"]), min(group, key=lambda c: c["reward"])
+        if best["reward"] > worst["reward"]:
+            pairs.append({"prompt": best["prompt"], "chosen": best["text"], "rejected": worst["text"],
+                          "gap": best["reward"] - worst["reward"]})
+    return pairs
+
+
 def candidate_metrics(candidates: list[dict], picks: list[dict]) -> dict:
     """What the sampling step found, under rejection/* names."""
     scores = [c["reward"] for c in candidates]
