@@ -180,6 +180,28 @@ def test_candidates_from_a_finished_run_retrain_on_its_picks_without_sampling(st
         rejection.train(build(RejectionConfig, candidates_from=str(tmp_path), output_dir=str(tmp_path / "x")))
 
 
+def test_sample_only_scores_every_list_and_trains_nothing(tiny_adapter_dir, tiny_reward_run, tmp_path, monkeypatch):
+    """--sample-only (online DPO's first run): the scored lists in samples.jsonl, a finished run, no adapter, so no
+    policy picker offers it; a DPO run can take its pairs."""
+    monkeypatch.setattr(rejection, "sample_candidates", lambda cfg, requests, device, on_draw: [
+        [{"prompt": r, "text": text, "finished": True, "draw": d} for d, text in enumerate((LONG, SHORT))]
+        for r in requests])
+    monkeypatch.setattr(signal, "signal", lambda *args: None)
+    out = tmp_path / "scored"
+    rejection.train(build(RejectionConfig, reward_model=str(tiny_reward_run), sft_adapter=tiny_adapter_dir,
+                          max_prompts="3", num_samples="2", sample_only="true", output_dir=str(out)))
+    assert run_files(out) == {"config.json", "status.json", "metrics.jsonl", "train.log", "samples.jsonl",
+                              "data/lineage.json", "data/prompts_train.jsonl"}
+    status = read_status(out)
+    assert status["state"] == "finished" and "nothing trained" in status["message"]
+    samples = read_jsonl(out / "samples.jsonl")
+    assert len(samples) == 6 and all("score" in s for s in samples)
+    assert not any("train/loss" in m for m in read_jsonl(out / "metrics.jsonl"))
+    from core.train.rejection import read_candidates
+
+    assert len(best_over_worst(read_candidates(str(out), 1.0))) == 3  # two distinct lists per request: a pair each
+
+
 # ---- the real CLI: sampling, and bad input as one line -------------------------------------------------------------
 def test_the_cli_samples_and_says_what_to_change_when_no_list_ended(tiny_model_dir, tiny_reward_run, tmp_path):
     """Through the real sampler: the tiny model's lists never end in 4 tokens, so nothing is kept."""
@@ -205,6 +227,8 @@ def test_no_reward_model_exits_2_with_one_line_before_anything_is_written(tmp_pa
     ({"num_samples": "1"}, "num-samples must be at least 2 (the best of one is no choice), e.g. 4."),
     ({"min_gap": "-1"}, "min-gap must be >= 0 (0 keeps every request's best list)."),
     ({"max_prompts": "-3"}, "max-prompts must be >= 0 (0: every request)."),
+    ({"candidates_from": "x", "sample_only": "true"}, "sample-only with candidates-from has nothing to do: drop one "
+                                                      "of them."),
 ])
 def test_bad_settings_say_what_to_pass_instead(settings, message):
     with pytest.raises(ConfigError) as err:

@@ -3,7 +3,6 @@ Next round's plan for ppo, dpo and rloo, the current best, and the orchestrator 
 that does not finish; the dashboard shows the plan before it starts one."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -107,6 +106,21 @@ def test_the_plan_is_a_reward_model_a_policy_from_the_best_and_the_new_pairing(m
     assert [step.run_dir for step in steps] == [Path(f"/runs/reward-{STAMP}"), Path(f"/runs/{method}-{STAMP}"), None]
 
 
+def test_online_dpo_plans_the_best_policys_scored_lists_then_dpo_on_them():
+    steps = rounds.plan("online-dpo", "/runs/sft-1", Path("/runs"), STAMP, round_number=2, preset="quick")
+    head = ["python", "-m", "core", "train"]
+    assert [step.command[4] if step.command else None for step in steps] == ["reward", "rejection", "dpo", None]
+    assert steps[1].command == [*head, "rejection", "--preset", "quick", "--sft-adapter", "/runs/sft-1",
+                                "--reward-model", f"/runs/reward-{STAMP}", "--sample-only", "true",
+                                "--output-dir", f"/runs/rejection-{STAMP}"]
+    assert steps[2].command == [*head, "dpo", "--preset", "quick", "--sft-adapter", "/runs/sft-1", "--pairs-from",
+                                f"/runs/rejection-{STAMP}", "--epochs", "1", "--max-steps", "-1", "--batch-size", "8",
+                                "--learning-rate", "2e-4", "--output-dir", f"/runs/dpo-{STAMP}"]
+    assert steps[3].pairing == ("/runs/sft-1", f"/runs/dpo-{STAMP}")
+    assert steps[3].title.startswith("4. put it in the arena")
+    assert steps[3].round_name == f"round 2: dpo-{STAMP} vs sft-1"
+
+
 def test_a_plan_from_the_base_has_no_sft_adapter_and_an_unknown_method_is_refused():
     steps = rounds.plan("ppo", BASE, Path("/runs"), STAMP)
     assert steps[1].command == ["python", "-m", "core", "train", "ppo", "--reward-model", f"/runs/reward-{STAMP}",
@@ -116,11 +130,9 @@ def test_a_plan_from_the_base_has_no_sft_adapter_and_an_unknown_method_is_refuse
         rounds.plan("grpo", BASE, Path("/runs"), STAMP)
 
 
-@pytest.mark.parametrize("method", ["ppo", "dpo", "rloo", "rejection"])
+@pytest.mark.parametrize("method", ["ppo", "dpo", "rloo", "rejection", "online-dpo"])
 def test_each_planned_step_is_a_config_its_stage_accepts(method, tmp_path):
-    if importlib.util.find_spec(f"core.train.{method}") is None and method != "ppo":
-        pytest.skip(f"core/train/{method}.py is not in this checkout yet")
-    for step in rounds.plan(method, str(tmp_path / "sft-1"), tmp_path, STAMP, preset="quick")[:2]:
+    for step in [s for s in rounds.plan(method, str(tmp_path / "sft-1"), tmp_path, STAMP, preset="quick") if s.stage]:
         cfg = rounds.configure(step)
         assert cfg.output_dir == str(step.run_dir)
 

@@ -8,7 +8,7 @@ import streamlit as st
 from apps.dashboard_shared import as_text, can_act, device_label, runs, show_status
 from core.config import build, form_fields
 from core.records import InputError
-from core.train import launcher
+from core.train import launcher, rounds
 from core.train.runs import RESUMABLE_STATES, RunState
 from core.train.stages import STAGES, config_class, stage_module
 
@@ -17,7 +17,7 @@ RUN_PICKERS = {"reward_model": ("reward",), "sft_adapter": ("sft", "ppo", "dpo",
                "candidates_from": ("rejection",), "pairs_from": ("rejection",)}  # a rejection run's scored lists
 NOT_IN_FORM = ("resume",)  # the Resume button below does that
 STAGE_LABELS = {"sft": "1. SFT", "reward": "2. Reward model", "ppo": "3. PPO", "rloo": "3. RLOO",
-                "dpo": "DPO (votes, no reward model)", "rejection": "3. Best of n (rejection sampling)"}
+                "dpo": "DPO (votes, or scored lists)", "rejection": "3. Best of n (rejection sampling)"}
 
 st.title("Train")
 st.caption(f"Runs start as their own processes (`python -m core train ...`), keep going if this page is closed, "
@@ -37,7 +37,9 @@ with st.expander("Settings", expanded=True):
     for n, field in enumerate(f for f in form_fields(cls, preset) if f.name not in NOT_IN_FORM):
         col, key = columns[n % 3], f"{stage}:{preset}:{field.name}"
         if field.name in RUN_PICKERS:
-            options = [""] + [str(r.path) for r in runs(RUN_PICKERS[field.name], finished_only=True)]
+            found = runs(RUN_PICKERS[field.name], finished_only=True)
+            found = rounds.policy_runs(found) if field.name == "sft_adapter" else found  # not a sample-only run
+            options = [""] + [str(r.path) for r in found]
             typed[field.name] = col.selectbox(field.name, options, help=field.help, key=key,
                                               format_func=lambda p: p.rsplit("/", 1)[-1] or "(none)")
         elif field.kind is bool:

@@ -22,7 +22,8 @@ TRL 1.16 has no best-of-n sampler or trainer, so it is written here from the pie
    adapter, so the result is a whole policy on the base like every other run (dpo.py, point 3, says why not a merge);
    a fresh LoRA when training starts from the base.
 `--candidates-from RUN` skips steps 1-3 and re-picks that run's scored lists: other training settings on the same
-picks in minutes (give the same --sft-adapter: the picks are that policy's own samples).
+picks in minutes (give the same --sft-adapter: the picks are that policy's own samples). `--sample-only` stops after
+step 3: the scored lists for online DPO (`python -m core train dpo --pairs-from RUN`), no adapter.
 Logged: rejection/* (the candidates' and the picks' mean reward, the gain, how many kept, well-formed and unfinished
 shares) at step 0, then TRL's SFT metrics; every candidate with its score and whether it was picked in samples.jsonl.
 """
@@ -84,6 +85,8 @@ class RejectionConfig:
     num_samples: int = knob(4, "n: lists sampled per request; the reward model keeps the best")
     candidates_from: str = knob("", "a finished rejection run whose scored lists to train on again (steps 2-3 "
                                     "skipped; its reward model's scores): other training settings on the same picks")
+    sample_only: bool = knob(False, "sample and score only, train nothing (no adapter): the scored lists for "
+                                    "`python -m core train dpo --pairs-from` (online DPO)")
     min_gap: float = knob(0.0, "keep a request's best list only if it beats its siblings' mean score by this much")
     max_new_tokens: int = knob(160, "most tokens sampled per list")
     temperature: float = knob(0.8, "sampling temperature")
@@ -116,6 +119,8 @@ class RejectionConfig:
     def __post_init__(self):
         check(bool(self.reward_model) or bool(self.candidates_from), "rejection sampling needs a reward model: "
               "pass --reward-model models/runs/reward-<timestamp>.")
+        check(not (self.sample_only and self.candidates_from), "sample-only with candidates-from has nothing to do: "
+              "drop one of them.")
         check(self.num_samples >= 2, "num-samples must be at least 2 (the best of one is no choice), e.g. 4.")
         check(self.max_prompts >= 0, "max-prompts must be >= 0 (0: every request).")
         check(self.min_gap >= 0, "min-gap must be >= 0 (0 keeps every request's best list).")
@@ -258,6 +263,9 @@ def train(cfg: RejectionConfig) -> Path:
         found = candidate_metrics(candidates, picks)
         run.log_samples(0, candidates)
         run.log_metrics(0, found)
+        if cfg.sample_only:
+            run.finish(RunState.FINISHED, message=f"{len(candidates)} lists sampled and scored; nothing trained")
+            return run_dir
         if not picks:
             raise InputError(f"no request kept a list: every best list was unfinished or within --min-gap "
                              f"{cfg.min_gap} of its siblings; lower --min-gap or raise --max-new-tokens.")

@@ -1,6 +1,6 @@
 """Rounds of collection, and the Next-round loop that trains the next policy and puts it in the arena.
 
-    python -m core next-round --method ppo|dpo|rloo|rejection [--best RUN] [--preset quick] [--plan-only]
+    python -m core next-round --method ppo|dpo|rloo|rejection|online-dpo [--best RUN] [--preset quick] [--plan-only]
 
 A round is a named period of collection with its pairing ("round 2: ppo-20261121-101500 vs sft-20261120-090000"):
 the arena's stored pairing and round name (core/collect/chooser.py; set on the dashboard's Arena page, with
@@ -9,7 +9,9 @@ the Data page counts the votes of each round and a run's data/lineage.json says 
 
 Next round, three steps, each an ordinary run (visible and stoppable on the Train and Runs pages):
     1. train a reward model on every vote so far
-    2. tune a new policy (ppo, dpo or rloo) starting from the current best; ppo and rloo score with step 1's model
+    2. tune a new policy (ppo, dpo, rloo or rejection) starting from the current best; all but dpo score with step
+       1's model. online-dpo takes two runs here: rejection --sample-only (the best's own lists, scored by step 1's
+       model), then dpo --pairs-from that run (each request's best list over its worst)
     3. put it in the arena against the current best: the pairing (best, new) and a new round's name
 `plan()` writes the steps out, pure: the run folders are named in advance, so step 2 can name step 1's output and the
 dashboard can show exactly what will run before it starts. `run_plan()` is the orchestrator, a process of its own
@@ -67,7 +69,10 @@ from core.train.runs import (
 )
 from core.train.stages import STAGES, config_class
 
-METHODS = ("ppo", "dpo", "rloo", "rejection")  # how step 2 tunes the new policy
+METHODS = ("ppo", "dpo", "rloo", "rejection", "online-dpo")  # how step 2 tunes the new policy
+# online DPO: the policy's own lists, sampled and scored by the new reward model (rejection --sample-only), then DPO on
+# each request's best over its worst, with the recipe measured on `reasons` (bench/README.md, "Online DPO")
+ONLINE_DPO = {"epochs": "1", "max_steps": "-1", "batch_size": "8", "learning_rate": "2e-4"}
 SCORED = ("ppo", "rloo", "rejection")  # the methods that take --reward-model (DPO learns from the votes themselves)
 NEXT_ROUND_KEY = "next_round.status"  # meta: what the orchestrator is doing (state, step, message, pid)
 MADE_BY = "python -m core train sft (or ppo, dpo, rloo, rejection)"
@@ -221,19 +226,29 @@ class Step:
 
 def plan(method: str, best: str, root: Path, stamp: str, round_number: int = 1, preset: str | None = None
          ) -> list[Step]:
-    """The three steps of a next round from `best` ("base" or a run folder) with run folders <root>/<stage>-<stamp>."""
+    """The steps of a next round from `best` ("base" or a run folder) with run folders <root>/<stage>-<stamp>."""
     if method not in METHODS:
         raise InputError(f"the new policy is tuned with one of {', '.join(METHODS)}, not {method!r}")
-    reward_dir, policy_dir = Path(root) / f"reward-{stamp}", Path(root) / f"{method}-{stamp}"
+    reward_dir = Path(root) / f"reward-{stamp}"
     tuned = {"sft_adapter": best} if best != BASE else {}
-    if method in SCORED:
-        tuned["reward_model"] = str(reward_dir)
-    round_name = round_title(round_number, str(policy_dir), best)
+    if method == "online-dpo":
+        candidates_dir, policy_dir = Path(root) / f"rejection-{stamp}", Path(root) / f"dpo-{stamp}"
+        tune = [Step(f"2. sample {label(best)}'s lists and score them with the new reward model", "rejection", preset,
+                     {**tuned, "reward_model": str(reward_dir), "sample_only": "true",
+                      "output_dir": str(candidates_dir)}),
+                Step(f"3. tune a new policy with DPO on each request's best list over its worst, from {label(best)}",
+                     "dpo", preset, {**tuned, "pairs_from": str(candidates_dir), **ONLINE_DPO,
+                                     "output_dir": str(policy_dir)})]
+    else:
+        policy_dir = Path(root) / f"{method}-{stamp}"
+        scored = {"reward_model": str(reward_dir)} if method in SCORED else {}
+        tune = [Step(f"2. tune a new policy with {method} from {label(best)}", method, preset,
+                     {**tuned, **scored, "output_dir": str(policy_dir)})]
     return [
         Step("1. train a reward model on every vote so far", "reward", preset, {"output_dir": str(reward_dir)}),
-        Step(f"2. tune a new policy with {method} from {label(best)}", method, preset,
-             {**tuned, "output_dir": str(policy_dir)}),
-        Step(f"3. put it in the arena against {label(best)}", pairing=(best, str(policy_dir)), round_name=round_name),
+        *tune,
+        Step(f"{len(tune) + 2}. put it in the arena against {label(best)}", pairing=(best, str(policy_dir)),
+             round_name=round_title(round_number, str(policy_dir), best)),
     ]
 
 
