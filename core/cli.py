@@ -8,7 +8,7 @@
     python -m core score --reward-model RUN --prompt "Top 5 ..." --response "1. ..." [--response "1. ..."]
     python -m core eval --policy RUN [--against base|RUN] [--reward-model RUN]   # win rate, well-formed rate
     python -m core leaderboard [--reward-model RUN|newest|none] [--bootstrap 1000]  # Bradley-Terry ratings
-    python -m core next-round --method ppo|dpo|rloo|rejection|online-dpo [--best RUN] [--preset quick]  # RM, policy, arena
+    python -m core next-round --method ppo|dpo|rloo|rejection|online-dpo [--best RUN]  # reward model, policy, arena
 
 The database is $RLHF_DB (default data/rlhf.duckdb), or --db. A stage's flags come from its config dataclass
 (core/config.py); the stages themselves are listed in core/train/stages.py.
