@@ -176,6 +176,8 @@ def test_pairs_from_a_rejection_run_are_its_best_over_worst_and_start_from_its_s
     dpo_cli("--pairs-from", source, "--db", preference_db, "--max-steps", "1", "--batch-size", "1",
             "--eval-fraction", "0.4", "--output-dir", out)
     assert read_json(out / "config.json")["sft_adapter"] == tiny_adapter_dir
+    lineage = read_json(out / "data" / "lineage.json")
+    assert (lineage["pairs_from"], lineage["train_pairs"], lineage["requests_without_pair"]) == (str(source), 2, 1)
     pairs = pd.read_parquet(out / "data" / "pairs.parquet")
     train = pairs[pairs.split == "train"]
     assert train[["source", "prompt", "chosen", "rejected"]].values.tolist() == [

@@ -147,11 +147,13 @@ def with_reward_model_pairs(cfg: DPOConfig, pairs: pd.DataFrame, run_dir: Path) 
     elif cfg.sft_adapter != sampled_by:
         log.warning("--pairs-from %s sampled from %s, and this run starts from %s: the pairs are not this "
                     "policy's own lists", cfg.pairs_from, sampled_by or "the base", cfg.sft_adapter)
-    scored = best_over_worst(read_candidates(cfg.pairs_from, source.get("missing_eos_penalty", 1.0)))
+    per_request = read_candidates(cfg.pairs_from, source.get("missing_eos_penalty", 1.0))
+    scored = best_over_worst(per_request)
     on_policy = pd.DataFrame([("reward_model", None, None, "train", p["prompt"], p["chosen"], p["rejected"], p["gap"])
                               for p in scored], columns=PAIR_COLUMNS)
     pairs = pd.concat([on_policy, pairs[pairs.split == "eval"]], ignore_index=True)
-    save_pairs(run_dir, pairs)
+    save_pairs(run_dir, pairs, pairs_from=cfg.pairs_from, train_pairs=len(on_policy),
+               requests_without_pair=len(per_request) - len(on_policy))
     return cfg, pairs
 
 

@@ -96,10 +96,12 @@ def take_preferences(store: Store, run_dir: Path, eval_fraction: float,
     return votes, pairs, lineage
 
 
-def save_pairs(run_dir: Path, pairs: pd.DataFrame) -> None:
+def save_pairs(run_dir: Path, pairs: pd.DataFrame, **counts) -> None:
     """Replace the snapshot's pairs.parquet with the pairs that train when they are not the votes' own
-    (`dpo --pairs-from`: the reward model's on-policy pairs, beside the votes' held-out ones)."""
+    (`dpo --pairs-from`: the reward model's on-policy pairs, beside the votes' held-out ones); `counts` go into
+    data/lineage.json over the votes' own (train_pairs, where the pairs came from)."""
     _save(pairs, RunFolder(run_dir).snapshot("pairs.parquet"))
+    _lineage(run_dir, None, **counts)
 
 
 SEED_LISTS = ("keep", "fill", "off")
