@@ -199,3 +199,21 @@ def test_scorer_folds_lora_in_and_keeps_the_callers_order(tiny_reward_run, tiny_
     alone = [unmerged.score([p], [r])[0] for p, r in zip(prompts, lists)]
     assert scorer.score(prompts, lists, batch_size=2) == pytest.approx(alone, abs=1e-4)
     assert len(set(round(a, 4) for a in alone)) == len(alone)  # distinct scores, so a mix-up of order would show
+
+
+def test_the_scoring_speed_bench_compares_both_ways_on_the_same_lists(tiny_reward_run, tmp_path, monkeypatch, capsys):
+    """bench/reward_scoring_speed.py on the tiny reward model: both ways timed, the scores the same, the same picks."""
+    from bench import reward_scoring_speed
+
+    samples = tmp_path / "samples.jsonl"
+    lists = ["1. Apple\n2. Pear", "Films!", "1. Nile " * 6, "1. Sponge", "x", "1. A\n2. B\n3. C", "y y", "1. Fig"]
+    samples.write_text("".join(json.dumps({"prompt": f"Top 5 things {i // 4}", "text": t}) + "\n"
+                               for i, t in enumerate(lists)))
+    monkeypatch.setattr("sys.argv", ["reward_scoring_speed", "--reward-model", str(tiny_reward_run), "--samples",
+                                     str(samples), "--lists", "8", "--repeats", "1"])
+    reward_scoring_speed.main()
+    out = capsys.readouterr().out
+    assert "reward scoring of 8 lists" in out and "before: unmerged" in out and "now: merged" in out
+    assert "same best list of 4: 2/2 requests" in out
+    difference = float(out.split("largest |score difference| ")[1].split()[0])
+    assert difference < 1e-4
