@@ -185,7 +185,7 @@ def test_the_train_page_offers_dpo_and_rloo_forms(tmp_path, monkeypatch):
     at.switch_page("dashboard_pages/train.py").run()
     radio = at.radio(key="stage")
     assert radio.options[-3:] == ["3. RLOO", "3. Best of n (rejection sampling)",
-                                  "DPO (votes, no reward model)"]  # labelled, in the registry's order
+                                  "DPO (votes, or scored lists)"]  # labelled, in the registry's order
 
     radio.set_value("rloo").run()
     assert not at.exception
