@@ -193,6 +193,13 @@ def test_pairs_from_a_rejection_run_are_its_best_over_worst_and_start_from_its_s
     done = dpo_cli("--pairs-from", source, "--db", preference_db, "--output-dir", tmp_path / "none", check=False)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: {source} gives only 0 pairs")
+    empty = tmp_path / "not-a-run"
+    empty.mkdir()
+    done = dpo_cli("--pairs-from", empty, "--db", preference_db, "--output-dir", tmp_path / "none2", check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (f"error: {empty} holds no scored lists (samples.jsonl): pass the "
+                                                     "folder of a finished `python -m core train rejection` run "
+                                                     "(--candidates-from, dpo's --pairs-from).")
 
 
 # ---- bad input: one line, exit 2 ----------------------------------------------------------------------------------

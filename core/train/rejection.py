@@ -225,7 +225,7 @@ def read_candidates(run: str, missing_eos_penalty: float) -> list[list[dict]]:
     rows = [r for r in read_jsonl(RunFolder(run).samples) if r.get("step") == 0 and "score" in r]
     if not rows:
         raise InputError(f"{run} holds no scored lists (samples.jsonl): pass the folder of a finished "
-                         "`python -m core train rejection` run to --candidates-from.")
+                         "`python -m core train rejection` run (--candidates-from, dpo's --pairs-from).")
     groups: dict[str, list[dict]] = {}
     for r in rows:
         c = {key: r[key] for key in ("prompt", "text", "finished", "draw", "score", "well_formed")}
