@@ -5,9 +5,10 @@
 Per run: stage, state, steps, wall time (status.json's started_at -> finished_at), training loss or reward as
 the mean of the first and of the last few steps (up to 10), the final held-out figures (`eval/*`; a reward model's
 held-out accuracy per round of collection too), a rejection run's candidates and picks (`rejection/*`), the pairs it
-trained on and held out (`data/*`, from its lineage), and for PPO the range of val/ratio and clipfrac (and clipfrac and approxkl as first/last means), the median seconds
-per update and peak RSS; the trainer's own training seconds (`summary/runtime`) where it logs them. Reward runs given
-together that share held-out votes are then compared vote by vote: right only in each, exact McNemar p.
+trained on and held out (`data/*`, from its lineage), and for PPO the range of val/ratio and clipfrac (and clipfrac
+and approxkl as first/last means), the median seconds per update and peak RSS; the trainer's own training seconds
+(`summary/runtime`) where it logs them. Reward runs given together that share held-out votes are then compared vote
+by vote: right only in each, exact McNemar p.
 """
 from __future__ import annotations
 

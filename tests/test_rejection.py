@@ -56,6 +56,18 @@ def test_best_over_worst_pairs_the_best_finished_list_with_the_lowest():
     assert pairs == [{"prompt": "q", "chosen": "c", "rejected": "d", "gap": 3.5}]  # b scored higher but ran on
 
 
+def test_lists_from_another_policy_are_warned_about_and_one_adapter_by_two_paths_is_not(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sft").mkdir()
+    with caplog.at_level("WARNING", logger="core.train.rejection"):
+        rejection.warn_unless_own_lists("R", {"sft_adapter": "sft"}, str(tmp_path / "sft"), "--pairs-from")
+        rejection.warn_unless_own_lists("R", {}, "", "--pairs-from")  # the base sampled, the base starts
+        assert not caplog.records
+        rejection.warn_unless_own_lists("R", {"sft_adapter": "sft"}, "", "--candidates-from")
+    assert caplog.messages == ["--candidates-from R sampled from sft, and this run starts from the base: the lists "
+                               "are not this policy's own"]
+
+
 def test_candidate_metrics_by_hand():
     group = [candidate(1.0), candidate(3.0, well_formed=False), candidate(-2.0, finished=False)]
     metrics = candidate_metrics(group, [group[1]])

@@ -55,7 +55,8 @@ from core.model import (
 )
 from core.records import InputError
 from core.store.database import Store
-from core.train.rejection import best_over_worst, read_candidates
+from core.train.feedback import COLUMNS
+from core.train.rejection import best_over_worst, read_candidates, warn_unless_own_lists
 from core.train.run_writer import Run
 from core.train.runs import RunFolder, prepare_run_dir, read_json
 from core.train.snapshot import DEFAULT_EVAL_FRACTION, save_pairs, take_preferences
@@ -132,25 +133,19 @@ def preference_rows(tokenizer, pairs, max_length: int) -> list[dict]:
     return rows
 
 
-PAIR_COLUMNS = ["source", "comparison_id", "prompt_id", "split", "prompt", "chosen", "rejected", "margin"]
-
-
 def with_reward_model_pairs(cfg: DPOConfig, pairs: pd.DataFrame, run_dir: Path) -> tuple[DPOConfig, pd.DataFrame]:
     """Docstring, point 4: the rejection run's best-over-worst pairs train, the votes' held-out pairs stay; the
     config's sft_adapter defaults to the policy that sampled them."""
     source = read_json(RunFolder(cfg.pairs_from).config)
-    sampled_by = source.get("sft_adapter", "")
-    if not cfg.sft_adapter and sampled_by:
-        cfg = replace(cfg, sft_adapter=sampled_by)
+    if not cfg.sft_adapter and source.get("sft_adapter"):
+        cfg = replace(cfg, sft_adapter=source["sft_adapter"])
         log.info("--pairs-from %s: starting from (and staying near) %s, the policy that sampled them",
-                 cfg.pairs_from, sampled_by)
-    elif cfg.sft_adapter != sampled_by:
-        log.warning("--pairs-from %s sampled from %s, and this run starts from %s: the pairs are not this "
-                    "policy's own lists", cfg.pairs_from, sampled_by or "the base", cfg.sft_adapter)
+                 cfg.pairs_from, cfg.sft_adapter)
+    warn_unless_own_lists(cfg.pairs_from, source, cfg.sft_adapter, "--pairs-from")
     per_request = read_candidates(cfg.pairs_from, source.get("missing_eos_penalty", 1.0))
     scored = best_over_worst(per_request)
     on_policy = pd.DataFrame([("reward_model", None, None, "train", p["prompt"], p["chosen"], p["rejected"], p["gap"])
-                              for p in scored], columns=PAIR_COLUMNS)
+                              for p in scored], columns=COLUMNS)
     pairs = pd.concat([on_policy, pairs[pairs.split == "eval"]], ignore_index=True)
     save_pairs(run_dir, pairs, pairs_from=cfg.pairs_from, train_pairs=len(on_policy),
                requests_without_pair=len(per_request) - len(on_policy))

@@ -219,6 +219,15 @@ def sampled_and_scored(cfg: RejectionConfig, run: Run, run_dir: Path, device) ->
     return per_request
 
 
+def warn_unless_own_lists(run: str, source: dict, start: str, flag: str) -> None:
+    """Log a warning when the scored lists of `run` (its config.json: `source`) were sampled by another policy than
+    the one this run starts from (`start`, an adapter path or "" for the base): then they are not its own lists."""
+    sampled_by = source.get("sft_adapter", "")
+    if (Path(sampled_by).resolve() if sampled_by else None) != (Path(start).resolve() if start else None):
+        log.warning("%s %s sampled from %s, and this run starts from %s: the lists are not this policy's own", flag,
+                    run, sampled_by or "the base", start or "the base")
+
+
 def read_candidates(run: str, missing_eos_penalty: float) -> list[list[dict]]:
     """A finished rejection run's scored lists (samples.jsonl, step 0) grouped by request, rewards recomputed with
     this run's penalty: [request][draw] as sample_candidates + scoring leave them."""
@@ -240,10 +249,8 @@ def train(cfg: RejectionConfig) -> Path:
         source = read_json(RunFolder(cfg.candidates_from).config) if cfg.candidates_from else {}
         if cfg.candidates_from and not cfg.reward_model:  # the lineage names the reward model that scored them
             cfg = replace(cfg, reward_model=source.get("reward_model", ""))
-        if source and source.get("sft_adapter", "") != cfg.sft_adapter:
-            log.warning("--candidates-from %s sampled from %s, and this run trains %s: the picks are not this "
-                        "policy's own lists", cfg.candidates_from, source.get("sft_adapter") or "the base",
-                        cfg.sft_adapter or "a fresh LoRA on the base")
+        if cfg.candidates_from:
+            warn_unless_own_lists(cfg.candidates_from, source, cfg.sft_adapter, "--candidates-from")
         device = pick_device(cfg.device)
         seed_weights(cfg.seed)
         run.save_config(cfg, base_model_resolved=base_name_for(cfg.base_model, cfg.sft_adapter),

@@ -71,7 +71,8 @@ from core.train.stages import STAGES, config_class
 
 METHODS = ("ppo", "dpo", "rloo", "rejection", "online-dpo")  # how step 2 tunes the new policy
 # online DPO: the policy's own lists, sampled and scored by the new reward model (rejection --sample-only), then DPO on
-# each request's best over its worst, with the recipe measured on `reasons` (bench/README.md, "Online DPO")
+# each request's best over its worst, with the recipe measured on `reasons` (bench/README.md, "Online DPO, and
+# rejection sampling again, on `reasons`")
 ONLINE_DPO = {"epochs": "1", "max_steps": "-1", "batch_size": "8", "learning_rate": "2e-4"}
 SCORED = ("ppo", "rloo", "rejection")  # the methods that take --reward-model (DPO learns from the votes themselves)
 NEXT_ROUND_KEY = "next_round.status"  # meta: what the orchestrator is doing (state, step, message, pid)
