@@ -4,12 +4,13 @@ goes on training, base untouched), the real CLI's sampling and its bad input as 
 from __future__ import annotations
 
 import hashlib
+import shutil
 import signal
 from functools import partial
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from streamlit.testing.v1 import AppTest
 
 from core.config import ConfigError, build
@@ -192,6 +193,39 @@ def test_candidates_from_a_finished_run_retrain_on_its_picks_without_sampling(st
         rejection.train(build(RejectionConfig, candidates_from=str(tmp_path), output_dir=str(tmp_path / "x")))
 
 
+def test_candidates_from_with_another_reward_model_rescores_the_same_lists(stood_in_run, tiny_adapter_dir,
+                                                                           tiny_reward_run, tmp_path, monkeypatch):
+    """--candidates-from with --reward-model naming another reward model: the same lists, no sampling, each scored
+    by that model (here the tiny one with its score head negated, so every score flips sign and the picks move);
+    with --sample-only the lists' sampler stays the policy, so DPO's --pairs-from starts from it."""
+    first, _ = stood_in_run
+    flipped = tmp_path / "flipped-reward"
+    shutil.copytree(tiny_reward_run, flipped)
+    weights = flipped / "adapter" / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    assert [k for k in tensors if "score" in k] == ["base_model.model.score.weight"]  # no bias: -w gives -score
+    save_file({k: -v if "score" in k else v for k, v in tensors.items()}, weights)
+    monkeypatch.setattr(rejection, "sample_candidates", lambda *args: pytest.fail("re-scoring must not sample"))
+    monkeypatch.setattr(signal, "signal", lambda *args: None)
+    out = tmp_path / "rescored"
+    rejection.train(build(RejectionConfig, candidates_from=str(first), reward_model=str(flipped),
+                          sample_only="true", output_dir=str(out)))
+    before, after = read_jsonl(first / "samples.jsonl"), read_jsonl(out / "samples.jsonl")
+    assert [(s["prompt"], s["text"]) for s in after] == [(s["prompt"], s["text"]) for s in before]
+    assert [s["score"] for s in after] == pytest.approx([-s["score"] for s in before], abs=1e-4)
+    assert [s["reward"] for s in after] == pytest.approx(
+        [-s["score"] - (0.0 if s["finished"] else 1.0) for s in before], abs=1e-4)
+    assert [s["picked"] for s in after] != [s["picked"] for s in before]
+    config = read_json(out / "config.json")
+    assert (config["reward_model"], config["sft_adapter"]) == (str(flipped), tiny_adapter_dir)
+    assert read_status(out)["state"] == "finished" and not (out / "adapter").exists()
+    again = tmp_path / "same-model"  # the reward model that scored them: their scores, nothing re-scored
+    monkeypatch.setattr(rejection, "scored", lambda *args: pytest.fail("the same reward model must not re-score"))
+    rejection.train(build(RejectionConfig, candidates_from=str(first), reward_model=str(tiny_reward_run),
+                          sft_adapter=tiny_adapter_dir, max_steps="1", batch_size="2", output_dir=str(again)))
+    assert [s["score"] for s in read_jsonl(again / "samples.jsonl")] == [s["score"] for s in before]
+
+
 def test_sample_only_scores_every_list_and_trains_nothing(tiny_adapter_dir, tiny_reward_run, tmp_path, monkeypatch):
     """--sample-only (online DPO's first run): the scored lists in samples.jsonl, a finished run, no adapter, so no
     policy picker offers it; a DPO run can take its pairs."""
@@ -239,12 +273,12 @@ def test_no_reward_model_exits_2_with_one_line_before_anything_is_written(tmp_pa
     ({"num_samples": "1"}, "num-samples must be at least 2 (the best of one is no choice), e.g. 4."),
     ({"min_gap": "-1"}, "min-gap must be >= 0 (0 keeps every request's best list)."),
     ({"max_prompts": "-3"}, "max-prompts must be >= 0 (0: every request)."),
-    ({"candidates_from": "x", "sample_only": "true"}, "sample-only with candidates-from has nothing to do: drop one "
-                                                      "of them."),
+    ({"candidates_from": "x", "sample_only": "true", "reward_model": ""}, "sample-only with candidates-from has "
+     "nothing to do: pass --reward-model to re-score the lists, or drop one of them."),
 ])
 def test_bad_settings_say_what_to_pass_instead(settings, message):
     with pytest.raises(ConfigError) as err:
-        build(RejectionConfig, "quick", reward_model="models/runs/reward-x", **settings)
+        build(RejectionConfig, "quick", **({"reward_model": "models/runs/reward-x"} | settings))
     assert str(err.value) == message
 
 

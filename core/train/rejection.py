@@ -22,8 +22,10 @@ TRL 1.16 has no best-of-n sampler or trainer, so it is written here from the pie
    adapter, so the result is a whole policy on the base like every other run (dpo.py, point 3, says why not a merge);
    a fresh LoRA when training starts from the base.
 `--candidates-from RUN` skips steps 1-3 and re-picks that run's scored lists: other training settings on the same
-picks in minutes (give the same --sft-adapter: the picks are that policy's own samples). `--sample-only` stops after
-step 3: the scored lists for online DPO (`python -m core train dpo --pairs-from RUN`), no adapter.
+picks in minutes (give the same --sft-adapter: the picks are that policy's own samples). With a --reward-model other
+than the one that scored them it skips steps 1-2 only: the same lists judged by a newer reward model (after a round
+of votes), without sampling them again. `--sample-only` stops after step 3: the scored lists for online DPO
+(`python -m core train dpo --pairs-from RUN`), no adapter.
 Logged: rejection/* (the candidates' and the picks' mean reward, the gain, how many kept, well-formed and unfinished
 shares) at step 0, then TRL's SFT metrics; every candidate with its score and whether it was picked in samples.jsonl.
 """
@@ -83,8 +85,8 @@ class RejectionConfig:
     prompts_file: str = knob("", "JSONL of {\"prompt\": ...} rows to sample for; empty: the library's train split")
     max_prompts: int = knob(0, "sample for the first this many requests (0: all)")
     num_samples: int = knob(4, "n: lists sampled per request; the reward model keeps the best")
-    candidates_from: str = knob("", "a finished rejection run whose scored lists to train on again (steps 2-3 "
-                                    "skipped; its reward model's scores): other training settings on the same picks")
+    candidates_from: str = knob("", "a finished rejection run whose lists to use again (no sampling): its scores, "
+                                    "or re-scored when --reward-model names another reward model")
     sample_only: bool = knob(False, "sample and score only, train nothing (no adapter): the scored lists for "
                                     "`python -m core train dpo --pairs-from` (online DPO)")
     min_gap: float = knob(0.0, "keep a request's best list only if it beats its siblings' mean score by this much")
@@ -119,8 +121,8 @@ class RejectionConfig:
     def __post_init__(self):
         check(bool(self.reward_model) or bool(self.candidates_from), "rejection sampling needs a reward model: "
               "pass --reward-model models/runs/reward-<timestamp>.")
-        check(not (self.sample_only and self.candidates_from), "sample-only with candidates-from has nothing to do: "
-              "drop one of them.")
+        check(not (self.sample_only and self.candidates_from and not self.reward_model), "sample-only with "
+              "candidates-from has nothing to do: pass --reward-model to re-score the lists, or drop one of them.")
         check(self.num_samples >= 2, "num-samples must be at least 2 (the best of one is no choice), e.g. 4.")
         check(self.max_prompts >= 0, "max-prompts must be >= 0 (0: every request).")
         check(self.min_gap >= 0, "min-gap must be >= 0 (0 keeps every request's best list).")
@@ -208,8 +210,13 @@ def sampled_and_scored(cfg: RejectionConfig, run: Run, run_dir: Path, device) ->
     per_request = sample_candidates(cfg, requests, device, on_draw)
     if per_request is None or run.stop.requested:
         return None
-    run.set_status("running", message=f"scoring {len(requests) * cfg.num_samples} lists with the reward model")
+    return scored(cfg, run, per_request, device)
+
+
+def scored(cfg: RejectionConfig, run: Run, per_request: list[list[dict]], device) -> list[list[dict]]:
+    """Step 3: every list scored by cfg.reward_model (score), less the penalty when it never ended (reward)."""
     candidates = [c for group in per_request for c in group]
+    run.set_status("running", message=f"scoring {len(candidates)} lists with the reward model")
     scorer = RewardScorer.from_folder(cfg.reward_model, device=str(device))
     scores = scorer.score([c["prompt"] for c in candidates], [c["text"] for c in candidates])
     del scorer
@@ -217,6 +224,10 @@ def sampled_and_scored(cfg: RejectionConfig, run: Run, run_dir: Path, device) ->
         c.update(score=score, reward=score - (0.0 if c["finished"] else cfg.missing_eos_penalty),
                  well_formed=parse_list(c["text"]).well_formed)
     return per_request
+
+
+def same_folder(a: str, b: str) -> bool:
+    return bool(a) and bool(b) and Path(a).resolve() == Path(b).resolve()
 
 
 def warn_unless_own_lists(run: str, source: dict, start: str, flag: str) -> None:
@@ -247,16 +258,23 @@ def train(cfg: RejectionConfig) -> Path:
     run_dir = prepare_run_dir("rejection", cfg.output_dir)
     with Run(run_dir, total=max(cfg.max_steps, 0)) as run:
         source = read_json(RunFolder(cfg.candidates_from).config) if cfg.candidates_from else {}
-        if cfg.candidates_from and not cfg.reward_model:  # the lineage names the reward model that scored them
+        rescore = bool(cfg.candidates_from) and bool(cfg.reward_model) and not same_folder(
+            cfg.reward_model, source.get("reward_model", ""))
+        if cfg.candidates_from and not rescore:  # the lineage names the reward model that scored them
             cfg = replace(cfg, reward_model=source.get("reward_model", ""))
+        if rescore and cfg.sample_only and not cfg.sft_adapter:  # nothing trains: the lists' sampler is the policy
+            cfg = replace(cfg, sft_adapter=source.get("sft_adapter", ""))
         if cfg.candidates_from:
             warn_unless_own_lists(cfg.candidates_from, source, cfg.sft_adapter, "--candidates-from")
         device = pick_device(cfg.device)
         seed_weights(cfg.seed)
         run.save_config(cfg, base_model_resolved=base_name_for(cfg.base_model, cfg.sft_adapter),
                         device_name=describe_device(device))
-        if cfg.candidates_from:  # steps 1-3 done by that run
+        if cfg.candidates_from:  # steps 1-2 (and 3 unless re-scored) done by that run
             per_request = read_candidates(cfg.candidates_from, cfg.missing_eos_penalty)
+            if rescore:
+                read_adapter_config(cfg.reward_model, "SEQ_CLS", "python -m core train reward")
+                per_request = scored(cfg, run, per_request, device)
         else:
             per_request = sampled_and_scored(cfg, run, run_dir, device)
             if per_request is None:
