@@ -218,7 +218,7 @@ def test_candidates_from_with_another_reward_model_rescores_the_same_lists(stood
     assert [s["picked"] for s in after] != [s["picked"] for s in before]
     config = read_json(out / "config.json")
     assert (config["reward_model"], config["sft_adapter"]) == (str(flipped), tiny_adapter_dir)
-    assert read_status(out)["state"] == "finished" and not (out / "adapter").exists()
+    assert read_status(out)["message"] == "6 lists re-scored; nothing trained" and not (out / "adapter").exists()
     again = tmp_path / "same-model"  # the reward model that scored them: their scores, nothing re-scored
     monkeypatch.setattr(rejection, "scored", lambda *args: pytest.fail("the same reward model must not re-score"))
     rejection.train(build(RejectionConfig, candidates_from=str(first), reward_model=str(tiny_reward_run),

@@ -289,7 +289,8 @@ def train(cfg: RejectionConfig) -> Path:
         run.log_samples(0, candidates)
         run.log_metrics(0, found)
         if cfg.sample_only:
-            run.finish(RunState.FINISHED, message=f"{len(candidates)} lists sampled and scored; nothing trained")
+            done = "re-scored" if rescore else "sampled and scored"
+            run.finish(RunState.FINISHED, message=f"{len(candidates)} lists {done}; nothing trained")
             return run_dir
         if not picks:
             raise InputError(f"no request kept a list: every best list was unfinished or within --min-gap "
