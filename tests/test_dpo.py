@@ -188,6 +188,18 @@ def test_pairs_from_a_rejection_run_are_its_best_over_worst_and_start_from_its_s
     assert len(held_out) > 5 and set(held_out.source) == {"votes"}
     (final,) = [r for r in read_jsonl(out / "metrics.jsonl") if "eval/accuracy" in r]
     assert final["eval/pairs"] == len(held_out)
+    with (source / "samples.jsonl").open("a") as rows:  # a third pair, the widest: hats, gap 2.0
+        rows.writelines(json.dumps({"step": 0, "prompt": "Top 5 hats", "text": t, "score": s, "finished": True,
+                                    "draw": d, "well_formed": True}) + "\n" for d, (t, s) in enumerate(
+            (("1. Cap", 0.0), ("1. Beret", 2.0))))
+    top = tmp_path / "top"  # --pairs-top 0.5 of 3 pairs: the two widest (cakes 1.25, hats 2.0), in order
+    dpo_cli("--pairs-from", source, "--pairs-top", "0.5", "--db", preference_db, "--max-steps", "1", "--batch-size",
+            "1", "--eval-fraction", "0.4", "--output-dir", top)
+    kept = pd.read_parquet(top / "data" / "pairs.parquet").query("split == 'train'")
+    assert kept[["prompt", "chosen", "margin"]].values.tolist() == [["Top 5 cakes", "1. Carrot", 1.25],
+                                                                    ["Top 5 hats", "1. Beret", 2.0]]
+    lineage = read_json(top / "data" / "lineage.json")
+    assert (lineage["train_pairs"], lineage["requests_without_pair"], lineage["pairs_left_out_close"]) == (2, 1, 1)
     (source / "samples.jsonl").write_text(json.dumps({"step": 0, "prompt": "q", "text": "1. A", "score": 0.0,
                                                       "finished": True, "draw": 0, "well_formed": True}) + "\n")
     done = dpo_cli("--pairs-from", source, "--db", preference_db, "--output-dir", tmp_path / "none", check=False)
@@ -221,6 +233,7 @@ def test_a_bad_setting_exits_2_with_one_line_before_anything_is_written(tmp_path
 @pytest.mark.parametrize("settings, message", [
     ({"eval_fraction": "1"}, "eval-fraction must be in [0, 1), e.g. 0.2."),
     ({"max_length": "16"}, "max-length must be at least 32 tokens."),
+    ({"pairs_top": "0"}, "pairs-top must be in (0, 1], e.g. 0.75 (1 trains on every pair)."),
     ({"batch_size": "two"}, "--batch-size: 'two' is not a valid int."),
 ])
 def test_bad_settings_say_what_to_pass_instead(settings, message):

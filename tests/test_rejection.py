@@ -57,6 +57,15 @@ def test_best_over_worst_pairs_the_best_finished_list_with_the_lowest():
     assert pairs == [{"prompt": "q", "chosen": "c", "rejected": "d", "gap": 3.5}]  # b scored higher but ran on
 
 
+def test_widest_keeps_the_share_with_the_largest_gaps_in_order():
+    pairs = [{"chosen": k, "gap": g} for k, g in zip("abcd", (0.1, 2.0, 0.5, 1.0))]
+    assert [p["chosen"] for p in rejection.widest(pairs, 0.5)] == ["b", "d"]
+    assert [p["chosen"] for p in rejection.widest(pairs, 0.75)] == ["b", "c", "d"]
+    assert rejection.widest(pairs, 1.0) == pairs
+    assert [p["chosen"] for p in rejection.widest(pairs, 0.01)] == ["b"]  # at least one
+    assert rejection.widest([], 0.5) == []
+
+
 def test_lists_from_another_policy_are_warned_about_and_one_adapter_by_two_paths_is_not(tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "sft").mkdir()

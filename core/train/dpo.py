@@ -26,7 +26,8 @@ from TRL's defaults, and why:
    the policy's own lists, each request's best finished list over its worst (rejection.best_over_worst). This is
    online DPO with a reward model ("iterative DPO", Xiong et al. 2024; Dong et al. 2024, "RLHF Workflow"): on-policy
    pairs, which the reward model orders best where their scores are far apart. The reference must be the policy that
-   sampled them, so an empty --sft-adapter takes that run's. data/pairs.parquet then holds those pairs (source
+   sampled them, so an empty --sft-adapter takes that run's. --pairs-top keeps the share with the widest reward
+   gaps: on `reasons` most of the pairs the annotator reverses are in the closest quarter (bench/pair_quality.py). data/pairs.parquet then holds those pairs (source
    "reward_model", margin = reward gap) beside the votes' held-out pairs, which still give point 5.
 5. Held-out: DPO's implicit-reward accuracy on held-out left/right votes (a repeat counted once), one pair per
    evaluation batch so TRL's batch means are exact: eval/rewards/* under TRL's names, plus eval/accuracy with
@@ -56,7 +57,12 @@ from core.model import (
 from core.records import InputError
 from core.store.database import Store
 from core.train.feedback import COLUMNS
-from core.train.rejection import best_over_worst, read_candidates, warn_unless_own_lists
+from core.train.rejection import (
+    best_over_worst,
+    read_candidates,
+    warn_unless_own_lists,
+    widest,
+)
 from core.train.run_writer import Run
 from core.train.runs import RunFolder, prepare_run_dir, read_json
 from core.train.snapshot import DEFAULT_EVAL_FRACTION, save_pairs, take_preferences
@@ -83,6 +89,8 @@ class DPOConfig:
     pairs_from: str = knob("", "a finished rejection run whose reward-scored lists give the training pairs instead "
                                "of the votes: each request's best list over its worst (online DPO with a reward "
                                "model); an empty --sft-adapter then starts from the policy that sampled them")
+    pairs_top: float = knob(1.0, "with --pairs-from: train on this share of the pairs, those with the largest "
+                                 "reward-model gaps (1: all); the closest calls are the ones it gets wrong most")
     eval_fraction: float = knob(DEFAULT_EVAL_FRACTION, "share of custom (non-library) prompts held out; library "
                                                        "prompts keep their split")
     beta: float = knob(0.1, "β: the implicit reward is β·log(π/π_ref); larger keeps the policy nearer the reference")
@@ -110,6 +118,7 @@ class DPOConfig:
 
     def __post_init__(self):
         check(0 <= self.eval_fraction < 1, "eval-fraction must be in [0, 1), e.g. 0.2.")
+        check(0 < self.pairs_top <= 1, "pairs-top must be in (0, 1], e.g. 0.75 (1 trains on every pair).")
         check(self.beta > 0, "beta must be positive, e.g. --beta 0.1 (DPO's β, not a KL weight that can be 0).")
         check(self.epochs > 0, "epochs must be positive, e.g. --epochs 2.")
         check(self.max_steps == -1 or self.max_steps > 0, "max-steps must be -1 (all epochs) or a positive count.")
@@ -143,12 +152,13 @@ def with_reward_model_pairs(cfg: DPOConfig, pairs: pd.DataFrame, run_dir: Path) 
                  cfg.pairs_from, cfg.sft_adapter)
     warn_unless_own_lists(cfg.pairs_from, source, cfg.sft_adapter, "--pairs-from")
     per_request = read_candidates(cfg.pairs_from, source.get("missing_eos_penalty", 1.0))
-    scored = best_over_worst(per_request)
+    every = best_over_worst(per_request)
+    scored = widest(every, cfg.pairs_top)
     on_policy = pd.DataFrame([("reward_model", None, None, "train", p["prompt"], p["chosen"], p["rejected"], p["gap"])
                               for p in scored], columns=COLUMNS)
     pairs = pd.concat([on_policy, pairs[pairs.split == "eval"]], ignore_index=True)
     save_pairs(run_dir, pairs, pairs_from=cfg.pairs_from, train_pairs=len(on_policy),
-               requests_without_pair=len(per_request) - len(on_policy))
+               requests_without_pair=len(per_request) - len(every), pairs_left_out_close=len(every) - len(scored))
     return cfg, pairs
 
 

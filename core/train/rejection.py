@@ -164,6 +164,14 @@ def best_over_worst(per_request: list[list[dict]]) -> list[dict]:
     return pairs
 
 
+def widest(pairs: list[dict], share: float) -> list[dict]:
+    """The share of `pairs` (rounded, at least one) with the largest reward gaps, in their order: the closest calls
+    are where a reward model is most often wrong (bench/pair_quality.py)."""
+    keep = max(1, round(share * len(pairs))) if pairs else 0
+    kept = {id(p) for p in sorted(pairs, key=lambda p: -p["gap"])[:keep]}
+    return [p for p in pairs if id(p) in kept]
+
+
 def candidate_metrics(candidates: list[dict], picks: list[dict]) -> dict:
     """What the sampling step found, under rejection/* names."""
     scores = [c["reward"] for c in candidates]
