@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from functools import partial
 from pathlib import Path
 
@@ -121,6 +122,20 @@ def test_metrics_keep_trls_names_and_the_reference_is_the_starting_policy(dpo_ru
     assert steps[-1]["train/rewards/margins"] != 0.0
 
 
+def test_sft_weight_adds_the_chosen_lists_nll_to_dpos_loss(tiny_model_dir, preference_db, tmp_path):
+    """--sft-weight w (RPO): before the first update DPO's loss is -log σ(0) = ln 2, so the first step's loss is
+    ln 2 + w · (mean token NLL of the chosen lists): twice the weight, twice the excess, on the same first batch."""
+    def first_loss(weight: str) -> float:
+        out = tmp_path / f"w{weight}"
+        dpo_cli("--base-model", tiny_model_dir, "--db", preference_db, "--max-steps", "1", "--batch-size", "4",
+                "--eval-fraction", "0", "--sft-weight", weight, "--output-dir", out)
+        return next(r for r in read_jsonl(out / "metrics.jsonl") if "train/loss" in r)["train/loss"]
+
+    one, two = first_loss("1"), first_loss("2")
+    assert one - math.log(2) > 1.0  # a random tiny model: several nats a token
+    assert two - math.log(2) == pytest.approx(2 * (one - math.log(2)), rel=1e-3)
+
+
 def test_held_out_accuracy_counts_the_held_out_votes(dpo_run):
     pairs = pd.read_parquet(dpo_run / "data" / "pairs.parquet")
     held_out = pairs[(pairs.split == "eval") & (pairs.source == "votes")]
@@ -233,6 +248,7 @@ def test_a_bad_setting_exits_2_with_one_line_before_anything_is_written(tmp_path
 @pytest.mark.parametrize("settings, message", [
     ({"eval_fraction": "1"}, "eval-fraction must be in [0, 1), e.g. 0.2."),
     ({"max_length": "16"}, "max-length must be at least 32 tokens."),
+    ({"sft_weight": "-1"}, "sft-weight must be >= 0, e.g. 1.0 (0: DPO's loss alone)."),
     ({"pairs_top": "0"}, "pairs-top must be in (0, 1], e.g. 0.75 (1 trains on every pair)."),
     ({"batch_size": "two"}, "--batch-size: 'two' is not a valid int."),
 ])

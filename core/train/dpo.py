@@ -29,6 +29,10 @@ from TRL's defaults, and why:
    sampled them, so an empty --sft-adapter takes that run's. --pairs-top keeps the share with the widest reward
    gaps: on `reasons` most of the pairs the annotator reverses are in the closest quarter (bench/pair_quality.py). data/pairs.parquet then holds those pairs (source
    "reward_model", margin = reward gap) beside the votes' held-out pairs, which still give point 5.
+   DPO lowers the likelihood of the chosen lists too, only less than the rejected ones': on `terse`, where the two
+   lists of a pair are alike, that drift moved the policy to lists neither side looked like (headings, bullets).
+   --sft-weight adds the chosen lists' negative log-likelihood (RPO, Pang et al. 2024; TRL's "sft" loss beside
+   "sigmoid"), which holds them up.
 5. Held-out: DPO's implicit-reward accuracy on held-out left/right votes (a repeat counted once), one pair per
    evaluation batch so TRL's batch means are exact: eval/rewards/* under TRL's names, plus eval/accuracy with
    eval/correct and eval/pairs.
@@ -94,6 +98,8 @@ class DPOConfig:
     eval_fraction: float = knob(DEFAULT_EVAL_FRACTION, "share of custom (non-library) prompts held out; library "
                                                        "prompts keep their split")
     beta: float = knob(0.1, "β: the implicit reward is β·log(π/π_ref); larger keeps the policy nearer the reference")
+    sft_weight: float = knob(0.0, "weight of a negative log-likelihood term on the chosen lists beside DPO's loss "
+                                  "(RPO, Pang et al. 2024): keeps them likely while DPO pushes the pair apart")
     epochs: float = knob(2.0, "passes over the training pairs")
     max_steps: int = knob(-1, "stop after this many optimiser steps (-1: run all epochs)")
     learning_rate: float = knob(5e-5, "AdamW learning rate for the LoRA weights")
@@ -119,6 +125,7 @@ class DPOConfig:
     def __post_init__(self):
         check(0 <= self.eval_fraction < 1, "eval-fraction must be in [0, 1), e.g. 0.2.")
         check(0 < self.pairs_top <= 1, "pairs-top must be in (0, 1], e.g. 0.75 (1 trains on every pair).")
+        check(self.sft_weight >= 0, "sft-weight must be >= 0, e.g. 1.0 (0: DPO's loss alone).")
         check(self.beta > 0, "beta must be positive, e.g. --beta 0.1 (DPO's β, not a KL weight that can be 0).")
         check(self.epochs > 0, "epochs must be positive, e.g. --epochs 2.")
         check(self.max_steps == -1 or self.max_steps > 0, "max-steps must be -1 (all epochs) or a positive count.")
@@ -201,10 +208,12 @@ def train(cfg: DPOConfig) -> Path:
                              "alone fill it; pass a larger --max-length, e.g. 512.")
         eval_rows = preference_rows(tokenizer, held_out, cfg.max_length)
 
-        # 3. train: TRL's sigmoid DPO loss against the reference (docstring, point 3)
+        # 3. train: TRL's sigmoid DPO loss against the reference (docstring, point 3), plus its mean token NLL on
+        # the chosen lists when --sft-weight > 0 (TRL's "sft" loss type)
         args = TRLDPOConfig(**trainer_arguments(
             device, cfg.seed, run_dir, cfg.precision, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-            beta=cfg.beta,
+            beta=cfg.beta, **({"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, cfg.sft_weight]}
+                              if cfg.sft_weight else {}),
             learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length,
             per_device_eval_batch_size=1, prediction_loss_only=True, lr_scheduler_type="cosine", warmup_steps=0.1))
         lora = None if cfg.sft_adapter else LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
