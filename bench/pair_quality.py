@@ -12,6 +12,7 @@ measures the reward model on the held-out requests; this reads the very pairs a 
 2. The taste's noiseless utility (bench/annotator.utility, not the product's parser) of both lists of each pair:
    right when the chosen list is ahead by at least the taste's tie band, wrong when behind by it, else a tie.
    Share right of the decided pairs with its 95 % Wilson interval (one pair per request, so they are independent).
+   The same by quarter of the reward model's gap, closest calls first (what `dpo --pairs-top` leaves out).
 3. Over all lists of each request, every pair the annotator decides: how often the reward model orders it the same
    way (bench/best_of_n.pair_agreement), 95 % bootstrap over requests. Beside it the mean utility of the chosen and
    the rejected lists and of all lists.
@@ -53,7 +54,19 @@ def verdicts(pairs: list[dict], taste: Taste) -> dict:
     low, high = wilson_interval(right, right + wrong)
     return {"pairs": len(pairs), "right": right, "wrong": wrong, "ties": len(pairs) - right - wrong,
             "share_right": right / (right + wrong) if right + wrong else float("nan"), "low": low, "high": high,
-            "chosen_utility": statistics.fmean(chosen), "rejected_utility": statistics.fmean(rejected)}
+            "chosen_utility": statistics.fmean(chosen), "rejected_utility": statistics.fmean(rejected),
+            "by_gap_quarter": gap_quarters([p["gap"] for p in pairs], gaps, taste.tie_band)}
+
+
+def gap_quarters(reward_gaps: list[float], utility_gaps: list[float], tie_band: float) -> list[dict]:
+    """Step 2 by quarter of the reward model's gap, smallest first (the last quarter takes the remainder): the
+    quarter's gap range and its right / wrong / tie counts."""
+    rows = sorted(zip(reward_gaps, utility_gaps))
+    size = len(rows) // 4
+    quarters = [rows[i * size:(i + 1) * size] for i in range(3)] + [rows[3 * size:]]
+    return [{"gap_low": q[0][0], "gap_high": q[-1][0], "right": sum(u >= tie_band for _, u in q),
+             "wrong": sum(u <= -tie_band for _, u in q), "ties": sum(abs(u) < tie_band for _, u in q)}
+            for q in quarters if q]
 
 
 def run_quality(per_request: list[list[dict]], taste: Taste, seed: int, resamples: int) -> dict:
@@ -92,6 +105,11 @@ def markdown(results: dict[str, dict]) -> str:
                      f"({r['right']}-{r['wrong']}-{r['ties']} of {r['pairs']}) | {r['chosen_utility']:+.2f} / "
                      f"{r['rejected_utility']:+.2f} / {r['all_utility']:+.2f} | {o['agree']}/{o['decided']} = "
                      f"{o['rate']:.1%} [{o['low']:.1%}, {o['high']:.1%}] |")
+    lines += ["", "| scored lists | best over worst by quarter of the reward gap, closest first: gap range, "
+              "right-wrong-tie |", "|---|---|"]
+    lines += [f"| {label} | " + "; ".join(f"{q['gap_low']:.2f}-{q['gap_high']:.2f}: {q['right']}-{q['wrong']}-"
+                                          f"{q['ties']}" for q in r["by_gap_quarter"]) + " |"
+              for label, r in results.items()]
     return "\n".join(lines)
 
 

@@ -47,3 +47,13 @@ def test_right_and_wrong_pairs_and_orders_are_counted_by_the_annotators_utility(
 def test_runs_without_a_label_are_refused_in_one_line(tmp_path):
     with pytest.raises(SystemExit, match="pass --runs LABEL=RUN"):
         pair_quality.main(["--runs", str(tmp_path)])
+
+
+def test_gap_quarters_count_each_quarter_by_hand():
+    reward_gaps = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]  # 9 pairs: quarters of 2, 2, 2 and the last 3
+    utility_gaps = [-1.0, 0.0, 1.0, -1.0, 1.0, 1.0, 1.0, 0.1, 1.0]
+    assert pair_quality.gap_quarters(reward_gaps[::-1], utility_gaps[::-1], 0.15) == [
+        {"gap_low": 0.1, "gap_high": 0.2, "right": 0, "wrong": 1, "ties": 1},
+        {"gap_low": 0.3, "gap_high": 0.4, "right": 1, "wrong": 1, "ties": 0},
+        {"gap_low": 0.5, "gap_high": 0.6, "right": 2, "wrong": 0, "ties": 0},
+        {"gap_low": 0.7, "gap_high": 0.9, "right": 2, "wrong": 0, "ties": 1}]
