@@ -32,7 +32,7 @@ def summarise(run: Path) -> dict:
         wall = datetime.fromisoformat(status["finished_at"]) - datetime.fromisoformat(status["started_at"])
         row["wall_min"] = round(wall.total_seconds() / 60, 1)
     for key in ("train/loss", "objective/scores", "objective/kl", "objective/well_formed", "policy/clipfrac_avg",
-                "policy/approxkl_avg"):
+                "policy/approxkl_avg", "train/rewards/chosen", "train/rewards/rejected"):  # DPO: β·log(π/π_ref)
         series = [m[key] for m in metrics if m.get(key) is not None]
         if series:  # per-step values are noisy: the mean of the first and of the last few steps
             window = max(1, min(10, len(series) // 4))
