@@ -27,8 +27,9 @@ from TRL's defaults, and why:
    online DPO with a reward model ("iterative DPO", Xiong et al. 2024; Dong et al. 2024, "RLHF Workflow"): on-policy
    pairs, which the reward model orders best where their scores are far apart. The reference must be the policy that
    sampled them, so an empty --sft-adapter takes that run's. --pairs-top keeps the share with the widest reward
-   gaps: on `reasons` most of the pairs the annotator reverses are in the closest quarter (bench/pair_quality.py). data/pairs.parquet then holds those pairs (source
-   "reward_model", margin = reward gap) beside the votes' held-out pairs, which still give point 5.
+   gaps: on `reasons` most of the pairs the annotator reverses are in the closest quarter (bench/pair_quality.py).
+   data/pairs.parquet then holds those pairs (source "reward_model", margin = reward gap) beside the votes'
+   held-out pairs, which still give point 5.
    DPO lowers the likelihood of the chosen lists too, only less than the rejected ones': on `terse`, where the two
    lists of a pair are alike, that drift moved the policy to lists neither side looked like (headings, bullets).
    --sft-weight adds the chosen lists' negative log-likelihood (RPO, Pang et al. 2024; TRL's "sft" loss beside
