@@ -115,7 +115,7 @@ def test_online_dpo_plans_the_best_policys_scored_lists_then_dpo_on_them():
                                 "--output-dir", f"/runs/rejection-{STAMP}"]
     assert steps[2].command == [*head, "dpo", "--preset", "quick", "--sft-adapter", "/runs/sft-1", "--pairs-from",
                                 f"/runs/rejection-{STAMP}", "--epochs", "1", "--max-steps", "-1", "--batch-size", "8",
-                                "--learning-rate", "2e-4", "--output-dir", f"/runs/dpo-{STAMP}"]
+                                "--learning-rate", "2e-4", "--sft-weight", "1", "--output-dir", f"/runs/dpo-{STAMP}"]
     assert steps[3].pairing == ("/runs/sft-1", f"/runs/dpo-{STAMP}")
     assert steps[3].title.startswith("4. put it in the arena")
     assert steps[3].round_name == f"round 2: dpo-{STAMP} vs sft-1"
