@@ -7,8 +7,8 @@ lists, and how well the reward model ranks the policy's own lists on the trainin
 Online DPO (`python -m core train rejection --sample-only`, then `python -m core train dpo --pairs-from RUN`) learns
 each training request's best finished list over its worst, as the reward model scored them. bench/best_of_n.py
 measures the reward model on the held-out requests; this reads the very pairs a DPO run trained on:
-1. Each run's scored lists (rejection.read_candidates, the missing-EOS penalty 1.0 as DPO applies it) and the pairs
-   rejection.best_over_worst makes of them: exactly dpo's --pairs-from.
+1. Each run's scored lists (rejection.read_candidates with the run's own missing-EOS penalty, as DPO reads them) and
+   the pairs rejection.best_over_worst makes of them: exactly dpo's --pairs-from. Each list's utility (step 2) once.
 2. The taste's noiseless utility (bench/annotator.utility, not the product's parser) of both lists of each pair:
    right when the chosen list is ahead by at least the taste's tie band, wrong when behind by it, else a tie.
    Share right of the decided pairs with its 95 % Wilson interval (one pair per request, so they are independent).
@@ -32,8 +32,6 @@ from bench.loop import entry_point
 from core.config import command_config, knob
 from core.judge.win_rate import wilson_interval
 from core.train.rejection import best_over_worst, read_candidates
-
-MISSING_EOS_PENALTY = 1.0  # dpo --pairs-from reads the lists with rejection's default penalty
 
 
 @dataclass
@@ -69,9 +67,14 @@ def gap_quarters(reward_gaps: list[float], utility_gaps: list[float], tie_band: 
             for q in quarters if q]
 
 
+def with_utilities(per_request: list[list[dict]], taste: Taste) -> list[list[dict]]:
+    """Each scored list with the taste's noiseless utility under "utility"."""
+    return [[c | {"utility": utility(c["prompt"], c["text"], taste.name)} for c in group] for group in per_request]
+
+
 def run_quality(per_request: list[list[dict]], taste: Taste, seed: int, resamples: int) -> dict:
-    """Steps 1-3 for one run's scored lists ([request][draw] as read_candidates returns them)."""
-    utilities = [[utility(c["prompt"], c["text"], taste.name) for c in group] for group in per_request]
+    """Steps 1-3 for one run's scored lists ([request][draw] as with_utilities leaves them)."""
+    utilities = [[c["utility"] for c in group] for group in per_request]
     orders = [pair_agreement([c["reward"] for c in group], u, taste.tie_band)
               for group, u in zip(per_request, utilities)]
     agree, decided = sum(a for a, _ in orders), sum(d for _, d in orders)
@@ -88,8 +91,8 @@ def paired_runs(first: list[list[dict]], second: list[list[dict]], taste: Taste)
     texts = [[(c["prompt"], c["text"]) for c in group] for group in first]
     if texts != [[(c["prompt"], c["text"]) for c in group] for group in second]:
         return None
-    counts = [paired_orders([c["reward"] for c in a], [c["reward"] for c in b],
-                            [utility(c["prompt"], c["text"], taste.name) for c in a], taste.tie_band)
+    counts = [paired_orders([c["reward"] for c in a], [c["reward"] for c in b], [c["utility"] for c in a],
+                            taste.tie_band)
               for a, b in zip(first, second)]
     return {"only_first": sum(c[0] for c in counts), "only_second": sum(c[1] for c in counts),
             "decided": sum(c[2] for c in counts)}
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not specs or len(specs) != len(cfg.runs):
         raise SystemExit("pass --runs LABEL=RUN ...: finished `python -m core train rejection` runs.")
     taste = Taste(name=cfg.taste)
-    lists = {label: read_candidates(run, MISSING_EOS_PENALTY) for label, run in specs.items()}
+    lists = {label: with_utilities(read_candidates(run), taste) for label, run in specs.items()}
     results = {label: run_quality(groups, taste, cfg.seed, cfg.resamples) for label, groups in lists.items()}
     print(markdown(results))
     labels = list(lists)

@@ -160,7 +160,7 @@ def with_reward_model_pairs(cfg: DPOConfig, pairs: pd.DataFrame, run_dir: Path) 
         log.info("--pairs-from %s: starting from (and staying near) %s, the policy that sampled them",
                  cfg.pairs_from, cfg.sft_adapter)
     warn_unless_own_lists(cfg.pairs_from, source, cfg.sft_adapter, "--pairs-from")
-    per_request = read_candidates(cfg.pairs_from, source.get("missing_eos_penalty", 1.0))
+    per_request = read_candidates(cfg.pairs_from)  # rewards with the penalty that run scored them with
     every = best_over_worst(per_request)
     scored = widest(every, cfg.pairs_top)
     on_policy = pd.DataFrame([("reward_model", None, None, "train", p["prompt"], p["chosen"], p["rejected"], p["gap"])

@@ -206,7 +206,6 @@ def sample_candidates(cfg: RejectionConfig, requests: list[str], device, on_draw
 def sampled_and_scored(cfg: RejectionConfig, run: Run, run_dir: Path, device) -> list[list[dict]] | None:
     """Steps 1-3: the requests (snapshot in the run's data/), n lists for each, every list scored; None if stopped
     while sampling."""
-    read_adapter_config(cfg.reward_model, "SEQ_CLS", "python -m core train reward")
     requests, _ = take_prompts(run_dir, "train", cfg.prompts_file or None)
     requests = requests[:cfg.max_prompts] if cfg.max_prompts else requests
 
@@ -234,22 +233,27 @@ def scored(cfg: RejectionConfig, run: Run, per_request: list[list[dict]], device
     return per_request
 
 
-def same_folder(a: str, b: str) -> bool:
-    return bool(a) and bool(b) and Path(a).resolve() == Path(b).resolve()
+def resolved(folder: str) -> Path | None:
+    """A run or adapter folder as one path however it was written (relative or absolute); None for "" (the base,
+    or no reward model)."""
+    return Path(folder).resolve() if folder else None
 
 
 def warn_unless_own_lists(run: str, source: dict, start: str, flag: str) -> None:
     """Log a warning when the scored lists of `run` (its config.json: `source`) were sampled by another policy than
     the one this run starts from (`start`, an adapter path or "" for the base): then they are not its own lists."""
     sampled_by = source.get("sft_adapter", "")
-    if (Path(sampled_by).resolve() if sampled_by else None) != (Path(start).resolve() if start else None):
+    if resolved(sampled_by) != resolved(start):
         log.warning("%s %s sampled from %s, and this run starts from %s: the lists are not this policy's own", flag,
                     run, sampled_by or "the base", start or "the base")
 
 
-def read_candidates(run: str, missing_eos_penalty: float) -> list[list[dict]]:
+def read_candidates(run: str, missing_eos_penalty: float | None = None) -> list[list[dict]]:
     """A finished rejection run's scored lists (samples.jsonl, step 0) grouped by request, rewards recomputed with
-    this run's penalty: [request][draw] as sample_candidates + scoring leave them."""
+    `missing_eos_penalty` (None: the penalty that run scored them with, as dpo --pairs-from takes them):
+    [request][draw] as sample_candidates + scoring leave them."""
+    if missing_eos_penalty is None:
+        missing_eos_penalty = read_json(RunFolder(run).config).get("missing_eos_penalty", 1.0)
     rows = [r for r in read_jsonl(RunFolder(run).samples) if r.get("step") == 0 and "score" in r]
     if not rows:
         raise InputError(f"{run} holds no scored lists (samples.jsonl): pass the folder of a finished "
@@ -266,14 +270,16 @@ def train(cfg: RejectionConfig) -> Path:
     run_dir = prepare_run_dir("rejection", cfg.output_dir)
     with Run(run_dir, total=max(cfg.max_steps, 0)) as run:
         source = read_json(RunFolder(cfg.candidates_from).config) if cfg.candidates_from else {}
-        rescore = bool(cfg.candidates_from) and bool(cfg.reward_model) and not same_folder(
-            cfg.reward_model, source.get("reward_model", ""))
+        rescore = bool(cfg.candidates_from) and bool(cfg.reward_model) and (
+            resolved(cfg.reward_model) != resolved(source.get("reward_model", "")))
         if cfg.candidates_from and not rescore:  # the lineage names the reward model that scored them
             cfg = replace(cfg, reward_model=source.get("reward_model", ""))
         if rescore and cfg.sample_only and not cfg.sft_adapter:  # nothing trains: the lists' sampler is the policy
             cfg = replace(cfg, sft_adapter=source.get("sft_adapter", ""))
         if cfg.candidates_from:
             warn_unless_own_lists(cfg.candidates_from, source, cfg.sft_adapter, "--candidates-from")
+        if rescore or not cfg.candidates_from:  # a reward model will score: refuse a wrong folder before sampling
+            read_adapter_config(cfg.reward_model, "SEQ_CLS", "python -m core train reward")
         device = pick_device(cfg.device)
         seed_weights(cfg.seed)
         run.save_config(cfg, base_model_resolved=base_name_for(cfg.base_model, cfg.sft_adapter),
@@ -281,7 +287,6 @@ def train(cfg: RejectionConfig) -> Path:
         if cfg.candidates_from:  # steps 1-2 (and 3 unless re-scored) done by that run
             per_request = read_candidates(cfg.candidates_from, cfg.missing_eos_penalty)
             if rescore:
-                read_adapter_config(cfg.reward_model, "SEQ_CLS", "python -m core train reward")
                 per_request = scored(cfg, run, per_request, device)
         else:
             per_request = sampled_and_scored(cfg, run, run_dir, device)
