@@ -20,13 +20,15 @@
 3. A reward model on every vote of both rounds (`python -m core train reward`); with --reuse-round2, that run's.
 4. From the current best (core.train.rounds.current_best: the side the other was tuned from, unless the other won
    the head-to-head votes beyond chance), each of --methods is trained on the same votes and the same reward
-   model: `train ppo`, `train dpo`, `train rloo`, each timed (wall seconds on this machine).
+   model: `train ppo`, `train dpo`, `train rloo`, and online-dpo as Next round runs it (core.train.rounds.plan: the
+   best's own lists sampled and scored by `train rejection --sample-only`, then `train dpo --pairs-from` them with
+   RPO's NLL term), each timed (wall seconds on this machine).
 5. Every policy (SFT, round-1 PPO and each round-2 method) answers the held-out library requests, sampled as
-   `python -m core eval` samples them; the annotator judges round 2's PPO against round 1's, and each method against
+   `python -m core eval` samples them; the annotator judges each round-2 method against round 1's PPO and against
    SFT, with 95 % Wilson intervals (ties and "both bad" count half); the new reward model scores every answer.
 6. The leaderboard the arena's votes produced (core.judge.leaderboard: Bradley-Terry, bootstrap intervals).
-7. Report: rounds.json and rounds.md in --out, with the goals (round 2 preferred over round 1 >= 60 %; some method
-   preferred over SFT >= 65 %); stage logs in --out/logs.
+7. Report: rounds.json and rounds.md in --out, with the goals (some round-2 method preferred over round 1's PPO
+   >= 60 %; some method preferred over SFT >= 65 %); stage logs in --out/logs.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -49,11 +51,14 @@ from core.judge import leaderboard
 from core.judge.win_rate import win_rate
 from core.records import InputError
 from core.store.database import Store
-from core.train.rounds import current_best, round_title
+from core.train.rounds import current_best, plan, round_title
 from core.train.stages import config_class
 
 REPO = loop.REPO
-METHODS = ("ppo", "dpo", "rloo")
+METHODS = ("ppo", "dpo", "rloo", "online-dpo")
+# each method's runs: (stage, the RoundsConfig knob with its extra flags, less "_args")
+RUNS = {"ppo": (("ppo", "ppo"),), "dpo": (("dpo", "dpo"),), "rloo": (("rloo", "rloo"),),
+        "online-dpo": (("rejection", "rejection"), ("dpo", "online_dpo"))}
 PAIRINGS = {"challenger": ("ppo", "sft"), "self": ("ppo", "ppo"), "sft": ("sft", "sft")}  # round 1's runs, by name
 GOALS = {"round2_over_round1": 0.60, "best_method_over_sft": 0.65}
 
@@ -89,6 +94,8 @@ class RoundsConfig:
     ppo_args: str = knob("", "extra flags for round 2's `train ppo`")
     dpo_args: str = knob("", "extra flags for round 2's `train dpo`")
     rloo_args: str = knob("", "extra flags for round 2's `train rloo`")
+    online_dpo_args: str = knob("", "extra flags for online-dpo's `train dpo` (after Next round's own settings)")
+    rejection_args: str = knob("", "extra flags for online-dpo's `train rejection --sample-only`")
     eval_prompts: int = knob(72, "held-out requests for the final evaluation (at most 72)")
     eval_max_new_tokens: int = knob(160, "token budget per list in the final evaluation")
     seed: int = knob(0, "seed of the annotator and of the evaluation's sampling and judging")
@@ -104,9 +111,9 @@ class RoundsConfig:
               "--reuse-round2 must name another rounds folder than --out (its votes would be overwritten): pass a new "
               "--out.")
         check(0 <= self.eval_fraction < 1, "eval-fraction must be in [0, 1), e.g. 0.5.")
-        stages = {"reward": self.reward_args} | {m: getattr(self, f"{m}_args") for m in self.methods}
-        for stage, extra in stages.items():
-            check_flags(config_class(stage), ["--preset", self.preset, *shlex.split(extra)], f"--{stage}-args")
+        for stage, knob_name in [("reward", "reward"), *(run for m in self.methods for run in RUNS[m])]:
+            extra = shlex.split(getattr(self, f"{knob_name}_args"))
+            check_flags(config_class(stage), ["--preset", self.preset, *extra], f"--{knob_name.replace('_', '-')}-args")
         if not self.round1:
             check_flags(loop.LoopConfig, round_one_args(self, Path(self.out) / "round1"), "--loop-args")
 
@@ -169,7 +176,7 @@ def train_round_two(cfg: RoundsConfig, db: Path, runs: Path, stamp: str, start: 
     base = ["--base-model", cfg.base_model] if cfg.base_model else []
     common = ["--preset", cfg.preset, *base]
     run = {"reward": Path(reward) if reward else runs / f"reward-{stamp}-round2"}
-    run |= {m: runs / f"{m}-{stamp}-round2" for m in cfg.methods}
+    run |= {m: runs / f"{m}-{stamp}-round2" for m in cfg.methods if m != "online-dpo"}  # online-dpo: its plan's
     held_out = ["--eval-fraction", str(cfg.eval_fraction)]  # the reward model and DPO split the votes alike
     wall = {} if reward else {"reward": loop.run_stage("reward-round2", [
         "core", "train", "reward", *common, "--db", str(db), "--output-dir", str(run["reward"]), *held_out,
@@ -178,9 +185,33 @@ def train_round_two(cfg: RoundsConfig, db: Path, runs: Path, stamp: str, start: 
              "dpo": ["--sft-adapter", start, "--db", str(db), *held_out, *shlex.split(cfg.dpo_args)],
              "rloo": ["--sft-adapter", start, "--reward-model", str(run["reward"]), *shlex.split(cfg.rloo_args)]}
     for method in cfg.methods:
+        if method == "online-dpo":
+            run[method], wall[method] = online_dpo(cfg, db, runs, stamp, start, run["reward"], logs)
+            continue
         wall[method] = loop.run_stage(f"{method}-round2", ["core", "train", method, *common, "--output-dir",
                                                            str(run[method]), *flags[method]], logs)
     return run, wall
+
+
+def online_dpo_commands(cfg: RoundsConfig, db: Path, runs: Path, stamp: str, start: str, reward: Path
+                        ) -> list[list[str]]:
+    """online-dpo's two runs as Next round plans them (core.train.rounds.plan, so the benchmark measures the product's
+    recipe), with this benchmark's reward model, database, held-out share, base model and extra flags added."""
+    sample, tune = plan("online-dpo", start, runs, f"{stamp}-round2-online", preset=cfg.preset)[1:3]
+    sample = replace(sample, settings={**sample.settings, "reward_model": str(reward)})  # not the plan's new one
+    base = ["--base-model", cfg.base_model] if cfg.base_model else []
+    return [[*sample.command[2:], *base, *shlex.split(cfg.rejection_args)],
+            [*tune.command[2:], "--db", str(db), "--eval-fraction", str(cfg.eval_fraction), *base,
+             *shlex.split(cfg.online_dpo_args)]]
+
+
+def online_dpo(cfg: RoundsConfig, db: Path, runs: Path, stamp: str, start: str, reward: Path, logs: Path
+               ) -> tuple[Path, float]:
+    """Step 4 for online-dpo: its sampling run, then its DPO run; (the DPO run's folder, wall seconds of both)."""
+    sample, tune = online_dpo_commands(cfg, db, runs, stamp, start, reward)
+    wall = loop.run_stage("online-dpo-sample-round2", sample, logs)
+    wall += loop.run_stage("online-dpo-round2", tune, logs)
+    return Path(tune[tune.index("--output-dir") + 1]), wall
 
 
 def judged(cfg: RoundsConfig, requests: list[str], answers: dict, a: str, b: str, taste: Taste, salt: int) -> dict:
@@ -194,8 +225,8 @@ def evaluate_rounds(cfg: RoundsConfig, policies: dict[str, str], reward_dir: Pat
     requests, answers = loop.held_out_answers(policies, cfg.base_model, cfg.eval_prompts, cfg.eval_max_new_tokens,
                                               cfg.seed)
     report = {"prompts": len(requests), "mean_rm_score": loop.mean_scores(reward_dir, requests, answers),
-              "round2_over_round1": judged(cfg, requests, answers, "ppo", "round1_ppo", taste, 0)
-              if "ppo" in answers else None,
+              "round2_over_round1": {m: judged(cfg, requests, answers, m, "round1_ppo", taste, 100 + n)
+                                     for n, m in enumerate(cfg.methods)},
               "over_sft": {m: judged(cfg, requests, answers, m, "sft", taste, n + 1)
                            for n, m in enumerate(cfg.methods)}}
     report["samples"] = [{"prompt": r, **{f"{k}_text": answers[k][i] for k in answers}}
@@ -221,15 +252,15 @@ def markdown(result: dict) -> str:
              f"{result['pairing'][0]} vs {result['pairing'][1]}; round 2 starts from {result['start']}.", "",
              f"Annotator on {e['prompts']} held-out requests (95 % Wilson interval; ties count half):", "",
              "| comparison | win rate [95 %] | n | goal |", "|---|---|---|---|"]
-    rows = ([("round 2 PPO vs round 1 PPO", e["round2_over_round1"], f">= {GOALS['round2_over_round1']:.0%}")]
-            if e["round2_over_round1"] else [])
+    rows = [(f"round 2 {m} vs round 1 PPO", r, f">= {GOALS['round2_over_round1']:.0%} (best)")
+            for m, r in e["round2_over_round1"].items()]
     rows += [(f"{m} vs SFT", r, f">= {GOALS['best_method_over_sft']:.0%} (best)") for m, r in e["over_sft"].items()]
     lines += [f"| {name} | {r['rate']:.3f} [{r['low']:.3f}, {r['high']:.3f}] | {r['n']} | {goal} |"
               for name, r, goal in rows]
     lines += ["", "| policy | mean reward-model score (round-2 reward model) | wall s |", "|---|---|---|"]
     lines += [f"| {k} | {v:.3f} | {result['wall_s'].get(k, '')} |" for k, v in e["mean_rm_score"].items()]
     lines += ["", "Leaderboard of the arena's votes:", "", "```", result["leaderboard"], "```", "",
-              "Goals: " + ", ".join(f"{k} {'not measured' if v is None else 'met' if v else 'missed'}"
+              "Goals: " + ", ".join(f"{k} {'met' if v else 'missed'}"
                                     for k, v in result["goals"].items())]
     return "\n".join(lines) + "\n"
 
@@ -278,13 +309,13 @@ def main(argv: list[str] | None = None) -> dict:
         board_text = f"no leaderboard: {e}"
     # 7. the report
     best = max((r["rate"] for r in evaluation["over_sft"].values()), default=0.0)
-    r21 = evaluation["round2_over_round1"]
+    best21 = max((r["rate"] for r in evaluation["round2_over_round1"].values()), default=0.0)
     result = {"config": asdict(cfg), "round1": str(Path(cfg.round1 or out / "round1")),
               "round1_votes": round1.get("stored", {}).get("votes"), "round2": round2, "pairing": list(pairing),
               "start": start, "runs": {k: str(v) for k, v in run.items()}, "wall_s": wall,
               "evaluation": {k: v for k, v in evaluation.items() if k != "samples"},
               "leaderboard": board_text,
-              "goals": {"round2_over_round1": None if r21 is None else r21["rate"] >= GOALS["round2_over_round1"],
+              "goals": {"round2_over_round1": best21 >= GOALS["round2_over_round1"],
                         "best_method_over_sft": best >= GOALS["best_method_over_sft"]}}
     (out / "rounds.json").write_text(json.dumps(result, indent=2, default=str))
     (out / "rounds.md").write_text(markdown(result))

@@ -36,6 +36,11 @@ def test_seed_lists_refuses_a_folder_without_a_loop(tmp_path):
     ("bench.rounds", ["--dpo-args", "--beta x"], "--dpo-args: --beta: 'x' is not a valid float"),
     ("bench.rounds", ["--loop-args", "--votes none"], "--loop-args: --votes: 'none' is not a valid int"),
     ("bench.rounds", ["--reuse-round2", "SAME", "--out", "SAME"], "must name another rounds folder than --out"),
+    ("bench.rounds", ["--methods", "online-dpo", "--rejection-args", "--num-samples x"],
+     "--rejection-args: --num-samples: 'x' is not a valid int"),
+    ("bench.rounds", ["--methods", "ppo,online-dpo", "--online-dpo-args", "--sft-weight y"],
+     "--online-dpo-args: --sft-weight: 'y' is not a valid float"),
+    ("bench.rounds", ["--methods", "ppo,sppo"], "methods must be some of ppo, dpo, rloo, online-dpo, not sppo"),
 ])
 def test_flags_for_later_stages_are_checked_before_any_vote(tmp_path, capsys, script, args, says):
     """A typo in flags passed on to a stage fails at once, in one line, not after an hour of votes (the script's

@@ -155,7 +155,7 @@ def rounds_run(loop_run, tiny_model_dir):
     result = run_rounds("--round1", folder / "out", "--out", out, "--runs-dir", folder / "runs2", "--base-model",
                         tiny_model_dir, "--round2-votes", "8", "--demonstrations", "1", "--forced-choice", "true",
                         "--reward-args=--eval-fraction 0.5 --max-steps 2 --batch-size 2 --max-length 512",
-                        "--round2-sampling", "uncertain", *ROUNDS_ARGS)
+                        "--round2-sampling", "uncertain", "--methods", "ppo,dpo,rloo", *ROUNDS_ARGS)
     return folder, round1, out, result
 
 
@@ -186,33 +186,45 @@ def test_two_rounds_reuse_round_one_and_train_every_method_on_the_same_votes(rou
     reward_config = json.loads((Path(result["runs"]["reward"]) / "config.json").read_text())
     assert dpo_config["eval_fraction"] == reward_config["eval_fraction"] == 0.5
     e = result["evaluation"]
-    assert set(e["over_sft"]) == {"ppo", "dpo", "rloo"} and e["round2_over_round1"]["n"] == 4
+    assert set(e["over_sft"]) == set(e["round2_over_round1"]) == {"ppo", "dpo", "rloo"}
+    assert all(r["n"] == 4 for r in e["round2_over_round1"].values())
     assert all(r["n"] == 4 and r["low"] <= r["rate"] <= r["high"] for r in e["over_sft"].values())
     assert set(e["mean_rm_score"]) == {"sft", "round1_ppo", "ppo", "dpo", "rloo"}
     assert "Bradley-Terry" in result["leaderboard"] and set(result["goals"]) == {"round2_over_round1",
                                                                                  "best_method_over_sft"}
-    assert "round 2 PPO vs round 1 PPO" in (out / "rounds.md").read_text()
+    assert "round 2 ppo vs round 1 PPO" in (out / "rounds.md").read_text()
     assert f"8 votes ({result['round2']['left']} left" in (out / "rounds.md").read_text()
 
 
-def test_rounds_reuse_a_finished_round_two_and_train_only_the_asked_method(rounds_run, tiny_model_dir):
-    """--reuse-round2: no new votes and no new reward model; only DPO trains, from the same start, and the goal
-    that needs round 2's PPO reads as not measured rather than missed."""
+def test_rounds_reuse_a_finished_round_two_and_train_only_the_asked_methods(rounds_run, tiny_model_dir):
+    """--reuse-round2: no new votes and no new reward model; only DPO and online DPO train, from the same start,
+    online DPO as Next round plans it (its sampling run scored by round 2's reward model, then RPO on its pairs)."""
     from core.store.database import Store
+    from core.train.rounds import ONLINE_DPO
 
     folder, _, first_out, first = rounds_run
     out = folder / "rounds-dpo"
     result = run_rounds("--round1", folder / "out", "--out", out, "--runs-dir", folder / "runs3", "--base-model",
-                        tiny_model_dir, "--reuse-round2", first_out, "--methods", "dpo", *ROUNDS_ARGS)
+                        tiny_model_dir, "--reuse-round2", first_out, "--methods", "dpo,online-dpo",
+                        "--rejection-args=--max-prompts 3 --num-samples 2 --max-new-tokens 12",
+                        "--online-dpo-args=--max-steps 1 --batch-size 2", *ROUNDS_ARGS)
     assert len(Store(out / "rounds.duckdb").votes()) == 20 and result["round2"] == first["round2"]
     assert result["runs"]["reward"] == first["runs"]["reward"] and "reward" not in result["wall_s"]
     assert not list((folder / "runs3").glob("reward-*"))
     run = Path(result["runs"]["dpo"])
     assert run.parent == folder / "runs3" and read_status(run)["state"] == "finished"
     assert json.loads((run / "config.json").read_text())["sft_adapter"] == first["start"] == result["start"]
-    assert set(result["evaluation"]["over_sft"]) == {"dpo"} and result["evaluation"]["round2_over_round1"] is None
-    assert result["goals"]["round2_over_round1"] is None and result["config"]["round2_sampling"] == "uncertain"
-    assert "round2_over_round1 not measured" in (out / "rounds.md").read_text()
+    online = json.loads((Path(result["runs"]["online-dpo"]) / "config.json").read_text())
+    sampled = json.loads((Path(online["pairs_from"]) / "config.json").read_text())
+    assert online["sft_adapter"] == sampled["sft_adapter"] == first["start"] and online["sft_weight"] == 1.0
+    assert float(ONLINE_DPO["sft_weight"]) == 1.0 and online["eval_fraction"] == 0.5 and online["max_steps"] == 1
+    assert sampled["sample_only"] and sampled["reward_model"] == first["runs"]["reward"]
+    assert sampled["num_samples"] == 2 and read_status(Path(result["runs"]["online-dpo"]))["state"] == "finished"
+    assert Path(online["pairs_from"]).parent == folder / "runs3" and result["wall_s"]["online-dpo"] > 0
+    e = result["evaluation"]
+    assert set(e["over_sft"]) == set(e["round2_over_round1"]) == {"dpo", "online-dpo"}
+    assert result["config"]["round2_sampling"] == "uncertain"
+    assert "round 2 online-dpo vs round 1 PPO" in (out / "rounds.md").read_text()
     assert f"(reused from {first_out})" in (out / "rounds.md").read_text()  # round 2's votes were not cast here
     refused = subprocess.run([sys.executable, "-m", "bench.rounds", "--reuse-round2", str(folder)], cwd=REPO,
                              capture_output=True, text=True, timeout=120)
