@@ -225,8 +225,9 @@ def evaluate_rounds(cfg: RoundsConfig, policies: dict[str, str], reward_dir: Pat
     requests, answers = loop.held_out_answers(policies, cfg.base_model, cfg.eval_prompts, cfg.eval_max_new_tokens,
                                               cfg.seed)
     report = {"prompts": len(requests), "mean_rm_score": loop.mean_scores(reward_dir, requests, answers),
-              "round2_over_round1": {m: judged(cfg, requests, answers, m, "round1_ppo", taste, 100 + n)
-                                     for n, m in enumerate(cfg.methods)},
+              # PPO keeps the salt it had when it was the only round-2 policy judged, so earlier reports reproduce
+              "round2_over_round1": {m: judged(cfg, requests, answers, m, "round1_ppo", taste,
+                                               0 if m == "ppo" else 100 + n) for n, m in enumerate(cfg.methods)},
               "over_sft": {m: judged(cfg, requests, answers, m, "sft", taste, n + 1)
                            for n, m in enumerate(cfg.methods)}}
     report["samples"] = [{"prompt": r, **{f"{k}_text": answers[k][i] for k in answers}}
