@@ -1,8 +1,12 @@
 """Shared fixtures: a tiny random causal LM with its own small tokenizer, built once per session (no downloads)."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -17,6 +21,8 @@ import torch
 
 from core.model import EMBEDDED_MODEL_DIR
 from tests.helpers import build_tiny_model, run_cli, write_preference_votes
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -86,3 +92,20 @@ def tiny_reward_run(tiny_model_dir, preference_db, tmp_path_factory):
             "--batch-size", "8", "--learning-rate", "3e-3", "--eval-fraction", "0.4", "--precision", "bf16",
             "--output-dir", out)  # bf16 mixed precision on every CPU, so the scores after it are checked there too
     return out
+
+
+@pytest.fixture(scope="session")
+def loop_run(tiny_model_dir, tmp_path_factory):
+    """bench/loop.py on the tiny model: 12 forced-choice votes in the real arena, two steps per stage; (its folder,
+    loop.json). Shared by the loop's and the rounds' benchmark tests, which read it and write beside it."""
+    folder = tmp_path_factory.mktemp("loop")
+    args = ["--out", folder / "out", "--runs-dir", folder / "runs", "--base-model", tiny_model_dir, "--votes", "12",
+            "--demonstrations", "2", "--forced-choice", "true", "--eval-prompts", "4", "--eval-max-new-tokens", "12",
+            "--sft-args=--eval-prompts 0 --max-steps 2 --batch-size 2",
+            "--reward-args=--eval-fraction 0.5 --max-steps 2 --batch-size 2 --max-length 512",
+            "--ppo-args=--total-updates 2 --batch-size 4 --mini-batches 2 --ppo-epochs 1 --response-length 12 "
+            "--norm-samples 4 --eval-every 1 --eval-prompts 3"]
+    done = subprocess.run([sys.executable, "bench/loop.py", *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return folder, json.loads((folder / "out" / "loop.json").read_text())
