@@ -193,25 +193,18 @@ def train_round_two(cfg: RoundsConfig, db: Path, runs: Path, stamp: str, start: 
     return run, wall
 
 
-def online_dpo_commands(cfg: RoundsConfig, db: Path, runs: Path, stamp: str, start: str, reward: Path
-                        ) -> list[list[str]]:
-    """online-dpo's two runs as Next round plans them (core.train.rounds.plan, so the benchmark measures the product's
-    recipe), with this benchmark's reward model, database, held-out share, base model and extra flags added."""
-    sample, tune = plan("online-dpo", start, runs, f"{stamp}-round2-online", preset=cfg.preset)[1:3]
-    sample = replace(sample, settings={**sample.settings, "reward_model": str(reward)})  # not the plan's new one
-    base = ["--base-model", cfg.base_model] if cfg.base_model else []
-    return [[*sample.command[2:], *base, *shlex.split(cfg.rejection_args)],
-            [*tune.command[2:], "--db", str(db), "--eval-fraction", str(cfg.eval_fraction), *base,
-             *shlex.split(cfg.online_dpo_args)]]
-
-
 def online_dpo(cfg: RoundsConfig, db: Path, runs: Path, stamp: str, start: str, reward: Path, logs: Path
                ) -> tuple[Path, float]:
-    """Step 4 for online-dpo: its sampling run, then its DPO run; (the DPO run's folder, wall seconds of both)."""
-    sample, tune = online_dpo_commands(cfg, db, runs, stamp, start, reward)
-    wall = loop.run_stage("online-dpo-sample-round2", sample, logs)
-    wall += loop.run_stage("online-dpo-round2", tune, logs)
-    return Path(tune[tune.index("--output-dir") + 1]), wall
+    """Step 4 for online-dpo: its two runs as Next round plans them (core.train.rounds.plan, so the benchmark measures
+    the product's recipe) with this benchmark's reward model, database, held-out share and base model in their
+    settings and the extra flags after; (the DPO run's folder, wall seconds of both)."""
+    sample, tune = plan("online-dpo", start, runs, f"{stamp}-round2-online", preset=cfg.preset)[1:3]
+    base = {"base_model": cfg.base_model} if cfg.base_model else {}
+    sample = replace(sample, settings={**sample.settings, **base, "reward_model": str(reward)})  # not the plan's own
+    tune = replace(tune, settings={**tune.settings, **base, "db": str(db), "eval_fraction": str(cfg.eval_fraction)})
+    wall = loop.run_stage("online-dpo-sample-round2", [*sample.command[2:], *shlex.split(cfg.rejection_args)], logs)
+    wall += loop.run_stage("online-dpo-round2", [*tune.command[2:], *shlex.split(cfg.online_dpo_args)], logs)
+    return tune.run_dir, wall
 
 
 def judged(cfg: RoundsConfig, requests: list[str], answers: dict, a: str, b: str, taste: Taste, salt: int) -> dict:
