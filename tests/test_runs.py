@@ -21,6 +21,7 @@ from core.collect.arena import Arena
 from core.collect.generate import Generator
 from core.collect.library import load_prompts
 from core.model import load
+from core.paths import DATA_DIR
 from core.records import Generation, InputError, Pair, Policy, Prompt, SamplingSettings
 from core.store.preferences import vote_from_row
 from core.train.run_writer import Run, StopRequest
@@ -32,7 +33,7 @@ from core.train.runs import (
     read_status,
     write_json,
 )
-from core.train.snapshot import split_for, take_demonstrations, take_preferences
+from core.train.snapshot import split_for, take_demonstrations, take_preferences, take_prompts
 from tests.helpers import tensorboard_scalars
 
 
@@ -340,6 +341,17 @@ def test_demonstrations_for_held_out_requests_never_train(store, tmp_path):
 
     assert list(demos.prompt) == [train_prompt.text] and list(demos.split) == ["train"]
 
+
+def test_training_prompts_from_a_file_leave_the_held_out_requests_out(tmp_path):
+    """--prompts-file data/prompts.jsonl would otherwise put the 72 held-out requests into PPO's rollouts."""
+    prompts, lineage = take_prompts(tmp_path, "train", str(DATA_DIR / "prompts.jsonl"))
+    train, held_out = load_prompts(split="train"), load_prompts(split="eval")
+    assert prompts == [p.text for p in train]
+    assert lineage["held_out_prompts_dropped"] == len(held_out) and lineage["train_prompts"] == len(train)
+    only_held_out = tmp_path / "eval.jsonl"
+    only_held_out.write_text("".join(json.dumps({"prompt": " " + p.text + "\u200b"}) + "\n" for p in held_out))
+    with pytest.raises(InputError, match="outside the held-out requests"):
+        take_prompts(tmp_path, "train", str(only_held_out))
 
 def test_report_to_tensorboard_writes_every_logged_metric_by_name(tmp_path):
     @dataclass

@@ -142,12 +142,19 @@ def take_demonstrations(store: Store | None, run_dir: Path, seed_lists: str = "f
 
 def take_prompts(run_dir: Path, split: str, path: str | None = None) -> tuple[list[str], dict]:
     """Library prompts of one split (or every prompt of the JSONL at `path`) -> data/prompts_<split>.jsonl:
-    PPO's rollout prompts, the stages' eval prompts."""
+    PPO's rollout prompts, the stages' eval prompts. Training prompts from a file never include a held-out library
+    request (found by text, as everywhere here): the file may well be data/prompts.jsonl itself."""
+    counts = {}
     if path:
         prompts = [row["prompt"] for _, row in read_rows(Path(path)) if isinstance(row.get("prompt"), str)]
+        if split == "train":
+            held_out = {text_key(p.text) for p in load_prompts(split="eval")}
+            kept = [p for p in prompts if text_key(p) not in held_out]
+            counts["held_out_prompts_dropped"] = len(prompts) - len(kept)
+            prompts = kept
         if not prompts:
-            raise InputError(f"{path} holds no rows with a \"prompt\" field.")
+            raise InputError(f"{path} holds no rows with a \"prompt\" field outside the held-out requests.")
     else:
         prompts = [p.text for p in load_prompts(split=split)]
     _save(pd.DataFrame({"prompt": prompts}), RunFolder(run_dir).snapshot(f"prompts_{split}.jsonl"))
-    return prompts, _lineage(Path(run_dir), None, **{f"{split}_prompts": len(prompts)})
+    return prompts, _lineage(Path(run_dir), None, **{f"{split}_prompts": len(prompts)}, **counts)
