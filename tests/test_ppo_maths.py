@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from core.train.ppo.maths import (
     value_loss,
 )
 from core.train.ppo.state import prompt_batch
+from core.train.ppo.trainer import evaluate_held_out
 
 X = torch.tensor([[1.0, 2.0, 99.0, 4.0]])
 M = torch.tensor([[1.0, 1.0, 0.0, 1.0]])
@@ -212,3 +214,14 @@ def test_each_logged_statistic_is_the_quantity_it_names():
     assert stats["val/clipfrac_avg"] == pytest.approx(vf_clipfrac.item()) and stats["val/clipfrac_avg"] > 0
     assert stats["val/mean_return"] == pytest.approx(masked_mean(returns, mask).item())
     assert len(set(round(v, 6) for v in stats.values())) >= len(stats) - 3  # distinct values: a swap would show
+
+
+def test_held_out_sqrt_kl_is_the_root_of_the_mean_kl_as_gao_et_al_plot_it():
+    # per-list k1 sums: -1 (its second token masked) and 1 + 2 = 3 -> mean KL 1, sqrt 1 (the mean of roots: 0.87)
+    rollout = SimpleNamespace(logprobs=torch.tensor([[-1.0, 5.0], [1.0, 2.0]]), ref_logprobs=torch.zeros(2, 2),
+                              mask=torch.tensor([[1.0, 0.0], [1.0, 1.0]]), raw_scores=torch.tensor([1.0, 2.0]),
+                              texts=["a", "b"], prompts=["p", "q"])
+    trainer = SimpleNamespace(rollout=lambda *args: rollout)
+    metrics, samples = evaluate_held_out(trainer, ["p", "q"], {"score_mean": 0.0, "score_std": 1.0}, seed=0)
+    assert metrics["eval/kl"] == pytest.approx(1.0) and metrics["eval/sqrt_kl"] == pytest.approx(1.0)
+    assert [s["kl"] for s in samples] == pytest.approx([-1.0, 3.0])

@@ -261,7 +261,7 @@ def evaluate_held_out(trainer: PPOTrainer, prompts: list[str], state: dict, seed
     kl = (kl_estimators(r.logprobs, r.ref_logprobs)[0] * r.mask).sum(1)  # (B,)
     well_formed = [parse_list(t).well_formed for t in r.texts]
     metrics = {"eval/scores": r.raw_scores.mean().item(), "eval/kl": kl.mean().item(),
-               "eval/sqrt_kl": kl.clamp(min=0).sqrt().mean().item(),
+               "eval/sqrt_kl": kl.mean().clamp(min=0).sqrt().item(),  # Gao et al.'s d: the root of the mean KL
                "eval/well_formed": sum(well_formed) / len(well_formed), "eval/response_length": r.mask.sum(1).mean().item()}
     samples = [{"prompt": p, "text": t, "score": s.item(), "kl": k.item(), "well_formed": w}
                for p, t, s, k, w in zip(r.prompts, r.texts, r.raw_scores, kl, well_formed)]
