@@ -8,7 +8,7 @@ import pytest
 from core.collect.arena import Arena
 from core.collect.chooser import save_settings, swapped_repeat
 from core.collect.generate import Generator
-from core.records import Policy, Prompt, SamplingSettings
+from core.records import Generation, Pair, Policy, Prompt, SamplingSettings
 
 GOOD_LIST = "1. Apples - crisp\n2. Pears - sweet\n3. Plums - juicy\n4. Figs - rich\n5. Kiwis - tart"
 LIBRARY = [Prompt(f"Top 5 things #{i}", source="library", library_id=f"lib-{i}", split="train") for i in range(5)]
@@ -122,3 +122,18 @@ def test_a_repeat_rebuilds_the_shown_generations_from_the_vote():
     assert (repeat.left.well_formed, repeat.left.n_items, repeat.right.well_formed, repeat.right.n_items) == \
         (True, 5, False, 1)
     assert repeat.right.generation_id == "g-left" and repeat.pair_id != "p-1" and repeat.prompt == prompt
+
+
+def test_a_repeat_does_not_count_twice_head_to_head(store):
+    """votes_between feeds Next round's gate and the Demo page's win rate: a repeat is the same judgement again."""
+    def gen(text, adapter):
+        return Generation(prompt=LIBRARY[0], text=text, policy=Policy("tiny", adapter), well_formed=True, n_items=5)
+    original = Pair(prompt=LIBRARY[0], left=gen("A", None), right=gen("B", "runs/ppo-1/adapter"))
+    store.record_pair(original)
+    store.record_vote(original.pair_id, "right", "ann")
+    repeat = Pair(prompt=LIBRARY[0], left=original.right, right=original.left, chosen_by="repeat",
+                  repeat_of=original.pair_id)
+    store.record_pair(repeat)
+    store.record_vote(repeat.pair_id, "left", "ann")
+    between = store.votes_between("tiny", "tiny+ppo-1")
+    assert list(between.choice) == ["right"] and list(between.right_policy) == ["tiny+ppo-1"]

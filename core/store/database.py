@@ -304,10 +304,11 @@ class Store:
                                [check_annotator(annotator)]).df()
 
     def votes_between(self, first: str, second: str) -> pd.DataFrame:
-        """Standing votes on pairs of exactly these two policies (either side): left_policy, right_policy, choice."""
+        """Standing votes on pairs of exactly these two policies (either side): left_policy, right_policy, choice;
+        a self-consistency repeat is left out (its original counts: one judgement, once)."""
         with self.connect() as con:
             return con.execute("""SELECT left_policy, right_policy, choice FROM votes
-                                  WHERE NOT retracted AND review IS DISTINCT FROM 'noise'
+                                  WHERE NOT retracted AND review IS DISTINCT FROM 'noise' AND repeat_of IS NULL
                                   AND ((left_policy = ? AND right_policy = ?) OR (left_policy = ? AND right_policy = ?))""",
                                [first, second, second, first]).df()
 
