@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from core.lists import format_list
 from core.records import Generation, Pair, Policy, Prompt
 from core.store.database import Store
 from core.train.feedback import FeedbackSources, feedback_pairs
@@ -129,3 +130,16 @@ def test_tie_rows_give_twice_the_half_target_cross_entropy():
         half_target = torch.nn.functional.binary_cross_entropy_with_logits(d, torch.tensor([0.5]))
         assert rows.item() == pytest.approx(by_hand, abs=1e-5)
         assert rows.item() == pytest.approx(2 * half_target.item(), abs=1e-6)
+
+
+def test_an_edit_that_changed_no_item_gives_no_pair(tmp_path):
+    """The arena saves "1. item" lines: a "1) item" list saved unchanged is not an edit the person made."""
+    s = Store(tmp_path / "db.duckdb")
+    items = ["Apples - crisp", "Pears - sweet", "Plums - juicy", "Figs - rich", "Kiwis - tart"]
+    shown_text = "Here you go:\n" + "\n".join(f"{n}) {item}" for n, item in enumerate(items, 1))
+    pair = shown(s, MEALS, shown_text, "B")
+    s.record_demonstration(MEALS, format_list(items), "ann", edited_from_generation_id=pair.left.generation_id)
+    changed = format_list(items[:4] + ["Dates - chewy"])
+    s.record_demonstration(MEALS, changed, "ann", edited_from_generation_id=pair.left.generation_id)
+    pairs, _ = feedback_pairs(*frames(s), FeedbackSources(edits=True))
+    assert list(zip(pairs.source, pairs.chosen, pairs.rejected)) == [("edits", changed, shown_text)]

@@ -19,7 +19,8 @@ What is left out, and why:
   which is better, and a Bradley–Terry model only learns differences, so there is no pair to make.
 - A self-consistency repeat's vote (`repeat_of` set): the original vote trains once; whether the two agree is
   reported by core/judge/agreement.py.
-- A pair whose two texts are the same after stripping (an edit that changed nothing) says nothing.
+- A pair whose two texts are the same after stripping says nothing; nor does an edit that changed no item (the
+  arena saves the canonical "1. item" form, so "1) item" lines saved unchanged would otherwise read as an edit).
 - The same (request, chosen, rejected) from two sources is kept once, from the first source in the table's order
   (within one source every row counts: two people casting the same vote is twice the evidence).
 
@@ -33,6 +34,7 @@ from itertools import combinations
 
 import pandas as pd
 
+from core.lists import format_list, parse_list
 from core.store.preferences import is_repeat, preference_pairs
 
 COLUMNS = ["source", "comparison_id", "prompt_id", "split", "prompt", "chosen", "rejected", "margin"]
@@ -63,8 +65,13 @@ def vote_pairs(votes: pd.DataFrame, use_margin: bool = True) -> pd.DataFrame:
 
 
 def edit_pairs(demos: pd.DataFrame) -> pd.DataFrame:
-    """Each demonstration edited from a shown list, over that list."""
+    """Each demonstration edited from a shown list, over that list, where the edit changed an item: the arena saves
+    a list in its canonical form, so a list saved with no item changed differs from the shown one only in numbering,
+    line wrapping or dropped text around the items, which the person did not choose."""
     edited = demos[demos.edited_from_text.notna()] if len(demos) else demos
+    if len(edited):
+        edited = edited[[text.strip() != format_list(parse_list(shown).items)
+                         for text, shown in zip(edited.text, edited.edited_from_text)]]
     return _rows("edits", edited, edited.text, edited.edited_from_text, 0.0) if len(edited) else _empty()
 
 
