@@ -88,7 +88,11 @@ def pick_device(requested: str | None = None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise ModelLoadError(f"Device '{requested}' was asked for but no CUDA GPU is visible; pass --device cpu.")
-    return torch.device(requested)
+    try:
+        return torch.device(requested)
+    except RuntimeError:  # 'gpu', 'cuda:x': torch's own message is a traceback away from the user
+        raise ModelLoadError(f"Device '{requested}' is not one torch knows: pass --device (or set RLHF_DEVICE to) "
+                             "auto, cpu, cuda or cuda:N.") from None
 
 
 def describe_device(device: torch.device) -> str:

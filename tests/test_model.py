@@ -39,6 +39,16 @@ def test_cuda_without_gpu_is_refused(monkeypatch):
         pick_device("cuda")
 
 
+@pytest.mark.parametrize("name", ["gpu", "cuda:x"])
+def test_a_device_torch_does_not_know_says_what_to_pass(monkeypatch, name):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    with pytest.raises(ModelLoadError, match="auto, cpu, cuda or cuda:N"):
+        pick_device(name)
+    monkeypatch.setenv("RLHF_DEVICE", name)
+    with pytest.raises(ModelLoadError, match=f"Device '{name}'"):
+        pick_device("auto")
+
+
 def test_cli_prints_message_not_traceback(tmp_path):
     import subprocess
     import sys
