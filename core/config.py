@@ -18,7 +18,7 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from core.records import USER_ERRORS, InputError
-from core.train.runs import RunFolder
+from core.train.runs import RunFolder, write_json
 
 
 class ConfigError(InputError):
@@ -209,8 +209,8 @@ def to_command(stage: str, cfg) -> list[str]:
 
 
 def save(cfg, path: Path, **extra) -> None:
-    Path(path).write_text(json.dumps({**extra, "stage_config": type(cfg).__name__, **dataclasses.asdict(cfg)},
-                                     indent=2, default=str) + "\n")
+    """config.json, whole or not at all: a resumed run rewrites it, and the dashboard reads it at any moment."""
+    write_json(Path(path), {**extra, "stage_config": type(cfg).__name__, **dataclasses.asdict(cfg)})
 
 
 def load(cls, path: Path):

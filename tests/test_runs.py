@@ -32,8 +32,14 @@ from core.train.runs import (
     read_jsonl,
     read_status,
     write_json,
+    write_parquet,
 )
-from core.train.snapshot import split_for, take_demonstrations, take_preferences, take_prompts
+from core.train.snapshot import (
+    split_for,
+    take_demonstrations,
+    take_preferences,
+    take_prompts,
+)
 from tests.helpers import tensorboard_scalars
 
 
@@ -352,6 +358,19 @@ def test_training_prompts_from_a_file_leave_the_held_out_requests_out(tmp_path):
     only_held_out.write_text("".join(json.dumps({"prompt": " " + p.text + "\u200b"}) + "\n" for p in held_out))
     with pytest.raises(InputError, match="outside the held-out requests"):
         take_prompts(tmp_path, "train", str(only_held_out))
+
+def test_a_parquet_write_that_dies_midway_leaves_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "scores.parquet"
+    write_parquet(path, pd.DataFrame({"score": [1.0]}))
+
+    def torn(self, target, **kwargs):
+        target.write_bytes(b"PAR1 half a file")
+        raise OSError("disk full")
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", torn)
+    with pytest.raises(OSError):
+        write_parquet(path, pd.DataFrame({"score": [2.0]}))
+    monkeypatch.undo()
+    assert pd.read_parquet(path).score.tolist() == [1.0]
 
 def test_report_to_tensorboard_writes_every_logged_metric_by_name(tmp_path):
     @dataclass

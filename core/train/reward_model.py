@@ -22,7 +22,6 @@ of collection are reported (metrics.jsonl and calibration.json).
 """
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -57,7 +56,14 @@ from core.store.database import Store
 from core.store.preferences import is_repeat
 from core.train.feedback import SOURCES, FeedbackSources
 from core.train.run_writer import Run
-from core.train.runs import RunFolder, adapter_dir, prepare_run_dir, read_adapter_config
+from core.train.runs import (
+    RunFolder,
+    adapter_dir,
+    prepare_run_dir,
+    read_adapter_config,
+    write_json,
+    write_parquet,
+)
 from core.train.snapshot import DEFAULT_EVAL_FRACTION, take_preferences
 from core.train.trackers import report_to_knob
 from core.train.trainer_run import (
@@ -245,9 +251,9 @@ def train(cfg: RewardConfig) -> Path:
         # 3. score every labelled pair; report held-out accuracy, calibration, accuracy by margin
         run.set_status("running", message="scoring every labelled pair")
         scores = score_votes(RewardScorer(model, tokenizer), votes)
-        scores.to_parquet(folder.scores, index=False)
+        write_parquet(folder.scores, scores)
         report = held_out_report(scores)
-        folder.calibration.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(folder.calibration, report)
         train_scored = scores[(scores.split == "train") & scores.choice.isin(["left", "right"])]
         run.log_metrics(run.step, {"eval/accuracy": report["accuracy"], "eval/pairs": report["pairs"],
                                    "eval/correct": report["correct"], "eval/ece": report["ece"],

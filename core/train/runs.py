@@ -181,6 +181,13 @@ def write_json(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def write_parquet(path: Path, frame) -> None:
+    """A pandas frame as parquet, whole-or-nothing like write_json (the dashboard may read it while it is written)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
 def append_jsonl(path: Path, rows: list[dict]) -> None:
     with open(path, "a", encoding="utf-8") as f:
         for row in rows:
