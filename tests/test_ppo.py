@@ -117,6 +117,22 @@ def test_rollouts_sampled_by_llamacpp_are_exact_where_ppo_needs_it(trainer, tiny
     assert trainer.rollouts.lora_path.read_bytes() != written  # the update moved the LoRA, so the next rollout's
 
 
+@pytest.mark.parametrize("stop_at_eos", [True, False])
+def test_stop_at_eos_false_keeps_every_sampled_token(trainer, monkeypatch, stop_at_eos):
+    """--stop-at-eos false (TRL's stop_token=None): what was sampled after an EOS is trained on as sampled."""
+    import dataclasses
+
+    eos, pad = trainer.eos[0], trainer.tokenizer.pad_token_id
+    sampled = torch.tensor([[5, eos, 7, 8]] * len(PROMPTS))  # (B, R) as a sampler returns it
+    trainer.rollouts = True  # take the llama.cpp branch, whose sampler is replaced here
+    monkeypatch.setattr(trainer, "_sample_llamacpp", lambda query, seed: sampled)
+    trainer.cfg = dataclasses.replace(trainer.cfg, stop_at_eos=stop_at_eos)
+    r = trainer.rollout(PROMPTS, seed=0, score_mean=0.0, score_std=1.0)
+    kept = [5, eos, 7, 8] if not stop_at_eos else [5, eos, pad, pad]
+    assert r.input_ids[:, r.context_length:].tolist() == [kept] * len(PROMPTS)
+    assert r.mask.tolist() == [[1.0, 1.0, float(not stop_at_eos), float(not stop_at_eos)]] * len(PROMPTS)
+    assert r.ended.all()
+
 def test_missing_eos_is_penalised_and_scores_are_normalised(trainer):
     rollout = trainer.rollout(PROMPTS, seed=2, score_mean=0.5, score_std=2.0)
     expected = (rollout.raw_scores - 0.5) / 2.0 - 1.0 * (~rollout.ended).float()

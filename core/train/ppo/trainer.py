@@ -129,6 +129,8 @@ class PPOTrainer:
         self.rollouts = rollouts  # set: llama.cpp samples step 1 (core/llamacpp.py); None: PyTorch
         self.model = accelerator.unwrap_model(pv)
         self.eos = eos_ids(self.model.lm, tokenizer)
+        if not cfg.stop_at_eos:  # generate() fills a None eos_token_id from the model's own config (TRL did this too)
+            self.model.lm.generation_config.eos_token_id = None
         self.chunk = cfg.batch_size // cfg.mini_batches
 
     def _chunked(self, fn, *tensors):
@@ -154,10 +156,12 @@ class PPOTrainer:
         else:
             with model.merged_policy():
                 sampled = model.peft_model.generate(**query, generation_config=generation)[:, Q:]  # (B, R)
-        # 2. keep each response up to its first EOS
-        responses, mask, ended = truncate_after_eos(sampled, self.eos, tok.pad_token_id)
-        if not cfg.stop_at_eos:
-            mask, ended = torch.ones_like(mask), torch.ones_like(ended)
+        # 2. keep each response up to its first EOS; or, --stop-at-eos false, every sampled token (EOS or not)
+        if cfg.stop_at_eos:
+            responses, mask, ended = truncate_after_eos(sampled, self.eos, tok.pad_token_id)
+        else:
+            responses, mask = sampled, torch.ones_like(sampled)
+            ended = torch.ones(sampled.shape[0], dtype=torch.bool, device=sampled.device)
         input_ids = torch.cat([query["input_ids"], responses], 1)  # (B, Q + R)
         attention_mask = torch.cat([query["attention_mask"], mask], 1)
         texts = tok.batch_decode(responses, skip_special_tokens=True)
