@@ -128,10 +128,22 @@ def test_stop_at_eos_false_keeps_every_sampled_token(trainer, monkeypatch, stop_
     monkeypatch.setattr(trainer, "_sample_llamacpp", lambda query, seed: sampled)
     trainer.cfg = dataclasses.replace(trainer.cfg, stop_at_eos=stop_at_eos)
     r = trainer.rollout(PROMPTS, seed=0, score_mean=0.0, score_std=1.0)
-    kept = [5, eos, 7, 8] if not stop_at_eos else [5, eos, pad, pad]
-    assert r.input_ids[:, r.context_length:].tolist() == [kept] * len(PROMPTS)
+    assert r.input_ids[:, r.context_length:].tolist() == [[5, eos, pad, pad] if stop_at_eos else [5, eos, 7, 8]] * 4
     assert r.mask.tolist() == [[1.0, 1.0, float(not stop_at_eos), float(not stop_at_eos)]] * len(PROMPTS)
     assert r.ended.all()
+
+def test_the_shared_reward_model_scores_with_the_system_prompt_it_learnt_on(trainer, monkeypatch):
+    """--system-prompt changes what the policy is asked, not what the reward model reads."""
+    import dataclasses
+
+    sampled = torch.tensor([[5, 6, 7, trainer.eos[0]]] * len(PROMPTS))
+    trainer.rollouts = True
+    monkeypatch.setattr(trainer, "_sample_llamacpp", lambda query, seed: sampled)
+    scores = {}
+    for system_prompt in (trainer.cfg.system_prompt, "Answer in French."):
+        trainer.cfg = dataclasses.replace(trainer.cfg, system_prompt=system_prompt)
+        scores[system_prompt] = trainer.rollout(PROMPTS, seed=0, score_mean=0.0, score_std=1.0).raw_scores
+    assert torch.allclose(*scores.values())
 
 def test_missing_eos_is_penalised_and_scores_are_normalised(trainer):
     rollout = trainer.rollout(PROMPTS, seed=2, score_mean=0.5, score_std=2.0)

@@ -44,7 +44,7 @@ from accelerate import Accelerator
 from peft import LoraConfig
 from transformers import GenerationConfig
 
-from core.collect.generate import chat_text, eos_ids
+from core.collect.generate import SYSTEM_PROMPT, chat_text, eos_ids
 from core.config import stage_main
 from core.gguf_writer import policy_gguf
 from core.lists import parse_list
@@ -179,8 +179,15 @@ class PPOTrainer:
         clock.lap("time/old_logprobs_s")
         # 4. score once with the reward model, at the last kept token; normalise; penalise lists that never end
         if self.scorer is None:
-            last = Q + mask.sum(1) - 1  # (B,)
-            raw = self._chunked(model.reward_scores, input_ids, attention_mask, last)
+            ids, attention, q = input_ids, attention_mask, Q
+            if cfg.system_prompt != SYSTEM_PROMPT:  # the reward model learnt on lists asked with the default prompt
+                asked = tok([chat_text(tok, p) for p in prompts], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(device)  # (B, Q')
+                q = asked["input_ids"].shape[1]
+                ids = torch.cat([asked["input_ids"], responses], 1)
+                attention = torch.cat([asked["attention_mask"], mask], 1)
+            last = q + mask.sum(1) - 1  # (B,)
+            raw = self._chunked(model.reward_scores, ids, attention, last)
         else:
             raw = torch.tensor(self.scorer.score(prompts, texts), device=device)
         clock.lap("time/score_s")
