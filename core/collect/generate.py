@@ -6,6 +6,8 @@ adapter, say) the batch still runs once: PEFT routes each row through its own ad
 """
 from __future__ import annotations
 
+import functools
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -74,17 +76,30 @@ class _StepHook(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.cancelled, dtype=torch.bool, device=input_ids.device)
 
 
+def _exclusive(method):
+    """One model, one user at a time: loading an adapter wraps the model in PEFT in place, so a list sampled
+    meanwhile (the arena's background queue loads adapters while a person's request generates) could come from the
+    wrong weights and be stored under the wrong policy."""
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return locked
+
+
 @dataclass
 class Generator:
-    """A loaded base model plus the LoRA adapters it can generate with."""
+    """A loaded base model plus the LoRA adapters it can generate with; safe to share between threads."""
     loaded: LoadedModel
     system_prompt: str = SYSTEM_PROMPT
     adapters: dict[str, str] = field(default_factory=dict)  # adapter path -> PEFT adapter name
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @property
     def base_policy(self) -> Policy:
         return Policy(base_model=self.loaded.name)
 
+    @_exclusive
     def add_adapter(self, path: str) -> Policy:
         """Load a LoRA adapter trained on this base; the returned policy can be one side of a pair."""
         from peft import (
@@ -103,6 +118,7 @@ class Generator:
             self.adapters[path] = name
         return Policy(base_model=self.loaded.name, adapter=path)
 
+    @_exclusive
     def generate(self, prompt: Prompt, policies: list[Policy], sampling: SamplingSettings, seed: int,
                  on_step=None, should_stop=None) -> list[Generation]:
         """One batched, seeded `generate`: row i samples from policies[i].
@@ -159,6 +175,7 @@ class Generator:
         latency_ms = (time.perf_counter() - started) * 1000
         return self._records(prompt, policies, answers, finished, sampling, seed, latency_ms)
 
+    @_exclusive
     def answer_all(self, requests: list[str], adapter: str | None, sampling: SamplingSettings, seed: int
                    ) -> list[Completion]:
         """One policy's answers to many requests (evaluation, best of n): the base (adapter None) or an adapter,
