@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from core.collect.library import text_key
 from core.lists import format_list
 from core.records import Generation, Pair, Policy, Prompt
 from core.store.database import Store
@@ -143,3 +144,15 @@ def test_an_edit_that_changed_no_item_gives_no_pair(tmp_path):
     s.record_demonstration(MEALS, changed, "ann", edited_from_generation_id=pair.left.generation_id)
     pairs, _ = feedback_pairs(*frames(s), FeedbackSources(edits=True))
     assert list(zip(pairs.source, pairs.chosen, pairs.rejected)) == [("edits", changed, shown_text)]
+
+
+def test_two_spellings_of_one_custom_request_share_a_split(tmp_path):
+    """Requests are compared by text_key (spaces collapsed, zero-width characters dropped), so "Top 5  x" typed
+    in the arena is split with "Top 5 x": one request on both sides would leak."""
+    s = Store(tmp_path / "db.duckdb")
+    for i in range(16):
+        for text in (f"Top 5 custom things #{i}", f" Top 5  custom things #{i}\u200b"):
+            s.record_vote(shown(s, Prompt(text=text, source="custom"), "A", "B").pair_id, "left", "ann")
+    votes, _, _ = take_preferences(s, tmp_path / "run", eval_fraction=0.5)
+    assert votes.prompt_id.nunique() == 32 and set(votes.split) == {"train", "eval"}
+    assert (votes.groupby(votes.prompt.map(text_key)).split.nunique() == 1).all()

@@ -6,7 +6,8 @@ stays beside the adapter so the dashboard can say what a model was trained on (l
 Held-out split, by prompt (a prompt in both splits would leak): library prompts keep the split they ship with
 (data/prompts.jsonl, so every stage holds out the same 72 requests), found by text (`library.text_key`) whatever
 split, source or id was stored with it, so a held-out request typed in the arena or imported from a file stays held
-out; any other custom or imported prompt is assigned by a hash of its id, `eval_fraction` of them to eval.
+out; any other custom or imported prompt is assigned by a hash of its text (as compared), `eval_fraction` of them
+to eval.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from core.collect.library import (
     load_seed_demonstrations,
     text_key,
 )
-from core.records import InputError
+from core.records import InputError, prompt_id_for
 from core.store.database import Store
 from core.store.preferences import preference_pairs, read_rows
 from core.train.feedback import FeedbackSources, feedback_pairs
@@ -39,12 +40,13 @@ def split_for(prompt_id: str, library_split, eval_fraction: float) -> str:
 
 
 def resolved_splits(frame: pd.DataFrame, eval_fraction: float) -> list[str]:
-    """The split of each row (columns prompt_id, prompt, split): the library's for a library text, else `split_for`."""
+    """The split of each row (columns prompt, split): the library's for a library text, else `split_for`."""
     library = by_text(load_prompts())
     splits = []
-    for prompt_id, text, stored in zip(frame.prompt_id, frame.prompt, frame.split):
+    for text, stored in zip(frame.prompt, frame.split):
         known = library.get(text_key(text))
-        splits.append(split_for(prompt_id, known.split if known else stored, eval_fraction))
+        # hashed by its text as compared (the stored id for any ordinary text): "Top 5  games" is "Top 5 games"
+        splits.append(split_for(prompt_id_for(text_key(text)), known.split if known else stored, eval_fraction))
     return splits
 
 
