@@ -276,3 +276,11 @@ def test_passwords_open_roles_and_an_open_bind_is_warned_about(monkeypatch):
     assert (role_for("a"), role_for("v"), role_for(""), role_for("av")) == (Role.ADMIN, Role.VIEWER, Role.NONE,
                                                                             Role.NONE)
     assert bind_warning("0.0.0.0", "arena") is None  # protected
+
+
+def test_curves_name_runs_as_text_not_html():
+    from core.view import charts
+
+    frame = pd.DataFrame({"step": [0, 1], "train/loss": [2.0, 1.5]})
+    fig = charts.curves({"<b>mine</b>": frame, "sft-1": frame}, ["train/loss"], "loss")
+    assert [trace.name for trace in fig.data] == ["&lt;b&gt;mine&lt;/b&gt; · train/loss", "sft-1 · train/loss"]

@@ -30,8 +30,8 @@ def curves(frames: dict[str, pd.DataFrame], keys: list[str], title: str) -> go.F
             points = frame[["step", key]].apply(pd.to_numeric, errors="coerce").dropna()
             if points.empty:
                 continue
-            name = key if len(frames) == 1 else f"{run} · {key}"
-            fig.add_trace(go.Scatter(x=points.step, y=points[key], mode="lines+markers", name=name,
+            name = key if len(frames) == 1 else f"{run} · {key}"  # a run's folder name is the user's to choose
+            fig.add_trace(go.Scatter(x=points.step, y=points[key], mode="lines+markers", name=_plain([name])[0],
                                      marker=dict(size=4)))
     return _layout(fig, title, "step")
 
