@@ -108,7 +108,8 @@ def test_progress_reported_per_token_and_cancel_stops(generator):
 
 
 def test_an_adapter_loads_only_between_generations(generator, tiny_adapter_dir):
-    """The arena's background queue may load an adapter while a person's request is generating: it waits."""
+    """The arena's background queue may load an adapter while a person's request is generating: through PEFT
+    (this engine) it waits."""
     import threading
 
     started, release = threading.Event(), threading.Event()
@@ -119,11 +120,13 @@ def test_an_adapter_loads_only_between_generations(generator, tiny_adapter_dir):
     sampling = threading.Thread(target=generator.generate, args=(Prompt("Top 5 fruits"), [generator.base_policy] * 2,
                                                                  SHORT, 1), kwargs={"on_step": on_step})
     sampling.start()
-    assert started.wait(10)
-    loading = threading.Thread(target=generator.add_adapter, args=(tiny_adapter_dir,))
-    loading.start()
-    loading.join(0.5)
-    assert loading.is_alive() and not generator.adapters  # still waiting for the generation to end
-    release.set()
+    try:
+        assert started.wait(10)
+        loading = threading.Thread(target=generator.add_adapter, args=(tiny_adapter_dir,))
+        loading.start()
+        loading.join(0.5)
+        assert loading.is_alive() and not generator.adapters  # still waiting for the generation to end
+    finally:
+        release.set()
     sampling.join(10), loading.join(30)
     assert list(generator.adapters) == [tiny_adapter_dir]

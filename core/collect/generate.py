@@ -77,7 +77,7 @@ class _StepHook(StoppingCriteria):
 
 
 def _exclusive(method):
-    """One model, one user at a time: loading an adapter wraps the model in PEFT in place, so a list sampled
+    """One model, one user at a time: loading an adapter through PEFT wraps the model in place, so a list sampled
     meanwhile (the arena's background queue loads adapters while a person's request generates) could come from the
     wrong weights and be stored under the wrong policy."""
     @functools.wraps(method)
@@ -99,9 +99,9 @@ class Generator:
     def base_policy(self) -> Policy:
         return Policy(base_model=self.loaded.name)
 
-    @_exclusive
     def add_adapter(self, path: str) -> Policy:
-        """Load a LoRA adapter trained on this base; the returned policy can be one side of a pair."""
+        """Load a LoRA adapter trained on this base; the returned policy can be one side of a pair. llama.cpp gives
+        each adapter a sampler of its own, so only PEFT's in-place wrapping waits for a generation to end."""
         from peft import (
             PeftModel,  # lazy: PEFT takes ~7 s to import, and only a challenger adapter needs it
         )
@@ -110,12 +110,13 @@ class Generator:
             self.loaded.llamacpp.sampler(path)  # written to GGUF and loaded now, not when its first pair is due
             self.adapters[path] = f"adapter{len(self.adapters)}"
         elif path not in self.adapters:
-            name = f"adapter{len(self.adapters)}"
-            if self.adapters:
-                self.loaded.model.load_adapter(path, adapter_name=name)
-            else:
-                self.loaded.model = PeftModel.from_pretrained(self.loaded.model, path, adapter_name=name).eval()
-            self.adapters[path] = name
+            with self._lock:
+                name = f"adapter{len(self.adapters)}"
+                if self.adapters:
+                    self.loaded.model.load_adapter(path, adapter_name=name)
+                else:
+                    self.loaded.model = PeftModel.from_pretrained(self.loaded.model, path, adapter_name=name).eval()
+                self.adapters[path] = name
         return Policy(base_model=self.loaded.name, adapter=path)
 
     @_exclusive

@@ -4,7 +4,9 @@ A background thread fills a small queue of pairs for library prompts. Only one g
 would only share the same cores); a user's own request takes priority: the background generation in progress
 is abandoned at its next token and the user's runs at once. Before each background pair, `prepare()` runs in the
 same thread but outside the generation lock: slow upkeep (loading a newer reward model or another pairing's
-adapters, core/collect/chooser.py) never holds up a user's request. It also runs every `idle_prepare_s` while the
+adapters, core/collect/chooser.py) never holds up a user's request, except that a PEFT adapter (plain and int8
+engines; llama.cpp gives each adapter its own sampler) waits for the Generator to be free and a user's request for
+its load, since PEFT wraps the shared model in place (core/collect/generate.py). It also runs every `idle_prepare_s` while the
 queue is full, so a changed setting applies before the person takes the next pair; `drop_ready()` discards pairs
 made for settings that changed.
 """
