@@ -133,17 +133,22 @@ def test_tie_rows_give_twice_the_half_target_cross_entropy():
         assert rows.item() == pytest.approx(2 * half_target.item(), abs=1e-6)
 
 
-def test_an_edit_that_changed_no_item_gives_no_pair(tmp_path):
-    """The arena saves "1. item" lines: a "1) item" list saved unchanged is not an edit the person made."""
+def test_a_list_saved_with_no_item_changed_gives_no_pair(tmp_path):
+    """The arena saves "1. item" lines: a "1) item" list saved unchanged is no edit, as an edit or over a "both bad"
+    side; deleting the text before the items is one (the arena refuses a list that keeps it)."""
     s = Store(tmp_path / "db.duckdb")
     items = ["Apples - crisp", "Pears - sweet", "Plums - juicy", "Figs - rich", "Kiwis - tart"]
-    shown_text = "Here you go:\n" + "\n".join(f"{n}) {item}" for n, item in enumerate(items, 1))
-    pair = shown(s, MEALS, shown_text, "B")
-    s.record_demonstration(MEALS, format_list(items), "ann", edited_from_generation_id=pair.left.generation_id)
+    numbered = "\n".join(f"{n}) {item}" for n, item in enumerate(items, 1))
+    pair = shown(s, MEALS, numbered, "Here you go:\n" + numbered)
+    s.record_vote(pair.pair_id, "both_bad", "ann")
+    for side in (pair.left, pair.right):
+        s.record_demonstration(MEALS, format_list(items), "ann", edited_from_generation_id=side.generation_id)
     changed = format_list(items[:4] + ["Dates - chewy"])
     s.record_demonstration(MEALS, changed, "ann", edited_from_generation_id=pair.left.generation_id)
-    pairs, _ = feedback_pairs(*frames(s), FeedbackSources(edits=True))
-    assert list(zip(pairs.source, pairs.chosen, pairs.rejected)) == [("edits", changed, shown_text)]
+    pairs, _ = feedback_pairs(*frames(s), FeedbackSources(edits=True, both_bad=True))
+    assert sorted(zip(pairs.source, pairs.chosen, pairs.rejected)) == sorted([
+        ("both_bad", changed, "Here you go:\n" + numbered),  # changed over left is the edit's row already
+        ("edits", format_list(items), "Here you go:\n" + numbered), ("edits", changed, numbered)])
 
 
 def test_two_spellings_of_one_custom_request_share_a_split(tmp_path):

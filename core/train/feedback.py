@@ -19,8 +19,9 @@ What is left out, and why:
   which is better, and a Bradley–Terry model only learns differences, so there is no pair to make.
 - A self-consistency repeat's vote (`repeat_of` set): the original vote trains once; whether the two agree is
   reported by core/judge/agreement.py.
-- A pair whose two texts are the same after stripping says nothing; nor does an edit that changed no item (the
-  arena saves the canonical "1. item" form, so "1) item" lines saved unchanged would otherwise read as an edit).
+- A pair whose two texts are the same after stripping says nothing; nor does a list saved from a shown one with
+  nothing changed but its numbering or line breaks (`only_reformatted`: the arena saves the canonical "1. item"
+  form, so "1) item" lines saved unchanged would otherwise read as an edit), as an edit or over a "both bad" side.
 - The same (request, chosen, rejected) from two sources is kept once, from the first source in the table's order
   (within one source every row counts: two people casting the same vote is twice the evidence).
 
@@ -64,13 +65,18 @@ def vote_pairs(votes: pd.DataFrame, use_margin: bool = True) -> pd.DataFrame:
     return _rows("votes", pairs, pairs.chosen, pairs.rejected, margin)
 
 
+def only_reformatted(saved: str, shown: str) -> bool:
+    """Whether a saved list is `shown` in the arena's canonical "1. item" form and nothing else: the same items, and
+    no text around them to delete (the arena refuses a list with a preamble, so deleting one is the person's edit)."""
+    parsed = parse_list(shown)
+    return not parsed.preamble and not parsed.closing and saved.strip() == format_list(parsed.items)
+
+
 def edit_pairs(demos: pd.DataFrame) -> pd.DataFrame:
-    """Each demonstration edited from a shown list, over that list, where the edit changed an item: the arena saves
-    a list in its canonical form, so a list saved with no item changed differs from the shown one only in numbering,
-    line wrapping or dropped text around the items, which the person did not choose."""
+    """Each demonstration edited from a shown list, over that list, unless it only reformatted it."""
     edited = demos[demos.edited_from_text.notna()] if len(demos) else demos
     if len(edited):
-        edited = edited[[text.strip() != format_list(parse_list(shown).items)
+        edited = edited[[not only_reformatted(text, shown)
                          for text, shown in zip(edited.text, edited.edited_from_text)]]
     return _rows("edits", edited, edited.text, edited.edited_from_text, 0.0) if len(edited) else _empty()
 
@@ -82,9 +88,13 @@ def both_bad_pairs(votes: pd.DataFrame, demos: pd.DataFrame) -> pd.DataFrame:
         return _empty()
     written = demos[["prompt_id", "annotator", "text"]].rename(columns={"text": "demo"})
     joined = both_bad.merge(written, on=["prompt_id", "annotator"])
-    over_left = _rows("both_bad", joined, joined.demo, joined.left_text, 0.0)
-    over_right = _rows("both_bad", joined, joined.demo, joined.right_text, 0.0)
-    return pd.concat([over_left, over_right], ignore_index=True)
+    if not len(joined):
+        return _empty()
+    sides = []
+    for side in ("left_text", "right_text"):  # a list saved from one side unchanged is no better than that side
+        over = joined[[not only_reformatted(demo, shown) for demo, shown in zip(joined.demo, joined[side])]]
+        sides.append(_rows("both_bad", over, over.demo, over[side], 0.0))
+    return pd.concat(sides, ignore_index=True)
 
 
 def rating_pairs(ratings: pd.DataFrame, use_margin: bool = True) -> pd.DataFrame:
