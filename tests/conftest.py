@@ -109,3 +109,24 @@ def loop_run(tiny_model_dir, tmp_path_factory):
                           timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return folder, json.loads((folder / "out" / "loop.json").read_text())
+
+
+@pytest.fixture(params=[torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def trainer(request, tiny_model_dir, tiny_reward_run):
+    """PPO's machinery for one update on the tiny model, with the base in fp32 and in bf16 (--precision): the science
+    in test_ppo.py and test_ppo_rollout.py must hold in both."""
+    from accelerate import Accelerator
+    from peft import LoraConfig
+
+    from core.model import load_causal_lm, load_tokenizer
+    from core.train.ppo import policy_value
+    from core.train.ppo.trainer import PPOConfig, PPOTrainer
+
+    cfg = PPOConfig(reward_model=str(tiny_reward_run), batch_size=4, mini_batches=2, ppo_epochs=2,
+                    response_length=12, learning_rate=1e-3)
+    tok = load_tokenizer(tiny_model_dir)
+    pv = policy_value.build(load_causal_lm(tiny_model_dir, torch.device("cpu"), dtype=request.param), tok,
+                            LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+                            None, str(tiny_reward_run))
+    optimizer = torch.optim.AdamW([p for p in pv.parameters() if p.requires_grad], lr=cfg.learning_rate)
+    return PPOTrainer(cfg, Accelerator(cpu=True), pv, optimizer, tok, scorer=None)

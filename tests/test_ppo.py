@@ -20,27 +20,6 @@ SMALL = ["--batch-size", "4", "--mini-batches", "2", "--ppo-epochs", "2", "--res
          "--norm-samples", "4", "--learning-rate", "1e-3", "--sample-every", "2", "--precision", "bf16"]
 
 
-@pytest.fixture(params=[torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def trainer(request, tiny_model_dir, tiny_reward_run):
-    """One update's machinery on the tiny model, with the base in fp32 and in bf16 (--precision): the science below
-    must hold in both."""
-    from accelerate import Accelerator
-    from peft import LoraConfig
-
-    from core.model import load_causal_lm, load_tokenizer
-    from core.train.ppo import policy_value
-    from core.train.ppo.trainer import PPOConfig, PPOTrainer
-
-    cfg = PPOConfig(reward_model=str(tiny_reward_run), batch_size=4, mini_batches=2, ppo_epochs=2,
-                    response_length=12, learning_rate=1e-3)
-    tok = load_tokenizer(tiny_model_dir)
-    pv = policy_value.build(load_causal_lm(tiny_model_dir, torch.device("cpu"), dtype=request.param), tok,
-                            LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
-                            None, str(tiny_reward_run))
-    optimizer = torch.optim.AdamW([p for p in pv.parameters() if p.requires_grad], lr=cfg.learning_rate)
-    return PPOTrainer(cfg, Accelerator(cpu=True), pv, optimizer, tok, scorer=None)
-
-
 PROMPTS = ["Top 5 fruits", "Top 5 films for a rainy day", "Give me 5 hikes", "Top 5 board games"]
 
 
@@ -116,34 +95,6 @@ def test_rollouts_sampled_by_llamacpp_are_exact_where_ppo_needs_it(trainer, tiny
     trainer.rollout(PROMPTS, seed=5, score_mean=0.0, score_std=1.0)
     assert trainer.rollouts.lora_path.read_bytes() != written  # the update moved the LoRA, so the next rollout's
 
-
-@pytest.mark.parametrize("stop_at_eos", [True, False])
-def test_stop_at_eos_false_keeps_every_sampled_token(trainer, monkeypatch, stop_at_eos):
-    """--stop-at-eos false (TRL's stop_token=None): what was sampled after an EOS is trained on as sampled."""
-    import dataclasses
-
-    eos, pad = trainer.eos[0], trainer.tokenizer.pad_token_id
-    sampled = torch.tensor([[5, eos, 7, 8]] * len(PROMPTS))  # (B, R) as a sampler returns it
-    trainer.rollouts = True  # take the llama.cpp branch, whose sampler is replaced here
-    monkeypatch.setattr(trainer, "_sample_llamacpp", lambda query, seed: sampled)
-    trainer.cfg = dataclasses.replace(trainer.cfg, stop_at_eos=stop_at_eos)
-    r = trainer.rollout(PROMPTS, seed=0, score_mean=0.0, score_std=1.0)
-    assert r.input_ids[:, r.context_length:].tolist() == [[5, eos, pad, pad] if stop_at_eos else [5, eos, 7, 8]] * 4
-    assert r.mask.tolist() == [[1.0, 1.0, float(not stop_at_eos), float(not stop_at_eos)]] * len(PROMPTS)
-    assert r.ended.all()
-
-def test_the_shared_reward_model_scores_with_the_system_prompt_it_learnt_on(trainer, monkeypatch):
-    """--system-prompt changes what the policy is asked, not what the reward model reads."""
-    import dataclasses
-
-    sampled = torch.tensor([[5, 6, 7, trainer.eos[0]]] * len(PROMPTS))
-    trainer.rollouts = True
-    monkeypatch.setattr(trainer, "_sample_llamacpp", lambda query, seed: sampled)
-    scores = {}
-    for system_prompt in (trainer.cfg.system_prompt, "Answer in French."):
-        trainer.cfg = dataclasses.replace(trainer.cfg, system_prompt=system_prompt)
-        scores[system_prompt] = trainer.rollout(PROMPTS, seed=0, score_mean=0.0, score_std=1.0).raw_scores
-    assert torch.allclose(*scores.values())
 
 def test_missing_eos_is_penalised_and_scores_are_normalised(trainer):
     rollout = trainer.rollout(PROMPTS, seed=2, score_mean=0.5, score_std=2.0)

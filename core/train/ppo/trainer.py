@@ -5,9 +5,10 @@
     python -m core train ppo --resume models/runs/ppo-...                             # after a stop, crash or kill -9
     accelerate launch -m core train ppo --reward-model RUN ...                        # several GPUs
 
-One update, in the numbered steps below: 1. sample, 2. truncate at EOS, 3. reference and policy log-probs, values,
-4. score (PPOTrainer.rollout); 5. per-token rewards, 6. advantages, 7. clipped updates (ppo_update); 8. KL
-controller, logs, checkpoint (train). The maths is in maths.py, the shared model in policy_value.py, seeds and checkpoints in state.py.
+One update, in the numbered steps below: 1. sample, 2. truncate at EOS (unless --stop-at-eos false), 3. reference
+and policy log-probs, values, 4. score (PPOTrainer.rollout); 5. per-token rewards, 6. advantages, 7. clipped updates
+(ppo_update); 8. KL controller, logs, checkpoint (train). The maths is in maths.py, the shared model in
+policy_value.py, seeds and checkpoints in state.py.
 
 The method follows Ziegler et al. 2019 / Stiennon et al. 2020 as implemented in TRL's former PPOTrainer and
 checked against Huang et al. 2024 ("The N+ implementation details of RLHF with PPO"). Where it departs:
@@ -97,8 +98,8 @@ class Rollout:
     input_ids: torch.Tensor  # (B, Q + R): left-padded query, then the response
     attention_mask: torch.Tensor  # (B, Q + R)
     context_length: int  # Q
-    mask: torch.Tensor  # 1 on kept response tokens (up to and including the first EOS)
-    ended: torch.Tensor  # (B,) an EOS was sampled
+    mask: torch.Tensor  # 1 on kept response tokens (up to and including the first EOS; all with --stop-at-eos false)
+    ended: torch.Tensor  # (B,) an EOS was sampled (all true with --stop-at-eos false)
     logprobs: torch.Tensor  # under the policy that sampled them, from generation's own logits
     ref_logprobs: torch.Tensor
     features: torch.Tensor  # (B, R, H) the reference's hidden states: what the value head reads
@@ -123,10 +124,11 @@ class PPOTrainer:
     """Holds the models and optimiser for one run; `rollout` then `ppo_update` is one update."""
 
     def __init__(self, cfg: PPOConfig, accelerator, pv, optimizer, tokenizer, scorer,
-                 rollouts: LoraRollouts | None = None):
+                 rollouts: LoraRollouts | None = None, reward_prompt: str = SYSTEM_PROMPT):
         self.cfg, self.accelerator, self.pv, self.optimizer = cfg, accelerator, pv, optimizer
         self.tokenizer, self.scorer = tokenizer, scorer
         self.rollouts = rollouts  # set: llama.cpp samples step 1 (core/llamacpp.py); None: PyTorch
+        self.reward_prompt = reward_prompt  # the system prompt the shared reward model's lists were asked with
         self.model = accelerator.unwrap_model(pv)
         self.eos = eos_ids(self.model.lm, tokenizer)
         if not cfg.stop_at_eos:  # generate() fills a None eos_token_id from the model's own config (TRL did this too)
@@ -180,9 +182,9 @@ class PPOTrainer:
         # 4. score once with the reward model, at the last kept token; normalise; penalise lists that never end
         if self.scorer is None:
             ids, attention, q = input_ids, attention_mask, Q
-            if cfg.system_prompt != SYSTEM_PROMPT:  # the reward model learnt on lists asked with the default prompt
-                asked = tok([chat_text(tok, p) for p in prompts], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(device)  # (B, Q')
+            if cfg.system_prompt != self.reward_prompt:  # it reads each list asked as the lists it learnt on
+                asked = tok([chat_text(tok, p, self.reward_prompt) for p in prompts], return_tensors="pt",
+                            padding=True, add_special_tokens=False).to(device)  # (B, Q')
                 q = asked["input_ids"].shape[1]
                 ids = torch.cat([asked["input_ids"], responses], 1)
                 attention = torch.cat([asked["attention_mask"], mask], 1)
@@ -314,7 +316,8 @@ def train(cfg: PPOConfig) -> Path:
         pv, optimizer = accelerator.prepare(pv, optimizer)
         scratch = tempfile.TemporaryDirectory(prefix="ppo-rollouts-")  # removed when the run's process ends
         rollouts = llamacpp_rollouts(cfg, accelerator.device, base_name, base, tokenizer, Path(scratch.name))
-        trainer = PPOTrainer(cfg, accelerator, pv, optimizer, tokenizer, scorer, rollouts)
+        trainer = PPOTrainer(cfg, accelerator, pv, optimizer, tokenizer, scorer, rollouts,
+                             policy_value.reward_system_prompt(cfg.reward_model, cfg.system_prompt))
         run.save_config(cfg, base_model_resolved=base_name, device_name=describe_device(accelerator.device),
                         processes=accelerator.num_processes, reward_model_shares_base=shared,
                         rollout_engine="llamacpp" if rollouts else "plain", dtype=str(dtype).removeprefix("torch."))
