@@ -65,7 +65,7 @@ SHORTCUTS_JS = """
 document.addEventListener("keydown", (e) => {
   const t = e.target, field = t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA");
   if (t && ((field && !t.disabled && !t.readOnly) || t.isContentEditable)) return;
-  if (e.ctrlKey || e.metaKey || e.altKey) return;
+  if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;  // a held key votes once, not on the next pair too
   const ids = {"1": "vote-left", "2": "vote-right", "3": "vote-tie", "4": "vote-both_bad", "u": "undo", "n": "next"};
   const button = ids[e.key] && document.getElementById(ids[e.key]);
   if (button) { e.preventDefault(); button.click(); }
@@ -158,9 +158,19 @@ def build_app(arena: Arena, default_annotator: str) -> gr.Blocks:
         return {**arena.counts(), "ready_pairs": arena.queue.ready_count(), "queue_error": arena.queue.last_error}
 
     # ---- page handlers (bad input raises InputError; _page turns it into a warning) ----------------------------------
-    def show(view: View, shown: ShownPair, message: str):
+    def show(view: View, shown: ShownPair, message: str):  # stars, strength and the edit start afresh
         return (replace(view, pair=shown), shown.prompt, shown.left, shown.right,
-                None, None, None, "", message + _counter(arena))
+                None, None, None, None, "", message + _counter(arena))
+
+    def seen(view: View, left: str, right: str) -> ShownPair:
+        """The pair the person saw when they clicked: a click queued behind a vote reaches the server after the
+        next pair replaced it in the session, so the lists the page sent must still be the session's."""
+        if view.pair is None:
+            raise InputError("No pair is shown yet: press 'Next pair'.")
+        if (left, right) != (view.pair.left, view.pair.right):
+            raise InputError("The pair changed before this click arrived, so nothing was saved: look at the pair "
+                             "shown now and choose again.")
+        return view.pair
 
     def on_next(view: View):  # a skip, not a vote: never a repeat (those follow votes, in on_vote)
         return show(view, arena.next_pair(), "")
@@ -170,12 +180,18 @@ def build_app(arena: Arena, default_annotator: str) -> gr.Blocks:
         return show(view, shown, "")
 
     def on_vote(choice: str):
-        def handler(view: View, strength_label: str | None, annotator: str):
-            if view.pair is None:
-                raise InputError("No pair is shown yet: press 'Next pair'.")
-            receipt, shown = arena.vote_and_next(view.pair.pair_id, choice, annotator or default_annotator,
-                                                 STRENGTH_LABELS.get(strength_label))
-            return show(View(previous=view.pair, last_vote=receipt.comparison_id), shown, receipt.message + " ")
+        def handler(view: View, left: str, right: str, strength_label: str | None, annotator: str):
+            pair = seen(view, left, right)
+            receipt = arena.vote(pair.pair_id, choice, annotator or default_annotator,
+                                 STRENGTH_LABELS.get(strength_label))
+            voted = View(previous=pair, last_vote=receipt.comparison_id)
+            try:
+                shown = arena.next_pair(annotator or default_annotator)
+            except Exception as err:  # the vote is stored: say so, and keep undo working
+                log.exception("no next pair after a vote")
+                return {view_state: voted, status_box: f"{receipt.message} No next pair yet ({err}): press 'Next "
+                                                       "pair'."}
+            return show(voted, shown, receipt.message + " ")
         handler.__name__ = f"on_vote_{choice}"
         return handler
 
@@ -186,18 +202,16 @@ def build_app(arena: Arena, default_annotator: str) -> gr.Blocks:
         return show(View(), view.previous, "Last vote undone: vote again. ")
 
     def on_rate(side: str):
-        def handler(view: View, stars: int | None, annotator: str):
-            if view.pair is None or stars is None:
+        def handler(view: View, left: str, right: str, stars: int | None, annotator: str):
+            if stars is None:
                 return gr.skip()
-            arena.rate(getattr(view.pair, f"{side}_generation_id"), stars, annotator or default_annotator)
+            arena.rate(getattr(seen(view, left, right), f"{side}_generation_id"), stars, annotator or default_annotator)
             return f"Rated the {side} list {stars}/5. " + _counter(arena)
         handler.__name__ = f"on_rate_{side}"
         return handler
 
-    def on_demonstrate(view: View, side: str | None, text: str, annotator: str):
-        if view.pair is None:
-            raise InputError("No pair is shown yet: press 'Next pair'.")
-        arena.save_demonstration(view.pair.pair_id, side, text, annotator or default_annotator)
+    def on_demonstrate(view: View, left: str, right: str, side: str | None, text: str, annotator: str):
+        arena.save_demonstration(seen(view, left, right).pair_id, side, text, annotator or default_annotator)
         return "Demonstration saved. " + _counter(arena)
 
     def on_pick_side(view: View, side: str | None):
@@ -206,7 +220,7 @@ def build_app(arena: Arena, default_annotator: str) -> gr.Blocks:
     # ---- layout: what a person or a model wrote sits in read-only text boxes, never Markdown ------------------------
     shown_text = {"interactive": False, "autoscroll": False, "buttons": ["copy"]}
     with gr.Blocks(title="RLHF arena: top-5 lists") as app:
-        view = gr.State(View())
+        view = view_state = gr.State(View())
         gr.Markdown("## Which top-5 list is better?")
         with gr.Row():
             request = gr.Textbox(label="Your own request", placeholder="Top 5 ideas for a Thanksgiving meal",
@@ -242,19 +256,24 @@ def build_app(arena: Arena, default_annotator: str) -> gr.Blocks:
             annotator = gr.Textbox(label="Annotator name", value=default_annotator, max_lines=1)
 
         page = _page(status_box)
-        pair_outputs = [view, prompt_box, left_box, right_box, left_stars, right_stars, strength, edit_text, status_box]
+        pair_outputs = [view, prompt_box, left_box, right_box, left_stars, right_stars, strength, edit_side, edit_text,
+                        status_box]
         private = {"api_visibility": "private"}
         app.load(page(on_next), [view], pair_outputs, **private)
         nxt.click(page(on_next), [view], pair_outputs, **private)
         ask.click(page(on_request), [view, request], pair_outputs, **private)
         request.submit(page(on_request), [view, request], pair_outputs, **private)
         for choice, button in vote_buttons.items():
-            button.click(page(on_vote(choice)), [view, strength, annotator], pair_outputs, **private)
+            button.click(page(on_vote(choice)), [view, left_box, right_box, strength, annotator], pair_outputs,
+                         **private)
         undo_button.click(page(on_undo), [view, annotator], pair_outputs, **private)
-        left_stars.input(page(on_rate("left")), [view, left_stars, annotator], [status_box], **private)
-        right_stars.input(page(on_rate("right")), [view, right_stars, annotator], [status_box], **private)
+        left_stars.input(page(on_rate("left")), [view, left_box, right_box, left_stars, annotator], [status_box],
+                         **private)
+        right_stars.input(page(on_rate("right")), [view, left_box, right_box, right_stars, annotator], [status_box],
+                          **private)
         edit_side.input(on_pick_side, [view, edit_side], [edit_text], **private)
-        save_demo.click(page(on_demonstrate), [view, edit_side, edit_text, annotator], [status_box], **private)
+        save_demo.click(page(on_demonstrate), [view, left_box, right_box, edit_side, edit_text, annotator],
+                        [status_box], **private)
         for fn in (new_pair, next_pair, vote, vote_and_next, undo, rate, demonstrate, status):
             gr.api(fn, api_name=fn.__name__)
     return app

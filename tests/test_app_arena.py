@@ -237,3 +237,36 @@ def test_rlhf_password_protects_the_arena_through_the_real_server(built, monkeyp
         assert counts["votes"] == store.counts()["votes"]
     finally:
         app.close()
+
+
+def test_a_click_that_arrives_after_the_pair_changed_saves_nothing(built):
+    """A second click queued behind a vote reaches the server once the session shows the next pair: the lists the
+    page sent tell it apart, so it lands on no pair the person did not see."""
+    _, app, store = built
+    shown, state = on_page(app, "on_next", None)
+    votes_before = len(store.votes())
+    with pytest.warns(UserWarning, match="The pair changed"):
+        stale, state = on_page(app, "on_vote_right", None, "an older left", shown["right_list"], None, "tester",
+                               state=state)
+    assert stale["status"].startswith("The pair changed") and len(store.votes()) == votes_before
+    voted, state = on_page(app, "on_vote_left", None, shown["left_list"], shown["right_list"], None, "tester",
+                           state=state)
+    assert len(store.votes()) == votes_before + 1 and voted["status"].startswith("Saved")
+    assert voted["left_list"] != shown["left_list"] or voted["shown_request"] != shown["shown_request"]
+    edit_side = next(block for block in app.blocks.values() if getattr(block, "elem_id", None) == "edit-side")
+    assert voted[f"Radio-{edit_side._id}"] is None  # "Start from" is cleared with the new pair
+
+
+def test_a_stored_vote_is_kept_and_undoable_when_no_next_pair_comes(built, monkeypatch):
+    arena, app, store = built
+    shown, state = on_page(app, "on_next", None)
+
+    def failing(annotator=None):
+        raise RuntimeError("generation failed")
+    monkeypatch.setattr(arena, "next_pair", failing)
+    voted, state = on_page(app, "on_vote_tie", None, shown["left_list"], shown["right_list"], None, "tester",
+                           state=state)
+    assert "No next pair yet (generation failed)" in voted["status"] and voted["status"].startswith("Saved")
+    monkeypatch.undo()
+    undone, state = on_page(app, "on_undo", None, "tester", state=state)
+    assert undone["status"].startswith("Last vote undone") and undone["left_list"] == shown["left_list"]
