@@ -27,6 +27,15 @@ def as_text(value) -> str:
     return _MARKDOWN.sub(r"\\\1", str(value))
 
 
+def follow_stored(key: str, stored) -> None:
+    """Show a value saved elsewhere (by the arena, Next round or another tab) in the keyed widget `key`: such a
+    widget keeps its own value across reruns and ignores a new default, so it takes the stored value whenever that
+    changes, and keeps what the person picked while it does not. Create the widget without index= or value=."""
+    seen = f"_stored_{key}"
+    if seen not in st.session_state or st.session_state[seen] != stored:
+        st.session_state[seen] = st.session_state[key] = stored
+
+
 @st.cache_resource
 def _store(path: str) -> Store:
     return Store(path or None, timeout_s=PAGE_WAIT_S)

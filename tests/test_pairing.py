@@ -23,6 +23,7 @@ from core.collect.chooser import (
     read_round,
     read_serving,
     save_pairing,
+    save_settings,
 )
 from core.collect.generate import Generator
 from core.records import InputError, ModelLoadError, Policy, Prompt, SamplingSettings
@@ -257,3 +258,21 @@ def test_the_arena_page_switches_a_running_arena_and_shows_what_it_serves(dashbo
     assert page.metric[0].value == f"{name}+sft-20260101-000001 vs {name}+ppo-20260101-000002"
     assert page.selectbox(key="pairing_first").value == str(sft)
     assert json.loads(store.setting("arena.serving"))["round"] == "round 2: ppo vs sft"
+
+
+def test_the_arena_page_shows_a_pairing_and_settings_saved_elsewhere_since_it_was_drawn(dashboard_env,
+                                                                                        tiny_adapter_dir):
+    """A keyed widget keeps its value across reruns: the page must still follow what Next round or another tab
+    saved, and keep the person's unsaved pick while nothing new was saved."""
+    sft = policy_run(dashboard_env / "runs", "sft-20260101-000001", tiny_adapter_dir)
+    store = Store(dashboard_env / "db.duckdb")
+    at = open_arena_page()
+    at.text_input(key="pairing_round").set_value("typed, not saved").run()
+    assert at.text_input(key="pairing_round").value == "typed, not saved"
+    set_pairing(store, "base", str(sft), "round 2")  # as Next round does when its policy is trained
+    save_settings(store, "uncertain", 0.25)
+    at.run()
+    assert at.selectbox(key="pairing_second").value == str(sft)
+    assert at.text_input(key="pairing_round").value == "round 2"
+    assert at.radio(key="arena_sampling").value == "uncertain"
+    assert at.number_input(key="arena_repeat_rate").value == 0.25

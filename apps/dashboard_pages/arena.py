@@ -12,7 +12,7 @@ from datetime import datetime
 
 import streamlit as st
 
-from apps.dashboard_shared import as_text, can_act, runs, store
+from apps.dashboard_shared import as_text, can_act, follow_stored, runs, store
 from core.collect.chooser import (
     BASE,
     SAMPLINGS,
@@ -43,7 +43,7 @@ def policy_choices(*stored: str) -> list[str]:
 st.subheader("Pairing and round")
 serving, stored, round_now = read_serving(store()), read_pairing(store()), read_round(store())
 if serving:
-    st.metric("the arena serves now", " vs ".join(serving.get("policies") or []))
+    st.metric("the arena serves now", as_text(" vs ".join(serving.get("policies") or [])))
     st.caption(f"Round: {as_text(serving.get('round') or 'none')} · since {serving.get('since')}, as the arena last "
                "said. Sources stay hidden from annotators until each vote; sides are shuffled on every pair.")
     if serving.get("error"):
@@ -55,11 +55,13 @@ else:
     st.info("No arena has said what it serves yet. Start one (`make run`, or `python -m apps.arena`); it follows "
             "what is saved here from its next pair, without a restart.")
 choices = policy_choices(*stored)
-first = st.selectbox("policy A (the incumbent)", choices, index=choices.index(stored[0]), format_func=rounds.label,
-                     key="pairing_first", disabled=not can_act())
-second = st.selectbox("policy B (the challenger)", choices, index=choices.index(stored[1]), format_func=rounds.label,
-                      key="pairing_second", disabled=not can_act())
-round_name = st.text_input("round", value=round_now or "", placeholder="e.g. round 2: ppo-r1 vs sft",
+for key, value in (("pairing_first", stored[0]), ("pairing_second", stored[1]), ("pairing_round", round_now or "")):
+    follow_stored(key, value)  # Next round or another tab may have switched the pairing since this page drew it
+first = st.selectbox("policy A (the incumbent)", choices, format_func=rounds.label, key="pairing_first",
+                     disabled=not can_act())
+second = st.selectbox("policy B (the challenger)", choices, format_func=rounds.label, key="pairing_second",
+                      disabled=not can_act())
+round_name = st.text_input("round", placeholder="e.g. round 2: ppo-r1 vs sft",
                            key="pairing_round", disabled=not can_act(),
                            help="Every pair records the round it is shown in; the Data page counts votes per round. "
                                 "Empty: no round.")
@@ -74,17 +76,19 @@ if can_act() and st.button("Switch", type="primary", key="pairing_save"):
 # ---- how library pairs are chosen -----------------------------------------------------------------------------------
 st.subheader("Choosing pairs")
 reward_runs = runs(("reward",), finished_only=True)  # newest first, as the arena looks for them
-st.metric("reward model that uncertain choice scores with", reward_runs[0].name if reward_runs else "none yet")
+st.metric("reward model that uncertain choice scores with", as_text(reward_runs[0].name) if reward_runs else "none yet")
 if not reward_runs:
     st.info("No reward model has finished yet, so uncertain choice serves random pairs until one does. Train one on "
             "the Train page (stage 2) or with `python -m core train reward --preset quick`; the arena picks up each "
             "newer one when it finishes, without a restart.")
 
-sampling = st.radio("how library pairs are chosen", SAMPLINGS, index=SAMPLINGS.index(read_sampling(store())),
-                    format_func=SAMPLING_LABELS.get, horizontal=True, key="arena_sampling", disabled=not can_act(),
+follow_stored("arena_sampling", read_sampling(store()))
+follow_stored("arena_repeat_rate", read_repeat_rate(store()))
+sampling = st.radio("how library pairs are chosen", SAMPLINGS, format_func=SAMPLING_LABELS.get, horizontal=True,
+                    key="arena_sampling", disabled=not can_act(),
                     help="A typed request always gets a random pair, so held-out statistics stay unbiased.")
-rate = st.number_input("self-consistency repeats: share of pairs", min_value=0.0, max_value=1.0,
-                       value=read_repeat_rate(store()), step=0.01, key="arena_repeat_rate", disabled=not can_act(),
+rate = st.number_input("self-consistency repeats: share of pairs", min_value=0.0, max_value=1.0, step=0.01,
+                       key="arena_repeat_rate", disabled=not can_act(),
                        help="A repeat shows an annotator a pair they voted on before, sides swapped and unannounced; "
                             "their two votes on it measure their own consistency.")
 if not can_act():
@@ -114,8 +118,9 @@ except InputError as err:
     best_now = BASE
     st.info(f"{as_text(err)} Until then a round can start from the base.")
 best_choices = policy_choices(best_now)
-best = st.selectbox("start from and pair against (the current best)", best_choices,
-                    index=best_choices.index(best_now), format_func=rounds.label, key="next_round_best")
+follow_stored("next_round_best", best_now)  # a round finished since may have made another policy the best
+best = st.selectbox("start from and pair against (the current best)", best_choices, format_func=rounds.label,
+                    key="next_round_best")
 preset = st.selectbox("preset of both training steps", list(PRESETS), format_func=PRESETS.get, key="next_round_preset")
 stamp = st.session_state.setdefault("next_round_stamp", datetime.now().strftime("%Y%m%d-%H%M%S"))
 try:
