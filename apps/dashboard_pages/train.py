@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shlex
+import time
 
 import streamlit as st
 
@@ -16,6 +17,7 @@ from core.train.stages import STAGES, config_class, stage_module
 RUN_PICKERS = {"reward_model": ("reward",), "sft_adapter": ("sft", "ppo", "dpo", "rloo", "rejection"),
                "candidates_from": ("rejection",), "pairs_from": ("rejection",)}  # a rejection run's scored lists
 NOT_IN_FORM = ("resume",)  # the Resume button below does that
+SECOND_CLICK_S = 10  # the same settings started again this soon is a double click, not a second run
 STAGE_LABELS = {"sft": "1. SFT", "reward": "2. Reward model", "ppo": "3. PPO", "rloo": "3. RLOO",
                 "dpo": "DPO (votes, or scored lists)", "rejection": "3. Best of n (rejection sampling)"}
 
@@ -57,16 +59,23 @@ except InputError as err:
     cfg = None
     st.error(as_text(err))
 if cfg is not None:
-    st.code(shlex.join(launcher.command_for(stage, cfg)), language="bash")
+    command = shlex.join(launcher.command_for(stage, cfg))
+    st.code(command, language="bash")
+    last = st.session_state.get("last_start")  # (command, when, run name): a double click queues a second Start
     if not can_act():
         st.caption("Viewer: you can look, not start, stop or resume runs.")
     elif st.button("Start", type="primary", key="start"):
-        try:
-            started = launcher.launch(stage, cfg)
-            st.success(f"started {as_text(started.run_dir.name)} (pid {started.pid}); follow it below or on the "
-                       "Runs page.")
-        except InputError as err:
-            st.error(as_text(err))
+        if last and last[0] == command and time.monotonic() - last[1] < SECOND_CLICK_S:
+            st.info(f"{as_text(last[2])} started from this very form a moment ago: a second click starts nothing. "
+                    f"Press Start again after {SECOND_CLICK_S:.0f} s for a second run of the same settings.")
+        else:
+            try:
+                started = launcher.launch(stage, cfg)
+                st.session_state["last_start"] = (command, time.monotonic(), started.run_dir.name)
+                st.success(f"started {as_text(started.run_dir.name)} (pid {started.pid}); follow it below or on "
+                           "the Runs page.")
+            except InputError as err:
+                st.error(as_text(err))
 
 
 @st.fragment(run_every="2s")
