@@ -9,7 +9,7 @@ import streamlit as st
 from apps.dashboard_shared import as_text, runs, store
 from core.judge.agreement import agreement_report, ceiling_sentence, headline
 from core.judge.win_rate import position_bias
-from core.records import CHOICES, StoreBusy
+from core.records import CHOICES, USER_ERRORS, StoreBusy
 from core.store.preferences import export_votes
 from core.view import charts
 
@@ -100,9 +100,12 @@ st.caption("TRL's preference format (prompt, chosen, rejected[, margin]), the sa
            "`python -m core export-votes`: ties, both-bad, undone and noise-flagged votes are left out.")
 fmt = st.radio("format", [".jsonl", ".parquet"], horizontal=True, key="export_format")
 if st.button("Prepare export", key="prepare_export"):
-    out = Path(tempfile.mkdtemp()) / f"preferences{fmt}"
-    summary = export_votes(store(), out)
-    st.session_state["export"] = (out.read_bytes(), out.name, str(summary), str(out))
+    try:
+        out = Path(tempfile.mkdtemp()) / f"preferences{fmt}"
+        summary = export_votes(store(), out)
+        st.session_state["export"] = (out.read_bytes(), out.name, str(summary), str(out))
+    except (*USER_ERRORS, OSError) as err:  # a full or unwritable temporary folder, a busy database
+        st.error(f"The export could not be written: {as_text(err)}")
 if "export" in st.session_state:
     data, name, said, _ = st.session_state["export"]
     st.success(said)
