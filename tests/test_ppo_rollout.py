@@ -59,6 +59,5 @@ def test_the_shared_reward_model_scores_with_the_system_prompt_it_learnt_on(trai
 def test_only_our_reward_stages_runs_are_known_to_read_the_default_prompt(tiny_reward_run, tmp_path):
     assert reward_system_prompt(str(tiny_reward_run), "") == SYSTEM_PROMPT
     assert reward_system_prompt(str(tiny_reward_run / "adapter"), "") == SYSTEM_PROMPT
-    (tmp_path / "adapter").mkdir()
     (tmp_path / "config.json").write_text(json.dumps({}))  # as bench/ppo_vs_trl.py saves its random reward model
     assert reward_system_prompt(str(tmp_path), "") == ""

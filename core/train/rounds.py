@@ -65,6 +65,7 @@ from core.train.runs import (
     read_adapter_config,
     read_json,
     read_status,
+    run_folder,
     runs_root,
 )
 from core.train.stages import STAGES, config_class
@@ -127,8 +128,7 @@ def head_to_head(votes: pd.DataFrame, first: str, second: str) -> tuple[int, int
 def run_of(side: str) -> Path:
     """The run folder of a side given as a run or as the adapter folder inside one; a relative path is the repo's."""
     path = Path(side).expanduser()
-    path = path if path.is_absolute() else REPO_ROOT / path
-    return path.parent if path.name == "adapter" else path
+    return run_folder(path if path.is_absolute() else REPO_ROOT / path)
 
 
 def tuned_from(side: str, steps: int = 20) -> list[Path]:

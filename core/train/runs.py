@@ -151,6 +151,12 @@ def new_run_dir(stage: str, root: Path | None = None) -> Path:
 ADAPTER_CONFIG = "adapter_config.json"  # PEFT's own file inside adapter/
 
 
+def run_folder(path: str | Path) -> Path:
+    """The run folder, given it or the adapter folder inside it."""
+    path = Path(path)
+    return path.parent if path.name == "adapter" else path
+
+
 def adapter_dir(path: str | Path) -> Path:
     """A run folder or an adapter folder -> the folder holding adapter_config.json."""
     folder = RunFolder(path)
@@ -176,15 +182,17 @@ def read_adapter_config(path: str | Path, task_type: str, made_by: str) -> dict:
 
 def write_json(path: Path, payload: dict) -> None:
     """Write whole-or-nothing (a reader never sees half a file, even if the process dies mid-write)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    _write_whole(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n"))
 
 
 def write_parquet(path: Path, frame) -> None:
     """A pandas frame as parquet, whole-or-nothing like write_json (the dashboard may read it while it is written)."""
+    _write_whole(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def _write_whole(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(tmp, index=False)
+    write(tmp)
     os.replace(tmp, path)
 
 

@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from core.collect.generate import SYSTEM_PROMPT
-from core.train.runs import adapter_dir, read_adapter_config, read_json
+from core.train.runs import RunFolder, adapter_dir, read_adapter_config, run_folder
 
 log = logging.getLogger(__name__)
 POLICY, REFERENCE, REWARD = "default", "reference", "reward"  # "default": PEFT saves it at the folder's top
@@ -204,9 +204,7 @@ def build(base, tokenizer, lora_config, sft_adapter: str | None, reward_adapter:
 def reward_system_prompt(reward_model: str, asked_with: str) -> str:
     """The system prompt a reward model's lists were asked with: our reward stage's runs always used SYSTEM_PROMPT
     (reward_model.reward_input_ids); a reward model from elsewhere is taken to read lists as the policy is asked."""
-    folder = adapter_dir(reward_model)
-    run = folder.parent if folder.name == "adapter" else folder
-    return SYSTEM_PROMPT if read_json(run / "config.json").get("stage") == "reward" else asked_with
+    return SYSTEM_PROMPT if RunFolder(run_folder(reward_model)).stage == "reward" else asked_with
 
 
 def reward_shares_base(reward_adapter: str | Path, base_name: str) -> bool:
