@@ -3,7 +3,8 @@
     python -m apps.arena --engine auto|llamacpp|int8|plain       python -m core eval ... --engine ...
 
 `auto` (every sampler's default) is llama.cpp on a CPU when the model can be written for it (a Llama-architecture
-model with a BPE tokenizer, llama-cpp-python installed), else int8 weights on a CPU, and plain on a GPU. Side by
+model with a BPE tokenizer, llama-cpp-python installed, and a build that does not crash decoding in a child process:
+core.llamacpp.crash_reason), else int8 weights on a CPU, and plain on a GPU. Side by
 side on 2 cores (bench/README.md, "Sampling engines"), llama.cpp samples a pair of lists ~4x faster than int8
 at the same distance from fp32. `plain` is the fallback switch: PyTorch fp32, exactly the model the training stages use.
 

