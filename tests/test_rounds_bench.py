@@ -86,7 +86,7 @@ def test_rounds_reuse_a_finished_round_two_and_train_only_the_asked_methods(roun
     out = folder / "rounds-dpo"
     result = run_rounds("--round1", folder / "out", "--out", out, "--runs-dir", folder / "runs3", "--base-model",
                         tiny_model_dir, "--reuse-round2", first_out, "--methods", "dpo,online-dpo",
-                        "--rejection-args=--max-prompts 3 --num-samples 2 --max-new-tokens 12",
+                        "--rejection-args=--max-prompts 3 --num-samples 4 --max-new-tokens 160",
                         "--online-dpo-args=--max-steps 1 --batch-size 2", *ROUNDS_ARGS)
     assert len(Store(out / "rounds.duckdb").votes()) == 20 and result["round2"] == first["round2"]
     assert result["runs"]["reward"] == first["runs"]["reward"] and "reward" not in result["wall_s"]
@@ -99,7 +99,7 @@ def test_rounds_reuse_a_finished_round_two_and_train_only_the_asked_methods(roun
     assert online["sft_adapter"] == sampled["sft_adapter"] == first["start"] and online["sft_weight"] == 1.0
     assert float(ONLINE_DPO["sft_weight"]) == 1.0 and online["eval_fraction"] == 0.5 and online["max_steps"] == 1
     assert sampled["sample_only"] and sampled["reward_model"] == first["runs"]["reward"]
-    assert sampled["num_samples"] == 2 and read_status(Path(result["runs"]["online-dpo"]))["state"] == "finished"
+    assert sampled["num_samples"] == 4 and read_status(Path(result["runs"]["online-dpo"]))["state"] == "finished"
     assert Path(online["pairs_from"]).parent == folder / "runs3" and result["wall_s"]["online-dpo"] > 0
     e = result["evaluation"]
     assert set(e["over_sft"]) == set(e["round2_over_round1"]) == {"dpo", "online-dpo"}
