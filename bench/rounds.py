@@ -204,7 +204,7 @@ def online_dpo(cfg: RoundsConfig, db: Path, runs: Path, stamp: str, start: str, 
     tune = replace(tune, settings={**tune.settings, **base, "db": str(db), "eval_fraction": str(cfg.eval_fraction)})
     wall = loop.run_stage("online-dpo-sample-round2", [*sample.command[2:], *shlex.split(cfg.rejection_args)], logs)
     wall += loop.run_stage("online-dpo-round2", [*tune.command[2:], *shlex.split(cfg.online_dpo_args)], logs)
-    return tune.run_dir, wall
+    return tune.run_dir, round(wall, 1)
 
 
 def judged(cfg: RoundsConfig, requests: list[str], answers: dict, a: str, b: str, taste: Taste, salt: int) -> dict:
