@@ -1,5 +1,6 @@
 """The shape of the code: core/'s import graph has no cycle, core never imports a UI library, the loop's layers
-only import downwards, no module edits sys.path, no stage module imports the CLI, and files stay short."""
+only import downwards, no module edits sys.path, no stage module imports the CLI, files stay short, and no link is
+tracked."""
 from __future__ import annotations
 
 import ast
@@ -107,6 +108,13 @@ def our_files(folder: str):
 def test_no_file_edits_sys_path(folder):
     for path in our_files(folder):
         assert not PATH_EDIT.search(path.read_text()), path
+
+
+def test_the_repository_tracks_no_symbolic_link():
+    """A link committed by mistake (a worktree's `.venv` or `models` pointing at another checkout) replaces the real
+    folder on checkout, and git deletes the ignored files inside it: the virtual environment and every run."""
+    staged = subprocess.run(["git", "ls-files", "--stage"], cwd=REPO, capture_output=True, text=True, check=True)
+    assert not [line.split("\t")[-1] for line in staged.stdout.splitlines() if line.startswith("120000")]
 
 
 def test_files_stay_under_400_lines():
