@@ -102,8 +102,11 @@ def _probe(gguf: Path) -> str | None:
         return None
     how = (f"died with {signal.Signals(-done.returncode).name}" if done.returncode < 0 else
            f"failed ({(done.stderr.strip().splitlines() or ['exit code %d' % done.returncode])[-1][:200]})")
+    import llama_cpp
+
     return (f"this llama.cpp build {how} decoding a test model; rebuild it: CMAKE_ARGS=-DGGML_NATIVE=OFF "
-            f"{sys.executable} -m pip install --force-reinstall --no-deps --no-cache-dir llama-cpp-python")
+            f"{sys.executable} -m pip install --force-reinstall --no-deps --no-cache-dir "
+            f"llama-cpp-python=={llama_cpp.__version__}")
 
 
 def sampler_chain(sampling: SamplingSettings, seed: int):
