@@ -1,13 +1,17 @@
-"""Two rounds of the loop with the scripted annotator: does a second round help, and which stage-3 method wins?
+"""Rounds of the loop with the scripted annotator: does another round help, and which stage-3 method wins?
 
     .venv/bin/python -m bench.rounds --out bench/out/rounds --taste terse            # hours on 2 cores
     .venv/bin/python -m bench.rounds --round1 bench/out/loop-terse --out ...          # reuse a finished loop
     .venv/bin/python -m bench.rounds --round1 LOOP --reuse-round2 ROUNDS_OUT --out ... --methods dpo \
         --dpo-args "--max-steps -1 --epochs 1"      # another method or setting on the same round-2 votes and RM
+    .venv/bin/python -m bench.rounds --previous ROUNDS_OUT --methods online-dpo --out ...   # round 3 after it
     (tests/test_loop.py runs it on the tiny model, a dozen votes a round, two steps a stage)
 
 1. Round 1 is bench/loop.py (arena votes, SFT, reward model, PPO, evaluation), or a finished loop's folder
-   (--round1: its loop.json names the runs, its loop.duckdb holds the votes).
+   (--round1: its loop.json names the runs, its loop.duckdb holds the votes). With --previous, the round before is a
+   finished run of this benchmark instead and this run is the round after it (round 3 after a round 2, ...): its
+   database, its reward model, its tuned policy (--previous-method) in round 1's PPO's place and that policy's start
+   in SFT's; "round 2" below then reads "the new round", whose votes, pairing and sampling the --round2-* flags set.
 2. Round 2 in the arena: a copy of round 1's database, the arena started with `--pairing PPO1,SFT1 --round "round 2:
    PPO1 vs SFT1"`
    (the round-1 policy against the SFT policy, sources hidden until the vote), and --round2-votes more votes cast
@@ -59,8 +63,9 @@ METHODS = ("ppo", "dpo", "rloo", "online-dpo")
 # each method's runs: (stage, the RoundsConfig knob with its extra flags, less "_args")
 RUNS = {"ppo": (("ppo", "ppo"),), "dpo": (("dpo", "dpo"),), "rloo": (("rloo", "rloo"),),
         "online-dpo": (("rejection", "rejection"), ("dpo", "online_dpo"))}
-PAIRINGS = {"challenger": ("ppo", "sft"), "self": ("ppo", "ppo"), "sft": ("sft", "sft")}  # round 1's runs, by name
-GOALS = {"round2_over_round1": 0.60, "best_method_over_sft": 0.65}
+# the previous round's runs (Previous's fields), by name: round 1's PPO and SFT after a loop
+PAIRINGS = {"challenger": ("policy", "start"), "self": ("policy", "policy"), "sft": ("sft", "sft")}
+GOALS = {"over_previous_round": 0.60, "best_method_over_sft": 0.65}
 
 
 @dataclass
@@ -70,6 +75,8 @@ class RoundsConfig:
     base_model: str = knob("", "base model for every stage; empty: the embedded SmolLM2-135M-Instruct")
     taste: str = knob("form", "the annotator's taste (bench/annotator.py TASTES)", choices=tuple(TASTES))
     round1: str = knob("", "a finished bench/loop.py --out folder to use as round 1; empty: run round 1 here")
+    previous: str = knob("", "a finished bench/rounds.py --out folder: run the round after it (instead of round 2)")
+    previous_method: str = knob("", "with --previous: which of its methods' policies goes on (empty: its only one)")
     round1_votes: int = knob(300, "round 1's votes (when round 1 runs here)")
     round2_votes: int = knob(150, "votes cast in round 2, on the round-1 policy against SFT")
     round2_pairing: str = knob("challenger", "round 2's arena pairing: challenger (round 1's PPO against SFT), "
@@ -114,7 +121,11 @@ class RoundsConfig:
         for stage, knob_name in [("reward", "reward"), *(run for m in self.methods for run in RUNS[m])]:
             extra = shlex.split(getattr(self, f"{knob_name}_args"))
             check_flags(config_class(stage), ["--preset", self.preset, *extra], f"--{knob_name.replace('_', '-')}-args")
-        if not self.round1:
+        check(not (self.round1 and self.previous), "pass --round1 (round 2 after a loop) or --previous (the round "
+                                                    "after a finished rounds run), not both.")
+        check(not self.previous or (Path(self.previous) / "rounds.json").is_file(),
+              f"--previous {self.previous} holds no rounds.json: pass a finished bench/rounds.py --out folder.")
+        if not self.round1 and not self.previous:
             check_flags(loop.LoopConfig, round_one_args(self, Path(self.out) / "round1"), "--loop-args")
 
 
@@ -128,34 +139,59 @@ def round_one_args(cfg: RoundsConfig, folder: Path) -> list[str]:
             *(["--base-model", cfg.base_model] if cfg.base_model else []), *shlex.split(cfg.loop_args)]
 
 
-def round_one(cfg: RoundsConfig, out: Path) -> tuple[dict, Path]:
-    """Step 1: (round 1's loop.json, its database), run here or read from --round1."""
-    folder = Path(cfg.round1) if cfg.round1 else out / "round1"
-    if not cfg.round1:
+@dataclass
+class Previous:
+    """The round this run follows: round 1 (a bench/loop.py folder) or a finished run of this benchmark."""
+    number: int  # 1 after a loop
+    folder: Path
+    db: Path  # its votes, every round's so far
+    sft: str  # the chain's SFT run, the fixed reference of every round
+    policy: str  # the round's tuned policy (round 1: PPO)
+    start: str  # what that policy was tuned from (round 1: SFT)
+    reward: str  # the round's reward model
+    votes: int | None  # votes so far
+
+
+def previous_round(cfg: RoundsConfig, out: Path) -> Previous:
+    """Step 1: round 1, run here or read from --round1, or the finished round in --previous."""
+    folder = Path(cfg.previous or cfg.round1 or out / "round1")
+    if not cfg.previous and not cfg.round1:
         loop.main(round_one_args(cfg, folder))
-    report = json.loads((folder / "loop.json").read_text())
+    report = json.loads((folder / ("rounds.json" if cfg.previous else "loop.json")).read_text())
     if report.get("config", {}).get("taste", "form") != cfg.taste:
-        raise SystemExit(f"--round1 {folder} was voted with another taste; pass --taste "
-                         f"{report['config'].get('taste', 'form')}.")
-    return report, folder / "loop.duckdb"
+        taste = report.get("config", {}).get("taste", "form")
+        raise SystemExit(f"{folder} was voted with another taste; pass --taste {taste}.")
+    if not cfg.previous:
+        runs = report["runs"]
+        return Previous(1, folder, folder / "loop.duckdb", runs["sft"], runs["ppo"], runs["sft"], runs["reward"],
+                        report.get("stored", {}).get("votes"))
+    methods = report["config"]["methods"]
+    method = cfg.previous_method or (methods[0] if len(methods) == 1 else "")
+    if method not in methods:
+        raise SystemExit(f"--previous {folder} trained {', '.join(methods)}: pass --previous-method with one of them.")
+    sft = report.get("policies", {}).get("sft") or json.loads((Path(report["round1"]) / "loop.json").read_text())[
+        "runs"]["sft"]  # a rounds.json from before --previous named SFT only in its round 1's loop.json ("round1")
+    db = folder / "rounds.duckdb"
+    return Previous(report.get("round", 2), folder, db, sft, report["runs"][method], report["start"],
+                    report["runs"]["reward"], len(Store(db).votes()))
 
 
-def collect_round_two(cfg: RoundsConfig, db: Path, pairing: tuple[str, str], logs: Path, taste: Taste,
-                      reward_model: str) -> dict:
-    """Step 2: the arena on `db` serving `pairing` as round 2, choosing pairs as cfg.round2_sampling says (uncertain:
-    with round 1's `reward_model`); the annotator casts cfg.round2_votes votes."""
+def collect_round(cfg: RoundsConfig, db: Path, pairing: tuple[str, str], number: int, logs: Path, taste: Taste,
+                  reward_model: str) -> dict:
+    """Step 2: the arena on `db` serving `pairing` as round `number`, choosing pairs as cfg.round2_sampling says
+    (uncertain: with the previous round's `reward_model`); the annotator casts cfg.round2_votes votes."""
     port = loop.free_port()
     url = f"http://127.0.0.1:{port}/"
     base = ["--base-model", cfg.base_model] if cfg.base_model else []
     base += ["--reward-model", reward_model] if cfg.round2_sampling == "uncertain" else []
-    with open(logs / "arena-round2.log", "w") as log:
+    with open(logs / f"arena-round{number}.log", "w") as log:
         arena = subprocess.Popen([sys.executable, "-m", "apps.arena", "--db", str(db), "--port", str(port),
                                   "--annotator", "scripted", "--pairing", ",".join(pairing),
-                                  "--round", round_title(2, *pairing), "--sampling", cfg.round2_sampling,
+                                  "--round", round_title(number, *pairing), "--sampling", cfg.round2_sampling,
                                   *base], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         try:
             loop.wait_until_up(url, arena)
-            return annotate(url, cfg.round2_votes, cfg.demonstrations, cfg.seed + 1, "scripted", taste,
+            return annotate(url, cfg.round2_votes, cfg.demonstrations, cfg.seed + number - 1, "scripted", taste,
                             cfg.own_requests)
         finally:
             arena.terminate()
@@ -169,16 +205,16 @@ def chosen_by(store: Store, round_name: str) -> dict[str, int]:
     return {str(k): int(v) for k, v in votes[votes["round"] == round_name].chosen_by.value_counts().items()}
 
 
-def train_round_two(cfg: RoundsConfig, db: Path, runs: Path, stamp: str, start: str, logs: Path,
-                    reward: str = "") -> tuple[dict, dict]:
+def train_round(cfg: RoundsConfig, db: Path, runs: Path, stamp: str, start: str, logs: Path,
+                reward: str = "") -> tuple[dict, dict]:
     """Steps 3-4: the reward model on every vote (or the finished `reward` run), then each method from `start`;
-    (run folders, wall seconds)."""
+    (run folders, wall seconds). `stamp` ends with the round, e.g. "20261206-172107-round2"."""
     base = ["--base-model", cfg.base_model] if cfg.base_model else []
     common = ["--preset", cfg.preset, *base]
-    run = {"reward": Path(reward) if reward else runs / f"reward-{stamp}-round2"}
-    run |= {m: runs / f"{m}-{stamp}-round2" for m in cfg.methods if m != "online-dpo"}  # online-dpo: its plan's
+    run = {"reward": Path(reward) if reward else runs / f"reward-{stamp}"}
+    run |= {m: runs / f"{m}-{stamp}" for m in cfg.methods if m != "online-dpo"}  # online-dpo: its plan's
     held_out = ["--eval-fraction", str(cfg.eval_fraction)]  # the reward model and DPO split the votes alike
-    wall = {} if reward else {"reward": loop.run_stage("reward-round2", [
+    wall = {} if reward else {"reward": loop.run_stage(f"reward-{round_of(stamp)}", [
         "core", "train", "reward", *common, "--db", str(db), "--output-dir", str(run["reward"]), *held_out,
         *shlex.split(cfg.reward_args)], logs)}
     flags = {"ppo": ["--sft-adapter", start, "--reward-model", str(run["reward"]), *shlex.split(cfg.ppo_args)],
@@ -188,7 +224,7 @@ def train_round_two(cfg: RoundsConfig, db: Path, runs: Path, stamp: str, start: 
         if method == "online-dpo":
             run[method], wall[method] = online_dpo(cfg, db, runs, stamp, start, run["reward"], logs)
             continue
-        wall[method] = loop.run_stage(f"{method}-round2", ["core", "train", method, *common, "--output-dir",
+        wall[method] = loop.run_stage(f"{method}-{round_of(stamp)}", ["core", "train", method, *common, "--output-dir",
                                                            str(run[method]), *flags[method]], logs)
     return run, wall
 
@@ -198,12 +234,13 @@ def online_dpo(cfg: RoundsConfig, db: Path, runs: Path, stamp: str, start: str, 
     """Step 4 for online-dpo: its two runs as Next round plans them (core.train.rounds.plan, so the benchmark measures
     the product's recipe) with this benchmark's reward model, database, held-out share and base model in their
     settings and the extra flags after; (the DPO run's folder, wall seconds of both)."""
-    sample, tune = plan("online-dpo", start, runs, f"{stamp}-round2-online", preset=cfg.preset)[1:3]
+    sample, tune = plan("online-dpo", start, runs, f"{stamp}-online", preset=cfg.preset)[1:3]
     base = {"base_model": cfg.base_model} if cfg.base_model else {}
     sample = replace(sample, settings={**sample.settings, **base, "reward_model": str(reward)})  # not the plan's own
     tune = replace(tune, settings={**tune.settings, **base, "db": str(db), "eval_fraction": str(cfg.eval_fraction)})
-    wall = loop.run_stage("online-dpo-sample-round2", [*sample.command[2:], *shlex.split(cfg.rejection_args)], logs)
-    wall += loop.run_stage("online-dpo-round2", [*tune.command[2:], *shlex.split(cfg.online_dpo_args)], logs)
+    suffix = round_of(stamp)
+    wall = loop.run_stage(f"online-dpo-sample-{suffix}", [*sample.command[2:], *shlex.split(cfg.rejection_args)], logs)
+    wall += loop.run_stage(f"online-dpo-{suffix}", [*tune.command[2:], *shlex.split(cfg.online_dpo_args)], logs)
     return tune.run_dir, round(wall, 1)
 
 
@@ -219,7 +256,7 @@ def evaluate_rounds(cfg: RoundsConfig, policies: dict[str, str], reward_dir: Pat
                                               cfg.seed)
     report = {"prompts": len(requests), "mean_rm_score": loop.mean_scores(reward_dir, requests, answers),
               # PPO keeps the salt it had when it was the only round-2 policy judged, so earlier reports reproduce
-              "round2_over_round1": {m: judged(cfg, requests, answers, m, "round1_ppo", taste,
+              "over_previous_round": {m: judged(cfg, requests, answers, m, "previous", taste,
                                                0 if m == "ppo" else 100 + n) for n, m in enumerate(cfg.methods)},
               "over_sft": {m: judged(cfg, requests, answers, m, "sft", taste, n + 1)
                            for n, m in enumerate(cfg.methods)}}
@@ -239,19 +276,25 @@ def votes_line(result: dict) -> str:
             f"{result['wall_s']['round2_votes'] / 60:.1f} min" + (f" (reused from {reused})" if reused else ""))
 
 
+def round_of(stamp: str) -> str:
+    """The round a run's stamp ends with: "round3" from "20261206-172107-round3" (its stage logs' suffix)."""
+    return stamp.rsplit("-", 1)[-1]
+
+
 def markdown(result: dict) -> str:
-    e, cfg = result["evaluation"], result["config"]
-    lines = [f"# Two rounds, taste `{cfg['taste']}`", "",
-             f"Round 1: {result['round1_votes']} votes; round 2: {votes_line(result)} on "
-             f"{result['pairing'][0]} vs {result['pairing'][1]}; round 2 starts from {result['start']}.", "",
+    e, cfg, n = result["evaluation"], result["config"], result.get("round", 2)
+    before = "round 1's PPO" if n == 2 else f"round {n - 1}'s {Path(result['previous_policy']).name}"
+    lines = [f"# Round {n}, taste `{cfg['taste']}`", "",
+             f"Before round {n}: {result['votes_before']} votes; round {n}: {votes_line(result)} on "
+             f"{result['pairing'][0]} vs {result['pairing'][1]}; round {n} starts from {result['start']}.", "",
              f"Annotator on {e['prompts']} held-out requests (95 % Wilson interval; ties count half):", "",
              "| comparison | win rate [95 %] | n | goal |", "|---|---|---|---|"]
-    rows = [(f"round 2 {m} vs round 1 PPO", r, f">= {GOALS['round2_over_round1']:.0%} (best)")
-            for m, r in e["round2_over_round1"].items()]
+    rows = [(f"round {n} {m} vs {before}", r, f">= {GOALS['over_previous_round']:.0%} (best)")
+            for m, r in e["over_previous_round"].items()]
     rows += [(f"{m} vs SFT", r, f">= {GOALS['best_method_over_sft']:.0%} (best)") for m, r in e["over_sft"].items()]
     lines += [f"| {name} | {r['rate']:.3f} [{r['low']:.3f}, {r['high']:.3f}] | {r['n']} | {goal} |"
               for name, r, goal in rows]
-    lines += ["", "| policy | mean reward-model score (round-2 reward model) | wall s |", "|---|---|---|"]
+    lines += ["", f"| policy | mean reward-model score (round-{n} reward model) | wall s |", "|---|---|---|"]
     lines += [f"| {k} | {v:.3f} | {result['wall_s'].get(k, '')} |" for k, v in e["mean_rm_score"].items()]
     lines += ["", "Leaderboard of the arena's votes:", "", "```", result["leaderboard"], "```", "",
               "Goals: " + ", ".join(f"{k} {'met' if v else 'missed'}"
@@ -266,34 +309,34 @@ def main(argv: list[str] | None = None) -> dict:
     logs, db = out / "logs", out / "rounds.duckdb"
     logs.mkdir(parents=True, exist_ok=True)
     vote_taste, taste = Taste(forced_choice=cfg.forced_choice, name=cfg.taste), Taste(name=cfg.taste)
-    # 1. round 1
-    round1, round1_db = round_one(cfg, out)
-    sft1, ppo1 = round1["runs"]["sft"], round1["runs"]["ppo"]
-    pairing = tuple(round1["runs"][stage] for stage in PAIRINGS[cfg.round2_pairing])
-    # 2. round 2 in the arena, on a copy of round 1's votes (or of a finished run's round 2)
+    # 1. the round before: round 1, or --previous
+    before = previous_round(cfg, out)
+    number = before.number + 1
+    pairing = tuple(getattr(before, side) for side in PAIRINGS[cfg.round2_pairing])
+    # 2. the new round in the arena, on a copy of the votes so far (or of a finished run's new round)
     prior = json.loads((Path(cfg.reuse_round2) / "rounds.json").read_text()) if cfg.reuse_round2 else None
     if prior and prior["pairing"] != list(pairing):
         raise SystemExit(f"--reuse-round2 {cfg.reuse_round2} paired {prior['pairing']}, not {list(pairing)}: pass "
-                         "the --round1 and --round2-pairing it ran with.")
+                         "the --round1 or --previous and the --round2-pairing it ran with.")
     if prior:  # its votes, chosen as they were
         cfg.round2_sampling = prior["config"].get("round2_sampling", "random")
     for stale in out.glob("rounds.duckdb*"):
         stale.unlink()
-    shutil.copyfile(Path(cfg.reuse_round2) / "rounds.duckdb" if prior else round1_db, db)
+    shutil.copyfile(Path(cfg.reuse_round2) / "rounds.duckdb" if prior else before.db, db)
     started = time.perf_counter()
-    reward1 = round1["runs"]["reward"]  # what uncertain choice scores with
-    round2 = prior["round2"] if prior else collect_round_two(cfg, db, pairing, logs, vote_taste, reward1)
-    round2["chosen_by"] = chosen_by(Store(db), round_title(2, *pairing))
+    # "round2": the new round's votes, whichever its number (the key earlier reports and --reuse-round2 read)
+    round2 = prior["round2"] if prior else collect_round(cfg, db, pairing, number, logs, vote_taste, before.reward)
+    round2["chosen_by"] = chosen_by(Store(db), round_title(number, *pairing))
     wall = {"round2_votes": prior["wall_s"]["round2_votes"] if prior else round(time.perf_counter() - started, 1)}
     # 3-4. the reward model on every vote, each method from the current best
     start = current_best(Store(db))
     runs = Path(cfg.runs_dir or REPO / "models" / "runs")
-    run, trained = train_round_two(cfg, db, runs, datetime.now().strftime("%Y%m%d-%H%M%S"), start, logs,
-                                   prior["runs"]["reward"] if prior else "")
+    run, trained = train_round(cfg, db, runs, f"{datetime.now():%Y%m%d-%H%M%S}-round{number}", start, logs,
+                               prior["runs"]["reward"] if prior else "")
     wall |= trained
     # 5. every policy on the held-out requests
     t = time.perf_counter()
-    policies = {"sft": sft1, "round1_ppo": ppo1} | {m: str(run[m]) for m in cfg.methods}
+    policies = {"sft": before.sft, "previous": before.policy} | {m: str(run[m]) for m in cfg.methods}
     evaluation = evaluate_rounds(cfg, policies, run["reward"], taste)
     wall["evaluate"] = round(time.perf_counter() - t, 1)
     # 6. the leaderboard of the arena's votes
@@ -303,13 +346,13 @@ def main(argv: list[str] | None = None) -> dict:
         board_text = f"no leaderboard: {e}"
     # 7. the report
     best = max((r["rate"] for r in evaluation["over_sft"].values()), default=0.0)
-    best21 = max((r["rate"] for r in evaluation["round2_over_round1"].values()), default=0.0)
-    result = {"config": asdict(cfg), "round1": str(Path(cfg.round1 or out / "round1")),
-              "round1_votes": round1.get("stored", {}).get("votes"), "round2": round2, "pairing": list(pairing),
+    best_over_previous = max((r["rate"] for r in evaluation["over_previous_round"].values()), default=0.0)
+    result = {"config": asdict(cfg), "round": number, "previous": str(before.folder), "previous_policy": before.policy,
+              "policies": policies, "votes_before": before.votes, "round2": round2, "pairing": list(pairing),
               "start": start, "runs": {k: str(v) for k, v in run.items()}, "wall_s": wall,
               "evaluation": {k: v for k, v in evaluation.items() if k != "samples"},
               "leaderboard": board_text,
-              "goals": {"round2_over_round1": best21 >= GOALS["round2_over_round1"],
+              "goals": {"over_previous_round": best_over_previous >= GOALS["over_previous_round"],
                         "best_method_over_sft": best >= GOALS["best_method_over_sft"]}}
     (out / "rounds.json").write_text(json.dumps(result, indent=2, default=str))
     (out / "rounds.md").write_text(markdown(result))

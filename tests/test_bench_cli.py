@@ -41,6 +41,8 @@ def test_seed_lists_refuses_a_folder_without_a_loop(tmp_path):
     ("bench.rounds", ["--methods", "ppo,online-dpo", "--online-dpo-args", "--sft-weight y"],
      "--online-dpo-args: --sft-weight: 'y' is not a valid float"),
     ("bench.rounds", ["--methods", "ppo,sppo"], "methods must be some of ppo, dpo, rloo, online-dpo, not sppo"),
+    ("bench.rounds", ["--previous", "SAME", "--round1", "SAME"], "pass --round1 (round 2 after a loop) or --previous"),
+    ("bench.rounds", ["--previous", "NOWHERE"], "--previous NOWHERE holds no rounds.json"),
 ])
 def test_flags_for_later_stages_are_checked_before_any_vote(tmp_path, capsys, script, args, says):
     """A typo in flags passed on to a stage fails at once, in one line, not after an hour of votes (the script's

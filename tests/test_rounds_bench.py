@@ -66,13 +66,13 @@ def test_two_rounds_reuse_round_one_and_train_every_method_on_the_same_votes(rou
     reward_config = json.loads((Path(result["runs"]["reward"]) / "config.json").read_text())
     assert dpo_config["eval_fraction"] == reward_config["eval_fraction"] == 0.5
     e = result["evaluation"]
-    assert set(e["over_sft"]) == set(e["round2_over_round1"]) == {"ppo", "dpo", "rloo"}
-    assert all(r["n"] == 4 for r in e["round2_over_round1"].values())
+    assert set(e["over_sft"]) == set(e["over_previous_round"]) == {"ppo", "dpo", "rloo"}
+    assert all(r["n"] == 4 for r in e["over_previous_round"].values())
     assert all(r["n"] == 4 and r["low"] <= r["rate"] <= r["high"] for r in e["over_sft"].values())
-    assert set(e["mean_rm_score"]) == {"sft", "round1_ppo", "ppo", "dpo", "rloo"}
-    assert "Bradley-Terry" in result["leaderboard"] and set(result["goals"]) == {"round2_over_round1",
+    assert set(e["mean_rm_score"]) == {"sft", "previous", "ppo", "dpo", "rloo"}
+    assert "Bradley-Terry" in result["leaderboard"] and set(result["goals"]) == {"over_previous_round",
                                                                                  "best_method_over_sft"}
-    assert "round 2 ppo vs round 1 PPO" in (out / "rounds.md").read_text()
+    assert "round 2 ppo vs round 1's PPO" in (out / "rounds.md").read_text()
     assert f"8 votes ({result['round2']['left']} left" in (out / "rounds.md").read_text()
 
 
@@ -102,9 +102,9 @@ def test_rounds_reuse_a_finished_round_two_and_train_only_the_asked_methods(roun
     assert sampled["num_samples"] == 4 and read_status(Path(result["runs"]["online-dpo"]))["state"] == "finished"
     assert Path(online["pairs_from"]).parent == folder / "runs3" and result["wall_s"]["online-dpo"] > 0
     e = result["evaluation"]
-    assert set(e["over_sft"]) == set(e["round2_over_round1"]) == {"dpo", "online-dpo"}
+    assert set(e["over_sft"]) == set(e["over_previous_round"]) == {"dpo", "online-dpo"}
     assert result["config"]["round2_sampling"] == "uncertain"
-    assert "round 2 online-dpo vs round 1 PPO" in (out / "rounds.md").read_text()
+    assert "round 2 online-dpo vs round 1's PPO" in (out / "rounds.md").read_text()
     assert f"(reused from {first_out})" in (out / "rounds.md").read_text()  # round 2's votes were not cast here
     refused = subprocess.run([sys.executable, "-m", "bench.rounds", "--reuse-round2", str(folder)], cwd=REPO,
                              capture_output=True, text=True, timeout=120)
@@ -135,5 +135,39 @@ def test_round_two_can_pair_round_ones_policy_with_itself(rounds_run, tiny_model
                               str(folder / "rounds-self-2"), "--reuse-round2", str(first_out), "--round2-pairing",
                               "self", "--base-model", tiny_model_dir], cwd=REPO, capture_output=True, text=True,
                              timeout=120)
-    assert refused.returncode != 0 and "pass the --round1 and --round2-pairing it ran with" in refused.stderr
+    assert refused.returncode != 0 and "and the --round2-pairing it ran with" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_a_third_round_follows_a_finished_round_two(rounds_run, tiny_model_dir):
+    """--previous: round 3 after round 2 (its DPO policy against the start it was tuned from), on a copy of both
+    rounds' votes; judged against round 2's policy and the chain's SFT. A previous run with several methods needs
+    --previous-method, said in one line."""
+    from core.store.database import Store
+    from core.train.rounds import round_title
+
+    folder, round1, first_out, first = rounds_run
+    refused = subprocess.run([sys.executable, "-m", "bench.rounds", "--previous", str(first_out), "--out",
+                              str(folder / "round3-refused"), "--base-model", tiny_model_dir], cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "trained ppo, dpo, rloo: pass --previous-method" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    out = folder / "round3"
+    result = run_rounds("--previous", first_out, "--previous-method", "dpo", "--out", out, "--runs-dir",
+                        folder / "runs5", "--base-model", tiny_model_dir, "--round2-votes", "4", "--demonstrations",
+                        "0", "--forced-choice", "true", "--methods", "dpo",
+                        "--reward-args=--eval-fraction 0.5 --max-steps 1 --batch-size 2 --max-length 512",
+                        *ROUNDS_ARGS)
+    dpo2 = first["runs"]["dpo"]
+    assert result["round"] == 3 and result["pairing"] == [dpo2, first["start"]]
+    assert result["policies"]["previous"] == result["previous_policy"] == dpo2
+    assert result["policies"]["sft"] == round1["runs"]["sft"] and result["votes_before"] == 20
+    votes = Store(out / "rounds.duckdb").votes()
+    assert len(votes) == 24 and len(votes[votes["round"] == round_title(3, dpo2, first["start"])]) == 4
+    assert (out / "logs" / "arena-round3.log").exists() and (out / "logs" / "reward-round3.log").exists()
+    assert Path(result["runs"]["dpo"]).name.endswith("-round3")
+    lineage = json.loads((Path(result["runs"]["reward"]) / "data" / "lineage.json").read_text())
+    assert lineage["train_pairs"] + lineage["eval_pairs"] == 24
+    assert set(result["evaluation"]["over_previous_round"]) == {"dpo"}
+    report = (out / "rounds.md").read_text()
+    assert report.startswith("# Round 3") and f"round 3 dpo vs round 2's {Path(dpo2).name}" in report
