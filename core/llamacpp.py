@@ -19,7 +19,6 @@ import atexit
 import ctypes
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 from core.gguf_writer import gguf_cache_dir, policy_gguf, write_lora_gguf
+from core.paths import write_whole
 from core.records import SamplingSettings
 
 log = logging.getLogger(__name__)
@@ -83,9 +83,7 @@ def crash_reason(gguf: Path | None, cache_dir: Path | None = None) -> str | None
     if build not in kept:
         kept[build] = _probe(Path(gguf))
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # whole or nothing: a reader never sees half a file
-        tmp.write_text(json.dumps(kept, indent=1))
-        os.replace(tmp, path)
+        write_whole(path, lambda tmp: tmp.write_text(json.dumps(kept, indent=1)))
     _verdicts[build] = kept[build]
     if kept[build]:
         log.warning("llama.cpp is not used: %s", kept[build])  # once a process: `auto` samples with int8 instead

@@ -7,7 +7,9 @@ Pages of the dashboard may only read and write inside these two folders (see `in
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +27,21 @@ def page_roots() -> list[Path]:
         if os.environ.get(variable):
             roots.append(Path(os.environ[variable]).expanduser())
     return [root.resolve() for root in roots]
+
+
+def write_whole(path: str | Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` into a file beside `path`, then rename it onto `path`: a reader (the dashboard, another process)
+    sees the old file or the new one, never half of one, and a write that fails or is interrupted leaves the old file
+    and no temporary behind (a killed process can leave one: its name starts with a dot and ends in .tmp)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: two writers never share a temporary
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # the error that stopped the write is the one to report
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def inside_project_folders(path: str | Path) -> bool:

@@ -15,11 +15,9 @@ which RewardTrainer and DPOTrainer take unchanged, plus `margin` when any vote c
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import math
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.lists import parse_list
+from core.paths import write_whole
 from core.records import Generation, InputError, Pair, Policy, Prompt
 from core.store.database import Store, check_annotator
 
@@ -183,17 +182,17 @@ def export_votes(store: Store, out: Path) -> ExportSummary:
     if out.suffix not in (".jsonl", ".parquet"):
         raise InputError(f"{out.name}: export to a .jsonl or .parquet file.")
     pairs, left_out = preference_pairs(store.votes())
-    partial = out.with_name(f".{out.name}.partial")  # renamed when complete: a failed write leaves no half file
+
+    def write(tmp: Path) -> None:
+        if out.suffix == ".parquet":
+            pairs.to_parquet(tmp, index=False)
+        else:
+            pairs.to_json(tmp, orient="records", lines=True, force_ascii=False)
+
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        if out.suffix == ".parquet":
-            pairs.to_parquet(partial, index=False)
-        else:
-            pairs.to_json(partial, orient="records", lines=True, force_ascii=False)
-        os.replace(partial, out)
+        write_whole(out, write)  # a failed write leaves no half file
     except OSError as err:
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)
         hint = "free some space or export to another disk" if err.errno == errno.ENOSPC else \
             "export to a folder you can write to"
         raise InputError(f"cannot write {out}: {err.strerror or err}; {hint}.") from err

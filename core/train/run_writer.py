@@ -14,6 +14,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from core import config as config_io
+from core.paths import write_whole
 from core.train.runs import (
     FINAL_STATES,
     RunFolder,
@@ -163,9 +164,7 @@ def rewind_logs(run_dir: Path, step: int) -> None:
     for path in RunFolder(run_dir).step_logs:
         if path.exists():
             kept = [row for row in read_jsonl(path) if row.get("step", 0) <= step]
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
-            os.replace(tmp, path)
+            write_whole(path, lambda tmp, kept=kept: tmp.write_text("".join(json.dumps(row) + "\n" for row in kept)))
 
 
 def _finite(value):

@@ -32,7 +32,7 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
-from core.paths import DEFAULT_RUNS_DIR
+from core.paths import DEFAULT_RUNS_DIR, write_whole
 from core.records import InputError, ModelLoadError
 from core.train.stages import stage_named_by_config
 
@@ -182,18 +182,12 @@ def read_adapter_config(path: str | Path, task_type: str, made_by: str) -> dict:
 
 def write_json(path: Path, payload: dict) -> None:
     """Write whole-or-nothing (a reader never sees half a file, even if the process dies mid-write)."""
-    _write_whole(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n"))
+    write_whole(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n"))
 
 
 def write_parquet(path: Path, frame) -> None:
     """A pandas frame as parquet, whole-or-nothing like write_json (the dashboard may read it while it is written)."""
-    _write_whole(path, lambda tmp: frame.to_parquet(tmp, index=False))
-
-
-def _write_whole(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    write_whole(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 def append_jsonl(path: Path, rows: list[dict]) -> None:

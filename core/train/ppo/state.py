@@ -6,12 +6,12 @@ its sampling seed from the update's index, so a run resumed after kill -9 retrac
 """
 from __future__ import annotations
 
-import os
 import random
 
 import torch
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
+from core.paths import write_whole
 from core.train.ppo.policy_value import POLICY
 from core.train.runs import RunFolder
 
@@ -52,9 +52,7 @@ def save_checkpoint(folder: RunFolder, model, optimizer, state: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"policy": get_peft_model_state_dict(model.peft_model, adapter_name=POLICY),
                "value_head": model.value_head.state_dict(), "optimizer": optimizer.state_dict(), "state": state}
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    write_whole(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(folder: RunFolder, model, optimizer, device) -> dict:
