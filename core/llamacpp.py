@@ -164,14 +164,14 @@ class LlamaCppSampler:
             self.llm.reset()
             self.llm.eval(prompt_ids)
             for step in range(1, sampling.max_new_tokens + 1):
+                if should_stop and should_stop():  # before each token: a list that would end at once still gives way
+                    return answer, False, True
                 token = lc.llama_sampler_sample(chain, self.llm.ctx, -1)
                 answer.append(token)
                 if on_step:
                     on_step(step)
                 if token in eos:
                     return answer, True, False
-                if should_stop and should_stop():
-                    return answer, False, True
                 self.llm.eval([token])
         finally:
             lc.llama_sampler_free(chain)
