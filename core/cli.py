@@ -8,7 +8,7 @@
     python -m core score --reward-model RUN --prompt "Top 5 ..." --response "1. ..." [--response "1. ..."]
     python -m core eval --policy RUN [--against base|RUN] [--reward-model RUN]   # win rate, well-formed rate
     python -m core leaderboard [--reward-model RUN|newest|none] [--bootstrap 1000]  # Bradley-Terry ratings
-    python -m core next-round --method ppo|dpo|rloo|rejection|online-dpo [--best RUN]  # reward model, policy, arena
+    python -m core next-round [--method online-dpo|ppo|dpo|rloo|rejection] [--best RUN]  # reward model, policy, arena
 
 The database is $RLHF_DB (default data/rlhf.duckdb), or --db. A stage's flags come from its config dataclass
 (core/config.py); the stages themselves are listed in core/train/stages.py.
@@ -28,7 +28,7 @@ from core.paths import DEFAULT_DB
 from core.records import USER_ERRORS, InputError
 from core.store.database import Store
 from core.store.preferences import export_votes, import_file
-from core.train.rounds import METHODS, next_round
+from core.train.rounds import METHODS, RECOMMENDED, next_round
 from core.train.runs import newest_finished_run
 from core.train.stages import STAGES, config_class, stage_module
 
@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     nxt = commands.add_parser("next-round", help="train a reward model on every vote, tune a new policy from the "
                               "current best, then pair the two in the arena as a new round (core/train/rounds.py)")
-    nxt.add_argument("--method", required=True, choices=METHODS, help="how the new policy is tuned")
+    nxt.add_argument("--method", default=RECOMMENDED, choices=METHODS,
+                     help=f"how the new policy is tuned (default {RECOMMENDED}: the best measured, bench/README.md)")
     nxt.add_argument("--best", help="the run (or base) to start from and pair against; default: the current best")
     nxt.add_argument("--preset", help="each step's preset, e.g. quick (default: the stages' own defaults)")
     nxt.add_argument("--stamp", help="the timestamp in the run folders' names (default: now)")

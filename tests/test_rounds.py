@@ -260,6 +260,8 @@ def test_the_command_line_prints_the_plan(store, tmp_path, monkeypatch):
     assert f"round: round 1: dpo-{STAMP} vs base" in done.stdout
     assert "start:" not in done.stdout  # --best given: no current best to explain
     assert not runs.exists()  # nothing started
+    default = run_cli("next-round", "--best", "base", "--stamp", STAMP, "--plan-only", "--db", store.path)
+    assert "train rejection" in default.stdout and "--pairs-from" in default.stdout  # online-dpo: the default
 
 
 # ---- the dashboard --------------------------------------------------------------------------------------------------
@@ -275,6 +277,8 @@ def test_the_arena_page_shows_the_plan_then_starts_the_orchestrator(store, tmp_p
     assert not at.exception, at.exception
     assert at.selectbox(key="next_round_best").value == str(sft)  # the current best: the newest SFT run
     assert any(c.value.startswith("Current best: sft-20260101-000001: the newest finished SFT run") for c in at.caption)
+    assert at.radio(key="next_round_method").value == rounds.RECOMMENDED == "online-dpo"  # the best measured
+    assert f"python -m core train rejection --preset quick --sft-adapter {sft}" in at.code[0].value
     at.radio(key="next_round_method").set_value("dpo").run()
     stamp = at.session_state["next_round_stamp"]
     plan = at.code[0].value

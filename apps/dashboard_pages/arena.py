@@ -110,7 +110,9 @@ said = rounds.read_report(store())
 if said:
     show = {"failed": st.error, "killed": st.error, "finished": st.success}.get(said.get("state"), st.info)
     show(f"Last next round: {said.get('state')}: {as_text(said.get('message', ''))}")
-method = st.radio("tune the new policy with", rounds.METHODS, horizontal=True, key="next_round_method")
+method = st.radio("tune the new policy with", rounds.METHODS, index=rounds.METHODS.index(rounds.RECOMMENDED),
+                  horizontal=True, key="next_round_method",
+                  help=f"{rounds.RECOMMENDED} beat SFT by the most on every scripted taste (bench/README.md)")
 try:
     best_now, why = rounds.best_and_why(store(), runs())
     st.caption(f"Current best: {as_text(why)}.")
