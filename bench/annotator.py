@@ -134,6 +134,17 @@ def judge(request: str, left: str, right: str, rng: random.Random, taste: Taste 
     return choice, 3 if abs(gap) > 3 else 2 if abs(gap) > 1.5 else 1
 
 
+def agreement_given_decided(u_left: float, u_right: float, taste: Taste) -> float:
+    """P(the vote goes to the higher-utility side | the vote is left or right) under `judge` above: the expected
+    ceiling of bench/reward_ceiling.py, kept beside `judge` so that the two change together."""
+    gap = abs(u_left - u_right)
+    # without a slip: a tie or "both bad" inside the tie band, and between two poor lists less than 1 apart
+    votes = gap >= taste.tie_band and not (max(u_left, u_right) < 0 and gap < 1.0)
+    p_decided = taste.slip / 2 + (1 - taste.slip) * votes  # a slip picks one of four choices at random
+    p_agree = taste.slip / 4 + (1 - taste.slip) * votes * (1 / (1 + math.exp(-gap / taste.temperature)))
+    return p_agree / p_decided
+
+
 def demonstration_for(request: str, winner: str, taste: Taste = Taste()) -> str | None:
     """The annotator's edit of the list it voted for, when its taste likes the edit better (else None)."""
     fixed = repair(winner, request, taste.name)

@@ -15,8 +15,8 @@ model's; the gap between the two is what a better reward model could still win.
 2. The oracle: a vote is right when the side with the higher utility under the taste won; a gap inside the
    annotator's tie band (decided only by a slip) counts half.
 3. The expected ceiling: each vote's probability, given that it was decided, of agreeing with the oracle under the
-   annotator's noise model (slip, tie band, temperature), averaged over the votes: what the oracle would score on
-   average over the annotator's coin flips on these same pairs.
+   annotator's noise model (slip, tie band, temperature: bench.annotator.agreement_given_decided, beside `judge`),
+   averaged over the votes: what the oracle would score on average over the annotator's coin flips on these pairs.
 4. Per run, with 95 % Wilson intervals: the reward model's accuracy, the oracle's, the expected ceiling; and the
    votes the reward model gets wrong split by whether the oracle gets them right (what it could still learn) or not
    (the annotator's noise). Report: reward_ceiling.json and .md in --out.
@@ -24,17 +24,16 @@ model's; the gap between the two is what a better reward model could still win.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from bench.annotator import TASTES, Taste, utility
+from bench.annotator import TASTES, Taste, agreement_given_decided, utility
 from bench.loop import entry_point
 from core.config import check, command_config, knob
-from core.judge.win_rate import wilson_interval
+from core.judge.evaluate import proportion
 from core.train.reward_model import held_out_votes
 from core.train.runs import RunFolder
 
@@ -58,16 +57,6 @@ def oracle_credit(gap: float, taste: Taste) -> float:
     return 0.5 if abs(gap) < taste.tie_band else float(gap > 0)
 
 
-def agreement_given_decided(u_left: float, u_right: float, taste: Taste) -> float:
-    """Step 3: P(the vote goes to the higher-utility side | the vote is left or right) under bench/annotator.judge."""
-    gap = abs(u_left - u_right)
-    # without a slip: a tie or "both bad" inside the tie band, and between two poor lists less than 1 apart
-    votes = gap >= taste.tie_band and not (max(u_left, u_right) < 0 and gap < 1.0)
-    p_decided = taste.slip / 2 + (1 - taste.slip) * votes  # a slip picks one of four choices at random
-    p_agree = taste.slip / 4 + (1 - taste.slip) * votes * (1 / (1 + math.exp(-gap / taste.temperature)))
-    return p_agree / p_decided
-
-
 def ceiling(held: pd.DataFrame, taste: Taste) -> dict:
     """Steps 2-4 on one run's held-out decided votes (prompt, left_text, right_text, choice, correct)."""
     u_left = [utility(p, t, taste.name) for p, t in zip(held.prompt, held.left_text)]
@@ -77,12 +66,7 @@ def ceiling(held: pd.DataFrame, taste: Taste) -> dict:
     expected = [agreement_given_decided(ul, ur, taste) for ul, ur in zip(u_left, u_right)]
     model = held.correct.astype(bool).to_numpy()
     n = len(held)
-
-    def share(successes: float) -> dict:
-        low, high = wilson_interval(successes, n)
-        return {"rate": successes / n if n else None, "successes": successes, "n": n, "low": low, "high": high}
-
-    return {"reward_model": share(float(model.sum())), "oracle": share(sum(oracle)),
+    return {"reward_model": proportion(int(model.sum()), n), "oracle": proportion(sum(oracle), n),  # halves: Wilson
             "expected_ceiling": sum(expected) / n if n else None,
             "model_wrong_oracle_right": sum(o for o, m in zip(oracle, model) if not m),
             "model_wrong_oracle_wrong": sum(1 - o for o, m in zip(oracle, model) if not m),

@@ -44,8 +44,8 @@ def test_a_run_is_measured_against_the_oracle_on_its_own_held_out_votes(tmp_path
     pd.DataFrame([{"prompt": REQUEST, "split": s, "choice": c, "left_text": lt, "right_text": rt, "correct": ok,
                    "repeat_of": rep} for s, c, lt, rt, ok, rep in rows]).to_parquet(run / "scores.parquet")
     result = main(["--taste", "form", "--runs", str(run), "--out", str(tmp_path / "out")])[str(run)]
-    assert (result["reward_model"]["successes"], result["reward_model"]["n"]) == (3, 4)
-    assert result["oracle"]["successes"] == 3 and result["oracle"]["rate"] == 0.75
+    assert (result["reward_model"]["hits"], result["reward_model"]["n"]) == (3, 4)
+    assert result["oracle"]["hits"] == 3 and result["oracle"]["rate"] == 0.75
     assert (result["model_wrong_oracle_right"], result["model_wrong_oracle_wrong"]) == (1, 0)
     assert result["model_right_oracle_wrong"] == 1
     every_vote = agreement_given_decided(utility(REQUEST, GOOD, "form"), utility(REQUEST, CHATTY, "form"), Taste())
