@@ -5,6 +5,7 @@
     .venv/bin/python -m bench.rounds --round1 LOOP --reuse-round2 ROUNDS_OUT --out ... --methods dpo \
         --dpo-args "--max-steps -1 --epochs 1"      # another method or setting on the same round-2 votes and RM
     .venv/bin/python -m bench.rounds --previous ROUNDS_OUT --methods online-dpo --out ...   # round 3 after it
+    .venv/bin/python -m bench.rounds --previous R2 --reuse-round2 R3 --gate-votes 60 ...  # and more votes at the gate
     (tests/test_loop.py runs it on the tiny model, a dozen votes a round, two steps a stage)
 
 1. Round 1 is bench/loop.py (arena votes, SFT, reward model, PPO, evaluation), or a finished loop's folder
@@ -21,8 +22,11 @@
    SFT (round 2 then starts from it). --round2-sampling uncertain has the arena show, for each library request, the
    closest call of round 1's reward model among the arena's --candidates samples (core/collect/chooser.py). With
    --reuse-round2, a copy of that finished run's database (and its --round2-sampling: its votes, chosen as they were).
+   With --gate-votes N, when the gate (core.train.best) would keep the incumbent while the challenger leads, the
+   annotator votes on in the same round, a batch at a time, until it passes or N votes are spent (what a person
+   does when the dashboard says how many more decided votes would put the challenger through).
 3. A reward model on every vote of both rounds (`python -m core train reward`); with --reuse-round2, that run's.
-4. From the current best (core.train.rounds.current_best: the side the other was tuned from, unless the other won
+4. From the current best (core.train.best.current_best: the side the other was tuned from, unless the other won
    the head-to-head votes beyond chance), each of --methods is trained on the same votes and the same reward
    model: `train ppo`, `train dpo`, `train rloo`, and online-dpo as Next round runs it (core.train.rounds.plan: the
    best's own lists sampled and scored by `train rejection --sample-only`, then `train dpo --pairs-from` them with
@@ -37,6 +41,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import shlex
 import shutil
@@ -46,16 +51,19 @@ import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 from bench import loop
 from bench.annotator import TASTES, Taste, annotate
+from bench.rounds_report import GOALS, markdown
 from core.collect.chooser import SAMPLINGS
 from core.config import check, check_flags, command_config, knob
 from core.judge import leaderboard
-from core.judge.win_rate import win_rate
+from core.judge.win_rate import votes_to_pass, win_rate
 from core.records import InputError
 from core.store.database import Store
-from core.train.rounds import current_best, plan, round_title
+from core.train.best import Standing, challenger_wins, current_best, standing
+from core.train.rounds import plan, round_title
 from core.train.stages import config_class
 
 REPO = loop.REPO
@@ -65,7 +73,6 @@ RUNS = {"ppo": (("ppo", "ppo"),), "dpo": (("dpo", "dpo"),), "rloo": (("rloo", "r
         "online-dpo": (("rejection", "rejection"), ("dpo", "online_dpo"))}
 # the previous round's runs (Previous's fields), by name: round 1's PPO and SFT after a loop
 PAIRINGS = {"challenger": ("policy", "start"), "self": ("policy", "policy"), "sft": ("sft", "sft")}
-GOALS = {"over_previous_round": 0.60, "best_method_over_sft": 0.65}
 
 
 @dataclass
@@ -87,6 +94,9 @@ class RoundsConfig:
                                           "uncertain (round 1's reward model's closest call among 4 samples, "
                                           "`apps.arena --reward-model`; core/collect/chooser.py)",
                                 choices=SAMPLINGS)
+    gate_votes: int = knob(0, "when the gate keeps the incumbent while the challenger leads, cast up to this many "
+                              "more votes in the new round, a batch at a time, until it passes (each batch: the "
+                              "decided votes core.judge.win_rate.votes_to_pass says are missing); 0: never")
     reuse_round2: str = knob("", "a finished bench/rounds.py --out folder on the same round 1: reuse its round-2 "
                                  "votes and reward model (nothing is voted or retrained), train only --methods")
     own_requests: float = knob(0.4, "share of votes on the annotator's own requests (the reward model's held-out)")
@@ -112,6 +122,7 @@ class RoundsConfig:
         check(bool(self.methods) and not unknown,
               f"methods must be some of {', '.join(METHODS)}, not {', '.join(unknown) or 'none'}")
         check(self.round2_votes > 0, "round2-votes must be at least 1, e.g. 150.")
+        check(self.gate_votes >= 0, "gate-votes must be 0 (never) or more, e.g. 60.")
         check(not self.reuse_round2 or (Path(self.reuse_round2) / "rounds.json").is_file(),
               f"--reuse-round2 {self.reuse_round2} holds no rounds.json: pass a finished bench/rounds.py --out folder.")
         check(not self.reuse_round2 or Path(self.reuse_round2).resolve() != Path(self.out).resolve(),
@@ -177,25 +188,48 @@ def previous_round(cfg: RoundsConfig, out: Path) -> Previous:
 
 
 def collect_round(cfg: RoundsConfig, db: Path, pairing: tuple[str, str], number: int, logs: Path, taste: Taste,
-                  reward_model: str) -> dict:
+                  reward_model: str, batch: int = 0, votes: int = 0) -> dict:
     """Step 2: the arena on `db` serving `pairing` as round `number`, choosing pairs as cfg.round2_sampling says
-    (uncertain: with the previous round's `reward_model`); the annotator casts cfg.round2_votes votes."""
+    (uncertain: with the previous round's `reward_model`); the annotator casts cfg.round2_votes votes, or in a later
+    `batch` of the same round (the gate's), `votes` more with no demonstrations and a seed of their own."""
     port = loop.free_port()
     url = f"http://127.0.0.1:{port}/"
     base = ["--base-model", cfg.base_model] if cfg.base_model else []
     base += ["--reward-model", reward_model] if cfg.round2_sampling == "uncertain" else []
-    with open(logs / f"arena-round{number}.log", "w") as log:
+    with open(logs / f"arena-round{number}{f'-gate{batch}' if batch else ''}.log", "w") as log:
         arena = subprocess.Popen([sys.executable, "-m", "apps.arena", "--db", str(db), "--port", str(port),
                                   "--annotator", "scripted", "--pairing", ",".join(pairing),
                                   "--round", round_title(number, *pairing), "--sampling", cfg.round2_sampling,
                                   *base], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         try:
             loop.wait_until_up(url, arena)
-            return annotate(url, cfg.round2_votes, cfg.demonstrations, cfg.seed + number - 1, "scripted", taste,
-                            cfg.own_requests)
+            return annotate(url, votes or cfg.round2_votes, 0 if batch else cfg.demonstrations,
+                            cfg.seed + number - 1 + 1000 * batch, "scripted", taste, cfg.own_requests)
         finally:
             arena.terminate()
             arena.wait(timeout=60)
+
+
+def vote_at_the_gate(budget: int, read: Callable[[], Standing | None], cast: Callable[[int, int], object],
+                     decided_share: float) -> dict:
+    """Step 2b: while the gate keeps the incumbent but the challenger leads (read: the head-to-head now), `cast`
+    (batch number, votes) the votes that should bring the decided votes votes_to_pass says are missing, given the
+    round's share of decided votes so far (at least 10 a batch), until the gate passes, the lead is gone or `budget`
+    votes are spent. Returns what it cast and the head-to-head (incumbent's, challenger's decided votes) before and
+    after. Looking again after each batch is optional stopping (core.judge.win_rate.votes_to_pass says what it
+    costs); the report keeps the head-to-head before the gate's votes so a reader can see it."""
+    now = read()
+    before, spent, batches = (now.kept, now.won) if now else None, 0, 0
+    while now and now.served and spent < budget and not challenger_wins(now.kept, now.won):
+        missing = votes_to_pass(now.won, now.kept + now.won)
+        if missing is None:
+            break
+        batches += 1
+        votes = min(budget - spent, max(10, math.ceil(missing / max(decided_share, 0.1))))
+        cast(batches, votes)
+        spent, now = spent + votes, read()
+    return {"cast": spent, "batches": batches, "before": before, "after": (now.kept, now.won) if now else None,
+            "passed": bool(now and challenger_wins(now.kept, now.won))}
 
 
 def chosen_by(store: Store, round_name: str) -> dict[str, int]:
@@ -265,41 +299,9 @@ def evaluate_rounds(cfg: RoundsConfig, policies: dict[str, str], reward_dir: Pat
     return report
 
 
-def votes_line(result: dict) -> str:
-    """Round 2's votes as the report shows them: '150 votes (65 left, ..., 92 on own requests) in 15.5 min'."""
-    r = result["round2"]
-    mix = ", ".join(f"{r[k]} {k.replace('_', ' ')}" for k in ("left", "right", "tie", "both_bad") if k in r)
-    chosen = ", ".join(f"{n} {how}" for how, n in r.get("chosen_by", {}).items())
-    reused = result["config"].get("reuse_round2")
-    return (f"{r['votes']} votes ({mix}; {r.get('own_requests', 0)} on the annotator's own requests"
-            f"{'; pairs chosen: ' + chosen if chosen else ''}) in "
-            f"{result['wall_s']['round2_votes'] / 60:.1f} min" + (f" (reused from {reused})" if reused else ""))
-
-
 def round_of(stamp: str) -> str:
     """The round a run's stamp ends with: "round3" from "20261206-172107-round3" (its stage logs' suffix)."""
     return stamp.rsplit("-", 1)[-1]
-
-
-def markdown(result: dict) -> str:
-    e, cfg, n = result["evaluation"], result["config"], result.get("round", 2)
-    before = "round 1's PPO" if n == 2 else f"round {n - 1}'s {Path(result['previous_policy']).name}"
-    lines = [f"# Round {n}, taste `{cfg['taste']}`", "",
-             f"Before round {n}: {result['votes_before']} votes; round {n}: {votes_line(result)} on "
-             f"{result['pairing'][0]} vs {result['pairing'][1]}; round {n} starts from {result['start']}.", "",
-             f"Annotator on {e['prompts']} held-out requests (95 % Wilson interval; ties count half):", "",
-             "| comparison | win rate [95 %] | n | goal |", "|---|---|---|---|"]
-    rows = [(f"round {n} {m} vs {before}", r, f">= {GOALS['over_previous_round']:.0%} (best)")
-            for m, r in e["over_previous_round"].items()]
-    rows += [(f"{m} vs SFT", r, f">= {GOALS['best_method_over_sft']:.0%} (best)") for m, r in e["over_sft"].items()]
-    lines += [f"| {name} | {r['rate']:.3f} [{r['low']:.3f}, {r['high']:.3f}] | {r['n']} | {goal} |"
-              for name, r, goal in rows]
-    lines += ["", f"| policy | mean reward-model score (round-{n} reward model) | wall s |", "|---|---|---|"]
-    lines += [f"| {k} | {v:.3f} | {result['wall_s'].get(k, '')} |" for k, v in e["mean_rm_score"].items()]
-    lines += ["", "Leaderboard of the arena's votes:", "", "```", result["leaderboard"], "```", "",
-              "Goals: " + ", ".join(f"{k} {'met' if v else 'missed'}"
-                                    for k, v in result["goals"].items())]
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -326,13 +328,18 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     # "round2": the new round's votes, whichever its number (the key earlier reports and --reuse-round2 read)
     round2 = prior["round2"] if prior else collect_round(cfg, db, pairing, number, logs, vote_taste, before.reward)
-    round2["chosen_by"] = chosen_by(Store(db), round_title(number, *pairing))
     wall = {"round2_votes": prior["wall_s"]["round2_votes"] if prior else round(time.perf_counter() - started, 1)}
+    # 2b. a close call at the gate: more votes in the same round (a new reward model then, even with --reuse-round2)
+    started, decided = time.perf_counter(), sum(round2.get(k, 0) for k in ("left", "right")) / max(1, round2["votes"])
+    round2["gate"] = vote_at_the_gate(cfg.gate_votes, lambda: standing(Store(db)), lambda batch, votes: collect_round(
+        cfg, db, pairing, number, logs, vote_taste, before.reward, batch, votes), decided)
+    wall["gate_votes"] = round(time.perf_counter() - started, 1)
+    round2["chosen_by"] = chosen_by(Store(db), round_title(number, *pairing))
     # 3-4. the reward model on every vote, each method from the current best
     start = current_best(Store(db))
     runs = Path(cfg.runs_dir or REPO / "models" / "runs")
     run, trained = train_round(cfg, db, runs, f"{datetime.now():%Y%m%d-%H%M%S}-round{number}", start, logs,
-                               prior["runs"]["reward"] if prior else "")
+                               prior["runs"]["reward"] if prior and not round2["gate"]["cast"] else "")
     wall |= trained
     # 5. every policy on the held-out requests
     t = time.perf_counter()

@@ -43,6 +43,7 @@ def test_seed_lists_refuses_a_folder_without_a_loop(tmp_path):
     ("bench.rounds", ["--methods", "ppo,sppo"], "methods must be some of ppo, dpo, rloo, online-dpo, not sppo"),
     ("bench.rounds", ["--previous", "SAME", "--round1", "SAME"], "pass --round1 (round 2 after a loop) or --previous"),
     ("bench.rounds", ["--previous", "NOWHERE"], "--previous NOWHERE holds no rounds.json"),
+    ("bench.rounds", ["--gate-votes", "-5"], "gate-votes must be 0 (never) or more"),
 ])
 def test_flags_for_later_stages_are_checked_before_any_vote(tmp_path, capsys, script, args, says):
     """A typo in flags passed on to a stage fails at once, in one line, not after an hour of votes (the script's
@@ -59,6 +60,39 @@ def test_flags_for_later_stages_are_checked_before_any_vote(tmp_path, capsys, sc
     stderr = capsys.readouterr().err
     assert stopped.value.code == 2 and says in stderr and "Traceback" not in stderr, stderr
     assert len(stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_the_gate_votes_on_while_the_challenger_leads_and_stops_when_it_passes_or_the_budget_is_spent():
+    """bench/rounds.py --gate-votes against a scripted head-to-head: 69-48 at the gate (3 decided votes short, as on
+    `ontopic`), 80 % of votes decided: a batch of max(10, ceil(3 / .8)) = 10; its votes all go to the challenger."""
+    from bench.rounds import vote_at_the_gate
+    from core.train.best import Standing
+
+    now = {"kept": 48, "won": 69}
+    cast = []
+
+    def vote(batch, votes):
+        cast.append((batch, votes))
+        now["won"] += votes  # a challenger that wins every vote: one batch is enough
+
+    read = lambda: Standing("sft", "r2", now["kept"], now["won"], served=True)  # noqa: E731
+    gate = vote_at_the_gate(60, read, vote, decided_share=0.8)
+    assert cast == [(1, 10)] and gate == {"cast": 10, "batches": 1, "before": (48, 69), "after": (48, 79),
+                                          "passed": True}
+    now.update(kept=48, won=69)
+    cast.clear()
+
+    def split(batch, votes):  # a challenger that wins half: it never passes, so the budget ends it
+        cast.append((batch, votes))
+        now["won"], now["kept"] = now["won"] + votes // 2, now["kept"] + votes - votes // 2
+
+    gate = vote_at_the_gate(25, read, split, decided_share=0.8)
+    # after 5-5: 74 of 127 (.583) needs 141 decided votes, 14 more, so 18 votes; the budget leaves 15
+    assert [votes for _, votes in cast] == [10, 15] and gate["cast"] == 25 and not gate["passed"]
+    now.update(kept=60, won=60)
+    assert vote_at_the_gate(60, read, split, 0.8)["cast"] == 0  # level: no number of votes would decide it
+    assert vote_at_the_gate(60, lambda: None, split, 0.8) == {"cast": 0, "batches": 0, "before": None, "after": None,
+                                                              "passed": False}  # no two runs in the pairing
 
 
 def test_rounds_starts_round_one_with_a_command_line_the_loop_accepts(tmp_path):

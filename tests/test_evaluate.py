@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from core.judge.win_rate import WinRate, wilson_interval, win_rate
+from core.judge.win_rate import WinRate, votes_to_pass, wilson_interval, win_rate
 from tests.helpers import run_cli
 
 
@@ -17,6 +17,17 @@ def test_wilson_interval_on_hand_examples():
     # 0/5 stays inside [0, 1] and is not a zero-width interval: [0, 1.96²/(5 + 1.96²)] = [0, .4345]
     assert wilson_interval(0, 5) == (0.0, pytest.approx(0.4345, abs=1e-4))
     assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_votes_to_pass_is_where_wilsons_lower_end_crosses_one_half():
+    # 69 of 117 (round 3's gate on `ontopic`): share .5897; z² / (4 · .0897²) = 3.8416 / .03220 = 119.3, so 120
+    # decided votes, 3 more; at 119 (the same share) the lower end is still under one half, at 120 above it
+    assert votes_to_pass(69, 117) == 3
+    share = 69 / 117
+    assert wilson_interval(share * 119, 119)[0] < 0.5 < wilson_interval(share * 120, 120)[0]
+    assert votes_to_pass(9, 12) == 4  # .75: 3.8416 / .25 = 15.4, so 16
+    assert votes_to_pass(65, 100) == 0  # already through: Wilson [.553, .734]
+    assert votes_to_pass(50, 100) is None and votes_to_pass(40, 100) is None and votes_to_pass(0, 0) is None
 
 
 def test_win_rate_counts_ties_half():

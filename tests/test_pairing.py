@@ -28,7 +28,7 @@ from core.collect.chooser import (
 from core.collect.generate import Generator
 from core.records import InputError, ModelLoadError, Policy, Prompt, SamplingSettings
 from core.store.database import Store
-from core.train.rounds import check_policy, set_pairing
+from core.train.best import check_policy, set_pairing
 from core.train.runs import adapter_dir, write_json
 
 LIBRARY = [Prompt(f"Top 5 things #{i}", source="library", split="train") for i in range(5)]

@@ -20,6 +20,7 @@ from core.collect.chooser import (
 )
 from core.records import Generation, InputError, Pair, Policy, Prompt
 from core.store.database import Store
+from core.train import best as policies
 from core.train import rounds
 from core.train.runs import RunState, adapter_dir, list_runs, write_json
 from core.train.snapshot import take_preferences
@@ -140,33 +141,38 @@ def test_each_planned_step_is_a_config_its_stage_accepts(method, tmp_path):
 # ---- the current best -----------------------------------------------------------------------------------------------
 def test_the_current_best_is_the_pairings_run_side_or_a_clear_head_to_head_winner_or_the_newest_sft(store, tmp_path):
     with pytest.raises(InputError, match="no policy to start from"):
-        rounds.current_best(store, [])
+        policies.current_best(store, [])
     policy_run(tmp_path, "sft-20260101-000001")
     newest_sft = policy_run(tmp_path, "sft-20260102-000001")
     policy_run(tmp_path, "sft-20260103-000001", state="running")
     ppo = policy_run(tmp_path, "ppo-20260104-000001", stage="ppo")
     runs = list_runs(tmp_path)
-    assert rounds.current_best(store, runs) == str(newest_sft)  # base vs base: the newest finished SFT run
+    assert policies.current_best(store, runs) == str(newest_sft)  # base vs base: the newest finished SFT run
     save_pairing(store, (BASE, str(ppo)))
-    assert rounds.current_best(store, runs) == str(ppo)  # the run side, never the base
+    assert policies.current_best(store, runs) == str(ppo)  # the run side, never the base
     save_pairing(store, (str(newest_sft), str(ppo)))
     watcher = PairingWatcher(store, lambda side: Policy("tiny", str(adapter_dir(side))), (Policy("tiny"),) * 2)
     watcher.refresh()  # the arena says what it serves: the names the votes carry
     sft_policy, ppo_policy = watcher.policies
-    assert rounds.current_best(store, runs) == str(newest_sft)  # no votes yet: the incumbent
+    assert policies.current_best(store, runs) == str(newest_sft)  # no votes yet: the incumbent
     vote(store, sft_policy, ppo_policy, "right", None, 1)
     vote(store, ppo_policy, sft_policy, "tie", None, 2)
-    assert rounds.current_best(store, runs) == str(newest_sft)  # 1-0 is no clear win: the incumbent stays
-    assert rounds.best_and_why(store, runs)[1] == ("ppo-20260104-000001 won 1 of 1 decided head-to-head votes (100 %, "
+    assert policies.current_best(store, runs) == str(newest_sft)  # 1-0 is no clear win: the incumbent stays
+    assert policies.best_and_why(store, runs)[1] == ("ppo-20260104-000001 won 1 of 1 decided head-to-head votes (100 %, "
                                                    "95 % [21 %, 100 %]): not beyond chance, so sft-20260102-000001, "
-                                                   "the incumbent, stays")
+                                                   "the incumbent, stays; at this share about 3 more decided votes "
+                                                   "would put it through")
     for n in range(3, 11):  # 8-0 more for the challenger: 9 of 9 decided, Wilson 95 % [0.70, 1]
         vote(store, ppo_policy, sft_policy, "left", None, n)
-    assert rounds.current_best(store, runs) == str(ppo)
-    assert rounds.best_and_why(store, runs)[1].endswith(": beyond chance, so it replaces sft-20260102-000001")
+    assert policies.current_best(store, runs) == str(ppo)
+    assert policies.best_and_why(store, runs)[1].endswith(": beyond chance, so it replaces sft-20260102-000001")
     for n in range(11, 14):  # 9-3: 75 %, yet Wilson's lower bound 0.47 is not above one half
         vote(store, ppo_policy, sft_policy, "right", None, n)
-    assert rounds.current_best(store, runs) == str(newest_sft)
+    assert policies.current_best(store, runs) == str(newest_sft)
+    assert policies.best_and_why(store, runs)[1].endswith("about 4 more decided votes would put it through")  # 12-4
+    for n in range(14, 20):  # 9-9: level, so more votes at this share never decide
+        vote(store, ppo_policy, sft_policy, "right", None, n)
+    assert policies.best_and_why(store, runs)[1].endswith("at this share no number of votes would")
 
 
 def test_the_incumbent_is_the_side_the_other_was_tuned_from_whatever_the_pairings_order(store, tmp_path):
@@ -175,18 +181,18 @@ def test_the_incumbent_is_the_side_the_other_was_tuned_from_whatever_the_pairing
     write_json(ppo1 / "config.json", {"stage": "ppo", "sft_adapter": str(sft / "adapter")})  # an adapter folder
     ppo2 = policy_run(tmp_path, "ppo-2", stage="ppo")
     write_json(ppo2 / "config.json", {"stage": "ppo", "sft_adapter": str(ppo1)})
-    assert rounds.tuned_from(str(ppo2)) == [ppo1, sft] and rounds.tuned_from(str(sft)) == []
+    assert policies.tuned_from(str(ppo2)) == [ppo1, sft] and policies.tuned_from(str(sft)) == []
     runs = list_runs(tmp_path)
     for pairing, best in (((ppo2, sft), sft), ((sft, ppo2), sft), ((ppo1, ppo2), ppo1), ((ppo2, ppo1), ppo1)):
         save_pairing(store, (str(pairing[0]), str(pairing[1])))
-        assert rounds.current_best(store, runs) == str(best), pairing  # no votes: the ancestor, first or second
-    assert rounds.challenger_wins(42, 58) is False and rounds.challenger_wins(35, 65) is True  # lower bounds 0.48, 0.55
+        assert policies.current_best(store, runs) == str(best), pairing  # no votes: the ancestor, first or second
+    assert policies.challenger_wins(42, 58) is False and policies.challenger_wins(35, 65) is True  # lower bounds 0.48, 0.55
 
 
 def test_head_to_head_counts_decided_votes_only():
     votes = pd.DataFrame({"left_policy": ["a", "b", "a", "b"], "right_policy": ["b", "a", "b", "a"],
                           "choice": ["left", "left", "tie", "both_bad"]})
-    assert rounds.head_to_head(votes, "a", "b") == (1, 1)
+    assert policies.head_to_head(votes, "a", "b") == (1, 1)
 
 
 # ---- the orchestrator -----------------------------------------------------------------------------------------------

@@ -155,19 +155,22 @@ def test_a_third_round_follows_a_finished_round_two(rounds_run, tiny_model_dir):
     out = folder / "round3"
     result = run_rounds("--previous", first_out, "--previous-method", "dpo", "--out", out, "--runs-dir",
                         folder / "runs5", "--base-model", tiny_model_dir, "--round2-votes", "4", "--demonstrations",
-                        "0", "--forced-choice", "true", "--methods", "dpo",
+                        "0", "--forced-choice", "true", "--methods", "dpo", "--gate-votes", "10",
                         "--reward-args=--eval-fraction 0.5 --max-steps 1 --batch-size 2 --max-length 512",
                         *ROUNDS_ARGS)
     dpo2 = first["runs"]["dpo"]
+    gate = result["round2"]["gate"]  # the tiny policies' head-to-head is a coin flip: a batch at the gate, or none
+    extra = gate["cast"]
+    assert extra in (0, 10) and (extra == 0) == (not list((out / "logs").glob("arena-round3-gate*.log")))
     assert result["round"] == 3 and result["pairing"] == [dpo2, first["start"]]
     assert result["policies"]["previous"] == result["previous_policy"] == dpo2
     assert result["policies"]["sft"] == round1["runs"]["sft"] and result["votes_before"] == 20
     votes = Store(out / "rounds.duckdb").votes()
-    assert len(votes) == 24 and len(votes[votes["round"] == round_title(3, dpo2, first["start"])]) == 4
+    assert len(votes) == 24 + extra and len(votes[votes["round"] == round_title(3, dpo2, first["start"])]) == 4 + extra
     assert (out / "logs" / "arena-round3.log").exists() and (out / "logs" / "reward-round3.log").exists()
     assert Path(result["runs"]["dpo"]).name.endswith("-round3")
     lineage = json.loads((Path(result["runs"]["reward"]) / "data" / "lineage.json").read_text())
-    assert lineage["train_pairs"] + lineage["eval_pairs"] == 24
+    assert lineage["train_pairs"] + lineage["eval_pairs"] == 24 + extra
     assert set(result["evaluation"]["over_previous_round"]) == {"dpo"}
     report = (out / "rounds.md").read_text()
     assert report.startswith("# Round 3") and f"round 3 dpo vs round 2's {Path(dpo2).name}" in report

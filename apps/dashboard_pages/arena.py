@@ -24,6 +24,7 @@ from core.collect.chooser import (
     save_settings,
 )
 from core.records import USER_ERRORS, InputError
+from core.train import best as policies
 from core.train import rounds
 from core.train.stages import STAGES
 
@@ -35,7 +36,7 @@ st.title("Arena")
 
 def policy_choices(*stored: str) -> list[str]:
     """The base, every finished policy run (newest first) and whatever is stored, even if it is gone since."""
-    found = [BASE, *(str(run.path) for run in rounds.policy_runs(runs()))]
+    found = [BASE, *(str(run.path) for run in policies.policy_runs(runs()))]
     return found + [side for side in dict.fromkeys(stored) if side not in found]
 
 
@@ -57,9 +58,9 @@ else:
 choices = policy_choices(*stored)
 for key, value in (("pairing_first", stored[0]), ("pairing_second", stored[1]), ("pairing_round", round_now or "")):
     follow_stored(key, value)  # Next round or another tab may have switched the pairing since this page drew it
-first = st.selectbox("policy A (the incumbent)", choices, format_func=rounds.label, key="pairing_first",
+first = st.selectbox("policy A (the incumbent)", choices, format_func=policies.label, key="pairing_first",
                      disabled=not can_act())
-second = st.selectbox("policy B (the challenger)", choices, format_func=rounds.label, key="pairing_second",
+second = st.selectbox("policy B (the challenger)", choices, format_func=policies.label, key="pairing_second",
                       disabled=not can_act())
 round_name = st.text_input("round", placeholder="e.g. round 2: ppo-r1 vs sft",
                            key="pairing_round", disabled=not can_act(),
@@ -67,7 +68,7 @@ round_name = st.text_input("round", placeholder="e.g. round 2: ppo-r1 vs sft",
                                 "Empty: no round.")
 if can_act() and st.button("Switch", type="primary", key="pairing_save"):
     try:
-        rounds.set_pairing(store(), first, second, round_name)
+        policies.set_pairing(store(), first, second, round_name)
         st.success("Saved: the arena switches at its next pair. The pairs it had ready for the old pairing are "
                    "dropped (never shown, so no vote is lost); one being generated for a request is finished.")
     except USER_ERRORS as err:
@@ -114,14 +115,14 @@ method = st.radio("tune the new policy with", rounds.METHODS, index=rounds.METHO
                   horizontal=True, key="next_round_method",
                   help=f"{rounds.RECOMMENDED} beat SFT by the most on every scripted taste (bench/README.md)")
 try:
-    best_now, why = rounds.best_and_why(store(), runs())
+    best_now, why = policies.best_and_why(store(), runs())
     st.caption(f"Current best: {as_text(why)}.")
 except InputError as err:
     best_now = BASE
     st.info(f"{as_text(err)} Until then a round can start from the base.")
 best_choices = policy_choices(best_now)
 follow_stored("next_round_best", best_now)  # a round finished since may have made another policy the best
-best = st.selectbox("start from and pair against (the current best)", best_choices, format_func=rounds.label,
+best = st.selectbox("start from and pair against (the current best)", best_choices, format_func=policies.label,
                     key="next_round_best")
 preset = st.selectbox("preset of both training steps", list(PRESETS), format_func=PRESETS.get, key="next_round_preset")
 stamp = st.session_state.setdefault("next_round_stamp", datetime.now().strftime("%Y%m%d-%H%M%S"))

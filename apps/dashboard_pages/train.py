@@ -9,7 +9,8 @@ import streamlit as st
 from apps.dashboard_shared import as_text, can_act, device_label, runs, show_status
 from core.config import build, form_fields
 from core.records import InputError
-from core.train import launcher, rounds
+from core.train import best as policies
+from core.train import launcher
 from core.train.runs import RESUMABLE_STATES, RunState
 from core.train.stages import STAGES, config_class, stage_module
 
@@ -40,7 +41,7 @@ with st.expander("Settings", expanded=True):
         col, key = columns[n % 3], f"{stage}:{preset}:{field.name}"
         if field.name in RUN_PICKERS:
             found = runs(RUN_PICKERS[field.name], finished_only=True)
-            found = rounds.policy_runs(found) if field.name == "sft_adapter" else found  # not a sample-only run
+            found = policies.policy_runs(found) if field.name == "sft_adapter" else found  # not a sample-only run
             options = [""] + [str(r.path) for r in found]
             typed[field.name] = col.selectbox(field.name, options, help=field.help, key=key,
                                               format_func=lambda p: p.rsplit("/", 1)[-1] or "(none)")

@@ -21,6 +21,21 @@ def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, f
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def votes_to_pass(wins: int, n: int, z: float = 1.96) -> int | None:
+    """How many more decided votes, at the present share `wins / n`, put the Wilson interval's lower end above one
+    half: 0 when it already is, None when the share is not above one half (no number of votes would).
+
+    Exact, not a normal approximation: the Wilson interval is the set of p0 a score test keeps, so its lower end
+    passes one half exactly when the share passes it by z·sqrt(1/4 / n), that is when n > z² / (4 (share - 1/2)²).
+    A projection, not a promise: the next votes may split otherwise. Whoever votes on until the gate passes looks
+    more than once, which raises the chance that an equal policy gets through (2.5 % at one look, under 5 % at two);
+    the figure says how far a real lead is from showing, so one more look is worth it, not a loop."""
+    if n <= 0 or 2 * wins <= n:
+        return None
+    needed = math.floor(z * z / (4 * (wins / n - 0.5) ** 2)) + 1
+    return max(0, needed - n)
+
+
 @dataclass(frozen=True)
 class WinRate:
     wins: int

@@ -14,6 +14,7 @@
     dpo.py           3'. TRL DPOTrainer on the vote pairs, LoRA, the reference frozen where it starts
     rloo.py          3''. TRL RLOOTrainer with our reward model, LoRA
     rejection.py     3'''. rejection-sampling fine-tuning: the reward model's best of n, learned by SFT
+    best.py          the policies an arena can serve, and the current best (the gate on head-to-head votes)
     rounds.py        next round: reward model on every vote, a new policy from the best, the new arena pairing
     launcher.py      start, stop and resume runs as processes of their own (the dashboard's Train page)
 """
