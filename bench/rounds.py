@@ -25,7 +25,8 @@
    With --gate-votes N, when the gate (core.train.best) would keep the incumbent while the challenger leads, the
    annotator votes on in the same round, a batch at a time, until it passes or N votes are spent (what a person
    does when the dashboard says how many more decided votes would put the challenger through).
-3. A reward model on every vote of both rounds (`python -m core train reward`); with --reuse-round2, that run's.
+3. A reward model on every vote of both rounds (`python -m core train reward`); with --reuse-round2, that run's
+   (unless the gate's votes added to them).
 4. From the current best (core.train.best.current_best: the side the other was tuned from, unless the other won
    the head-to-head votes beyond chance), each of --methods is trained on the same votes and the same reward
    model: `train ppo`, `train dpo`, `train rloo`, and online-dpo as Next round runs it (core.train.rounds.plan: the
@@ -98,7 +99,8 @@ class RoundsConfig:
                               "more votes in the new round, a batch at a time, until it passes (each batch: the "
                               "decided votes core.judge.win_rate.votes_to_pass says are missing); 0: never")
     reuse_round2: str = knob("", "a finished bench/rounds.py --out folder on the same round 1: reuse its round-2 "
-                                 "votes and reward model (nothing is voted or retrained), train only --methods")
+                                 "votes and reward model (nothing is voted or retrained unless --gate-votes casts "
+                                 "more: then a new reward model), train only --methods")
     own_requests: float = knob(0.4, "share of votes on the annotator's own requests (the reward model's held-out)")
     demonstrations: int = knob(10, "edited lists the annotator saves per round, at most")
     forced_choice: bool = knob(False, "forced-choice annotator: never tie or both bad (for a tiny random model)")
