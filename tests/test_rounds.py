@@ -293,3 +293,27 @@ def test_the_arena_page_shows_the_plan_then_starts_the_orchestrator(store, tmp_p
     at.button(key="next_round_start").click().run()
     assert not at.exception and not at.error
     assert [args[1:] for args in started] == [("dpo", str(sft), "quick", stamp)]
+
+
+def test_the_arena_page_says_how_many_more_votes_a_close_challenger_needs(store, tmp_path, monkeypatch):
+    """9-3 for the challenger is 75 %, yet not beyond chance: the page keeps the incumbent as the start and says that
+    4 more decided votes at that share would put the challenger through (16 in all: 3.8416 / (4 · .25²) = 15.4)."""
+    runs = tmp_path / "runs"
+    sft, ppo = policy_run(runs, "sft-20260101-000001"), policy_run(runs, "ppo-20260102-000001", stage="ppo")
+    write_json(ppo / "config.json", {"stage": "ppo", "sft_adapter": str(sft)})
+    save_pairing(store, (str(sft), str(ppo)))
+    watcher = PairingWatcher(store, lambda side: Policy("tiny", str(adapter_dir(side))), (Policy("tiny"),) * 2)
+    watcher.refresh()
+    sft_policy, ppo_policy = watcher.policies
+    for n in range(12):
+        vote(store, sft_policy, ppo_policy, "right" if n < 9 else "left", None, n)
+    monkeypatch.setenv("RLHF_DB", str(store.path))
+    monkeypatch.setenv("RLHF_RUNS_DIR", str(runs))
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("dashboard_pages/arena.py").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="next_round_best").value == str(sft)  # the incumbent stays the start
+    said = [c.value.replace("\\", "") for c in at.caption if c.value.startswith("Current best:")]  # as_text escapes
+    assert said == ["Current best: ppo-20260102-000001 won 9 of 12 decided head-to-head votes (75 %, 95 % [47 %, "
+                    "91 %]): not beyond chance, so sft-20260101-000001, the incumbent, stays; at this share about 4 "
+                    "more decided votes would put it through."]
