@@ -64,7 +64,8 @@ def test_flags_for_later_stages_are_checked_before_any_vote(tmp_path, capsys, sc
 
 def test_the_gate_votes_on_while_the_challenger_leads_and_stops_when_it_passes_or_the_budget_is_spent():
     """bench/rounds.py --gate-votes against a scripted head-to-head: 69-48 at the gate (3 decided votes short, as on
-    `ontopic`), 80 % of votes decided: a batch of max(10, ceil(3 / .8)) = 10; its votes all go to the challenger."""
+    `ontopic`), 80 % of votes decided: a batch of max(10, ceil(3 / .8)) = 10; its votes all go to the challenger.
+    It votes on only while the votes the gate needs fit in what is left of the budget."""
     from bench.rounds import vote_at_the_gate
     from core.train.best import Standing
 
@@ -86,9 +87,12 @@ def test_the_gate_votes_on_while_the_challenger_leads_and_stops_when_it_passes_o
         cast.append((batch, votes))
         now["won"], now["kept"] = now["won"] + votes // 2, now["kept"] + votes - votes // 2
 
-    gate = vote_at_the_gate(25, read, split, decided_share=0.8)
-    # after 5-5: 74 of 127 (.583) needs 141 decided votes, 14 more, so 18 votes; the budget leaves 15
-    assert [votes for _, votes in cast] == [10, 15] and gate["cast"] == 25 and not gate["passed"]
+    gate = vote_at_the_gate(30, read, split, decided_share=0.8)
+    # after 5-5: 74 of 127 (.583) needs 141 decided votes, 14 more, so 18 votes; the budget has 20 left, then 2
+    assert [votes for _, votes in cast] == [10, 18] and gate["cast"] == 28 and not gate["passed"]
+    now.update(kept=48, won=69)
+    cast.clear()
+    assert vote_at_the_gate(9, read, split, 0.8)["cast"] == 0 and not cast  # 10 votes needed do not fit in 9
     now.update(kept=60, won=60)
     assert vote_at_the_gate(60, read, split, 0.8)["cast"] == 0  # level: no number of votes would decide it
     assert vote_at_the_gate(60, lambda: None, split, 0.8) == {"cast": 0, "batches": 0, "before": None, "after": None,
