@@ -218,8 +218,8 @@ def vote_at_the_gate(budget: int, read: Callable[[], Standing | None], cast: Cal
     """Step 2b: while the gate keeps the incumbent but the challenger leads (read: the head-to-head now), `cast`
     (batch number, votes) the votes that should bring the decided votes votes_to_pass says are missing, given the
     round's share of decided votes so far (at least 10 a batch), until the gate passes, the lead is gone or the votes
-    it needs no longer fit in what is left of `budget` (a lead of 80 to 73 needs about 1,100 more decided votes: no
-    person casts those, so neither does this). Returns what it cast and the head-to-head (incumbent's, challenger's
+    it needs no longer fit in what is left of `budget` (round 4 on `ontopic` led 58 to 50, which needs 593 more
+    decided votes at that share: no person casts those, so neither does this). Returns what it cast and the head-to-head (incumbent's, challenger's
     decided votes) before and after. Looking again after each batch is optional stopping
     (core.judge.win_rate.votes_to_pass says what it costs); the report keeps the head-to-head before the gate's votes
     so a reader can see it."""
