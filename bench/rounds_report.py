@@ -1,7 +1,14 @@
-"""The report of bench/rounds.py: rounds.md from the result rounds.json holds (bench/rounds.py step 7)."""
+"""The report of bench/rounds.py: rounds.md from the result rounds.json holds (bench/rounds.py step 7).
+
+    .venv/bin/python -m bench.rounds_report ROUNDS_OUT      # writes ROUNDS_OUT/rounds.md again from its rounds.json
+"""
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
+
+from core.judge.win_rate import votes_to_pass
 
 GOALS = {"over_previous_round": 0.60, "best_method_over_sft": 0.65}
 
@@ -24,7 +31,8 @@ def gate_line(gate: dict) -> str:
         return ""
     (kept0, won0), (kept, won) = gate["before"], gate["after"]
     return (f"; then {gate['cast']} more at the gate in {gate['batches']} batch(es): the challenger's decided votes "
-            f"{won0} of {kept0 + won0} -> {won} of {kept + won}, {'passed' if gate['passed'] else 'not passed'}")
+            f"{won0} of {kept0 + won0} (at that share {votes_to_pass(won0, kept0 + won0)} more decided votes would "
+            f"pass) -> {won} of {kept + won}, {'passed' if gate['passed'] else 'not passed'}")
 
 
 def markdown(result: dict) -> str:
@@ -46,3 +54,17 @@ def markdown(result: dict) -> str:
               "Goals: " + ", ".join(f"{k} {'met' if v else 'missed'}"
                                     for k, v in result["goals"].items())]
     return "\n".join(lines) + "\n"
+
+
+
+def main(folders: list[str]) -> None:
+    """Write each folder's rounds.md again from its rounds.json (after this module's report changed)."""
+    for folder in map(Path, folders):
+        if not (folder / "rounds.json").is_file():
+            raise SystemExit(f"{folder} holds no rounds.json: pass a finished bench/rounds.py --out folder.")
+        (folder / "rounds.md").write_text(markdown(json.loads((folder / "rounds.json").read_text())))
+        print(f"wrote {folder / 'rounds.md'}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

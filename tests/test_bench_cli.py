@@ -99,6 +99,17 @@ def test_the_gate_votes_on_while_the_challenger_leads_and_stops_when_it_passes_o
                                                               "passed": False}  # no two runs in the pairing
 
 
+def test_the_rounds_report_says_what_the_gate_cast_and_refuses_a_folder_without_a_result(tmp_path, capsys):
+    from bench.rounds_report import gate_line, main
+
+    assert gate_line({"cast": 0}) == ""  # no votes at the gate: nothing to say
+    line = gate_line({"cast": 10, "batches": 1, "before": [48, 69], "after": [51, 75], "passed": True})
+    assert line == ("; then 10 more at the gate in 1 batch(es): the challenger's decided votes 69 of 117 (at that "
+                    "share 3 more decided votes would pass) -> 75 of 126, passed")
+    with pytest.raises(SystemExit, match="holds no rounds.json: pass a finished bench/rounds.py --out folder"):
+        main([str(tmp_path)])
+
+
 def test_rounds_starts_round_one_with_a_command_line_the_loop_accepts(tmp_path):
     from bench.loop import LoopConfig
     from bench.rounds import RoundsConfig, round_one_args
