@@ -97,8 +97,8 @@ class RoundsConfig:
                                 choices=SAMPLINGS)
     gate_votes: int = knob(0, "when the gate keeps the incumbent while the challenger leads, cast up to this many "
                               "more votes in the new round, a batch at a time, until it passes (each batch: the "
-                              "decided votes core.judge.win_rate.votes_to_pass says are missing, while they fit in "
-                              "what is left); 0: never")
+                              "decided votes core.judge.win_rate.votes_to_pass says are missing over the round's "
+                              "share of decided votes, at least 10, while it fits in what is left); 0: never")
     reuse_round2: str = knob("", "a finished bench/rounds.py --out folder on the same round 1: reuse its round-2 "
                                  "votes and reward model (nothing is voted or retrained unless --gate-votes casts "
                                  "more: then a new reward model), train only --methods")
@@ -214,27 +214,44 @@ def collect_round(cfg: RoundsConfig, db: Path, pairing: tuple[str, str], number:
 
 
 def vote_at_the_gate(budget: int, read: Callable[[], Standing | None], cast: Callable[[int, int], object],
-                     decided_share: float) -> dict:
-    """Step 2b: while the gate keeps the incumbent but the challenger leads (read: the head-to-head now), `cast`
-    (batch number, votes) the votes that should bring the decided votes votes_to_pass says are missing, given the
-    round's share of decided votes so far (at least 10 a batch), until the gate passes, the lead is gone or the votes
-    it needs no longer fit in what is left of `budget` (round 4 on `ontopic` led 58 to 50, which needs 593 more
-    decided votes at that share: no person casts those, so neither does this). Returns what it cast and the head-to-head (incumbent's, challenger's
-    decided votes) before and after. Looking again after each batch is optional stopping
-    (core.judge.win_rate.votes_to_pass says what it costs); the report keeps the head-to-head before the gate's votes
-    so a reader can see it."""
+                     decided_share: Callable[[], float], first_batch: int = 1) -> dict:
+    """Step 2b: while the gate keeps the incumbent but the challenger leads (`read`: the head-to-head now), cast
+    votes in batches (`cast(batch number, votes)`), each the decided votes votes_to_pass says are missing over the
+    round's share of votes that count as decided (`decided_share`, read again after each batch), at least 10; until
+    the gate passes, the lead is gone or a batch no longer fits in what is left of `budget` (round 4 on `ontopic` led
+    58 to 50, which needs 593 more decided votes at that share: no person casts those, so neither does this).
+    Returns what it cast and the head-to-head (incumbent's, challenger's decided votes) before and after. Looking
+    again after each batch is optional stopping (core.judge.win_rate.votes_to_pass says what it costs); the report
+    keeps the head-to-head before the gate's votes so a reader can see it."""
     now = read()
     before, spent, batches = (now.kept, now.won) if now else None, 0, 0
     while now and now.served and not challenger_wins(now.kept, now.won):
         missing = votes_to_pass(now.won, now.kept + now.won)
-        votes = None if missing is None else max(10, math.ceil(missing / max(decided_share, 0.1)))
+        votes = None if missing is None else max(10, math.ceil(missing / max(decided_share(), 0.1)))
         if votes is None or votes > budget - spent:
             break
-        batches += 1
-        cast(batches, votes)
-        spent, now = spent + votes, read()
+        cast(first_batch + batches, votes)
+        spent, batches, now = spent + votes, batches + 1, read()
     return {"cast": spent, "batches": batches, "before": before, "after": (now.kept, now.won) if now else None,
             "passed": bool(now and challenger_wins(now.kept, now.won))}
+
+
+def decided_share(store: Store, round_name: str) -> float:
+    """The share of a round's votes that count at the gate: left or right, not a repeat (core.store's
+    votes_between leaves repeats out)."""
+    votes = store.votes()
+    votes = votes[votes["round"] == round_name]
+    return float((votes.choice.isin(["left", "right"]) & (votes.chosen_by != "repeat")).mean()) if len(votes) else 1.0
+
+
+def merged_gate(earlier: dict | None, now: dict) -> dict:
+    """The gate's votes of a reused run (--reuse-round2) and of this one, as one record."""
+    if not (earlier or {}).get("cast"):
+        return now
+    if not now["cast"]:
+        return earlier
+    return {**now, "cast": earlier["cast"] + now["cast"], "batches": earlier["batches"] + now["batches"],
+            "before": earlier["before"]}
 
 
 def chosen_by(store: Store, round_name: str) -> dict[str, int]:
@@ -335,16 +352,19 @@ def main(argv: list[str] | None = None) -> dict:
     round2 = prior["round2"] if prior else collect_round(cfg, db, pairing, number, logs, vote_taste, before.reward)
     wall = {"round2_votes": prior["wall_s"]["round2_votes"] if prior else round(time.perf_counter() - started, 1)}
     # 2b. a close call at the gate: more votes in the same round (a new reward model then, even with --reuse-round2)
-    started, decided = time.perf_counter(), sum(round2.get(k, 0) for k in ("left", "right")) / max(1, round2["votes"])
-    round2["gate"] = vote_at_the_gate(cfg.gate_votes, lambda: standing(Store(db)), lambda batch, votes: collect_round(
-        cfg, db, pairing, number, logs, vote_taste, before.reward, batch, votes), decided)
+    started, title, earlier = time.perf_counter(), round_title(number, *pairing), round2.get("gate")
+    gate = vote_at_the_gate(cfg.gate_votes, lambda: standing(Store(db)), lambda batch, votes: collect_round(
+        cfg, db, pairing, number, logs, vote_taste, before.reward, batch, votes),
+        lambda: decided_share(Store(db), title),
+        first_batch=(earlier or {}).get("batches", 0) + 1)  # a reused run's batches keep their seeds
+    round2["gate"] = merged_gate(earlier, gate)
     wall["gate_votes"] = round(time.perf_counter() - started, 1)
-    round2["chosen_by"] = chosen_by(Store(db), round_title(number, *pairing))
+    round2["chosen_by"] = chosen_by(Store(db), title)
     # 3-4. the reward model on every vote, each method from the current best
     start = current_best(Store(db))
     runs = Path(cfg.runs_dir or REPO / "models" / "runs")
     run, trained = train_round(cfg, db, runs, f"{datetime.now():%Y%m%d-%H%M%S}-round{number}", start, logs,
-                               prior["runs"]["reward"] if prior and not round2["gate"]["cast"] else "")
+                               prior["runs"]["reward"] if prior and not gate["cast"] else "")
     wall |= trained
     # 5. every policy on the held-out requests
     t = time.perf_counter()

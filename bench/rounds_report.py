@@ -56,9 +56,10 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-
 def main(folders: list[str]) -> None:
     """Write each folder's rounds.md again from its rounds.json (after this module's report changed)."""
+    if not folders:
+        raise SystemExit("usage: python -m bench.rounds_report ROUNDS_OUT [ROUNDS_OUT ...]")
     for folder in map(Path, folders):
         if not (folder / "rounds.json").is_file():
             raise SystemExit(f"{folder} holds no rounds.json: pass a finished bench/rounds.py --out folder.")

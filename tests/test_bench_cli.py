@@ -77,7 +77,7 @@ def test_the_gate_votes_on_while_the_challenger_leads_and_stops_when_it_passes_o
         now["won"] += votes  # a challenger that wins every vote: one batch is enough
 
     read = lambda: Standing("sft", "r2", now["kept"], now["won"], served=True)  # noqa: E731
-    gate = vote_at_the_gate(60, read, vote, decided_share=0.8)
+    gate = vote_at_the_gate(60, read, vote, decided_share=lambda: 0.8)
     assert cast == [(1, 10)] and gate == {"cast": 10, "batches": 1, "before": (48, 69), "after": (48, 79),
                                           "passed": True}
     now.update(kept=48, won=69)
@@ -87,16 +87,44 @@ def test_the_gate_votes_on_while_the_challenger_leads_and_stops_when_it_passes_o
         cast.append((batch, votes))
         now["won"], now["kept"] = now["won"] + votes // 2, now["kept"] + votes - votes // 2
 
-    gate = vote_at_the_gate(30, read, split, decided_share=0.8)
+    gate = vote_at_the_gate(30, read, split, decided_share=lambda: 0.8)
     # after 5-5: 74 of 127 (.583) needs 141 decided votes, 14 more, so 18 votes; the budget has 20 left, then 2
     assert [votes for _, votes in cast] == [10, 18] and gate["cast"] == 28 and not gate["passed"]
     now.update(kept=48, won=69)
     cast.clear()
-    assert vote_at_the_gate(9, read, split, 0.8)["cast"] == 0 and not cast  # 10 votes needed do not fit in 9
+    assert vote_at_the_gate(9, read, split, lambda: 0.8)["cast"] == 0 and not cast  # 10 votes needed do not fit in 9
     now.update(kept=60, won=60)
-    assert vote_at_the_gate(60, read, split, 0.8)["cast"] == 0  # level: no number of votes would decide it
-    assert vote_at_the_gate(60, lambda: None, split, 0.8) == {"cast": 0, "batches": 0, "before": None, "after": None,
-                                                              "passed": False}  # no two runs in the pairing
+    assert vote_at_the_gate(60, read, split, lambda: 0.8)["cast"] == 0  # level: no number of votes would decide it
+    assert vote_at_the_gate(60, lambda: None, split, lambda: 0.8) == {  # no two runs in the pairing
+        "cast": 0, "batches": 0, "before": None, "after": None, "passed": False}
+
+
+def test_the_gates_batches_follow_a_reused_runs_and_count_only_decided_votes_that_are_not_repeats(store):
+    from bench.rounds import decided_share, merged_gate, vote_at_the_gate
+    from core.records import Generation, Pair, Policy, Prompt
+    from core.train.best import Standing
+
+    earlier = {"cast": 10, "batches": 1, "before": [48, 69], "after": [51, 75], "passed": False}
+    none = {"cast": 0, "batches": 0, "before": [51, 75], "after": [51, 75], "passed": False}
+    later = {"cast": 20, "batches": 1, "before": [51, 75], "after": [55, 90], "passed": True}
+    assert merged_gate(None, later) == later and merged_gate(earlier, none) == earlier
+    assert merged_gate(earlier, later) == {**later, "cast": 30, "batches": 2, "before": [48, 69]}
+    cast = []
+    state = {"won": 69}
+    read = lambda: Standing("a", "b", 48, state["won"], True)  # noqa: E731
+    vote_at_the_gate(60, read, lambda b, v: cast.append(b) or state.update(won=state["won"] + v), lambda: 0.8,
+                     first_batch=2)
+    assert cast == [2]  # a reused run's first batch was 1: this one's seed differs
+    policy = Policy("tiny")
+    for n, (choice, how) in enumerate([("left", "random"), ("right", "random"), ("tie", "random"),
+                                       ("left", "repeat")]):
+        prompt = Prompt(f"Top 5 rivers #{n}", source="library", split="train")
+        pair = Pair(prompt, Generation(prompt, f"1. Nile {n}", policy, False, 1),
+                    Generation(prompt, f"1. Amazon {n}", policy, False, 1), round="round 3", chosen_by=how)
+        store.record_pair(pair)
+        store.record_vote(pair.pair_id, choice, "ann")
+    assert decided_share(store, "round 3") == 0.5  # 2 of 4: the tie and the repeat do not count at the gate
+    assert decided_share(store, "round 9") == 1.0  # no votes yet: every vote assumed decided
 
 
 def test_the_rounds_report_says_what_the_gate_cast_and_refuses_a_folder_without_a_result(tmp_path, capsys):
@@ -108,6 +136,8 @@ def test_the_rounds_report_says_what_the_gate_cast_and_refuses_a_folder_without_
                     "share 3 more decided votes would pass) -> 75 of 126, passed")
     with pytest.raises(SystemExit, match="holds no rounds.json: pass a finished bench/rounds.py --out folder"):
         main([str(tmp_path)])
+    with pytest.raises(SystemExit, match="usage: python -m bench.rounds_report ROUNDS_OUT"):
+        main([])
 
 
 def test_rounds_starts_round_one_with_a_command_line_the_loop_accepts(tmp_path):

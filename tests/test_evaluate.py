@@ -28,6 +28,13 @@ def test_votes_to_pass_is_where_wilsons_lower_end_crosses_one_half():
     assert votes_to_pass(9, 12) == 4  # .75: 3.8416 / .25 = 15.4, so 16
     assert votes_to_pass(65, 100) == 0  # already through: Wilson [.553, .734]
     assert votes_to_pass(50, 100) is None and votes_to_pass(40, 100) is None and votes_to_pass(0, 0) is None
+    # where the bound is a whole number the lower end lands on one half there, which is not above it: 16 of 25 (.64)
+    # gives 3.8416 / (4 · .14²) = 49 exactly, so 50 decided votes, 25 more; 337 of 625 is on the line itself
+    assert votes_to_pass(16, 25) == 25 and votes_to_pass(337, 625) == 1
+    for wins, n in [(16, 25), (337, 625), (58, 108)]:  # each answer is the first count the gate itself passes
+        more = votes_to_pass(wins, n)
+        assert wilson_interval(wins / n * (n + more - 1), n + more - 1)[0] <= 0.5 < \
+            wilson_interval(wins / n * (n + more), n + more)[0]
 
 
 def test_win_rate_counts_ties_half():

@@ -158,10 +158,10 @@ def test_the_current_best_is_the_pairings_run_side_or_a_clear_head_to_head_winne
     vote(store, sft_policy, ppo_policy, "right", None, 1)
     vote(store, ppo_policy, sft_policy, "tie", None, 2)
     assert policies.current_best(store, runs) == str(newest_sft)  # 1-0 is no clear win: the incumbent stays
-    assert policies.best_and_why(store, runs)[1] == ("ppo-20260104-000001 won 1 of 1 decided head-to-head votes (100 %, "
-                                                   "95 % [21 %, 100 %]): not beyond chance, so sft-20260102-000001, "
-                                                   "the incumbent, stays; at this share about 3 more decided votes "
-                                                   "would put it through")
+    assert policies.best_and_why(store, runs)[1] == ("ppo-20260104-000001 won 1 of 1 decided head-to-head votes "
+                                                     "(100 %, 95 % [21 %, 100 %]): not beyond chance, so "
+                                                     "sft-20260102-000001, the incumbent, stays; at this share "
+                                                     "about 3 more decided votes would put it through")
     for n in range(3, 11):  # 8-0 more for the challenger: 9 of 9 decided, Wilson 95 % [0.70, 1]
         vote(store, ppo_policy, sft_policy, "left", None, n)
     assert policies.current_best(store, runs) == str(ppo)
@@ -186,7 +186,8 @@ def test_the_incumbent_is_the_side_the_other_was_tuned_from_whatever_the_pairing
     for pairing, best in (((ppo2, sft), sft), ((sft, ppo2), sft), ((ppo1, ppo2), ppo1), ((ppo2, ppo1), ppo1)):
         save_pairing(store, (str(pairing[0]), str(pairing[1])))
         assert policies.current_best(store, runs) == str(best), pairing  # no votes: the ancestor, first or second
-    assert policies.challenger_wins(42, 58) is False and policies.challenger_wins(35, 65) is True  # lower bounds 0.48, 0.55
+    # Wilson lower bounds 0.48 and 0.55
+    assert policies.challenger_wins(42, 58) is False and policies.challenger_wins(35, 65) is True
 
 
 def test_head_to_head_counts_decided_votes_only():

@@ -140,7 +140,7 @@ def save_settings(store, sampling: str | None = None, repeat_rate: float | None 
 
 def check_pairing(value: object) -> tuple[str, str]:
     """Two sides, each "base" or a folder path: a pair of strings, or its JSON as stored. Whether a folder holds a
-    policy's adapter is the caller's check (core/train/rounds.py); this is only the shape."""
+    policy's adapter is the caller's check (core/train/best.py check_policy); this is only the shape."""
     if isinstance(value, str):
         try:
             value = json.loads(value)

@@ -25,15 +25,27 @@ def votes_to_pass(wins: int, n: int, z: float = 1.96) -> int | None:
     """How many more decided votes, at the present share `wins / n`, put the Wilson interval's lower end above one
     half: 0 when it already is, None when the share is not above one half (no number of votes would).
 
-    Exact, not a normal approximation: the Wilson interval is the set of p0 a score test keeps, so its lower end
-    passes one half exactly when the share passes it by z·sqrt(1/4 / n), that is when n > z² / (4 (share - 1/2)²).
-    A projection, not a promise: the next votes may split otherwise. Whoever votes on until the gate passes looks
-    more than once, which raises the chance that an equal policy gets through (2.5 % at one look, under 5 % at two);
-    the figure says how far a real lead is from showing, so one more look is worth it, not a loop."""
+    Not a normal approximation: the Wilson interval is the set of p0 a score test keeps, so its lower end passes one
+    half exactly when the share passes it by z·sqrt(1/4 / n), that is when n > z² / (4 (share - 1/2)²). That bound
+    is the first guess; the answer is then checked with wilson_interval itself, as the gate computes it, because at
+    a whole-number bound floating point can land either side of one half. A projection, not a promise: the next
+    votes may split otherwise. Whoever votes on until the gate passes looks more than once, which raises the chance
+    that an equal policy gets through (2.5 % at one look, under 5 % at two); the figure tells a close lead (a few
+    votes) from a far one (hundreds), where more votes are not worth their clicks."""
     if n <= 0 or 2 * wins <= n:
         return None
-    needed = math.floor(z * z / (4 * (wins / n - 0.5) ** 2)) + 1
-    return max(0, needed - n)
+    if wilson_interval(wins, n)[0] > 0.5:
+        return 0
+
+    def passes(total: int) -> bool:
+        return wilson_interval(wins / n * total, total)[0] > 0.5
+
+    needed = max(n + 1, math.floor(z * z / (4 * (wins / n - 0.5) ** 2)) + 1)
+    while needed > n + 1 and passes(needed - 1):
+        needed -= 1
+    while not passes(needed):
+        needed += 1
+    return needed - n
 
 
 @dataclass(frozen=True)

@@ -149,7 +149,7 @@ def best_and_why(store, runs: list[RunInfo] | None = None) -> tuple[str, str]:
         if challenger_wins(kept, won):
             return now.challenger, f"{share}: beyond chance, so it replaces {label(now.incumbent)}"
         more = votes_to_pass(won, kept + won)
-        hint = f"about {more} more decided votes would put it through" if more else "no number of votes would"
+        hint = "no number of votes would" if more is None else f"about {more} more decided votes would put it through"
         return now.incumbent, f"{share}: not beyond chance, so {label(now.incumbent)}, the incumbent, stays; at " \
                               f"this share {hint}"
     sides = [side for side in read_pairing(store) if side != BASE and adapter_config(side)]
