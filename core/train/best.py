@@ -119,9 +119,15 @@ class Standing:
     served: bool  # whether the arena has served this pairing: only then do the votes carry its policies' names
 
 
-def standing(store) -> Standing | None:
-    """The head-to-head of the stored pairing when both sides are distinct runs; None otherwise."""
-    sides = [side for side in read_pairing(store) if side != BASE and adapter_config(side)]
+def run_sides(store) -> list[str]:
+    """The stored pairing's sides that are runs holding an adapter (the base never is), in the pairing's order."""
+    return [side for side in read_pairing(store) if side != BASE and adapter_config(side)]
+
+
+def standing(store, sides: list[str] | None = None) -> Standing | None:
+    """The head-to-head of the stored pairing when both sides are distinct runs (`sides`: run_sides, when the caller
+    has read them already); None otherwise."""
+    sides = run_sides(store) if sides is None else sides
     if len(sides) != 2 or sides[0] == sides[1]:
         return None
     order = (1, 0) if run_of(sides[1]) in tuned_from(sides[0]) else (0, 1)  # (incumbent, challenger)
@@ -137,7 +143,8 @@ def best_and_why(store, runs: list[RunInfo] | None = None) -> tuple[str, str]:
     """The side a new policy starts from (the rule is in the module docstring) and one line saying why; InputError
     when there is none. When the challenger leads but not beyond chance, the line says how many more decided votes
     at that share would put it through (core.judge.win_rate.votes_to_pass), so the person can vote on first."""
-    now = standing(store)
+    sides = run_sides(store)
+    now = standing(store, sides)
     if now and not (now.served and now.kept + now.won):
         why = "the arena has not served this pairing yet" if not now.served else "no decided head-to-head votes yet"
         return now.incumbent, f"{label(now.incumbent)}, the incumbent: {why}"
@@ -152,7 +159,6 @@ def best_and_why(store, runs: list[RunInfo] | None = None) -> tuple[str, str]:
         hint = "no number of votes would" if more is None else f"about {more} more decided votes would put it through"
         return now.incumbent, f"{share}: not beyond chance, so {label(now.incumbent)}, the incumbent, stays; at " \
                               f"this share {hint}"
-    sides = [side for side in read_pairing(store) if side != BASE and adapter_config(side)]
     if sides:
         return sides[0], f"{label(sides[0])}: the pairing's run side"
     sft = [run for run in policy_runs(runs) if run.stage == "sft"]  # policy_runs lists the runs when None
