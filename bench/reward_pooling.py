@@ -210,39 +210,47 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def probes(reference: Path, held: pd.DataFrame, ref_correct: pd.Series) -> list[dict]:
+    """Step 1's rows: one per kind of frozen feature."""
+    pairs = pd.read_parquet(RunFolder(reference).snapshot("pairs.parquet"))
+    train = pairs[pairs.split == "train"]
+    decided = pairs[pairs.source == "votes"]  # every standing left/right vote, both splits, repeats out
+    texts = sorted({(prompt, text) for frame, columns in ((pairs, ("chosen", "rejected")),
+                                                          (held, ("left_text", "right_text")))
+                    for column in columns for prompt, text in zip(frame.prompt, frame[column])})
+    base = read_json(RunFolder(reference).config)["base_model_resolved"]
+    tokenizer, model = load_tokenizer(base), load_causal_lm(base, pick_device("cpu"), dtype=torch.float32)
+    feats = features(model, tokenizer, texts, middle=model.config.num_hidden_layers // 2)
+    index = {key: i for i, key in enumerate(texts)}
+    return [row(f"frozen probe: {kind}", result["held"], ref_correct, l2=result["l2"],
+                cv_correct=result["cv_correct"], cv_n=result["cv_n"])
+            for kind, result in probe_rows(feats, index, train, held, decided).items()]
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     cfg = parse_config(PoolingConfig, argv, prog="python -m bench.reward_pooling")
     reference, out = Path(cfg.reference), Path(cfg.out)
     if not (RunFolder(reference).scores.exists() and RunFolder(reference).snapshot("pairs.parquet").exists()):
         print(f"{reference} is not a finished reward run (no scores.parquet): give --reference a `train reward` run")
         return []
+    poolings = [p for p in cfg.lora.split(",") if p]
+    if set(poolings) - {"last", "mean"}:
+        print(f"--lora takes last and/or mean (comma-separated), not {cfg.lora!r}")
+        return []
     out.mkdir(parents=True, exist_ok=True)
-    scores = pd.read_parquet(RunFolder(reference).scores)
-    held = held_out_votes(scores)
+    held = held_out_votes(pd.read_parquet(RunFolder(reference).scores))
     ref_correct = held.correct.astype(bool)
     rows = [row("reference run (LoRA, last token)", ref_correct, ref_correct)]
     if cfg.probes:
-        started = time.time()
-        pairs = pd.read_parquet(RunFolder(reference).snapshot("pairs.parquet"))
-        train = pairs[pairs.split == "train"]
-        decided = pairs[pairs.source == "votes"]  # every standing left/right vote, both splits, repeats out
-        texts = sorted({(p, t) for frame, cols in ((pairs, ("chosen", "rejected")), (held, ("left_text", "right_text")))
-                        for col in cols for p, t in zip(frame.prompt, frame[col])})
-        base = read_json(RunFolder(reference).config)["base_model_resolved"]
-        tokenizer, model = load_tokenizer(base), load_causal_lm(base, pick_device("cpu"), dtype=torch.float32)
-        feats = features(model, tokenizer, texts, middle=model.config.num_hidden_layers // 2)
-        index = {key: i for i, key in enumerate(texts)}
-        for kind, result in probe_rows(feats, index, train, held, decided).items():
-            rows.append(row(f"frozen probe: {kind}", result["held"], ref_correct, l2=result["l2"],
-                            cv_correct=result["cv_correct"], cv_n=result["cv_n"]))
-        print(f"probes: {time.time() - started:.0f} s", flush=True)
-    for pooling in [p for p in cfg.lora.split(",") if p]:
+        rows += probes(reference, held, ref_correct)
+        print(markdown(rows), flush=True)
+    for pooling in poolings:
         for seed in [int(s) for s in cfg.seeds.split(",") if s]:
             started = time.time()
-            scored = train_lora(reference, pooling, seed, out / f"{pooling}-seed{seed}")
-            correct = held_out_votes(scored).correct.astype(bool)
-            correct.index = held.index
-            rows.append(row(f"LoRA, {pooling}, seed {seed}", correct, ref_correct, seconds=round(time.time() - started)))
+            correct = held_out_votes(train_lora(reference, pooling, seed, out / f"{pooling}-seed{seed}")).correct
+            correct = pd.Series(correct.astype(bool).to_numpy(), index=held.index)  # the same votes, in order
+            rows.append(row(f"LoRA, {pooling}, seed {seed}", correct, ref_correct,
+                            seconds=round(time.time() - started)))
             print(markdown(rows[-1:]), flush=True)
     (out / "reward_pooling.json").write_text(json.dumps(rows, indent=2, default=float))
     (out / "reward_pooling.md").write_text(markdown(rows))

@@ -50,3 +50,8 @@ def test_a_tiny_run_reports_the_reference_probes_and_both_poolings(tiny_reward_r
 def test_a_folder_that_is_not_a_reward_run_gets_one_line(tmp_path, capsys):
     assert main(["--reference", str(tmp_path), "--out", str(tmp_path / "out")]) == []
     assert "not a finished reward run" in capsys.readouterr().out
+
+
+def test_an_unknown_pooling_gets_one_line(tiny_reward_run, tmp_path, capsys):
+    assert main(["--reference", str(tiny_reward_run), "--out", str(tmp_path), "--lora", "max"]) == []
+    assert "--lora takes last and/or mean" in capsys.readouterr().out
