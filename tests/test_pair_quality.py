@@ -57,3 +57,14 @@ def test_gap_quarters_count_each_quarter_by_hand():
         {"gap_low": 0.3, "gap_high": 0.4, "right": 1, "wrong": 1, "ties": 0},
         {"gap_low": 0.5, "gap_high": 0.6, "right": 2, "wrong": 0, "ties": 0},
         {"gap_low": 0.7, "gap_high": 0.9, "right": 2, "wrong": 0, "ties": 1}]
+
+
+def test_draws_judges_each_run_again_on_its_first_lists_only(tmp_path):
+    # SHORT 0.0, LONG 1.0, SHORT 2.0: over all three the best and worst are both SHORT (a tie for the annotator);
+    # over the first two LONG beats SHORT, which terse gets the wrong way round
+    run = scored_run(tmp_path / "run", [0.0, 1.0, 2.0])
+    results = pair_quality.main(["--taste", "terse", "--runs", f"a={run}", "--draws", "2", "--resamples", "50"])
+    assert (results["a"]["ties"], results["a"]["wrong"]) == (2, 0)
+    cut = results["a, first 2 lists"]
+    assert (cut["pairs"], cut["wrong"], cut["ties"]) == (2, 2, 0)
+    assert cut["orders"]["decided"] == 2  # one decided pair (SHORT, LONG) a request among two lists
