@@ -71,7 +71,7 @@ class EfficiencyConfig:
     report_only: bool = knob(False, "rewrite the report from --out's label_efficiency.json and databases; train nothing")
 
     def __post_init__(self):
-        self.budgets = sorted(int(b) for b in self.budgets)  # a list knob arrives as text from the command line
+        self.budgets = sorted(self.budgets)
         if self.candidates < 2 or not self.budgets or self.budgets[0] < 2:
             raise SystemExit("pass --candidates 2 or more and --budgets of 2 votes or more, e.g. 50,100")
 

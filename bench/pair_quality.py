@@ -16,9 +16,10 @@ measures the reward model on the held-out requests; this reads the very pairs a 
 3. Over all lists of each request, every pair the annotator decides: how often the reward model orders it the same
    way (bench/best_of_n.pair_agreement), 95 % bootstrap over requests. Beside it the mean utility of the chosen and
    the rejected lists and of all lists.
-`--draws 4` adds each run cut to its first 4 lists of each request: whether more samples a request make better pairs,
-on the very same lists. Runs over the same lists (a re-scoring run, `rejection --candidates-from RUN --reward-model NEWER`) compare pair by
-pair on step 3's orders: right only with one reward model, only with the other.
+`--draws 4` adds each run cut to its first 4 lists of each request: whether more samples a request make better
+pairs, on the very same lists. Runs over the same lists (a re-scoring run, `rejection --candidates-from RUN
+--reward-model NEWER`) compare pair by pair on step 3's orders: right only with one reward model, only with the
+other.
 """
 from __future__ import annotations
 
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("pass --runs LABEL=RUN ...: finished `python -m core train rejection` runs.")
     taste = Taste(name=cfg.taste)
     lists = {label: with_utilities(read_candidates(run), taste) for label, run in specs.items()}
-    lists |= {f"{label}, first {n} lists": [group[:int(n)] for group in groups]
+    lists |= {f"{label}, first {n} lists": [group[:n] for group in groups]
               for label, groups in list(lists.items()) for n in cfg.draws}
     results = {label: run_quality(groups, taste, cfg.seed, cfg.resamples) for label, groups in lists.items()}
     print(markdown(results))

@@ -41,6 +41,15 @@ def field_type(cls, f: dataclasses.Field) -> type:
     return typing.get_origin(hint) or hint
 
 
+def list_item_type(cls, f: dataclasses.Field) -> type:
+    """The item type of a `list[X]` field (str when the hint does not say)."""
+    hint = typing.get_type_hints(cls)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = typing.get_args(args[0])
+    return args[0] if args and isinstance(args[0], type) else str
+
+
 def is_optional(cls, f: dataclasses.Field) -> bool:
     hint = typing.get_type_hints(cls)[f.name]
     return type(None) in typing.get_args(hint)
@@ -57,6 +66,8 @@ def parse_value(cls, name: str, text: str):
     if kind is list and isinstance(text, list):  # `--targets a b` and `--targets a,b` both give [a, b]
         text = _split_list(text)
     value = text if not isinstance(text, str) else _from_text(kind, name, text)
+    if kind is list and (item := list_item_type(cls, f)) is not str:  # `--budgets 50,100` gives [50, 100]
+        value = [_from_text(item, name, v) if isinstance(v, str) else v for v in value]
     choices = f.metadata.get("choices")
     if choices and value not in choices:
         raise ConfigError(f"--{name.replace('_', '-')}: {value!r} is not one of {', '.join(map(str, choices))}.")

@@ -53,6 +53,18 @@ def test_flags_parse_to_the_field_types():
     assert type(cfg.steps) is int and type(cfg.lr) is float and type(cfg.limit) is int
 
 
+def test_a_list_of_numbers_arrives_as_numbers_and_a_bad_item_gets_one_line():
+    @dataclass
+    class Budgets:
+        budgets: list[int] = knob([50], "vote counts")
+        limit: list[int] | None = knob(None, "optional counts")
+
+    assert parse_config(Budgets, ["--budgets", "8,16", "--limit", "3"]) == Budgets(budgets=[8, 16], limit=[3])
+    assert parse_config(Budgets, ["--budgets", "8", "16"]).budgets == [8, 16]
+    with pytest.raises(ConfigError, match="--budgets: 'x' is not a valid int"):
+        parse_config(Budgets, ["--budgets", "8,x"])
+
+
 @pytest.mark.parametrize("text, expected", [("true", True), ("1", True), ("YES", True), ("on", True),
                                             ("false", False), ("0", False), ("No", False), ("off", False)])
 def test_bool_flags_accept_the_usual_spellings(text, expected):
