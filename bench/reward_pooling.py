@@ -23,32 +23,31 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from datasets import Dataset
-from peft import LoraConfig
 from transformers import LlamaForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutputWithPast
-from trl import RewardConfig as TRLRewardConfig
-from trl import RewardTrainer
 
 from bench.feedback_ablation import mcnemar_p
+from core import config as config_io
 from core.config import knob, parse_config
 from core.judge.win_rate import wilson_interval
 from core.model import load_causal_lm, load_tokenizer, pick_device
 from core.train.reward_model import (
+    RewardConfig,
     RewardScorer,
     held_out_votes,
     reward_input_ids,
+    reward_trainer,
     score_votes,
     training_rows,
 )
 from core.train.runs import RunFolder, read_json
-from core.train.trainer_run import seed_weights, trained_model, trainer_arguments
+from core.train.trainer_run import seed_weights, trained_model
 
 FOLDS = 5
 L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -58,8 +57,8 @@ L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 class PoolingConfig:
     reference: str = knob("", "a finished `train reward` run: its votes, split, settings and held-out accuracy")
     out: str = knob("bench/out/reward-pooling", "folder for the LoRA runs and the report")
-    seeds: str = knob("0,1", "comma-separated seeds of the LoRA runs")
-    lora: str = knob("last,mean", "LoRA reward models to train: last, mean (empty: probes only)")
+    seeds: list[int] = knob([0, 1], "seeds of the LoRA runs")
+    lora: list[str] = knob(["last", "mean"], "LoRA reward models to train: last, mean (none: probes only)")
     probes: bool = knob(True, "fit the frozen-feature probes")
 
 
@@ -158,9 +157,11 @@ def probe_rows(feats: dict, index: dict, train: pd.DataFrame, held: pd.DataFrame
 
 # ---- 2. LoRA reward models ----------------------------------------------------------------------------------------
 def train_lora(reference: Path, pooling: str, seed: int, out: Path):
-    """A LoRA reward model with the reference run's settings and training pairs; its scores of every labelled vote."""
-    cfg = read_json(RunFolder(reference).config)
-    base_name, device = cfg["base_model_resolved"], pick_device("cpu")
+    """A LoRA reward model with the reference run's settings and training pairs (the reward stage's own trainer);
+    its scores of every labelled vote."""
+    saved = read_json(RunFolder(reference).config)
+    cfg = replace(config_io.load(RewardConfig, RunFolder(reference).config), seed=seed)
+    base_name, device = saved["base_model_resolved"], pick_device("cpu")
     tokenizer = load_tokenizer(base_name)
     seed_weights(seed)
     if pooling == "mean":
@@ -171,16 +172,8 @@ def train_lora(reference: Path, pooling: str, seed: int, out: Path):
         model = load_causal_lm(base_name, device, dtype=torch.float32, head="reward")
     model.config.pad_token_id = tokenizer.pad_token_id
     pairs = pd.read_parquet(RunFolder(reference).snapshot("pairs.parquet"))
-    rows = training_rows(pairs[pairs.split == "train"], tokenizer, cfg["use_margin"], False)
-    args = TRLRewardConfig(**trainer_arguments(
-        device, seed, out, cfg["precision"], num_train_epochs=cfg["epochs"], max_steps=cfg["max_steps"],
-        learning_rate=cfg["learning_rate"], per_device_train_batch_size=cfg["batch_size"],
-        max_length=cfg["max_length"], center_rewards_coefficient=cfg["center_rewards"] or None,
-        lr_scheduler_type="cosine", warmup_steps=0.1))
-    lora = LoraConfig(r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"], lora_dropout=cfg["lora_dropout"],
-                      target_modules=list(cfg["lora_targets"]), task_type="SEQ_CLS", modules_to_save=["score"])
-    trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                            processing_class=tokenizer, peft_config=lora)
+    rows = training_rows(pairs[pairs.split == "train"], tokenizer, cfg.use_margin, False)
+    trainer = reward_trainer(cfg, model, tokenizer, rows, device, out)
     trainer.train()
     votes = pd.read_parquet(RunFolder(reference).scores)
     return score_votes(RewardScorer(trained_model(trainer), tokenizer), votes)
@@ -233,7 +226,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if not (RunFolder(reference).scores.exists() and RunFolder(reference).snapshot("pairs.parquet").exists()):
         print(f"{reference} is not a finished reward run (no scores.parquet): give --reference a `train reward` run")
         return []
-    poolings = [p for p in cfg.lora.split(",") if p]
+    poolings = [p for p in cfg.lora if p != "none"]
     if set(poolings) - {"last", "mean"}:
         print(f"--lora takes last and/or mean (comma-separated), not {cfg.lora!r}")
         return []
@@ -245,7 +238,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows += probes(reference, held, ref_correct)
         print(markdown(rows), flush=True)
     for pooling in poolings:
-        for seed in [int(s) for s in cfg.seeds.split(",") if s]:
+        for seed in cfg.seeds:
             started = time.time()
             correct = held_out_votes(train_lora(reference, pooling, seed, out / f"{pooling}-seed{seed}")).correct
             correct = pd.Series(correct.astype(bool).to_numpy(), index=held.index)  # the same votes, in order

@@ -210,6 +210,19 @@ class RewardScorer:
         return scores
 
 
+def reward_trainer(cfg: RewardConfig, model, tokenizer, rows: list[dict], device, run_dir) -> RewardTrainer:
+    """TRL's RewardTrainer on pre-tokenised rows with this stage's settings: a fresh LoRA, the score head trained
+    whole beside it (bench/reward_pooling.py trains other heads with it)."""
+    args = TRLRewardConfig(**trainer_arguments(
+        device, cfg.seed, run_dir, cfg.precision, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length,
+        center_rewards_coefficient=cfg.center_rewards or None, lr_scheduler_type="cosine", warmup_steps=0.1))
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_targets), task_type="SEQ_CLS", modules_to_save=["score"])
+    return RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                         peft_config=lora)
+
+
 def train(cfg: RewardConfig) -> Path:
     run_dir = prepare_run_dir("reward", cfg.output_dir)
     with Run(run_dir, total=max(cfg.max_steps, 0)) as run:
@@ -231,14 +244,7 @@ def train(cfg: RewardConfig) -> Path:
 
         # 2. train the LoRA adapter and score head with TRL's Bradley–Terry loss
         rows = training_rows(train_pairs, tokenizer, cfg.use_margin, cfg.swap_labels)
-        args = TRLRewardConfig(**trainer_arguments(
-            device, cfg.seed, run_dir, cfg.precision, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-            learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length,
-            center_rewards_coefficient=cfg.center_rewards or None, lr_scheduler_type="cosine", warmup_steps=0.1))
-        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=list(cfg.lora_targets), task_type="SEQ_CLS", modules_to_save=["score"])
-        trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                                processing_class=tokenizer, peft_config=lora)
+        trainer = reward_trainer(cfg, model, tokenizer, rows, device, run_dir)
         attach(trainer, run)
         trainer.train()
         stopped = run.stop.requested
