@@ -15,6 +15,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # before torch loads, as core/__init__.py sets it for every process
 # the llama.cpp engine's GGUF files of the tests' tiny models go to a temporary folder, not models/gguf/
 os.environ.setdefault("RLHF_GGUF_CACHE", tempfile.mkdtemp(prefix="rlhf-gguf-"))
+# `make test` runs two pytest-xdist workers, one a core: each worker, and every process it starts, keeps to one
+# thread (torch's pool and llama.cpp's follow torch.get_num_threads()), so the two never spin against each other.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if XDIST_WORKER:
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest
 import torch
@@ -23,6 +28,22 @@ from core.model import EMBEDDED_MODEL_DIR
 from tests.helpers import build_tiny_model, run_cli, write_preference_votes
 
 REPO = Path(__file__).resolve().parent.parent
+if XDIST_WORKER:
+    torch.set_num_threads(1)
+
+# The test files that share the benchmark loop's fixture (`loop_run`, ~50 s to build) run on one worker, and first:
+# they are the longest (~7 of the suite's ~17 serial minutes), so a worker that started them late would leave the
+# other idle at the end. Every other file is a group of its own (`--dist loadgroup`, Makefile): its module fixtures
+# are built once.
+LOOP_FILES = ("test_rounds_bench.py", "test_loop.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the tests' ids
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("loop" if name in LOOP_FILES else name))
+    items.sort(key=lambda item: item.path.name not in LOOP_FILES)  # stable: the files' own order otherwise
 
 
 @pytest.fixture(scope="session")

@@ -102,11 +102,6 @@ def test_cohen_kappa_on_a_hand_worked_table():
         cohen_kappa(["a"], ["left"])
 
 
-def test_cohen_kappa_matches_sklearn():
-    metrics = pytest.importorskip("sklearn.metrics")
-    assert cohen_kappa(RATER_A, RATER_B) == pytest.approx(metrics.cohen_kappa_score(RATER_A, RATER_B))
-
-
 def test_votes_are_oriented_to_one_order_of_the_texts():
     votes = frame(vote("p1", "left", "alice", left="A", right="B"),  # alice prefers A
                   vote("p2", "right", "bob", left="B", right="A"),  # bob too, seen the other way round
