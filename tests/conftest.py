@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 if XDIST_WORKER:
     torch.set_num_threads(1)
 
-# The test files that share the benchmark loop's fixture (`loop_run`, ~50 s to build) run on one worker, and first:
-# they are the longest (~7 of the suite's ~17 serial minutes), so a worker that started them late would leave the
+# The test files that share the benchmark loop's fixture (`loop_run`, ~40 s to build) run on one worker, and first:
+# they are the longest (~6 of the suite's ~17.7 serial minutes), so a worker that started them late would leave the
 # other idle at the end. Every other file is a group of its own (`--dist loadgroup`, Makefile): its module fixtures
 # are built once.
 LOOP_FILES = ("test_rounds_bench.py", "test_loop.py")
