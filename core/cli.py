@@ -28,7 +28,7 @@ from core.paths import DEFAULT_DB
 from core.records import USER_ERRORS, InputError
 from core.store.database import Store
 from core.store.preferences import export_votes, import_file
-from core.train.rounds import METHODS, RECOMMENDED, next_round
+from core.train.rounds import METHODS, ONLINE_DPO_LISTS, RECOMMENDED, next_round
 from core.train.runs import newest_finished_run
 from core.train.stages import STAGES, config_class, stage_module
 
@@ -92,7 +92,8 @@ def _eval(args) -> None:
 
 
 def _next_round(args) -> None:
-    next_round(Store(args.db), args.method, args.best, args.preset, args.stamp, plan_only=args.plan_only)
+    next_round(Store(args.db), args.method, args.best, args.preset, args.stamp, plan_only=args.plan_only,
+               lists=args.lists)
 
 
 def _leaderboard(args) -> None:
@@ -153,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"how the new policy is tuned (default {RECOMMENDED}: the best measured, bench/README.md)")
     nxt.add_argument("--best", help="the run (or base) to start from and pair against; default: the current best")
     nxt.add_argument("--preset", help="each step's preset, e.g. quick (default: the stages' own defaults)")
+    nxt.add_argument("--lists", type=int, default=ONLINE_DPO_LISTS, help="online-dpo: lists sampled for each "
+                     f"training request, the best paired with the worst (default {ONLINE_DPO_LISTS}: bench/README.md)")
     nxt.add_argument("--stamp", help="the timestamp in the run folders' names (default: now)")
     nxt.add_argument("--plan-only", action="store_true", help="print the plan, start nothing")
     nxt.add_argument("--db", default=None, help="DuckDB file (default $RLHF_DB or data/rlhf.duckdb)")

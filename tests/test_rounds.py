@@ -113,13 +113,22 @@ def test_online_dpo_plans_the_best_policys_scored_lists_then_dpo_on_them():
     assert [step.command[4] if step.command else None for step in steps] == ["reward", "rejection", "dpo", None]
     assert steps[1].command == [*head, "rejection", "--preset", "quick", "--sft-adapter", "/runs/sft-1",
                                 "--reward-model", f"/runs/reward-{STAMP}", "--sample-only", "true",
-                                "--output-dir", f"/runs/rejection-{STAMP}"]
+                                "--num-samples", "8", "--max-prompts", "0", "--output-dir", f"/runs/rejection-{STAMP}"]
     assert steps[2].command == [*head, "dpo", "--preset", "quick", "--sft-adapter", "/runs/sft-1", "--pairs-from",
                                 f"/runs/rejection-{STAMP}", "--epochs", "1", "--max-steps", "-1", "--batch-size", "8",
                                 "--learning-rate", "2e-4", "--sft-weight", "1", "--output-dir", f"/runs/dpo-{STAMP}"]
     assert steps[3].pairing == ("/runs/sft-1", f"/runs/dpo-{STAMP}")
     assert steps[3].title.startswith("4. put it in the arena")
     assert steps[3].round_name == f"round 2: dpo-{STAMP} vs sft-1"
+
+
+def test_online_dpo_samples_the_lists_asked_for_every_training_request_and_needs_two():
+    steps = rounds.plan("online-dpo", "/runs/sft-1", Path("/runs"), STAMP, preset="quick", lists=3)
+    sample = steps[1].command
+    assert sample[sample.index("--num-samples") + 1] == "3" and sample[sample.index("--max-prompts") + 1] == "0"
+    assert rounds.plan("ppo", "/runs/sft-1", Path("/runs"), STAMP, lists=1)[1].stage == "ppo"  # online-dpo's alone
+    with pytest.raises(InputError, match="at least 2 lists a request"):
+        rounds.plan("online-dpo", "/runs/sft-1", Path("/runs"), STAMP, lists=1)
 
 
 def test_a_plan_from_the_base_has_no_sft_adapter_and_an_unknown_method_is_refused():
@@ -269,6 +278,11 @@ def test_the_command_line_prints_the_plan(store, tmp_path, monkeypatch):
     assert not runs.exists()  # nothing started
     default = run_cli("next-round", "--best", "base", "--stamp", STAMP, "--plan-only", "--db", store.path)
     assert "train rejection" in default.stdout and "--pairs-from" in default.stdout  # online-dpo: the default
+    assert "--num-samples 8 --max-prompts 0" in default.stdout
+    fewer = run_cli("next-round", "--best", "base", "--stamp", STAMP, "--lists", "4", "--plan-only", "--db", store.path)
+    assert "--num-samples 4 --max-prompts 0" in fewer.stdout
+    one = run_cli("next-round", "--best", "base", "--lists", "1", "--plan-only", "--db", store.path, check=False)
+    assert one.returncode != 0 and "at least 2 lists a request" in one.stderr and "Traceback" not in one.stderr
 
 
 # ---- the dashboard --------------------------------------------------------------------------------------------------
@@ -286,6 +300,9 @@ def test_the_arena_page_shows_the_plan_then_starts_the_orchestrator(store, tmp_p
     assert any(c.value.startswith("Current best: sft-20260101-000001: the newest finished SFT run") for c in at.caption)
     assert at.radio(key="next_round_method").value == rounds.RECOMMENDED == "online-dpo"  # the best measured
     assert f"python -m core train rejection --preset quick --sft-adapter {sft}" in at.code[0].value
+    assert "--num-samples 8 --max-prompts 0" in at.code[0].value
+    at.number_input(key="next_round_lists").set_value(4).run()
+    assert "--num-samples 4 --max-prompts 0" in at.code[0].value
     at.radio(key="next_round_method").set_value("dpo").run()
     stamp = at.session_state["next_round_stamp"]
     plan = at.code[0].value
@@ -293,7 +310,7 @@ def test_the_arena_page_shows_the_plan_then_starts_the_orchestrator(store, tmp_p
     assert f"round 1: dpo-{stamp} vs sft-20260101-000001" in plan
     at.button(key="next_round_start").click().run()
     assert not at.exception and not at.error
-    assert [args[1:] for args in started] == [("dpo", str(sft), "quick", stamp)]
+    assert [args[1:] for args in started] == [("dpo", str(sft), "quick", stamp, 8)]
 
 
 def test_the_arena_page_says_how_many_more_votes_a_close_challenger_needs(store, tmp_path, monkeypatch):

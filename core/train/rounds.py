@@ -1,6 +1,7 @@
 """Rounds of collection, and the Next-round loop that trains the next policy and puts it in the arena.
 
-    python -m core next-round [--method online-dpo|ppo|dpo|rloo|rejection] [--best RUN] [--preset quick] [--plan-only]
+    python -m core next-round [--method online-dpo|ppo|dpo|rloo|rejection] [--best RUN] [--preset quick] [--lists 8]
+                              [--plan-only]
 
 A round is a named period of collection with its pairing ("round 2: ppo-20261121-101500 vs sft-20261120-090000"):
 the arena's stored pairing and round name (core/collect/chooser.py; set on the dashboard's Arena page, with
@@ -10,8 +11,9 @@ the Data page counts the votes of each round and a run's data/lineage.json says 
 Next round, three steps, each an ordinary run (visible and stoppable on the Train and Runs pages):
     1. train a reward model on every vote so far
     2. tune a new policy (ppo, dpo, rloo or rejection) starting from the current best; all but dpo score with step
-       1's model. online-dpo takes two runs here: rejection --sample-only (the best's own lists, scored by step 1's
-       model), then dpo --pairs-from that run (each request's best list over its worst, RPO's --sft-weight 1)
+       1's model. online-dpo takes two runs here: rejection --sample-only (--lists of the best's own lists for every
+       training request, scored by step 1's model), then dpo --pairs-from that run (each request's best list over its
+       worst, RPO's --sft-weight 1)
     3. put it in the arena against the current best: the pairing (best, new) and a new round's name
 `plan()` writes the steps out, pure: the run folders are named in advance, so step 2 can name step 1's output and the
 dashboard can show exactly what will run before it starts. `run_plan()` is the orchestrator, a process of its own
@@ -61,6 +63,11 @@ RECOMMENDED = "online-dpo"
 # fell to 43.6 % against SFT, with it 60.6 % ("Online DPO with round 2's reward model, on `terse`, ..."); on `reasons`
 # it did no harm, 68.4 % against plain DPO's 67.4 % ("RPO on `reasons`, a second round on `terse`, ...")
 ONLINE_DPO = {"epochs": "1", "max_steps": "-1", "batch_size": "8", "learning_rate": "2e-4", "sft_weight": "1"}
+# lists online DPO samples for each training request (all of them, whatever the preset): its pair is the best of them
+# over the worst. On the same `terse` votes, reward model and lists, 8 gave 64.4 % over SFT and the first 4 of those
+# 8 gave 53.3 % (8 over 4 directly: 56.4 %; bench/README.md, "Online DPO on 4 or 8 lists a request, side by side");
+# 8 x 288 requests cost 26 min of sampling and scoring on 2 cores, against ~7 for 4 x 160
+ONLINE_DPO_LISTS = 8
 SCORED = ("ppo", "rloo", "rejection")  # the methods that take --reward-model (DPO learns from the votes themselves)
 NEXT_ROUND_KEY = "next_round.status"  # meta: what the orchestrator is doing (state, step, message, pid)
 
@@ -109,18 +116,22 @@ class Step:
                 f"round: {self.round_name}")
 
 
-def plan(method: str, best: str, root: Path, stamp: str, round_number: int = 1, preset: str | None = None
-         ) -> list[Step]:
-    """The steps of a next round from `best` ("base" or a run folder) with run folders <root>/<stage>-<stamp>."""
+def plan(method: str, best: str, root: Path, stamp: str, round_number: int = 1, preset: str | None = None,
+         lists: int = ONLINE_DPO_LISTS) -> list[Step]:
+    """The steps of a next round from `best` ("base" or a run folder) with run folders <root>/<stage>-<stamp>;
+    online-dpo samples `lists` lists for each training request."""
     if method not in METHODS:
         raise InputError(f"the new policy is tuned with one of {', '.join(METHODS)}, not {method!r}")
+    if method == "online-dpo" and lists < 2:
+        raise InputError(f"online DPO needs at least 2 lists a request to pair the best with the worst, not {lists}; "
+                         f"e.g. {ONLINE_DPO_LISTS}.")
     reward_dir = Path(root) / f"reward-{stamp}"
     tuned = {"sft_adapter": best} if best != BASE else {}
     if method == "online-dpo":
         candidates_dir, policy_dir = Path(root) / f"rejection-{stamp}", Path(root) / f"dpo-{stamp}"
         tune = [Step(f"2. sample {label(best)}'s lists and score them with the new reward model", "rejection", preset,
-                     {**tuned, "reward_model": str(reward_dir), "sample_only": "true",
-                      "output_dir": str(candidates_dir)}),
+                     {**tuned, "reward_model": str(reward_dir), "sample_only": "true", "num_samples": str(lists),
+                      "max_prompts": "0", "output_dir": str(candidates_dir)}),
                 Step(f"3. tune a new policy with DPO on each request's best list over its worst, from {label(best)}",
                      "dpo", preset, {**tuned, "pairs_from": str(candidates_dir), **ONLINE_DPO,
                                      "output_dir": str(policy_dir)})]
@@ -137,13 +148,13 @@ def plan(method: str, best: str, root: Path, stamp: str, round_number: int = 1, 
     ]
 
 
-def plan_for(store, method: str, best: str | None = None, preset: str | None = None, stamp: str | None = None
-             ) -> list[Step]:
+def plan_for(store, method: str, best: str | None = None, preset: str | None = None, stamp: str | None = None,
+             lists: int = ONLINE_DPO_LISTS) -> list[Step]:
     """The plan from what is stored now: the current best unless `best` is given, the next round's number."""
     best = check_policy(best) if best else current_best(store)
     stored = store.table("pairs")["round"].dropna().unique().tolist() + [read_round(store)]
     return plan(method, best, runs_root(), stamp or datetime.now().strftime("%Y%m%d-%H%M%S"),
-                next_round_number(stored), preset)
+                next_round_number(stored), preset, lists)
 
 
 # ---- the orchestrator ------------------------------------------------------------------------------------------------
@@ -224,12 +235,13 @@ def read_report(store) -> dict:
 
 
 def next_round(store, method: str, best: str | None = None, preset: str | None = None, stamp: str | None = None,
-               plan_only: bool = False, say: Callable[[str], None] = print) -> list[Step]:
+               plan_only: bool = False, say: Callable[[str], None] = print, lists: int = ONLINE_DPO_LISTS
+               ) -> list[Step]:
     """`python -m core next-round`: print the plan, then (unless `plan_only`) run it."""
     if not best:  # say why the current best is the start, and plan from it (one reading of the votes)
         best, why = best_and_why(store)
         say(f"start: {why}")
-    steps = plan_for(store, method, best, preset, stamp)
+    steps = plan_for(store, method, best, preset, stamp, lists)
     if plan_only:
         for step in steps:
             say(step.describe())
@@ -239,14 +251,15 @@ def next_round(store, method: str, best: str | None = None, preset: str | None =
     return steps
 
 
-def start_next_round(store, method: str, best: str, preset: str | None, stamp: str) -> int:
+def start_next_round(store, method: str, best: str, preset: str | None, stamp: str, lists: int = ONLINE_DPO_LISTS
+                     ) -> int:
     """Start the orchestrator as a process of its own (what the dashboard does: it never trains itself); returns its
     pid. Its output goes to <runs>/next-round-<stamp>.log."""
     said = read_report(store)
     if said.get("state") in ("starting", "running"):
         raise InputError(f"a next round is already running ({said.get('message')}); wait for it or stop its run.")
     command = [sys.executable, "-m", "core", "next-round", "--method", method, "--best", best, "--stamp", stamp,
-               "--db", str(store.path), *(["--preset", preset] if preset else [])]
+               "--lists", str(lists), "--db", str(store.path), *(["--preset", preset] if preset else [])]
     root = runs_root()
     root.mkdir(parents=True, exist_ok=True)
     with open(root / f"next-round-{stamp}.log", "ab") as log:
