@@ -2,7 +2,7 @@
 # ontopic round 1 (fresh votes, seed 5) stopped after its reward model, then Next round's online DPO by hand with
 # 8 lists a request, then round 2 on Next round's plan (8 lists by default), then rejudge with 4 draws
 set -uo pipefail
-cd /work/main
+cd "$(dirname "$0")/../.."  # the repository root (as run: cd /work/main)
 PY=.venv/bin/python
 OUT=bench/out/loop-ontopic-s5
 date
