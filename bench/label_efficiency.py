@@ -1,7 +1,9 @@
-"""Label efficiency of the arena's uncertain choice: reward-model held-out accuracy against the number of votes, for
-random and for uncertain pairs, with the scripted annotator (bench.annotator.judge) voting.
+"""Label efficiency of active choice: reward-model held-out accuracy against the number of votes, for random pairs
+and for the arena's uncertain or the informative (optimal design) choice, with the scripted annotator voting.
 
     .venv/bin/python -m bench.label_efficiency --out bench/out/label_efficiency        # embedded model: hours, 2 cores
+    .venv/bin/python -m bench.label_efficiency --strategies random,informative --candidates 8 \
+        --candidates-from models/runs/REJECTION_RUN --held-out-from bench/out/REJUDGE/rejudge.json   # a policy's lists
     .venv/bin/python -m bench.label_efficiency --base-model TINY_DIR --device cpu --train-prompts 12 \\
         --eval-prompts 8 --budgets 8,16 --max-new-tokens 16 --forced-choice true --reward-args "--max-steps 4"
 
@@ -9,19 +11,24 @@ The second is the smoke run (~2 min on 2 cores): TINY_DIR is a tiny random model
 build_tiny_model), whose numbers only show that the pipeline runs.
 
 1. Candidates: --candidates samples per library request of the train split and two per held-out request, sampled
-   once with the arena's Generator and engine: both strategies choose among the same lists, so only the choice
+   once with the arena's Generator and engine: every strategy chooses among the same lists, so only the choice
    differs. Each request's lists are appended to --out/candidates.jsonl as they come, so a stopped run resumes its
-   sampling and a rerun (another taste, other budgets) samples nothing.
+   sampling and a rerun (another taste, other budgets) samples nothing. Or a tuned policy's lists, as the arena
+   shows them in a later round: --candidates-from a rejection run's samples (its first --candidates draws a
+   request) and --held-out-from a bench/rejudge.py report (its reference policy's first two draws).
 2. Held-out votes: the annotator judges one pair per held-out request. Stored in each strategy's own database they
    never train (library split), and are what the reward model's calibration.json accuracy is measured on.
 3. Per strategy, rounds up to each budget: the next requests come from the arena's PromptCycle; random shows two of
    the candidates at random, uncertain the pair core.collect.chooser.most_uncertain_pair picks by the latest reward
-   model (random for the first round: no model yet). The annotator votes; a reward model is trained on every vote
-   so far (`python -m core train reward --preset quick` plus --reward-args) and its held-out accuracy recorded.
+   model (random for the first round: no model yet). Informative chooses the request too: the round's votes are
+   the greedy optimal design over every train request's candidate pairs (core/collect/design.py) in the frozen base
+   model's features, computed once, so it needs no reward model and chooses from the first vote. The annotator
+   votes; a reward model is trained on every vote so far (`python -m core train reward --preset quick` plus
+   --reward-args) and its held-out accuracy recorded.
 4. Report: label_efficiency.json and .md in --out: accuracy with correct/pairs and its 95 % Wilson interval per
    budget and strategy, how many of the round's votes were decided (a close pair is more often a tie, which trains
-   nothing), and the issue's figure: the fewest uncertain votes whose accuracy reaches random's at its largest
-   budget, as a share of that budget (goal <= 60 %).
+   nothing), and the issue's figure per chooser: the fewest of its votes whose accuracy reaches random's at its
+   largest budget, as a share of that budget (goal <= 60 %).
 """
 from __future__ import annotations
 
@@ -33,23 +40,28 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from bench.annotator import TASTES, Taste, judge, utility
+from bench.candidate_pool import base_features, imported_candidates, sample_candidates
 from bench.feedback_ablation import mcnemar_p
 from core.collect.chooser import most_uncertain_pair
+from core.collect.design import informative_pairs, pair_differences
 from core.collect.generate import Generator
 from core.collect.library import PromptCycle, load_prompts
 from core.config import command_config, knob, parse_config
 from core.engine import ENGINES
 from core.judge.win_rate import wilson_interval
-from core.model import load
-from core.records import Generation, Pair, Policy, SamplingSettings, new_id
+from core.model import (
+    load,
+)
+from core.records import Pair, SamplingSettings, new_id
 from core.store.database import Store
 from core.train.reward_model import RewardConfig, RewardScorer, held_out_votes, train
 from core.train.runs import RunFolder, read_json
 
-STRATEGIES = ("random", "uncertain")
+STRATEGIES = ("random", "uncertain", "informative")
 
 
 @dataclass
@@ -68,45 +80,40 @@ class EfficiencyConfig:
     forced_choice: bool = knob(False, "never tie or both bad (every vote trains)")
     reward_args: str = knob("", "extra flags for the reward model, as `python -m core train reward` takes them")
     seed: int = knob(0, "seed of the sampling, the annotator and the random choice")
+    strategies: list[str] = knob(["random", "uncertain"], "how pairs are chosen, compared with random: "
+                                 + ", ".join(STRATEGIES))
+    candidates_from: str = knob("", "a rejection run whose samples are the train candidates (empty: sample the base)")
+    held_out_from: str = knob("", "a bench/rejudge.py report whose reference policy's lists are the held-out pairs")
     report_only: bool = knob(False, "rewrite the report from --out's label_efficiency.json and databases; train nothing")
 
     def __post_init__(self):
         self.budgets = sorted(self.budgets)
         if self.candidates < 2 or not self.budgets or self.budgets[0] < 2:
             raise SystemExit("pass --candidates 2 or more and --budgets of 2 votes or more, e.g. 50,100")
+        if "random" not in self.strategies or not set(self.strategies) <= set(STRATEGIES):
+            raise SystemExit(f"pass --strategies random and any of {', '.join(STRATEGIES[1:])}, e.g. random,uncertain")
+        if bool(self.candidates_from) != bool(self.held_out_from):
+            raise SystemExit("pass --candidates-from and --held-out-from together (one policy's lists), or neither")
 
 
-def sample_candidates(load_generator, prompts, k: int, sampling: SamplingSettings, seed: int, cache: Path,
-                      made_with: dict) -> dict:
-    """{prompt_id: k generations}, one batched generate per request. Requests already in `cache` (a JSONL file,
-    one line a request) that were `made_with` the same settings are read back; the rest are sampled (the model
-    loads only then) and appended as they come."""
-    by_id = {p.prompt_id: p for p in prompts}
-    rows = [json.loads(line) for line in cache.read_text().splitlines() if line.strip()] if cache.exists() else []
-    pool = {r["prompt_id"]: [from_row(by_id[r["prompt_id"]], g) for g in r["lists"]]
-            for r in rows if r["prompt_id"] in by_id and len(r["lists"]) == k and r.get("made_with") == made_with}
-    todo, generator = [(n, p) for n, p in enumerate(prompts) if p.prompt_id not in pool], None
-    for done, (n, prompt) in enumerate(todo, 1):
-        generator = generator or load_generator()
-        pool[prompt.prompt_id] = generator.generate(prompt, [generator.base_policy] * k, sampling, seed + n)
-        with cache.open("a") as f:
-            f.write(json.dumps({"prompt_id": prompt.prompt_id, "made_with": made_with,
-                                "lists": [to_row(g) for g in pool[prompt.prompt_id]]}) + "\n")
-        if done % 24 == 0 or done == len(todo):
-            print(f"sampled {k} lists for {done}/{len(todo)} requests", flush=True)
-    return pool
+def informative_round(features: dict, prompts, pool: dict, shown: set, n: int) -> list[tuple]:
+    """The next n votes as (prompt, i, j, dᵀV⁻¹d): the greedy optimal design over every train request's candidate
+    pairs not shown yet, V from the pairs shown so far (`shown`: (prompt_id, i, j))."""
+    rows = [(p, i) for p in prompts for i in range(len(pool[p.prompt_id]))]  # one row per candidate
+    matrix = np.concatenate([features[p.prompt_id] for p in prompts])  # (N, H)
+    start = np.cumsum([0] + [len(pool[p.prompt_id]) for p in prompts])
+    groups = [list(range(start[n_], start[n_ + 1])) for n_ in range(len(prompts))]
 
+    def allowed(a: int, b: int) -> bool:
+        (p, i), (_, j) = rows[a], rows[b]
+        return pool[p.prompt_id][i].text != pool[p.prompt_id][j].text and (p.prompt_id, i, j) not in shown
 
-def to_row(g: Generation) -> dict:
-    """What a cached candidate keeps: how it was made, not its ids (each showing gets fresh ones)."""
-    return {"text": g.text, "policy": vars(g.policy), "well_formed": g.well_formed, "n_items": g.n_items,
-            "system_prompt": g.system_prompt, "sampling": vars(g.sampling) if g.sampling else None, "seed": g.seed,
-            "num_tokens": g.num_tokens, "finished": g.finished, "latency_ms": g.latency_ms}
-
-
-def from_row(prompt, row: dict) -> Generation:
-    return Generation(prompt=prompt, **{**row, "policy": Policy(**row["policy"]),
-                                        "sampling": SamplingSettings(**row["sampling"]) if row["sampling"] else None})
+    diffs, pairs = pair_differences(matrix, groups, allowed)
+    index = {(p.prompt_id, i): r for r, (p, i) in enumerate(rows)}
+    voted = [matrix[index[(pid, i)]] - matrix[index[(pid, j)]] for pid, i, j in shown if (pid, i) in index]
+    picks = informative_pairs(diffs, np.array(voted).reshape(-1, matrix.shape[1]), n,
+                              groups=[rows[a][0].prompt_id for a, _ in pairs])
+    return [(rows[pairs[r][0]][0], rows[pairs[r][0]][1], rows[pairs[r][1]][1], value) for r, value in picks]
 
 
 def record_vote(store: Store, prompt, left, right, rng, taste, chosen_by="random", p_left=None) -> str:
@@ -127,20 +134,30 @@ def train_reward(cfg: EfficiencyConfig, db: Path, run_dir: Path) -> dict:
     return read_json(RunFolder(train(parse_config(RewardConfig, argv))).calibration)
 
 
-def run_strategy(cfg: EfficiencyConfig, strategy: str, train_set, eval_set, pool: dict, taste: Taste) -> list[dict]:
+def run_strategy(cfg: EfficiencyConfig, strategy: str, train_set, eval_set, pool: dict, taste: Taste,
+                 features: dict | None = None) -> list[dict]:
     out = Path(cfg.out) / strategy
     shutil.rmtree(out, ignore_errors=True)  # a strategy's votes start from none: an old database would add to them
     out.mkdir(parents=True)
     store, rng, cycle = Store(out / "votes.duckdb"), random.Random(cfg.seed), PromptCycle(train_set, cfg.seed)
     for prompt in eval_set:  # 2. the held-out votes, the same in both databases
         record_vote(store, prompt, *pool[prompt.prompt_id][:2], random.Random(prompt.prompt_id), taste)
-    scorer, votes, rows = None, 0, []
+    scorer, votes, rows, shown = None, 0, [], set()
     for budget in cfg.budgets:  # 3. rounds
         decided = 0
+        planned = iter(informative_round(features, train_set, pool, shown, budget - votes)
+                       if strategy == "informative" else ())
         while votes < budget:
-            prompt = cycle.next()
+            pick = next(planned, None)
+            prompt = pick[0] if pick else cycle.next()
             candidates = pool[prompt.prompt_id]
-            if strategy == "uncertain" and scorer is not None:
+            if pick:
+                _, i, j, _ = pick
+                shown.add((prompt.prompt_id, i, j))
+                if rng.random() < 0.5:
+                    i, j = j, i
+                choice = record_vote(store, prompt, candidates[i], candidates[j], rng, taste, "informative")
+            elif strategy == "uncertain" and scorer is not None:
                 scores = scorer.score([prompt.text] * len(candidates), [g.text for g in candidates])
                 i, j, p_left = most_uncertain_pair(scores, lambda a, b: candidates[a].text != candidates[b].text)
                 if rng.random() < 0.5:
@@ -167,7 +184,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             raise SystemExit(f"{out} holds no label_efficiency.json: pass the --out of a finished run.")
         saved = json.loads((out / "label_efficiency.json").read_text())
         # the run's own budgets and taste, not this command line's defaults
-        cfg = replace(cfg, **{k: v for k, v in saved["config"].items() if k in ("budgets", "taste", "forced_choice")})
+        cfg = replace(cfg, **{k: v for k, v in saved["config"].items()
+                              if k in ("budgets", "taste", "forced_choice", "strategies")})
         write_report(out, cfg, saved["rows"], difficulty(out, cfg.taste))
         return saved["rows"]
     out.mkdir(parents=True, exist_ok=True)
@@ -184,15 +202,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     sampling = SamplingSettings(max_new_tokens=cfg.max_new_tokens)
     made_with = {"base_model": cfg.base_model, "engine": cfg.engine, "max_new_tokens": cfg.max_new_tokens,
                  "seed": cfg.seed}
-    pool = {**sample_candidates(load_generator, train_set, cfg.candidates, sampling, cfg.seed,
-                                out / "candidates.jsonl", made_with),
-            **sample_candidates(load_generator, eval_set, 2, sampling, cfg.seed + 10_000, out / "held_out.jsonl",
-                                made_with)}
+    pool = imported_candidates(cfg.candidates_from, cfg.held_out_from, cfg.candidates, train_set, eval_set) \
+        if cfg.candidates_from else {
+        **sample_candidates(load_generator, train_set, cfg.candidates, sampling, cfg.seed,
+                            out / "candidates.jsonl", made_with),
+        **sample_candidates(load_generator, eval_set, 2, sampling, cfg.seed + 10_000, out / "held_out.jsonl",
+                            made_with)}
     loaded.clear()
+    features = (base_features(cfg.base_model, cfg.device, train_set, pool, out)
+                if "informative" in cfg.strategies else None)
     rows = []
-    for strategy in STRATEGIES:
-        rows += run_strategy(cfg, strategy, train_set, eval_set, pool, taste)
-        write_report(out, cfg, rows, difficulty(out, taste.name))  # after each strategy, so a run cut short keeps what it measured
+    for strategy in cfg.strategies:
+        rows += run_strategy(cfg, strategy, train_set, eval_set, pool, taste, features)
+        # after each strategy, so a run cut short keeps what it measured
+        write_report(out, cfg, rows, difficulty(out, taste.name))
     return rows
 
 
@@ -211,17 +234,17 @@ def chosen_pairs(votes, taste: str) -> dict:
     return out
 
 
-def votes_needed(rows: list[dict]) -> dict | None:
-    """The issue's figure: random's accuracy at its largest budget, and the fewest uncertain votes that reach it
-    (None when no uncertain budget does, or a strategy is missing)."""
+def votes_needed(rows: list[dict], strategy: str = "uncertain") -> dict | None:
+    """The issue's figure: random's accuracy at its largest budget, and the fewest of `strategy`'s votes that reach
+    it (None when none of its budgets does, or a strategy is missing)."""
     by = {s: sorted((r for r in rows if r["strategy"] == s and r["accuracy"] is not None), key=lambda r: r["votes"])
-          for s in STRATEGIES}
-    if not by["random"] or not by["uncertain"]:
+          for s in ("random", strategy)}
+    if not by["random"] or not by[strategy]:
         return None
     target = by["random"][-1]
-    reached = next((r for r in by["uncertain"] if r["accuracy"] >= target["accuracy"]), None)
+    reached = next((r for r in by[strategy] if r["accuracy"] >= target["accuracy"]), None)
     return {"random_votes": target["votes"], "random_accuracy": target["accuracy"],
-            "uncertain_votes": reached["votes"] if reached else None,
+            "votes": reached["votes"] if reached else None,
             "share": reached["votes"] / target["votes"] if reached else None}
 
 
@@ -233,12 +256,12 @@ def cell(row: dict | None) -> str:
             f"{row['decided_this_round']} decided of this round's votes)")
 
 
-def paired(out: Path, budgets: list[int]) -> dict:
-    """Per budget, the held-out votes (the same pairs in both databases, matched by their texts) that only the
-    uncertain or only the random strategy's reward model ranks right, with the exact McNemar p."""
+def paired(out: Path, budgets: list[int], strategy: str = "uncertain") -> dict:
+    """Per budget, the held-out votes (the same pairs in both databases, matched by their texts) that only
+    `strategy`'s or only the random strategy's reward model ranks right, with the exact McNemar p."""
     result = {}
     for budget in budgets:
-        runs = [out / s / f"reward-{budget}" for s in STRATEGIES]
+        runs = [out / s / f"reward-{budget}" for s in ("random", strategy)]
         if not all(RunFolder(r).scores.exists() for r in runs):
             continue
         right = [{k: bool(c) for k, c in zip(zip(h.prompt, h.left_text, h.right_text), h.correct)}
@@ -246,7 +269,8 @@ def paired(out: Path, budgets: list[int]) -> dict:
         both = right[0].keys() & right[1].keys()
         only_u = sum(right[1][k] and not right[0][k] for k in both)
         only_r = sum(right[0][k] and not right[1][k] for k in both)
-        result[budget] = {"only_uncertain": only_u, "only_random": only_r, "mcnemar_p": round(mcnemar_p(only_u, only_r), 3)}
+        result[budget] = {f"only_{strategy}": only_u, "only_random": only_r,
+                          "mcnemar_p": round(mcnemar_p(only_u, only_r), 3)}
     return result
 
 
@@ -256,30 +280,38 @@ def difficulty(out: Path, taste: str) -> dict:
 
 
 def write_report(out: Path, cfg: EfficiencyConfig, rows: list[dict], pairs: dict | None = None) -> str:
-    need, pairs_by_budget = votes_needed(rows), paired(out, cfg.budgets)
+    choosers = [s for s in cfg.strategies if s != "random"]
+    need = {s: votes_needed(rows, s) for s in choosers}
+    by_budget = {s: paired(out, cfg.budgets, s) for s in choosers}
     lines = ["Reward-model held-out accuracy [95 % Wilson] (correct/held-out pairs)", "",
-             "| votes | " + " | ".join(STRATEGIES) + " | right only with uncertain / only with random (McNemar p) |",
-             "|---|" + "---|" * (len(STRATEGIES) + 1)]
+             "| votes | " + " | ".join(cfg.strategies) + " | "
+             + " | ".join(f"right only with {s} / only with random (McNemar p)" for s in choosers) + " |",
+             "|---|" + "---|" * (len(cfg.strategies) + len(choosers))]
     for budget in cfg.budgets:
-        d = pairs_by_budget.get(budget)
-        lines.append(f"| {budget} | " + " | ".join(
-            cell(next((r for r in rows if r["strategy"] == s and r["votes"] == budget), None)) for s in STRATEGIES)
-            + " | " + (f"{d['only_uncertain']} / {d['only_random']} (p = {d['mcnemar_p']:.2f})" if d else "-") + " |")
-    if need:
-        lines += ["", f"random reaches {need['random_accuracy']:.3f} with {need['random_votes']} votes; uncertain "
-                  + (f"reaches it with {need['uncertain_votes']} ({need['share']:.0%} of them; goal <= 60 %)"
-                     if need["uncertain_votes"] else "does not reach it at any budget")]
+        cells = [cell(next((r for r in rows if r["strategy"] == s and r["votes"] == budget), None))
+                 for s in cfg.strategies]
+        for s in choosers:
+            d = by_budget[s].get(budget)
+            cells.append(f"{d[f'only_{s}']} / {d['only_random']} (p = {d['mcnemar_p']:.2f})" if d else "-")
+        lines.append(f"| {budget} | " + " | ".join(cells) + " |")
+    for s, n in need.items():
+        if n:
+            lines += ["", f"random reaches {n['random_accuracy']:.3f} with {n['random_votes']} votes; {s} "
+                      + (f"reaches it with {n['votes']} ({n['share']:.0%} of them; goal <= 60 %)"
+                         if n["votes"] else "does not reach it at any budget")]
     for strategy, by in (pairs or {}).items():
         lines += [""] if strategy == STRATEGIES[0] else []
         lines += [f"{strategy} train votes chosen by {how}: {d['votes']}, mean |utility gap| {d['mean_abs_gap']:.2f}, "
                   "vote follows the utility " + ("-" if d["vote_follows_utility"] is None else
                                                  f"{d['vote_follows_utility']:.0%}") for how, d in by.items()]
     text = "\n".join(lines) + "\n"
-    (out / "label_efficiency.json").write_text(json.dumps({"config": vars(cfg), "rows": rows, "votes_needed": need,
-                                                           "paired": pairs_by_budget, "chosen_pairs": pairs}, indent=2) + "\n")
+    (out / "label_efficiency.json").write_text(json.dumps(
+        {"config": vars(cfg), "rows": rows, "votes_needed": need, "paired": by_budget, "chosen_pairs": pairs},
+        indent=2) + "\n")
     (out / "label_efficiency.md").write_text(text)
     print(text, flush=True)
     return text
+
 
 if __name__ == "__main__":
     main()

@@ -18,10 +18,10 @@ def row(strategy, votes, correct, pairs=20):
 def test_votes_needed_is_the_fewest_uncertain_votes_that_reach_randoms_last_accuracy():
     rows = [row("random", 60, 14), row("random", 120, 15), row("random", 200, 16),
             row("uncertain", 60, 15), row("uncertain", 120, 16), row("uncertain", 200, 17)]
-    assert bench.votes_needed(rows) == {"random_votes": 200, "random_accuracy": 0.8, "uncertain_votes": 120,
-                                        "share": 0.6}
+    assert bench.votes_needed(rows) == {"random_votes": 200, "random_accuracy": 0.8, "votes": 120, "share": 0.6}
     never = [r for r in rows if r["strategy"] == "random"] + [row("uncertain", 60, 10), row("uncertain", 200, 15)]
-    assert bench.votes_needed(never)["uncertain_votes"] is None and bench.votes_needed(never)["share"] is None
+    assert bench.votes_needed(never)["votes"] is None and bench.votes_needed(never)["share"] is None
+    assert bench.votes_needed(rows + [row("informative", 60, 16)], "informative")["share"] == 0.3
     assert bench.votes_needed(rows[:3]) is None  # one strategy missing: no figure
 
 
@@ -58,7 +58,7 @@ def test_both_strategies_train_at_every_budget_on_the_same_held_out_votes(effici
                                                            ("uncertain", 12)]
     assert all(r["pairs"] == 6 for r in rows)  # forced choice: every held-out pair is decided
     held_out = {}
-    for strategy in bench.STRATEGIES:
+    for strategy in ("random", "uncertain"):
         votes = Store(out / strategy / "votes.duckdb").votes()
         assert len(votes) == 6 + 12
         eval_votes = votes[votes.split == "eval"]
@@ -70,10 +70,10 @@ def test_both_strategies_train_at_every_budget_on_the_same_held_out_votes(effici
     assert report["rows"] == rows and "| 12 |" in (out / "label_efficiency.md").read_text()
     assert report["chosen_pairs"]["uncertain"]["uncertain"]["votes"] == 6  # the second round's decided votes
     for budget in ("6", "12"):  # every held-out vote is matched across the two databases, each discordant one counted
-        d = report["paired"][budget]
+        d = report["paired"]["uncertain"][budget]
         assert d["only_uncertain"] + d["only_random"] <= 6 and 0 <= d["mcnemar_p"] <= 1
     # the first round is random for both, on the same votes and seed: the two reward models are one model
-    assert report["paired"]["6"] == {"only_uncertain": 0, "only_random": 0, "mcnemar_p": 1.0}
+    assert report["paired"]["uncertain"]["6"] == {"only_uncertain": 0, "only_random": 0, "mcnemar_p": 1.0}
     assert rows[0]["correct"] == rows[2]["correct"]
 
 
@@ -114,3 +114,60 @@ def test_a_report_only_rebuild_keeps_the_runs_budgets_and_taste(efficiency_run, 
     with pytest.raises(SystemExit, match="holds no label_efficiency.json"):
         bench.main(["--out", str(tmp_path / "none"), "--report-only", "true"])
     assert not (tmp_path / "none").exists()
+
+
+@pytest.fixture(scope="module")
+def saved_lists(tmp_path_factory):
+    """A policy's saved lists as the later-round benchmark reads them: a rejection run's samples (4 draws for each
+    of 8 train requests) and a rejudge report (its reference policy's draws of 6 held-out requests)."""
+    from core.collect.library import load_prompts
+
+    root = tmp_path_factory.mktemp("saved_lists")
+    (root / "rejection").mkdir()
+    (root / "rejection" / "config.json").write_text(json.dumps({"base_model": "tiny", "sft_adapter": "runs/sft"}))
+    rows = [{"step": 0, "prompt": p.text, "draw": d, "text": f"1. {p.text[-12:]} idea {d}\n2. more {d * 7}"}
+            for p in load_prompts(split="train")[:8] for d in range(4)]
+    (root / "rejection" / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    samples = [{"prompt": p.text, "sft@0": f"1. {p.text[-9:]}", "sft@1": "1. A\n2. B", "sft@2": "unused"}
+               for p in load_prompts(split="eval")[:6]]
+    (root / "rejudge.json").write_text(json.dumps({"reference": "sft", "runs": {"sft": "runs/sft"},
+                                                   "samples": samples}))
+    return root
+
+
+def test_informative_choice_on_a_policys_saved_lists(tiny_model_dir, saved_lists, tmp_path, monkeypatch):
+    """Informative pairs come from the frozen base's features from the first vote, never repeat a shown pair, take
+    one pair a request a round, and vote on the same held-out pairs (the rejudge reference's first two draws)."""
+    out = tmp_path / "run"
+    args = ["--out", str(out), "--base-model", tiny_model_dir, "--device", "cpu", "--train-prompts", "8",
+            "--eval-prompts", "6", "--budgets", "5,10", "--forced-choice", "true", "--reward-args", "--max-steps 2",
+            "--strategies", "random,informative", "--candidates", "3",
+            "--candidates-from", str(saved_lists / "rejection"), "--held-out-from", str(saved_lists / "rejudge.json")]
+    rows = bench.main(args)
+    assert [(r["strategy"], r["votes"]) for r in rows] == [("random", 5), ("random", 10), ("informative", 5),
+                                                           ("informative", 10)]
+    votes = Store(out / "informative" / "votes.duckdb").votes().sort_values("created_at")
+    train, held_out = votes[votes.split == "train"], votes[votes.split == "eval"]
+    assert set(train.chosen_by) == {"informative"} and len(train) == 10
+    assert not train.left_text.str.contains("idea 3").any() and not train.right_text.str.contains("idea 3").any()
+    shown = [frozenset(t) for t in zip(train.left_text, train.right_text)]
+    assert len(set(shown)) == 10  # 8 requests x 3 pairs each: no pair twice
+    assert train.iloc[:5].prompt.nunique() == 5 and train.iloc[5:].prompt.nunique() == 5  # one a request a round
+    assert sorted(held_out.right_text.tolist() + held_out.left_text.tolist()).count("1. A\n2. B") == 6
+    assert not held_out.left_text.eq("unused").any()
+    report = json.loads((out / "label_efficiency.json").read_text())
+    assert set(report["paired"]) == {"informative"} and "informative" in (out / "label_efficiency.md").read_text()
+
+    def no_loading(*_, **__):
+        raise AssertionError("the model was loaded although the features were cached")
+    monkeypatch.setattr("bench.candidate_pool.load_causal_lm", no_loading)
+    assert bench.main(args + ["--budgets", "5"])[-1]["strategy"] == "informative"
+
+
+def test_saved_lists_too_few_for_the_candidates_asked_say_what_to_change(tiny_model_dir, saved_lists, tmp_path):
+    with pytest.raises(SystemExit, match="holds 4 lists for .*not 5: pass fewer --candidates"):
+        bench.main(["--out", str(tmp_path), "--base-model", tiny_model_dir, "--train-prompts", "8", "--eval-prompts",
+                    "6", "--budgets", "5", "--candidates", "5", "--candidates-from", str(saved_lists / "rejection"),
+                    "--held-out-from", str(saved_lists / "rejudge.json")])
+    with pytest.raises(SystemExit, match="together"):
+        bench.main(["--out", str(tmp_path), "--candidates-from", str(saved_lists / "rejection")])

@@ -201,6 +201,22 @@ def test_scorer_folds_lora_in_and_keeps_the_callers_order(tiny_reward_run, tiny_
     assert len(set(round(a, 4) for a in alone)) == len(alone)  # distinct scores, so a mix-up of order would show
 
 
+def test_features_are_what_the_score_head_reads(tiny_reward_run):
+    """The pooled features the informative choice measures pairs with: the score head applied to them gives each
+    list's score, in the caller's order, whatever the batching and padding."""
+    from core.train.reward_model import RewardScorer
+
+    scorer = RewardScorer.from_folder(tiny_reward_run, device="cpu")
+    prompts = ["Top 5 fruits", "Top 5 films", "Top 5 rivers"]
+    lists = ["1. Apple\n2. Pear\n3. Plum\n4. Fig\n5. Kiwi", "1. Nile " * 12, "x"]
+    features = scorer.features(prompts, lists, batch_size=2)
+    assert features.shape == (3, scorer.model.config.hidden_size)
+    with torch.inference_mode():
+        from_head = scorer.model.score(torch.as_tensor(features))[:, 0].tolist()
+    assert from_head == pytest.approx(scorer.score(prompts, lists), abs=1e-4)
+    assert scorer.features(prompts[2:], lists[2:]) == pytest.approx(features[2:], abs=1e-4)
+
+
 def test_the_scoring_speed_bench_compares_both_ways_on_the_same_lists(tiny_reward_run, tmp_path, monkeypatch, capsys):
     """bench/reward_scoring_speed.py on the tiny reward model: both ways timed, the scores the same, the same picks."""
     from bench import reward_scoring_speed

@@ -195,19 +195,38 @@ class RewardScorer:
         return cls(PeftModel.from_pretrained(base, str(adapter)).merge_and_unload(), tokenizer)
 
     def score(self, prompts: list[str], responses: list[str], batch_size: int = 16) -> list[float]:
-        """One score per (request, list), in the order given. Scoring is compute-bound on a CPU, so the lists go
-        through in order of length (each batch pads to its longest) and the scores come back in the caller's order."""
+        """One score per (request, list), in the order given."""
+        return self._by_length(prompts, responses, batch_size, lambda batch: self.model(**batch).logits[:, 0]).tolist()
+
+    def features(self, prompts: list[str], responses: list[str], batch_size: int = 16) -> np.ndarray:
+        """(N, hidden) what the score head reads for each (request, list): the backbone's last hidden state at the
+        last non-pad token, so `score` is the head applied to these (the arena's informative choice measures how new
+        a pair is in this space, core/collect/design.py)."""
+        backbone = self.model.get_submodule(self.model.base_model_prefix)
+
+        def pooled(batch):
+            hidden = backbone(**batch).last_hidden_state  # (B, T, hidden)
+            # the sequence classifier's own pooling: the last token that is not padding (left or right padded)
+            positions = torch.arange(hidden.shape[1], device=hidden.device)
+            last = (positions * (batch["input_ids"] != self.model.config.pad_token_id)).argmax(-1)  # (B,)
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+        return self._by_length(prompts, responses, batch_size, pooled).numpy()
+
+    def _by_length(self, prompts, responses, batch_size, forward) -> torch.Tensor:
+        """forward(batch) for every (request, list), stacked in the order given. Scoring is compute-bound on a CPU,
+        so the lists go through in order of length (each batch pads to its longest) and come back in the caller's
+        order."""
         ids = [reward_input_ids(self.tokenizer, p, r) for p, r in zip(prompts, responses)]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        scores = [0.0] * len(ids)
+        parts = []
         for start in range(0, len(ids), batch_size):
-            chunk = order[start:start + batch_size]
-            batch = self.tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt")
+            batch = self.tokenizer.pad({"input_ids": [ids[i] for i in order[start:start + batch_size]]},
+                                       return_tensors="pt")
             with torch.inference_mode():
-                logits = self.model(**batch.to(self.device)).logits  # (B, 1), read at the last non-pad token
-            for i, value in zip(chunk, logits[:, 0].float().tolist()):
-                scores[i] = value
-        return scores
+                parts.append(forward(batch.to(self.device)).float().cpu())
+        stacked = torch.cat(parts) if parts else torch.zeros(0)
+        return stacked[torch.as_tensor(np.argsort(order), dtype=torch.long)] if parts else stacked
 
 
 def reward_trainer(cfg: RewardConfig, model, tokenizer, rows: list[dict], device, run_dir) -> RewardTrainer:
