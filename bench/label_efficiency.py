@@ -61,7 +61,10 @@ from core.store.database import Store
 from core.train.reward_model import RewardConfig, RewardScorer, held_out_votes, train
 from core.train.runs import RunFolder, read_json
 
-STRATEGIES = ("random", "uncertain", "informative")
+STRATEGIES = ("random", "uncertain", "informative", "informative-unit")
+# what makes two runs' rows comparable: a rerun with these the same keeps the strategies it finished
+SAME_RUN = ("taste", "forced_choice", "budgets", "candidates", "train_prompts", "eval_prompts", "max_new_tokens",
+            "base_model", "engine", "reward_args", "seed", "candidates_from", "held_out_from")
 
 
 @dataclass
@@ -84,7 +87,8 @@ class EfficiencyConfig:
                                  + ", ".join(STRATEGIES))
     candidates_from: str = knob("", "a rejection run whose samples are the train candidates (empty: sample the base)")
     held_out_from: str = knob("", "a bench/rejudge.py report whose reference policy's lists are the held-out pairs")
-    report_only: bool = knob(False, "rewrite the report from --out's label_efficiency.json and databases; train nothing")
+    report_only: bool = knob(False, "rewrite the report from --out's label_efficiency.json and databases; "
+                             "train nothing")
 
     def __post_init__(self):
         self.budgets = sorted(self.budgets)
@@ -96,7 +100,7 @@ class EfficiencyConfig:
             raise SystemExit("pass --candidates-from and --held-out-from together (one policy's lists), or neither")
 
 
-def informative_round(features: dict, prompts, pool: dict, shown: set, n: int) -> list[tuple]:
+def informative_round(features: dict, prompts, pool: dict, shown: set, n: int, unit: bool = False) -> list[tuple]:
     """The next n votes as (prompt, i, j, dᵀV⁻¹d): the greedy optimal design over every train request's candidate
     pairs not shown yet, V from the pairs shown so far (`shown`: (prompt_id, i, j))."""
     rows = [(p, i) for p in prompts for i in range(len(pool[p.prompt_id]))]  # one row per candidate
@@ -112,7 +116,7 @@ def informative_round(features: dict, prompts, pool: dict, shown: set, n: int) -
     index = {(p.prompt_id, i): r for r, (p, i) in enumerate(rows)}
     voted = [matrix[index[(pid, i)]] - matrix[index[(pid, j)]] for pid, i, j in shown if (pid, i) in index]
     picks = informative_pairs(diffs, np.array(voted).reshape(-1, matrix.shape[1]), n,
-                              groups=[rows[a][0].prompt_id for a, _ in pairs])
+                              groups=[rows[a][0].prompt_id for a, _ in pairs], unit=unit)
     return [(rows[pairs[r][0]][0], rows[pairs[r][0]][1], rows[pairs[r][1]][1], value) for r, value in picks]
 
 
@@ -145,8 +149,8 @@ def run_strategy(cfg: EfficiencyConfig, strategy: str, train_set, eval_set, pool
     scorer, votes, rows, shown = None, 0, [], set()
     for budget in cfg.budgets:  # 3. rounds
         decided = 0
-        planned = iter(informative_round(features, train_set, pool, shown, budget - votes)
-                       if strategy == "informative" else ())
+        planned = iter(informative_round(features, train_set, pool, shown, budget - votes, strategy.endswith("-unit"))
+                       if strategy.startswith("informative") else ())
         while votes < budget:
             pick = next(planned, None)
             prompt = pick[0] if pick else cycle.next()
@@ -156,7 +160,7 @@ def run_strategy(cfg: EfficiencyConfig, strategy: str, train_set, eval_set, pool
                 shown.add((prompt.prompt_id, i, j))
                 if rng.random() < 0.5:
                     i, j = j, i
-                choice = record_vote(store, prompt, candidates[i], candidates[j], rng, taste, "informative")
+                choice = record_vote(store, prompt, candidates[i], candidates[j], rng, taste, strategy)
             elif strategy == "uncertain" and scorer is not None:
                 scores = scorer.score([prompt.text] * len(candidates), [g.text for g in candidates])
                 i, j, p_left = most_uncertain_pair(scores, lambda a, b: candidates[a].text != candidates[b].text)
@@ -210,13 +214,28 @@ def main(argv: list[str] | None = None) -> list[dict]:
                             made_with)}
     loaded.clear()
     features = (base_features(cfg.base_model, cfg.device, train_set, pool, out)
-                if "informative" in cfg.strategies else None)
-    rows = []
+                if any(s.startswith("informative") for s in cfg.strategies) else None)
+    rows, finished = [], finished_rows(out, cfg)
     for strategy in cfg.strategies:
+        if strategy in finished:  # the same run's settings: its votes and reward models stand
+            print(f"{strategy}: kept from {out / 'label_efficiency.json'}", flush=True)
+            rows += finished[strategy]
+            continue
         rows += run_strategy(cfg, strategy, train_set, eval_set, pool, taste, features)
         # after each strategy, so a run cut short keeps what it measured
         write_report(out, cfg, rows, difficulty(out, taste.name))
     return rows
+
+
+def finished_rows(out: Path, cfg: EfficiencyConfig) -> dict:
+    """{strategy: rows} that an earlier run in `out` with the same SAME_RUN settings finished at every budget (its
+    reward models on disk), so a rerun that adds a strategy trains only that one."""
+    saved = json.loads((out / "label_efficiency.json").read_text()) if (out / "label_efficiency.json").is_file() else {}
+    if not saved or any(saved["config"].get(k) != vars(cfg)[k] for k in SAME_RUN):
+        return {}
+    by = {s: [r for r in saved["rows"] if r["strategy"] == s] for s in STRATEGIES}
+    return {s: rows for s, rows in by.items() if [r["votes"] for r in rows] == cfg.budgets
+            and all((out / s / f"reward-{b}" / "calibration.json").is_file() for b in cfg.budgets)}
 
 
 def chosen_pairs(votes, taste: str) -> dict:

@@ -45,3 +45,12 @@ def test_pairs_stay_within_a_request_and_skip_what_is_not_allowed():
     diffs, pairs = pair_differences(features, [[0, 1, 2], [3, 4]], allowed=lambda i, j: (i, j) != (0, 2))
     assert pairs == [(0, 1), (1, 2), (3, 4)]
     assert diffs[:, 0].tolist() == [-3.0, -5.0, -2.0]
+
+
+def test_unit_differences_choose_by_direction_not_size():
+    # raw: λ = (100 + 1) / 2 / 2 = 25.25; V = 25.25 I + e1 e1ᵀ: 100 / 26.25 = 3.81 beats 1 / 25.25, the big pair wins.
+    # unit: both length 1, λ = 1/2: e1 (already voted) 1 / 1.5 = 0.67, e2 1 / 0.5 = 2: the new direction wins.
+    candidates, voted = np.array([[10.0, 0.0], [0.0, 1.0]]), np.array([[1.0, 0.0]])
+    assert informative_pairs(candidates, voted, k=1)[0][0] == 0
+    (row, value), = informative_pairs(candidates, voted, k=1, unit=True)
+    assert row == 1 and value == pytest.approx(2.0)

@@ -161,7 +161,15 @@ def test_informative_choice_on_a_policys_saved_lists(tiny_model_dir, saved_lists
     def no_loading(*_, **__):
         raise AssertionError("the model was loaded although the features were cached")
     monkeypatch.setattr("bench.candidate_pool.load_causal_lm", no_loading)
-    assert bench.main(args + ["--budgets", "5"])[-1]["strategy"] == "informative"
+    ran, run_strategy = [], bench.run_strategy
+    monkeypatch.setattr(bench, "run_strategy", lambda cfg, strategy, *a: ran.append(strategy) or run_strategy(
+        cfg, strategy, *a))
+    more = bench.main([{"random,informative": "random,informative,informative-unit"}.get(a, a) for a in args])
+    assert ran == ["informative-unit"] and more[:4] == rows  # one strategy more: the finished two are kept
+    unit = Store(out / "informative-unit" / "votes.duckdb").votes().query("split == 'train'")
+    assert set(unit.chosen_by) == {"informative-unit"} and len(unit) == 10
+    assert bench.main(args + ["--budgets", "5"])[-1]["strategy"] == "informative"  # other budgets: trained again
+    assert ran[-2:] == ["random", "informative"]
 
 
 def test_saved_lists_too_few_for_the_candidates_asked_say_what_to_change(tiny_model_dir, saved_lists, tmp_path):

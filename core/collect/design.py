@@ -41,16 +41,19 @@ def pair_differences(features: np.ndarray, groups: Sequence[Sequence[int]],
 
 
 def informative_pairs(candidates: np.ndarray, voted: np.ndarray, k: int, groups: Sequence[Hashable] | None = None,
-                      ridge: float = 1.0) -> list[tuple[int, float]]:
+                      ridge: float = 1.0, unit: bool = False) -> list[tuple[int, float]]:
     """Greedy batch optimal design: up to k rows of `candidates` (pair differences, (P, H)) as (row, dᵀV⁻¹d at its
     pick), V built from `voted` ((V, H) differences, possibly none) and each earlier pick. With `groups` (one label
-    per row, e.g. its request) at most one row a group."""
+    per row, e.g. its request) at most one row a group. `unit` scales every difference to length 1 first, so only
+    its direction counts: the largest differences are two very unlike lists, which the annotator finds easy."""
     if len(candidates) == 0 or k <= 0:
         return []
     d = np.asarray(candidates, dtype=np.float64)  # (P, H)
     h = d.shape[1]
-    lam = ridge * max(float((d ** 2).sum(axis=1).mean()) / h, 1e-12)  # 3. the prior's scale: the candidates' own
     voted = np.asarray(voted, dtype=np.float64).reshape(-1, h)
+    if unit:
+        d, voted = (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12) for x in (d, voted))
+    lam = ridge * max(float((d ** 2).sum(axis=1).mean()) / h, 1e-12)  # 3. the prior's scale: the candidates' own
     inverse = np.linalg.inv(lam * np.eye(h) + voted.T @ voted)  # (H, H)
     values = np.einsum("ph,hk,pk->p", d, inverse, d)  # (P,) dᵀ V⁻¹ d for every candidate
     open_ = np.ones(len(d), dtype=bool)
