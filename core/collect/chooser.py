@@ -12,7 +12,8 @@ Learning from Human Feedback via Active Exploration"; BAL-PM, Melo et al. 2024; 
 
 Where this departs from the papers:
 1. One reward model's σ(Δr), not a posterior or an ensemble's disagreement (Dwaracherla et al. 2024; BAL-PM adds an
-   entropy term over prompts for diversity): cheaper, and a weaker signal of what the model does not know.
+   entropy term over prompts for diversity): cheaper, and a weaker signal of what the model does not know. The
+   posterior variance of a linear head, choosing the request too (design.py), saved no votes either (bench/README.md).
 2. Prompts are not chosen: the library cycle still serves every train-split request evenly; only the two lists
    shown for it are chosen. Typed requests (/new_pair) and held-out prompts stay random pairs of two samples, so
    held-out statistics stay unbiased.
