@@ -58,6 +58,11 @@ def imported_candidates(candidates_from: str, held_out_from: str, k: int, train_
     """{prompt_id: lists} from one policy's saved lists: a rejection run's first k draws of each train request, and
     a rejudge report's reference policy's first two draws of each held-out request."""
     run = Path(candidates_from)
+    if not (run / "samples.jsonl").is_file() or not (run / "config.json").is_file():
+        raise SystemExit(f"{run} holds no samples.jsonl and config.json: pass a rejection run's folder "
+                         "(python -m core train rejection)")
+    if not Path(held_out_from).is_file():
+        raise SystemExit(f"{held_out_from} is no file: pass a bench/rejudge.py report (its rejudge.json)")
     made = read_json(run / "config.json")
     policy = Policy(made.get("base_model_resolved") or made.get("base_model") or "base",
                     made.get("sft_adapter") or None)

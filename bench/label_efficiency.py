@@ -2,7 +2,7 @@
 and for the arena's uncertain or the informative (optimal design) choice, with the scripted annotator voting.
 
     .venv/bin/python -m bench.label_efficiency --out bench/out/label_efficiency        # embedded model: hours, 2 cores
-    .venv/bin/python -m bench.label_efficiency --strategies random,informative --candidates 8 \
+    .venv/bin/python -m bench.label_efficiency --strategies random,informative --candidates 8 \\
         --candidates-from models/runs/REJECTION_RUN --held-out-from bench/out/REJUDGE/rejudge.json   # a policy's lists
     .venv/bin/python -m bench.label_efficiency --base-model TINY_DIR --device cpu --train-prompts 12 \\
         --eval-prompts 8 --budgets 8,16 --max-new-tokens 16 --forced-choice true --reward-args "--max-steps 4"
@@ -53,9 +53,7 @@ from core.collect.library import PromptCycle, load_prompts
 from core.config import command_config, knob, parse_config
 from core.engine import ENGINES
 from core.judge.win_rate import wilson_interval
-from core.model import (
-    load,
-)
+from core.model import load
 from core.records import Pair, SamplingSettings, new_id
 from core.store.database import Store
 from core.train.reward_model import RewardConfig, RewardScorer, held_out_votes, train
@@ -106,7 +104,7 @@ def informative_round(features: dict, prompts, pool: dict, shown: set, n: int, u
     rows = [(p, i) for p in prompts for i in range(len(pool[p.prompt_id]))]  # one row per candidate
     matrix = np.concatenate([features[p.prompt_id] for p in prompts])  # (N, H)
     start = np.cumsum([0] + [len(pool[p.prompt_id]) for p in prompts])
-    groups = [list(range(start[n_], start[n_ + 1])) for n_ in range(len(prompts))]
+    groups = [list(range(start[k], start[k + 1])) for k in range(len(prompts))]
 
     def allowed(a: int, b: int) -> bool:
         (p, i), (_, j) = rows[a], rows[b]
@@ -206,12 +204,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     sampling = SamplingSettings(max_new_tokens=cfg.max_new_tokens)
     made_with = {"base_model": cfg.base_model, "engine": cfg.engine, "max_new_tokens": cfg.max_new_tokens,
                  "seed": cfg.seed}
-    pool = imported_candidates(cfg.candidates_from, cfg.held_out_from, cfg.candidates, train_set, eval_set) \
-        if cfg.candidates_from else {
-        **sample_candidates(load_generator, train_set, cfg.candidates, sampling, cfg.seed,
-                            out / "candidates.jsonl", made_with),
-        **sample_candidates(load_generator, eval_set, 2, sampling, cfg.seed + 10_000, out / "held_out.jsonl",
-                            made_with)}
+    if cfg.candidates_from:
+        pool = imported_candidates(cfg.candidates_from, cfg.held_out_from, cfg.candidates, train_set, eval_set)
+    else:
+        pool = {**sample_candidates(load_generator, train_set, cfg.candidates, sampling, cfg.seed,
+                                    out / "candidates.jsonl", made_with),
+                **sample_candidates(load_generator, eval_set, 2, sampling, cfg.seed + 10_000,
+                                    out / "held_out.jsonl", made_with)}
     loaded.clear()
     features = (base_features(cfg.base_model, cfg.device, train_set, pool, out)
                 if any(s.startswith("informative") for s in cfg.strategies) else None)

@@ -177,5 +177,11 @@ def test_saved_lists_too_few_for_the_candidates_asked_say_what_to_change(tiny_mo
         bench.main(["--out", str(tmp_path), "--base-model", tiny_model_dir, "--train-prompts", "8", "--eval-prompts",
                     "6", "--budgets", "5", "--candidates", "5", "--candidates-from", str(saved_lists / "rejection"),
                     "--held-out-from", str(saved_lists / "rejudge.json")])
+    with pytest.raises(SystemExit, match="holds no samples.jsonl and config.json: pass a rejection run"):
+        bench.main(["--out", str(tmp_path), "--candidates-from", str(tmp_path), "--held-out-from",
+                    str(saved_lists / "rejudge.json")])
+    with pytest.raises(SystemExit, match="is no file: pass a bench/rejudge.py report"):
+        bench.main(["--out", str(tmp_path), "--candidates-from", str(saved_lists / "rejection"), "--held-out-from",
+                    str(tmp_path / "missing.json")])
     with pytest.raises(SystemExit, match="together"):
         bench.main(["--out", str(tmp_path), "--candidates-from", str(saved_lists / "rejection")])
