@@ -242,14 +242,17 @@ def chosen_pairs(votes, taste: str) -> dict:
     |utility gap| (the annotator's noiseless taste, bench/tastes.py) and how often the vote followed its sign. Close
     pairs are what uncertain choice looks for; for a noisy annotator they are also the least reliable votes."""
     train = votes[(votes.split == "train") & votes.choice.isin(["left", "right"])]
-    out = {}
-    for chosen_by, group in train.groupby("chosen_by"):
-        gaps = [utility(p, l, taste) - utility(p, r, taste)
-                for p, l, r in zip(group.prompt, group.left_text, group.right_text)]
-        follows = [(g > 0) == (c == "left") for g, c in zip(gaps, group.choice) if g != 0]
-        out[chosen_by] = {"votes": len(group), "mean_abs_gap": round(sum(map(abs, gaps)) / len(gaps), 3),
-                          "vote_follows_utility": round(sum(follows) / len(follows), 3) if follows else None}
-    return out
+    return {chosen_by: closeness(group, taste) for chosen_by, group in train.groupby("chosen_by")}
+
+
+def closeness(votes, taste: str) -> dict:
+    """Decided votes' mean |utility gap| and the share that follow the gap's sign, of those whose utilities differ."""
+    gaps = [utility(p, l, taste) - utility(p, r, taste) for p, l, r in zip(votes.prompt, votes.left_text,
+                                                                          votes.right_text)]
+    follows = [(g > 0) == (c == "left") for g, c in zip(gaps, votes.choice) if g != 0]
+    return {"votes": len(votes), "mean_abs_gap": round(sum(map(abs, gaps)) / len(gaps), 3),
+            "vote_follows_utility": round(sum(follows) / len(follows), 3) if follows else None,
+            "utilities_differ": len(follows)}
 
 
 def votes_needed(rows: list[dict], strategy: str = "uncertain") -> dict | None:
@@ -293,8 +296,15 @@ def paired(out: Path, budgets: list[int], strategy: str = "uncertain") -> dict:
 
 
 def difficulty(out: Path, taste: str) -> dict:
-    return {s: chosen_pairs(Store(out / s / "votes.duckdb").votes(), taste) for s in STRATEGIES
-            if (out / s / "votes.duckdb").exists()}
+    """chosen_pairs per strategy, and under "held out" the held-out votes' closeness (the same in every database):
+    whether the annotator's held-out votes are learnable at all."""
+    found = {s: Store(out / s / "votes.duckdb").votes() for s in STRATEGIES if (out / s / "votes.duckdb").exists()}
+    result = {s: chosen_pairs(votes, taste) for s, votes in found.items()}
+    if found:
+        votes = next(iter(found.values()))
+        decided = votes[(votes.split == "eval") & votes.choice.isin(["left", "right"])]
+        result["held out"] = {"held out": closeness(decided, taste)}
+    return result
 
 
 def write_report(out: Path, cfg: EfficiencyConfig, rows: list[dict], pairs: dict | None = None) -> str:
@@ -317,11 +327,17 @@ def write_report(out: Path, cfg: EfficiencyConfig, rows: list[dict], pairs: dict
             lines += ["", f"random reaches {n['random_accuracy']:.3f} with {n['random_votes']} votes; {s} "
                       + (f"reaches it with {n['votes']} ({n['share']:.0%} of them; goal <= 60 %)"
                          if n["votes"] else "does not reach it at any budget")]
+    target = next((r for r in rows if r["strategy"] == "random" and r["votes"] == cfg.budgets[-1]), None)
+    if target and target["pairs"] and wilson_interval(target["correct"], target["pairs"])[0] <= 0.5:
+        lines += ["", "random's reward model is not above chance at its largest budget (its 95 % interval holds "
+                  "0.5): reaching its accuracy saves nothing, and the figures above say nothing about the goal"]
     for strategy, by in (pairs or {}).items():
-        lines += [""] if strategy == STRATEGIES[0] else []
-        lines += [f"{strategy} train votes chosen by {how}: {d['votes']}, mean |utility gap| {d['mean_abs_gap']:.2f}, "
-                  "vote follows the utility " + ("-" if d["vote_follows_utility"] is None else
-                                                 f"{d['vote_follows_utility']:.0%}") for how, d in by.items()]
+        lines += [""] if strategy in (STRATEGIES[0], "held out") else []
+        lines += [("held-out votes" if strategy == "held out" else f"{strategy} train votes chosen by {how}")
+                  + f": {d['votes']}, mean |utility gap| {d['mean_abs_gap']:.2f}, vote follows the utility "
+                  + ("-" if d["vote_follows_utility"] is None else f"{d['vote_follows_utility']:.0%}")
+                  + (f" of {d['utilities_differ']} whose utilities differ" if "utilities_differ" in d else "")
+                  for how, d in by.items()]
     text = "\n".join(lines) + "\n"
     (out / "label_efficiency.json").write_text(json.dumps(
         {"config": vars(cfg), "rows": rows, "votes_needed": need, "paired": by_budget, "chosen_pairs": pairs},

@@ -25,6 +25,14 @@ def test_votes_needed_is_the_fewest_uncertain_votes_that_reach_randoms_last_accu
     assert bench.votes_needed(rows[:3]) is None  # one strategy missing: no figure
 
 
+def test_a_random_model_at_chance_makes_the_figure_say_nothing(tmp_path):
+    cfg = bench.EfficiencyConfig(out=str(tmp_path), budgets=[60, 200])
+    rows = [row("random", 60, 10), row("random", 200, 12), row("uncertain", 60, 12), row("uncertain", 200, 12)]
+    text = bench.write_report(tmp_path, cfg, rows)
+    assert "uncertain reaches it with 60 (30% of them" in text and "not above chance" in text
+    assert "not above chance" not in bench.write_report(tmp_path, cfg, rows[:1] + [row("random", 200, 17)] + rows[2:])
+
+
 def test_a_cell_gives_accuracy_interval_and_counts():
     assert bench.cell(row("random", 60, 15)) == "0.750 [0.531, 0.888] (15/20; 60 decided of this round's votes)"
     assert bench.cell(None) == "-"
@@ -39,8 +47,8 @@ def test_chosen_pairs_measures_how_close_each_way_of_choosing_was(monkeypatch):
                           "right_text": ["b", "c", "c", "b", "c"]})
     # random: gaps 2 (followed) and 2.5 (not followed); uncertain: gap 0.5 (followed); the tie and eval are left out
     assert bench.chosen_pairs(votes, "terse") == {
-        "random": {"votes": 2, "mean_abs_gap": 2.25, "vote_follows_utility": 0.5},
-        "uncertain": {"votes": 1, "mean_abs_gap": 0.5, "vote_follows_utility": 1.0}}
+        "random": {"votes": 2, "mean_abs_gap": 2.25, "vote_follows_utility": 0.5, "utilities_differ": 2},
+        "uncertain": {"votes": 1, "mean_abs_gap": 0.5, "vote_follows_utility": 1.0, "utilities_differ": 1}}
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +118,7 @@ def test_a_report_only_rebuild_keeps_the_runs_budgets_and_taste(efficiency_run, 
     again = json.loads((out / "label_efficiency.json").read_text())
     assert rows == saved["rows"] and again["config"]["budgets"] == saved["config"]["budgets"]
     assert again["config"]["taste"] == saved["config"]["taste"] and again["chosen_pairs"] == saved["chosen_pairs"]
+    assert again["chosen_pairs"]["held out"]["held out"]["votes"] == 6  # forced choice: every held-out vote decided
     assert "| 50 |" not in (out / "label_efficiency.md").read_text()
     with pytest.raises(SystemExit, match="holds no label_efficiency.json"):
         bench.main(["--out", str(tmp_path / "none"), "--report-only", "true"])

@@ -17,6 +17,11 @@ noisiest votes (bench/README.md, "Does choosing the uncertain pair save votes?")
        requests); fold it into V⁻¹ by Sherman–Morrison, V⁻¹ − u uᵀ / (1 + dᵀu) with u = V⁻¹ d, which lowers every
        other pair's value by (d_pᵀ u)² / (1 + dᵀu): the next pick covers another direction. Repeat.
 
+With `unit`, every d is scaled to length 1 first, so a pair counts by its direction alone, not by how unlike its two
+lists are. Measured (bench/README.md, "Choosing the request too"): on `terse` neither way saved votes against random
+pairs (the raw design asks for far-apart pairs, easy calls for the annotator; by direction, close ones), so the
+arena does not offer it.
+
 Why by hand: none of the stack's libraries does optimal design over a pool, and the whole method is the ten lines
 of `informative_pairs`.
 """
