@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from core.collect.library import text_key
 from core.lists import parse_list
-from core.model import load_causal_lm, load_tokenizer, pick_device, resolve_base_model
+from core.model import resolve_base_model
 from core.records import Generation, Policy, SamplingSettings
 from core.train.reward_model import RewardScorer
 from core.train.runs import read_json
@@ -83,8 +83,9 @@ def imported_candidates(candidates_from: str, held_out_from: str, k: int, train_
             if len(lists) < n:
                 raise SystemExit(f"{source} holds {len(lists)} lists for {prompt.text!r}, not {n}: pass fewer "
                                  "--candidates or requests, or another run")
-            pool[prompt.prompt_id] = [Generation(prompt, t, pol, parse_list(t).well_formed, len(parse_list(t).items))
-                                      for t in lists]
+            parsed = [parse_list(t) for t in lists]
+            pool[prompt.prompt_id] = [Generation(prompt, t, pol, p.well_formed, len(p.items))
+                                      for t, p in zip(lists, parsed)]
     return pool
 
 
@@ -94,19 +95,15 @@ def base_features(base_model: str, device: str, prompts, pool: dict, out: Path) 
     texts = [(p.text, g.text) for p in prompts for g in pool[p.prompt_id]]
     cache = out / f"features-{hashlib.sha256(json.dumps(texts).encode()).hexdigest()[:12]}.npz"
     if not cache.exists():
-        name = resolve_base_model(base_model or None)
-        tokenizer = load_tokenizer(name)
-        model = load_causal_lm(name, pick_device(device), dtype=torch.float32, head="reward")
-        model.config.pad_token_id = tokenizer.pad_token_id
-        scorer, parts = RewardScorer(model, tokenizer), []
+        started, parts = time.monotonic(), []
+        scorer = RewardScorer.untrained(resolve_base_model(base_model or None), device)
         for start in range(0, len(texts), 192):
             chunk = texts[start:start + 192]
             parts.append(scorer.features([p for p, _ in chunk], [t for _, t in chunk]))
             print(f"base-model features of {start + len(chunk)}/{len(texts)} candidates", flush=True)
-        flat, rows = np.concatenate(parts), []
-        for p in prompts:
-            rows.append(flat[:len(pool[p.prompt_id])])
-            flat = flat[len(pool[p.prompt_id]):]
+        ends = np.cumsum([len(pool[p.prompt_id]) for p in prompts])[:-1]
+        rows = np.split(np.concatenate(parts), ends)  # back to one (k, H) block a request
         np.savez(cache, **{p.prompt_id: r for p, r in zip(prompts, rows)})
+        print(f"features took {time.monotonic() - started:.0f} s", flush=True)
     saved = np.load(cache)
     return {p.prompt_id: saved[p.prompt_id] for p in prompts}

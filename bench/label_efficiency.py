@@ -37,6 +37,7 @@ import random
 import shlex
 import shutil
 import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -146,7 +147,7 @@ def run_strategy(cfg: EfficiencyConfig, strategy: str, train_set, eval_set, pool
         record_vote(store, prompt, *pool[prompt.prompt_id][:2], random.Random(prompt.prompt_id), taste)
     scorer, votes, rows, shown = None, 0, [], set()
     for budget in cfg.budgets:  # 3. rounds
-        decided = 0
+        decided, started = 0, time.monotonic()
         planned = iter(informative_round(features, train_set, pool, shown, budget - votes, strategy.endswith("-unit"))
                        if strategy.startswith("informative") else ())
         while votes < budget:
@@ -172,7 +173,8 @@ def run_strategy(cfg: EfficiencyConfig, strategy: str, train_set, eval_set, pool
         report = train_reward(cfg, out / "votes.duckdb", run_dir)
         scorer = RewardScorer.from_folder(run_dir, cfg.device) if strategy == "uncertain" else None
         rows.append({"strategy": strategy, "votes": votes, "decided_this_round": decided,
-                     **{key: report.get(key) for key in ("accuracy", "correct", "pairs")}})
+                     **{key: report.get(key) for key in ("accuracy", "correct", "pairs")},
+                     "wall_s": round(time.monotonic() - started)})  # the round's choosing, voting and training
         print(json.dumps(rows[-1]), flush=True)
     return rows
 

@@ -169,7 +169,7 @@ def test_informative_choice_on_a_policys_saved_lists(tiny_model_dir, saved_lists
 
     def no_loading(*_, **__):
         raise AssertionError("the model was loaded although the features were cached")
-    monkeypatch.setattr("bench.candidate_pool.load_causal_lm", no_loading)
+    monkeypatch.setattr("bench.candidate_pool.RewardScorer.untrained", no_loading)
     ran, run_strategy = [], bench.run_strategy
     monkeypatch.setattr(bench, "run_strategy", lambda cfg, strategy, *a: ran.append(strategy) or run_strategy(
         cfg, strategy, *a))

@@ -186,13 +186,19 @@ class RewardScorer:
     def from_folder(cls, path: str | Path, device: str | None = None) -> "RewardScorer":
         """A reward-model run folder (or its adapter/ folder), on the base model it was trained from."""
         base_name = read_adapter_config(path, "SEQ_CLS", "python -m core train reward")["base_model_name_or_path"]
-        adapter = adapter_dir(path)
+        untrained = cls.untrained(base_name, device)
+        # A scorer never trains: LoRA folded into the base weights scores the same (to ~1e-5) without the adapter's
+        # extra matmuls per layer (with score() sorting by length, 1.43x in bench/reward_scoring_speed.py).
+        merged = PeftModel.from_pretrained(untrained.model, str(adapter_dir(path))).merge_and_unload()
+        return cls(merged, untrained.tokenizer)
+
+    @classmethod
+    def untrained(cls, base_name: str, device: str | None = None) -> "RewardScorer":
+        """The base model with a fresh (random) score head: its `features` are the frozen base's."""
         tokenizer = load_tokenizer(base_name)
         base = load_causal_lm(base_name, pick_device(device), dtype=torch.float32, head="reward")
         base.config.pad_token_id = tokenizer.pad_token_id
-        # A scorer never trains: LoRA folded into the base weights scores the same (to ~1e-5) without the adapter's
-        # extra matmuls per layer (with score() sorting by length, 1.43x in bench/reward_scoring_speed.py).
-        return cls(PeftModel.from_pretrained(base, str(adapter)).merge_and_unload(), tokenizer)
+        return cls(base, tokenizer)
 
     def score(self, prompts: list[str], responses: list[str], batch_size: int = 16) -> list[float]:
         """One score per (request, list), in the order given."""
@@ -200,8 +206,8 @@ class RewardScorer:
 
     def features(self, prompts: list[str], responses: list[str], batch_size: int = 16) -> np.ndarray:
         """(N, hidden) what the score head reads for each (request, list): the backbone's last hidden state at the
-        last non-pad token, so `score` is the head applied to these (the arena's informative choice measures how new
-        a pair is in this space, core/collect/design.py)."""
+        last non-pad token, so `score` is the head applied to these (the informative choice of
+        core/collect/design.py, measured in bench/label_efficiency.py, measures how new a pair is in this space)."""
         backbone = self.model.get_submodule(self.model.base_model_prefix)
 
         def pooled(batch):
