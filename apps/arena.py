@@ -39,8 +39,8 @@ from core.collect.chooser import (
 )
 from core.engine import ENGINES
 from core.records import STRENGTHS, USER_ERRORS, InputError, ModelLoadError
+from core.runs import adapter_dir, newest_finished_run, read_adapter_config
 from core.train.best import check_policy
-from core.train.runs import adapter_dir, newest_finished_run, read_adapter_config
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from apps.dashboard_shared import (
 )
 from core.access import Role, bind_warning
 from core.records import StoreBusy
-from core.train.runs import runs_root
+from core.runs import runs_root
 
 PAGES = Path(__file__).resolve().parent / "dashboard_pages"
 

@@ -9,9 +9,9 @@ import streamlit as st
 from core.access import Role, passwords_configured, role_for
 from core.model import describe_device, pick_device
 from core.records import StoreBusy
+from core.runs import RunInfo, RunState, list_runs, runs_root
 from core.store.database import Store
 from core.train.launcher import log_tail
-from core.train.runs import RunInfo, RunState, list_runs, runs_root
 
 PROBLEM_STATES = (RunState.FAILED, RunState.KILLED, RunState.DAMAGED)
 # A page waits this long for the database before saying it is busy and trying again every RETRY_S seconds (the

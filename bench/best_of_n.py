@@ -49,9 +49,9 @@ from bench.annotator import utility
 from bench.loop import entry_point, finished_loop, held_out_answers, outcomes
 from bench.loop_report import mean_se, win_cell
 from core.config import check, command_config, knob
-from core.judge.win_rate import win_rate
+from core.runs import read_json
 from core.train.reward_model import RewardScorer
-from core.train.runs import read_json
+from core.win_rate import win_rate
 
 
 @dataclass

@@ -17,8 +17,8 @@ from core.collect.library import text_key
 from core.lists import parse_list
 from core.model import resolve_base_model
 from core.records import Generation, Policy, SamplingSettings
+from core.runs import read_json
 from core.train.reward_model import RewardScorer
-from core.train.runs import read_json
 
 
 def sample_candidates(load_generator, prompts, k: int, sampling: SamplingSettings, seed: int, cache: Path,

@@ -47,13 +47,13 @@ from bench.annotator import (
 )
 from bench.loop import entry_point, run_stage
 from core.collect.library import load_prompts
-from core.judge.win_rate import wilson_interval
 from core.lists import parse_list
 from core.records import Generation, Pair, Policy, Prompt, SamplingSettings
+from core.runs import RunFolder, read_json
 from core.store.database import Store
 from core.train.reward_model import held_out_votes
-from core.train.runs import RunFolder, read_json
 from core.train.snapshot import split_for
+from core.win_rate import wilson_interval
 
 SOURCES = {"edits": "--from-edits", "both_bad": "--from-both-bad", "ratings": "--from-ratings", "ties": "--from-ties"}
 VARIANTS = {"votes": (), "+edits": ("edits",), "+both_bad": ("both_bad",), "+ratings": ("ratings",),

@@ -31,7 +31,7 @@ import torch
 
 from bench.loop import StageFailed, run_stage
 from core.config import command_config, knob
-from core.train.runs import read_jsonl
+from core.runs import read_jsonl
 from tests.helpers import write_preference_votes
 
 # Per stage: the flags that size it. `gpu` is sized from the H200 run of 2026-12-04 (bench/README.md) to ~8 minutes

@@ -53,12 +53,12 @@ from core.collect.generate import Generator
 from core.collect.library import PromptCycle, load_prompts
 from core.config import command_config, knob, parse_config
 from core.engine import ENGINES
-from core.judge.win_rate import wilson_interval
 from core.model import load
 from core.records import Pair, SamplingSettings, new_id
+from core.runs import RunFolder, read_json
 from core.store.database import Store
 from core.train.reward_model import RewardConfig, RewardScorer, held_out_votes, train
-from core.train.runs import RunFolder, read_json
+from core.win_rate import wilson_interval
 
 STRATEGIES = ("random", "uncertain", "informative", "informative-unit")
 # what makes two runs' rows comparable: a rerun with these the same keeps the strategies it finished

@@ -44,13 +44,13 @@ from bench.loop_report import summarise, write_report
 from core.collect.library import load_prompts
 from core.config import check, check_flags, command_config, knob
 from core.judge.evaluate import EvalConfig, outcome, proportion, sample
-from core.judge.win_rate import win_rate
 from core.lists import parse_list
 from core.model import load
+from core.runs import RunFolder, append_jsonl, read_json, read_jsonl
+from core.stages import config_class
 from core.store.database import Store
 from core.train.reward_model import RewardScorer
-from core.train.runs import RunFolder, append_jsonl, read_json, read_jsonl
-from core.train.stages import config_class
+from core.win_rate import win_rate
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 from bench.annotator import TASTES
 from core.judge.evaluate import proportion
 from core.judge.overoptimisation import curve
-from core.train.runs import RunFolder, read_json, read_jsonl
+from core.runs import RunFolder, read_json, read_jsonl
 
 GOALS = {  # name: (what, threshold, higher is better)
     "rm_heldout_accuracy": ("reward-model held-out accuracy against the annotator's votes", 0.85, True),

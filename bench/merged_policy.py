@@ -16,7 +16,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from core.train.runs import adapter_dir
+from core.runs import adapter_dir
 from core.train.start import base_name_for
 
 

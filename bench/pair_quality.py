@@ -32,8 +32,8 @@ from bench.annotator import TASTES, Taste, utility
 from bench.best_of_n import bootstrap_interval, pair_agreement, paired_orders
 from bench.loop import entry_point
 from core.config import command_config, knob
-from core.judge.win_rate import wilson_interval
 from core.train.rejection import best_over_worst, read_candidates
+from core.win_rate import wilson_interval
 
 
 @dataclass

@@ -45,8 +45,8 @@ from bench.loop import (
 from bench.loop_report import win_cell
 from bench.seed_lists import mean_utility
 from core.config import command_config, knob
-from core.judge.win_rate import win_rate
-from core.train.runs import read_json
+from core.runs import read_json
+from core.win_rate import win_rate
 
 VARIANTS = {  # name: the PPO flags that make it, on top of --preset quick (12 updates of 8 episodes, in mini-batches of 4)
     "b16": "--batch-size 16 --mini-batches 4",  # 12 updates of 16: twice the episodes and gradient steps, less noise

@@ -36,7 +36,7 @@ ANCHOR = REPO / "bench" / "trl112_anchor"
 OUT = REPO / "bench" / "out"
 VENV = Path(os.environ.get("TRL112_VENV") or Path.home() / ".cache" / "rlhf-playground" / "venv-trl112")
 from core.model import EMBEDDED_MODEL_DIR
-from core.train.runs import RunFolder, read_jsonl
+from core.runs import RunFolder, read_jsonl
 
 
 def _anchor_module():

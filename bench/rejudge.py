@@ -38,8 +38,8 @@ from bench.best_of_n import bootstrap_interval
 from bench.loop import entry_point, held_out_answers, outcomes
 from bench.loop_report import mean_se
 from core.config import check, command_config, knob
-from core.judge.win_rate import win_rate
-from core.train.runs import read_json
+from core.runs import read_json
+from core.win_rate import win_rate
 
 POINTS = {"win": 1.0, "tie": 0.5, "loss": 0.0}
 

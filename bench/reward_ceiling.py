@@ -34,8 +34,8 @@ from bench.annotator import TASTES, Taste, agreement_given_decided, utility
 from bench.loop import entry_point
 from core.config import check, command_config, knob
 from core.judge.evaluate import proportion
+from core.runs import RunFolder
 from core.train.reward_model import held_out_votes
-from core.train.runs import RunFolder
 
 
 @dataclass

@@ -35,8 +35,8 @@ from transformers.modeling_outputs import SequenceClassifierOutputWithPast
 from bench.feedback_ablation import mcnemar_p
 from core import config as config_io
 from core.config import knob, parse_config
-from core.judge.win_rate import wilson_interval
 from core.model import load_causal_lm, load_tokenizer, pick_device
+from core.runs import RunFolder, read_json
 from core.train.reward_model import (
     RewardConfig,
     RewardScorer,
@@ -46,8 +46,8 @@ from core.train.reward_model import (
     score_votes,
     training_rows,
 )
-from core.train.runs import RunFolder, read_json
 from core.train.trainer_run import seed_weights, trained_model
+from core.win_rate import wilson_interval
 
 FOLDS = 5
 L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)

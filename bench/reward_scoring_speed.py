@@ -27,8 +27,8 @@ import torch
 from peft import PeftModel
 
 from core.model import load_causal_lm, load_tokenizer
+from core.runs import adapter_dir, read_adapter_config
 from core.train.reward_model import RewardScorer
-from core.train.runs import adapter_dir, read_adapter_config
 
 
 def unmerged_scorer(reward_model: str) -> RewardScorer:

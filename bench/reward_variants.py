@@ -33,9 +33,9 @@ import pandas as pd
 from bench.feedback_ablation import mcnemar_p
 from bench.loop import entry_point, run_stage
 from core.config import command_config, knob, parse_config
-from core.judge.win_rate import wilson_interval
+from core.runs import RunFolder, read_json
 from core.train.reward_model import RewardConfig, held_out_votes
-from core.train.runs import RunFolder, read_json
+from core.win_rate import wilson_interval
 
 ALL_LAYERS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 VARIANTS = {

@@ -60,12 +60,12 @@ from bench.rounds_report import GOALS, markdown
 from core.collect.chooser import SAMPLINGS
 from core.config import check, check_flags, command_config, knob
 from core.judge import leaderboard
-from core.judge.win_rate import votes_to_pass, win_rate
 from core.records import InputError
+from core.stages import config_class
 from core.store.database import Store
 from core.train.best import Standing, challenger_wins, current_best, standing
 from core.train.rounds import plan, round_title
-from core.train.stages import config_class
+from core.win_rate import votes_to_pass, win_rate
 
 REPO = loop.REPO
 METHODS = ("ppo", "dpo", "rloo", "online-dpo")
@@ -97,7 +97,7 @@ class RoundsConfig:
                                 choices=SAMPLINGS)
     gate_votes: int = knob(0, "when the gate keeps the incumbent while the challenger leads, cast up to this many "
                               "more votes in the new round, a batch at a time, until it passes (each batch: the "
-                              "decided votes core.judge.win_rate.votes_to_pass says are missing over the round's "
+                              "decided votes core.win_rate.votes_to_pass says are missing over the round's "
                               "share of decided votes, at least 10, while it fits in what is left); 0: never")
     reuse_round2: str = knob("", "a finished bench/rounds.py --out folder on the same round 1: reuse its round-2 "
                                  "votes and reward model (nothing is voted or retrained unless --gate-votes casts "
@@ -221,7 +221,7 @@ def vote_at_the_gate(budget: int, read: Callable[[], Standing | None], cast: Cal
     the gate passes, the lead is gone or a batch no longer fits in what is left of `budget` (round 4 on `ontopic` led
     58 to 50, which needs 593 more decided votes at that share: no person casts those, so neither does this).
     Returns what it cast and the head-to-head (incumbent's, challenger's decided votes) before and after. Looking
-    again after each batch is optional stopping (core.judge.win_rate.votes_to_pass says what it costs); the report
+    again after each batch is optional stopping (core.win_rate.votes_to_pass says what it costs); the report
     keeps the head-to-head before the gate's votes so a reader can see it."""
     now = read()
     before, spent, batches = (now.kept, now.won) if now else None, 0, 0

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from core.judge.win_rate import votes_to_pass
+from core.win_rate import votes_to_pass
 
 GOALS = {"over_previous_round": 0.60, "best_method_over_sft": 0.65}
 

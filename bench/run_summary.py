@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.train.runs import RunFolder, read_json, read_jsonl, read_status
+from core.runs import RunFolder, read_json, read_jsonl, read_status
 
 
 def summarise(run: Path) -> dict:

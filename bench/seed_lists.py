@@ -38,8 +38,8 @@ from bench.loop import (
 )
 from bench.loop_report import mean_se, win_cell
 from core.config import command_config, knob
-from core.judge.win_rate import win_rate
-from core.train.runs import read_json
+from core.runs import read_json
+from core.win_rate import win_rate
 
 VARIANTS = {  # name: the SFT flags that make it
     "keep-w1": "--seed-lists keep --own-weight 1",

@@ -2,12 +2,14 @@
 
     collect/   what the person sees and says: generation, the pair queue, the arena's logic, the prompt library
     store/     where every event lands: the DuckDB store (all SQL), its cross-process lock, vote import/export
-    train/     runs: stage configs and registry, the run-folder contract, snapshots, SFT, reward model, PPO, launcher
-    judge/     how good it is: evaluation, win rates, calibration, disagreements, over-optimisation, the demo
+    train/     runs: snapshots, SFT, reward model, PPO, DPO, RLOO, rejection sampling, rounds, launcher
+    judge/     how good it is: evaluation, the leaderboard, disagreements, agreement, over-optimisation, the demo
     view/      what the dashboard draws: charts and run tables
 
 Shared by all: records.py (plain records and errors), lists.py (what a top-5 list is), model.py (the base model),
-config.py (a dataclass -> CLI, form and config.json), paths.py (where files live), cli.py (`python -m core`).
+config.py (a dataclass -> CLI, form and config.json), paths.py (where files live), stages.py (the stage registry),
+runs.py (the run-folder contract), win_rate.py and calibration.py (the statistics train and judge share), cli.py
+(`python -m core`). Top-level modules but cli.py import no sub-package; sub-packages import only down the loop.
 apps/ (Gradio arena, Streamlit dashboard) only call into here; nothing here imports gradio or streamlit.
 """
 import os

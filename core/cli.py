@@ -11,7 +11,7 @@
     python -m core next-round [--method online-dpo|ppo|dpo|rloo|rejection] [--best RUN]  # reward model, policy, arena
 
 The database is $RLHF_DB (default data/rlhf.duckdb), or --db. A stage's flags come from its config dataclass
-(core/config.py); the stages themselves are listed in core/train/stages.py.
+(core/config.py); the stages themselves are listed in core/stages.py.
 """
 from __future__ import annotations
 
@@ -26,11 +26,11 @@ from pathlib import Path
 from core.judge import agreement, leaderboard
 from core.paths import DEFAULT_DB
 from core.records import USER_ERRORS, InputError
+from core.runs import newest_finished_run
+from core.stages import STAGES, config_class, stage_module
 from core.store.database import Store
 from core.store.preferences import export_votes, import_file
 from core.train.rounds import METHODS, ONLINE_DPO_LISTS, RECOMMENDED, next_round
-from core.train.runs import newest_finished_run
-from core.train.stages import STAGES, config_class, stage_module
 
 
 def _heavy(module: str):
@@ -71,7 +71,7 @@ def _train(args) -> None:
 
 def _score(args) -> None:
     reward_model = _heavy("core.train.reward_model")
-    calibration = _heavy("core.judge.calibration")
+    calibration = _heavy("core.calibration")
     if not args.response:
         raise InputError("give at least one --response to score.")
     scorer = reward_model.RewardScorer.from_folder(args.reward_model, device=args.device)

@@ -18,7 +18,7 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from core.records import USER_ERRORS, InputError
-from core.train.runs import RunFolder, write_json
+from core.runs import RunFolder, write_json
 
 
 class ConfigError(InputError):

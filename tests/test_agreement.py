@@ -26,9 +26,9 @@ from core.judge.agreement import (
     repeat_outcomes,
 )
 from core.records import Generation, Pair, Policy, Prompt, new_id
+from core.runs import write_json
 from core.store.database import Store
 from core.store.lock import file_lock
-from core.train.runs import write_json
 from tests.helpers import REPO, run_cli
 
 APP = str(REPO / "apps" / "dashboard.py")

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
+from core.runs import write_json
 from core.store.database import Store
-from core.train.runs import write_json
 from tests.helpers import serve
 
 HOSTILE = "Top 5 C++ headers like #include <iostream> <img src=http://127.0.0.1:9/beacon.png> **bold**"

@@ -24,8 +24,8 @@ from core.collect.chooser import (
 )
 from core.collect.generate import Generator
 from core.records import InputError, Prompt, SamplingSettings
+from core.runs import write_json
 from core.store.database import Store
-from core.train.runs import write_json
 
 LIBRARY = [Prompt(f"Top 5 things #{i}", source="library", split="train") for i in range(5)]
 APP = str(Path(__file__).resolve().parent.parent / "apps" / "dashboard.py")
@@ -159,7 +159,7 @@ def write_run(root: Path, name: str, stage: str, state: str) -> Path:
 
 
 def test_the_watcher_picks_up_each_newer_finished_reward_run(tmp_path, monkeypatch):
-    from core.train.runs import newest_finished_run
+    from core.runs import newest_finished_run
 
     monkeypatch.setenv("RLHF_RUNS_DIR", str(tmp_path))
     loaded = []

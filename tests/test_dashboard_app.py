@@ -13,8 +13,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.records import Generation, Pair, Policy, Prompt
+from core.runs import read_status, write_json
 from core.store.database import Store
-from core.train.runs import read_status, write_json
 
 APP = str(Path(__file__).resolve().parent.parent / "apps" / "dashboard.py")
 PAGES = ("data", "train", "runs", "disagreements", "demo")

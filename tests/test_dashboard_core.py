@@ -10,16 +10,16 @@ import time
 import pandas as pd
 import pytest
 
-from core.judge.calibration import reliability_bins
+from core.calibration import reliability_bins
 from core.judge.demo import human_win_rate
 from core.judge.disagreements import disagreements, latest_reviews
-from core.judge.win_rate import position_bias
 from core.records import Policy
+from core.runs import list_runs, pid_alive, read_status, write_json
 from core.store.database import StoreError
 from core.store.preferences import export_votes, import_votes
 from core.train import launcher
-from core.train.runs import list_runs, pid_alive, read_status, write_json
 from core.view import runs as run_view
+from core.win_rate import position_bias
 from tests.helpers import write_preference_votes
 
 

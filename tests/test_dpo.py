@@ -17,9 +17,9 @@ from safetensors.torch import load_file
 
 from core.config import ConfigError, build
 from core.model import load_tokenizer
+from core.runs import read_json, read_jsonl, read_status
 from core.train.dpo import DPOConfig, preference_rows
 from core.train.reward_model import reward_input_ids
-from core.train.runs import read_json, read_jsonl, read_status
 from tests.helpers import ADAPTER_FILES, run_files, stage_cli
 
 REPO = Path(__file__).resolve().parent.parent

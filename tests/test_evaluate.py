@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from core.judge.win_rate import WinRate, votes_to_pass, wilson_interval, win_rate
+from core.win_rate import WinRate, votes_to_pass, wilson_interval, win_rate
 from tests.helpers import run_cli
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from gradio_client import Client
 
+from core.runs import read_jsonl, read_status
 from core.store.database import Store
 from core.store.preferences import import_votes
-from core.train.runs import read_jsonl, read_status
 from tests.helpers import REPO, serve, write_preference_votes
 
 

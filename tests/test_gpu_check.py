@@ -10,7 +10,7 @@ import pytest
 from bench import gpu_check, pair_generation, static_compile
 from core.config import parse_config
 from core.judge.evaluate import EvalConfig
-from core.train.stages import config_class
+from core.stages import config_class
 
 
 @pytest.mark.parametrize("sizes", sorted(gpu_check.SIZES))

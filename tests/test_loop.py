@@ -15,7 +15,7 @@ import pytest
 from bench.annotator import Taste
 from bench.loop import judge_ppo_evaluations
 from core.judge.overoptimisation import COLUMNS, curve
-from core.train.runs import read_jsonl, read_status
+from core.runs import read_jsonl, read_status
 from tests.helpers import run_cli
 
 REPO = Path(__file__).resolve().parent.parent

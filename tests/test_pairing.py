@@ -27,9 +27,9 @@ from core.collect.chooser import (
 )
 from core.collect.generate import Generator
 from core.records import InputError, ModelLoadError, Policy, Prompt, SamplingSettings
+from core.runs import adapter_dir, write_json
 from core.store.database import Store
 from core.train.best import check_policy, set_pairing
-from core.train.runs import adapter_dir, write_json
 
 LIBRARY = [Prompt(f"Top 5 things #{i}", source="library", split="train") for i in range(5)]
 APP = str(Path(__file__).resolve().parent.parent / "apps" / "dashboard.py")

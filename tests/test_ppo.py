@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.train.runs import read_jsonl, read_status
+from core.runs import read_jsonl, read_status
 from tests.helpers import ADAPTER_FILES, run_cli, run_files, tensorboard_scalars
 
 REPO = Path(__file__).resolve().parent.parent

@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.config import ConfigError, build
 from core.records import InputError
+from core.runs import read_json, read_jsonl, read_status
 from core.train import rejection
 from core.train.rejection import (
     RejectionConfig,
@@ -23,7 +24,6 @@ from core.train.rejection import (
     pick_best,
 )
 from core.train.reward_model import RewardScorer
-from core.train.runs import read_json, read_jsonl, read_status
 from tests.helpers import ADAPTER_FILES, run_files, stage_cli
 
 REPO = Path(__file__).resolve().parent.parent

@@ -8,14 +8,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from core.judge.calibration import (
+from core.calibration import (
     accuracy_by_margin,
     accuracy_by_round,
     expected_calibration_error,
     reliability_bins,
 )
+from core.runs import read_jsonl, read_status
 from core.train.reward_model import reward_input_ids, training_rows
-from core.train.runs import read_jsonl, read_status
 from tests.helpers import ADAPTER_FILES, run_cli, run_files
 
 
@@ -37,7 +37,7 @@ def test_accuracy_by_margin_bins_the_score_gap():
 
 
 def test_accuracy_by_round_counts_each_round_in_order_of_first_vote():
-    from core.judge.win_rate import wilson_interval
+    from core.win_rate import wilson_interval
 
     rows = accuracy_by_round(["round 1", None, "round 1", "round 2", float("nan")], [True, False, False, True, True])
     assert [(r["round"], r["pairs"], r["correct"]) for r in rows] == [("round 1", 2, 1), ("(no round)", 2, 1),

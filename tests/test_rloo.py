@@ -16,8 +16,8 @@ from core.collect.generate import chat_text
 from core.collect.library import load_prompts
 from core.config import ConfigError, build
 from core.records import ModelLoadError
+from core.runs import read_json, read_jsonl, read_status
 from core.train.rloo import RewardModelReward, RLOOConfig, rollout_prompt, train
-from core.train.runs import read_json, read_jsonl, read_status
 from tests.helpers import ADAPTER_FILES, run_files, stage_cli
 
 REPO = Path(__file__).resolve().parent.parent

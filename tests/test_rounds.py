@@ -19,10 +19,10 @@ from core.collect.chooser import (
     save_pairing,
 )
 from core.records import Generation, InputError, Pair, Policy, Prompt
+from core.runs import RunState, adapter_dir, list_runs, write_json
 from core.store.database import Store
 from core.train import best as policies
 from core.train import rounds
-from core.train.runs import RunState, adapter_dir, list_runs, write_json
 from core.train.snapshot import take_preferences
 from tests.helpers import run_cli
 

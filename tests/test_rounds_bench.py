@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.train.runs import read_status
+from core.runs import read_status
 
 REPO = Path(__file__).resolve().parent.parent
 

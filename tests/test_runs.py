@@ -23,9 +23,7 @@ from core.collect.library import load_prompts
 from core.model import load
 from core.paths import DATA_DIR
 from core.records import Generation, InputError, Pair, Policy, Prompt, SamplingSettings
-from core.store.preferences import vote_from_row
-from core.train.run_writer import Run, StopRequest
-from core.train.runs import (
+from core.runs import (
     list_runs,
     new_run_dir,
     read_json,
@@ -34,6 +32,8 @@ from core.train.runs import (
     write_json,
     write_parquet,
 )
+from core.store.preferences import vote_from_row
+from core.train.run_writer import Run, StopRequest
 from core.train.snapshot import (
     split_for,
     take_demonstrations,

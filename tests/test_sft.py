@@ -19,7 +19,7 @@ from core.collect.generate import SYSTEM_PROMPT
 from core.collect.library import load_prompts, load_seed_demonstrations
 from core.model import load_tokenizer
 from core.records import Prompt
-from core.train.runs import read_json, read_jsonl, read_status
+from core.runs import read_json, read_jsonl, read_status
 from core.train.sft import SFTConfig, tokenize_demonstration
 from core.train.snapshot import split_for, take_demonstrations
 from tests.helpers import ADAPTER_FILES, run_files

@@ -16,27 +16,36 @@ from tests.helpers import REPO
 
 CORE = REPO / "core"
 UI_LIBRARIES = ("gradio", "gradio_client", "streamlit")
-PATH_EDIT = re.compile(r"sys\.path\s*(\.\s*(insert|append|extend)\b|\[|\+=)")  # an insert, append or slice of it
-# What a sub-package may never import: collecting and storing know nothing of training, judging or views.
+# an insert, append, removal, slice or rebinding of sys.path, or a site directory added at run time
+# ([s]: so this line does not match itself)
+PATH_EDIT = re.compile(r"sys\.path\s*(\.\s*(insert|append|extend|remove|pop|clear)\b|\[|\+=|=(?!=))|add[s]itedir")
+# What a sub-package may never import: the loop's layers (store, collect, train, judge, view) import only downwards.
 FORBIDDEN = {"core.store": ("core.collect", "core.train", "core.judge", "core.view"),
              "core.collect": ("core.train", "core.judge", "core.view"),
-             "core.train": ("core.view",), "core.judge": ("core.view",)}
+             "core.train": ("core.judge", "core.view"), "core.judge": ("core.view",)}
+SUB_PACKAGES = ("core.store", "core.collect", "core.train", "core.judge", "core.view")
+ENTRY_POINTS = ("core.cli", "core.__main__")  # the command line is the one top-level module that reaches every stage
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(REPO).with_suffix("").parts
+def module_name(path: Path, root: Path = REPO) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports_of(path: Path) -> set[str]:
-    """Every module a file imports, at any depth (a function-level import is an import too)."""
-    found = set()
+def imports_of(path: Path, root: Path = REPO) -> set[str]:
+    """Every module a file imports, at any depth (a function-level import is an import too); a relative import is
+    read as the absolute name it stands for."""
+    found, package = set(), module_name(path, root).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names}  # `from core.train import runs`
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            found.add(module)
+            found |= {f"{module}.{alias.name}" for alias in node.names}  # `from core.train import runs`
     return found
 
 
@@ -87,8 +96,26 @@ def test_each_layer_imports_only_downwards():
     assert not bad
 
 
+def test_top_level_modules_import_no_sub_package():
+    """records, paths, config, runs, stages, model, win_rate ... are what every layer stands on: one that imported a
+    layer would tie the layers into a cycle (config once read runs from core.train, which imports config)."""
+    bad = [(name, dep) for name, deps in core_graph().items() for dep in deps
+           if name.count(".") == 1 and not name.startswith(SUB_PACKAGES + ENTRY_POINTS)
+           and dep.startswith(SUB_PACKAGES)]
+    assert not bad
+
+
+def test_the_layer_rule_catches_a_hand_made_upward_import(tmp_path):
+    """The rules above read real imports: a relative import counts, and a layer importing upwards is seen."""
+    fake = tmp_path / "core" / "train"
+    fake.mkdir(parents=True)
+    (fake / "x.py").write_text("from ..judge import evaluate\nfrom . import runs\n")
+    found = imports_of(fake / "x.py", root=tmp_path)
+    assert {"core.judge.evaluate", "core.train.runs"} <= found
+
+
 def test_no_stage_module_imports_the_cli():
-    from core.train.stages import STAGES
+    from core.stages import STAGES
 
     for stage in STAGES.values():
         path = REPO / (stage.module.replace(".", "/") + ".py")

@@ -24,9 +24,9 @@ from core.collect.chooser import (
     save_settings,
 )
 from core.records import USER_ERRORS, InputError
+from core.stages import STAGES
 from core.train import best as policies
 from core.train import rounds
-from core.train.stages import STAGES
 
 SAMPLING_LABELS = {"random": "random: two samples", "uncertain": "uncertain: the reward model's closest call"}
 PRESETS = {"quick": "quick: minutes on two CPU cores", "": "the stages' defaults (sized for a GPU)"}

@@ -8,10 +8,10 @@ import streamlit as st
 
 from apps.dashboard_shared import as_text, runs, store
 from core.judge.agreement import agreement_report, ceiling_sentence, headline
-from core.judge.win_rate import position_bias
 from core.records import CHOICES, USER_ERRORS, StoreBusy
 from core.store.preferences import export_votes
 from core.view import charts
+from core.win_rate import position_bias
 
 st.title("Data")
 

@@ -16,7 +16,7 @@ from core.judge.demo import (
 )
 from core.lists import parse_list
 from core.records import InputError, ModelLoadError
-from core.train.runs import adapter_dir
+from core.runs import adapter_dir
 
 st.title("Demo")
 tuned_runs = [r for r in runs(("ppo", "sft"), finished_only=True) if r.folder.adapter.is_dir()]

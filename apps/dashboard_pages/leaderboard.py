@@ -13,7 +13,7 @@ from core.judge.leaderboard import (
     with_mean_rewards,
 )
 from core.records import InputError
-from core.train.runs import newest_finished_run
+from core.runs import newest_finished_run
 from core.view import charts
 
 FIT_COLUMNS = ["choice", "left_policy", "right_policy", "source", "repeat_of"]  # all a rating reads

@@ -5,7 +5,7 @@ import streamlit as st
 
 from apps.dashboard_shared import as_text, runs, show_status
 from core.judge.overoptimisation import curve as overoptimisation_curve
-from core.train.runs import RunInfo, read_status
+from core.runs import RunInfo, read_status
 from core.view import charts
 from core.view import runs as run_view
 

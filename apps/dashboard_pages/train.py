@@ -9,10 +9,10 @@ import streamlit as st
 from apps.dashboard_shared import as_text, can_act, device_label, runs, show_status
 from core.config import build, form_fields
 from core.records import InputError
+from core.runs import RESUMABLE_STATES, RunState
+from core.stages import STAGES, config_class, stage_module
 from core.train import best as policies
 from core.train import launcher
-from core.train.runs import RESUMABLE_STATES, RunState
-from core.train.stages import STAGES, config_class, stage_module
 
 # settings that name a finished run's folder, and the stages offered: a tuning run starts from any policy (rounds)
 RUN_PICKERS = {"reward_model": ("reward",), "sft_adapter": ("sft", "ppo", "dpo", "rloo", "rejection"),

@@ -1,9 +1,8 @@
-"""Judge: is the tuned policy better, and can the reward model be trusted?
+"""Judge: is the tuned policy better, and can the reward model be trusted? (The maths it shares with train:
+core/win_rate.py and core/calibration.py.)
 
     evaluate.py          `python -m core eval`: one policy against another on held-out requests
-    win_rate.py          win rates with Wilson intervals (ties count half)
     leaderboard.py       `python -m core leaderboard`: Bradley-Terry ratings of every voted policy, bootstrap intervals
-    calibration.py       reward-model accuracy, ECE, reliability and accuracy by score gap
     disagreements.py     where the reward model and the person disagree, most confident first
     agreement.py         self-agreement on swapped repeats, Cohen's and Fleiss' kappa between annotators
     overoptimisation.py  proxy reward and a judge's win rate against sqrt(KL) during PPO (Gao et al. 2022)

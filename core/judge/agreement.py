@@ -36,9 +36,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from core.judge.win_rate import wilson_interval
 from core.records import CHOICES
-from core.train.runs import RunInfo, read_json
+from core.runs import RunInfo, read_json
+from core.win_rate import wilson_interval
 
 SWAPPED = {"left": "right", "right": "left", "tie": "tie", "both_bad": "both_bad"}  # a choice seen from the other side
 DECIDED = ("left", "right")

@@ -17,11 +17,11 @@ import pandas as pd
 from core.collect.arena import MAX_REQUEST_CHARS, clean_text, parse_choice
 from core.collect.generate import Generator
 from core.collect.library import by_text, load_prompts, text_key
-from core.judge.win_rate import WinRate, win_rate
 from core.model import resolve_base_model
 from core.records import Pair, Policy, Prompt, SamplingSettings
+from core.runs import adapter_config
 from core.store.database import Store
-from core.train.runs import adapter_config
+from core.win_rate import WinRate, win_rate
 
 
 @dataclass

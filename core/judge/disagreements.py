@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.judge.calibration import (
+from core.calibration import (
     accuracy_by_margin,
     accuracy_by_round,
     reliability_bins,
 )
-from core.train.runs import RunFolder, read_json
+from core.runs import RunFolder, read_json
 
 COLUMNS = ["comparison_id", "split", "prompt", "choice", "model_prefers", "confidence", "score_left", "score_right",
            "left_text", "right_text", "annotator", "review"]

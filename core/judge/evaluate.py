@@ -6,7 +6,7 @@
 Both policies answer the same held-out library requests (the eval split no stage trains on), sampled with the same
 seed. The reward model scores every answer; a request is a win for `--policy` when its list scores higher (ties,
 exact equality, count half). Win rate and well-formed rates come with their counts and 95 % Wilson intervals
-(core/judge/win_rate.py). A reward model judges only as well as it agrees with the person who voted: read the win rate
+(core/win_rate.py). A reward model judges only as well as it agrees with the person who voted: read the win rate
 beside the reward model's held-out accuracy.
 """
 from __future__ import annotations
@@ -19,12 +19,12 @@ from core.collect.generate import Generator
 from core.collect.library import load_prompts
 from core.config import check, knob
 from core.engine import ENGINES
-from core.judge.win_rate import WinRate, wilson_interval, win_rate
 from core.lists import parse_list
 from core.model import load
 from core.records import SamplingSettings
+from core.runs import adapter_dir, read_adapter_config
 from core.train.reward_model import RewardScorer
-from core.train.runs import adapter_dir, read_adapter_config
+from core.win_rate import WinRate, wilson_interval, win_rate
 
 
 @dataclass

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.train.runs import RunFolder, read_jsonl
+from core.runs import RunFolder, read_jsonl
 
 COLUMNS = ["step", "sqrt_kl", "kl", "rm_score", "well_formed", "judge_win_rate", "judge_low", "judge_high", "judge_n"]
 _FROM_METRICS = {"eval/sqrt_kl": "sqrt_kl", "eval/kl": "kl", "eval/scores": "rm_score", "eval/well_formed": "well_formed"}

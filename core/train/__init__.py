@@ -1,7 +1,5 @@
-"""Train: each stage is a run, and a run is a folder.
+"""Train: each stage is a run, and a run is a folder (core/stages.py names the stages, core/runs.py owns the folder).
 
-    stages.py        the stage registry: sft, reward, ppo, rloo, rejection, dpo (`python -m core train NAME`)
-    runs.py          the run-folder contract: every file name, the run states, the readers
     run_writer.py    the writer side: config, metrics, samples, status with ETA, progress bar
     trackers.py      --report-to tensorboard | wandb, for every stage
     snapshot.py      the data a run trains on, copied out of the live database

@@ -15,7 +15,7 @@ one that generates data). With no run in the pairing: the newest finished SFT ru
 What the gate costs is rounds held back by a close call: on `ontopic` a round-2 policy that won 69 of 117 decided
 votes stayed out, three votes short, and round 3 re-tuned SFT to no gain (bench/README.md, "A third round on
 `ontopic`"). So when the challenger leads but not yet beyond chance, the reason says how many more decided votes at
-its share would put it through (core.judge.win_rate.votes_to_pass): vote on in the round before starting the next.
+its share would put it through (core.win_rate.votes_to_pass): vote on in the round before starting the next.
 """
 from __future__ import annotations
 
@@ -25,10 +25,9 @@ from pathlib import Path
 import pandas as pd
 
 from core.collect.chooser import BASE, read_pairing, read_serving, save_pairing
-from core.judge.win_rate import votes_to_pass, wilson_interval
 from core.paths import REPO_ROOT
 from core.records import InputError
-from core.train.runs import (
+from core.runs import (
     RunFolder,
     RunInfo,
     RunState,
@@ -38,6 +37,7 @@ from core.train.runs import (
     read_json,
     run_folder,
 )
+from core.win_rate import votes_to_pass, wilson_interval
 
 MADE_BY = "python -m core train sft (or ppo, dpo, rloo, rejection)"
 
@@ -142,7 +142,7 @@ def standing(store, sides: list[str] | None = None) -> Standing | None:
 def best_and_why(store, runs: list[RunInfo] | None = None) -> tuple[str, str]:
     """The side a new policy starts from (the rule is in the module docstring) and one line saying why; InputError
     when there is none. When the challenger leads but not beyond chance, the line says how many more decided votes
-    at that share would put it through (core.judge.win_rate.votes_to_pass), so the person can vote on first."""
+    at that share would put it through (core.win_rate.votes_to_pass), so the person can vote on first."""
     sides = run_sides(store)
     now = standing(store, sides)
     if now and not (now.served and now.kept + now.won):

@@ -61,6 +61,7 @@ from core.model import (
     pick_device,
 )
 from core.records import InputError
+from core.runs import RunFolder, prepare_run_dir, read_json
 from core.store.database import Store
 from core.train.feedback import COLUMNS
 from core.train.rejection import (
@@ -70,7 +71,6 @@ from core.train.rejection import (
     widest,
 )
 from core.train.run_writer import Run
-from core.train.runs import RunFolder, prepare_run_dir, read_json
 from core.train.snapshot import DEFAULT_EVAL_FRACTION, save_pairs, take_preferences
 from core.train.start import POLICY_ADAPTER, start_policy
 from core.train.trackers import report_to_knob

@@ -22,7 +22,7 @@ from pathlib import Path
 from core.config import to_command
 from core.paths import REPO_ROOT, inside_project_folders
 from core.records import InputError
-from core.train.runs import (
+from core.runs import (
     FINAL_STATES,
     RESUMABLE_STATES,
     RunFolder,
@@ -32,7 +32,7 @@ from core.train.runs import (
     read_status,
     write_json,
 )
-from core.train.stages import STAGES
+from core.stages import STAGES
 
 # The settings that name a file or folder. A page may point them only inside the project's folders (core/paths.py):
 # the dashboard is not a way to read or write anywhere else on the machine.

@@ -47,9 +47,7 @@ from core.engine import ENGINES
 from core.lists import parse_list
 from core.model import describe_device, load, load_tokenizer, pick_device
 from core.records import InputError, SamplingSettings
-from core.train.reward_model import RewardScorer
-from core.train.run_writer import Run
-from core.train.runs import (
+from core.runs import (
     RunFolder,
     RunState,
     adapter_dir,
@@ -58,6 +56,8 @@ from core.train.runs import (
     read_json,
     read_jsonl,
 )
+from core.train.reward_model import RewardScorer
+from core.train.run_writer import Run
 from core.train.sft import supervised_trainer, tokenize_demonstration
 from core.train.snapshot import take_prompts
 from core.train.start import base_name_for, start_policy

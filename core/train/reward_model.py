@@ -35,15 +35,15 @@ from peft import LoraConfig, PeftModel
 from trl import RewardConfig as TRLRewardConfig
 from trl import RewardTrainer
 
-from core.collect.generate import prompt_and_answer_ids
-from core.config import check, knob, stage_main
-from core.judge.calibration import (
+from core.calibration import (
     accuracy_by_margin,
     accuracy_by_round,
     expected_calibration_error,
     preference_probability,
     reliability_bins,
 )
+from core.collect.generate import prompt_and_answer_ids
+from core.config import check, knob, stage_main
 from core.model import (
     describe_device,
     load_causal_lm,
@@ -52,11 +52,7 @@ from core.model import (
     resolve_base_model,
 )
 from core.records import InputError
-from core.store.database import Store
-from core.store.preferences import is_repeat
-from core.train.feedback import SOURCES, FeedbackSources
-from core.train.run_writer import Run
-from core.train.runs import (
+from core.runs import (
     RunFolder,
     adapter_dir,
     prepare_run_dir,
@@ -64,6 +60,10 @@ from core.train.runs import (
     write_json,
     write_parquet,
 )
+from core.store.database import Store
+from core.store.preferences import is_repeat
+from core.train.feedback import SOURCES, FeedbackSources
+from core.train.run_writer import Run
 from core.train.snapshot import DEFAULT_EVAL_FRACTION, take_preferences
 from core.train.trackers import report_to_knob
 from core.train.trainer_run import (

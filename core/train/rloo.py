@@ -42,9 +42,9 @@ from core.collect.generate import SYSTEM_PROMPT, chat_text, eos_ids
 from core.config import check, knob, stage_main
 from core.lists import parse_list
 from core.model import describe_device, load_tokenizer, pick_device
+from core.runs import RunFolder, prepare_run_dir, read_adapter_config
 from core.train.reward_model import RewardScorer
 from core.train.run_writer import Run
-from core.train.runs import RunFolder, prepare_run_dir, read_adapter_config
 from core.train.snapshot import take_prompts
 from core.train.start import POLICY_ADAPTER, start_policy
 from core.train.trackers import report_to_knob

@@ -43,15 +43,15 @@ from core.collect.chooser import (
 )
 from core.paths import REPO_ROOT
 from core.records import USER_ERRORS, InputError, StoreBusy, utc_now
-from core.train.best import best_and_why, check_policy, current_best, label
-from core.train.runs import (
+from core.runs import (
     FINAL_STATES,
     RunState,
     pid_alive,
     read_status,
     runs_root,
 )
-from core.train.stages import STAGES, config_class
+from core.stages import STAGES, config_class
+from core.train.best import best_and_why, check_policy, current_best, label
 
 METHODS = ("ppo", "dpo", "rloo", "rejection", "online-dpo")  # how step 2 tunes the new policy
 # the default: the method that beat SFT by the most on every scripted taste (bench/README.md, four draws a request:

@@ -1,4 +1,4 @@
-"""The writer side of a run folder (its layout and readers: core/train/runs.py, which names every file)."""
+"""The writer side of a run folder (its layout and readers: core/runs.py, which names every file)."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from core import config as config_io
 from core.paths import write_whole
-from core.train.runs import (
+from core.runs import (
     FINAL_STATES,
     RunFolder,
     RunState,
@@ -26,7 +26,7 @@ from core.train.runs import (
     read_jsonl,
     write_json,
 )
-from core.train.stages import stage_for_config
+from core.stages import stage_for_config
 from core.train.trackers import open_trackers
 
 log = logging.getLogger(__name__)

@@ -31,9 +31,9 @@ from core.config import check, knob, stage_main
 from core.lists import parse_list
 from core.model import describe_device, load
 from core.records import InputError, SamplingSettings
+from core.runs import RunFolder, prepare_run_dir
 from core.store.database import Store
 from core.train.run_writer import Run
-from core.train.runs import RunFolder, prepare_run_dir
 from core.train.snapshot import SEED_LISTS, take_demonstrations, take_prompts
 from core.train.trackers import report_to_knob
 from core.train.trainer_run import (

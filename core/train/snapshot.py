@@ -24,10 +24,10 @@ from core.collect.library import (
     text_key,
 )
 from core.records import InputError, prompt_id_for
+from core.runs import RunFolder, is_main_process, read_json, write_json
 from core.store.database import Store
 from core.store.preferences import preference_pairs, read_rows
 from core.train.feedback import FeedbackSources, feedback_pairs
-from core.train.runs import RunFolder, is_main_process, read_json, write_json
 
 DEFAULT_EVAL_FRACTION = 0.2  # share of custom prompts held out, for every stage that does not say otherwise
 

@@ -9,7 +9,7 @@ import torch
 from peft import PeftModel
 
 from core.model import load_causal_lm, resolve_base_model
-from core.train.runs import adapter_dir, read_adapter_config
+from core.runs import adapter_dir, read_adapter_config
 
 POLICY_ADAPTER = "default"  # PEFT's name for a loaded trainable adapter; TRL names its frozen copy "ref"
 SFT_MADE_BY = "python -m core train sft"

@@ -13,7 +13,7 @@ import numbers
 
 from core.config import knob
 from core.records import InputError
-from core.train.runs import RunFolder
+from core.runs import RunFolder
 
 REPORT_TO = ("none", "tensorboard", "wandb")
 

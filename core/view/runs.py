@@ -1,6 +1,6 @@
 """What the dashboard shows of run folders: tables of runs, metric frames, config diffs, lineage and samples.
 
-Pure readers over core/train/runs.py: a missing, torn or damaged file gives an empty frame or dict, never an exception,
+Pure readers over core/runs.py: a missing, torn or damaged file gives an empty frame or dict, never an exception,
 so one bad folder cannot take a page down.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.train.runs import RunFolder, RunInfo, read_json, read_jsonl
+from core.runs import RunFolder, RunInfo, read_json, read_jsonl
 
 # The curves each stage's runs plot, by panel: (title, metric keys). Keys a run did not log are skipped.
 PANELS = {

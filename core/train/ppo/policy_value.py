@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from core.collect.generate import SYSTEM_PROMPT
-from core.train.runs import RunFolder, adapter_dir, read_adapter_config, run_folder
+from core.runs import RunFolder, adapter_dir, read_adapter_config, run_folder
 
 log = logging.getLogger(__name__)
 POLICY, REFERENCE, REWARD = "default", "reference", "reward"  # "default": PEFT saves it at the folder's top

@@ -12,8 +12,8 @@ import torch
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
 from core.paths import write_whole
+from core.runs import RunFolder
 from core.train.ppo.policy_value import POLICY
-from core.train.runs import RunFolder
 
 # Every random draw of a run comes from its one --seed through a named stream: seed * multiplier + offset + index.
 # Distinct primes and offsets keep the streams from sharing draws. The constants are the ones README's runs were

@@ -60,6 +60,7 @@ from core.model import (
     training_dtype,
 )
 from core.records import InputError, SamplingSettings
+from core.runs import RunFolder, RunState, prepare_run_dir
 from core.train.ppo import policy_value
 from core.train.ppo.config import PPOConfig
 from core.train.ppo.maths import (
@@ -82,7 +83,6 @@ from core.train.ppo.state import (
 )
 from core.train.reward_model import RewardScorer
 from core.train.run_writer import Run, rewind_logs
-from core.train.runs import RunFolder, RunState, prepare_run_dir
 from core.train.snapshot import take_prompts
 from core.train.start import base_name_for
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from core.paths import DEFAULT_RUNS_DIR, write_whole
 from core.records import InputError, ModelLoadError
-from core.train.stages import stage_named_by_config
+from core.stages import stage_named_by_config
 
 
 class RunState(StrEnum):

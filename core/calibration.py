@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.judge.win_rate import wilson_interval
+from core.win_rate import wilson_interval
 
 
 def preference_probability(score_first, score_second) -> np.ndarray:
