@@ -340,7 +340,8 @@ def flag_pairing(args) -> tuple[str, str] | None:
         sides = args.pairing.split(",")
     else:
         return None
-    if len(sides) != 2 or not all(side.strip() for side in sides):
+    sides = [side.strip() for side in sides]  # "base, models/runs/x": the space is not part of the folder
+    if len(sides) != 2 or not all(sides):
         raise InputError(f"--pairing takes two policies, each base or a run folder: A,B, not {args.pairing!r}.")
     return check_policy(sides[0]), check_policy(sides[1])
 
@@ -358,7 +359,8 @@ def parse_args(argv=None):
                         "llama.cpp, else int8 weights, on a CPU; plain on a GPU), llamacpp, int8, or plain (fp32, the "
                         "fallback; core/engine.py)")
     parser.add_argument("--host", default=os.environ.get("ARENA_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("ARENA_PORT", 7860)))
+    # a string default goes through type=int too: a bad ARENA_PORT gets argparse's one line, not a traceback
+    parser.add_argument("--port", type=int, default=os.environ.get("ARENA_PORT", "7860"))
     parser.add_argument("--annotator", default=os.environ.get("RLHF_ANNOTATOR") or getpass.getuser())
     parser.add_argument("--queue-size", type=int, default=2, help="pairs kept ready in the background")
     parser.add_argument("--sampling", choices=SAMPLINGS, help="how library pairs are chosen: random, or the newest "

@@ -14,6 +14,7 @@ from pathlib import Path
 import streamlit as st
 
 from apps.dashboard_shared import (
+    PAGE_WAIT_PROBLEM,
     RETRY_S,
     as_text,
     device_label,
@@ -30,6 +31,8 @@ PAGES = Path(__file__).resolve().parent / "dashboard_pages"
 st.set_page_config(page_title="RLHF playground", page_icon="🏆", layout="wide")
 if warning := bind_warning(st.get_option("server.address") or "127.0.0.1", "dashboard"):
     st.warning(warning)
+if PAGE_WAIT_PROBLEM:
+    st.warning(as_text(PAGE_WAIT_PROBLEM))
 role = sign_in()
 page = st.navigation([
     st.Page(PAGES / "data.py", title="Data", icon="🗳️", default=True),

@@ -14,9 +14,22 @@ from core.store.database import Store
 from core.train.launcher import log_tail
 
 PROBLEM_STATES = (RunState.FAILED, RunState.KILLED, RunState.DAMAGED)
+
+
+def page_wait_s(raw: str | None) -> tuple[float, str | None]:
+    """$RLHF_PAGE_DB_WAIT_S as seconds, and a line to show when it is not a number of seconds (the default is used)."""
+    try:
+        seconds = float(raw if raw is not None else 5)
+        if 0 <= seconds < float("inf"):
+            return seconds, None
+    except ValueError:
+        pass
+    return 5.0, f"RLHF_PAGE_DB_WAIT_S={raw!r} is not a number of seconds: set it to one (like 5); pages wait 5 s."
+
+
 # A page waits this long for the database before saying it is busy and trying again every RETRY_S seconds (the
 # arena's votes go first; a long import or a DuckDB shell can hold the file for longer).
-PAGE_WAIT_S = float(os.environ.get("RLHF_PAGE_DB_WAIT_S", "5"))
+PAGE_WAIT_S, PAGE_WAIT_PROBLEM = page_wait_s(os.environ.get("RLHF_PAGE_DB_WAIT_S"))
 RETRY_S = 5
 _MARKDOWN = re.compile(r"([\\`*_\[\]()#!<>$~|{}])")
 

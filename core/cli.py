@@ -105,8 +105,7 @@ def _leaderboard(args) -> None:
     run = (None if args.reward_model == "none" else newest_finished_run("reward") if args.reward_model == "newest"
            else Path(args.reward_model))
     if run:
-        scorer = _heavy("core.train.reward_model").RewardScorer.from_folder(run, device=args.device)
-        board = leaderboard.with_mean_rewards(board, leaderboard.mean_reward_by_policy(votes, scorer))
+        board = leaderboard.with_mean_rewards(board, leaderboard.mean_reward_under(run, votes, args.device))
     print(leaderboard.summary(board))
     print(f"\nmean RM: reward model {run}" if run else "\nmean RM: no reward model (none finished, or --reward-model "
           "none)")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -173,11 +174,29 @@ def read_adapter_config(path: str | Path, task_type: str, made_by: str) -> dict:
     config_path = adapter_dir(path) / ADAPTER_CONFIG
     if not config_path.exists():
         raise ModelLoadError(f"{path} holds no adapter (no adapter_config.json); pass a folder made by `{made_by}`.")
-    saved = json.loads(config_path.read_text())
+    with readable_adapter(path, made_by):
+        saved = json.loads(config_path.read_text())
+    if not isinstance(saved, dict):
+        raise ModelLoadError(f"{config_path} is not an adapter config; pass a folder made by `{made_by}`.")
     if saved.get("task_type") not in (task_type, None if task_type == "CAUSAL_LM" else task_type):  # untyped: LM
         raise ModelLoadError(f"{path} holds a {saved.get('task_type')} adapter, not the {task_type} adapter "
                              f"expected here; pass a folder made by `{made_by}`.")
     return saved
+
+
+@contextmanager
+def readable_adapter(path: str | Path, made_by: str):
+    """Loading a run's adapter (PEFT, safetensors, JSON) inside this: a damaged folder (truncated weights, a config
+    PEFT cannot read, half a copy) becomes one ModelLoadError line saying what to do, not a traceback in a page or
+    the arena. Broad on purpose: safetensors raises its own Exception subclass, PEFT a ValueError or a KeyError."""
+    try:
+        yield
+    except ModelLoadError:
+        raise
+    except Exception as err:  # noqa: BLE001 - every failure to read the folder is the same message to the person
+        said = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ModelLoadError(f"{path} holds an adapter that could not be loaded ({type(err).__name__}: {said}); "
+                             f"pass another run, or make this one again with `{made_by}`.") from err
 
 
 def write_json(path: Path, payload: dict) -> None:

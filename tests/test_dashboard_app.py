@@ -2,6 +2,7 @@
 votes through the page's own buttons, and a real two-step run started from the Train page."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -110,7 +111,9 @@ def test_data_page_counts_plots_browses_and_exports(seeded):
     at.multiselect(key="browse_choices").set_value([]).run()
     assert len(at.dataframe[-1].value) == 0
     at.button(key="prepare_export").click().run()
-    exported = pd.read_json(at.session_state["export"][3], lines=True)
+    data, name, _ = at.session_state["export"]
+    exported = pd.read_json(io.BytesIO(data), lines=True)  # the download's bytes: the temporary file is gone
+    assert name == "preferences.jsonl"
     assert len(exported) == 49 and set(exported.columns) >= {"prompt", "chosen", "rejected"}
 
 
@@ -215,6 +218,15 @@ def test_train_page_refuses_paths_outside_the_project_folders(dashboard):
     at.text_input(key="sft:quick:output_dir").set_value("").run()
     at.text_input(key="sft:quick:db").set_value("/etc/passwd").run()
     assert "db: /etc/passwd is outside" in at.error[0].value.replace("\\", "")
+
+
+def test_a_bad_page_wait_in_the_environment_is_said_and_the_default_used():
+    from apps.dashboard_shared import page_wait_s
+
+    assert page_wait_s(None) == (5.0, None) and page_wait_s("0.5") == (0.5, None)
+    for bad in ("five", "-1", "nan", "inf"):
+        seconds, said = page_wait_s(bad)
+        assert seconds == 5.0 and said.startswith(f"RLHF_PAGE_DB_WAIT_S={bad!r} is not a number of seconds")
 
 
 def test_a_busy_database_gets_a_message_not_a_crash(dashboard, monkeypatch):

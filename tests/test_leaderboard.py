@@ -286,6 +286,21 @@ def test_page_shows_table_charts_and_the_reward_models_scores(tmp_path, monkeypa
     assert at.dataframe[0].value.mean_reward.notna().all()
 
 
+def test_a_damaged_reward_run_gets_one_line_and_the_ratings_still_show(tmp_path, monkeypatch, voted_db,
+                                                                       tiny_reward_run):
+    damaged = tmp_path / "runs" / "reward-20260101-000001"
+    shutil.copytree(tiny_reward_run, damaged)
+    (weights,) = damaged.glob("adapter/adapter_model.*")
+    weights.write_bytes(weights.read_bytes()[:100])  # a copy cut short
+    at = open_page(tmp_path, monkeypatch, voted_db)
+    at.toggle(key="leaderboard_rm").set_value(True).run()
+    assert not at.exception, at.exception
+    assert "could not be loaded" in at.error[0].value and str(damaged) in at.error[0].value.replace("\\", "")
+    assert at.dataframe[0].value.mean_reward.isna().all()  # the ratings, without the column
+    said = run_cli("leaderboard", "--db", voted_db, "--bootstrap", "50", check=False)
+    assert said.returncode == 2 and "could not be loaded" in said.stderr.splitlines()[-1], said.stderr
+
+
 def test_page_shows_policy_names_as_text(tmp_path, monkeypatch):
     odd = Policy("models/**bold**<img src=x>")  # a base model, so the anchor the caption names
     store = Store(tmp_path / "db.duckdb")

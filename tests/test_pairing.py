@@ -20,7 +20,9 @@ from core.collect.chooser import (
     PairingWatcher,
     check_pairing,
     read_pairing,
+    read_repeat_rate,
     read_round,
+    read_sampling,
     read_serving,
     save_pairing,
     save_settings,
@@ -182,13 +184,30 @@ def test_the_arena_command_line_takes_a_pairing_and_a_round(store, tmp_path, tin
         build_arena(parse_args(["--pairing", f"base,{sft}", "--challenger", str(sft), "--db", db]))
     with pytest.raises(InputError, match="two policies"):
         build_arena(parse_args(["--pairing", str(sft), "--db", db]))
-    arena = build_arena(parse_args(["--base-model", tiny_model_dir, "--pairing", f"{sft},base", "--round", "round 1",
-                                    "--queue-size", "0", "--db", db]))
+    with pytest.raises(InputError, match="repeat"):
+        build_arena(parse_args(["--pairing", f"{sft},base", "--repeat-rate", "2", "--db", db]))
+    with pytest.raises(SystemExit):  # argparse's one line
+        parse_args(["--sampling", "best"])
+    arena = build_arena(parse_args(["--base-model", tiny_model_dir, "--pairing", f"{sft}, base", "--round", "round 1",
+                                    "--sampling", "uncertain", "--repeat-rate", "0.1", "--queue-size", "0",
+                                    "--db", db]))  # the space after the comma is not part of the second side
     try:
         assert [p.adapter for p in arena.policies] == [str(sft / "adapter"), None]
         assert (read_pairing(store), read_round(store)) == ((str(sft), BASE), "round 1")
+        assert (read_sampling(store), read_repeat_rate(store)) == ("uncertain", 0.1)
     finally:
         arena.stop()
+
+
+def test_a_bad_arena_port_in_the_environment_gets_one_line(monkeypatch, capsys):
+    from apps.arena import parse_args
+
+    monkeypatch.setenv("ARENA_PORT", "78x0")
+    with pytest.raises(SystemExit):
+        parse_args([])
+    assert "invalid int value: '78x0'" in capsys.readouterr().err
+    monkeypatch.setenv("ARENA_PORT", "7861")
+    assert parse_args([]).port == 7861
 
 
 def test_the_arena_command_line_names_the_reward_model_uncertain_choice_keeps(tmp_path, tiny_adapter_dir, monkeypatch):

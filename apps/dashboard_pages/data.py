@@ -21,7 +21,7 @@ def overview() -> None:
     try:
         ov = store().overview()
     except StoreBusy as err:  # a long import holds the file: try again at the next refresh
-        st.warning(f"{err}")
+        st.warning(as_text(err))
         return
     totals = ov["totals"].iloc[0]
     if not totals.votes and not totals.demonstrations:
@@ -101,12 +101,13 @@ st.caption("TRL's preference format (prompt, chosen, rejected[, margin]), the sa
 fmt = st.radio("format", [".jsonl", ".parquet"], horizontal=True, key="export_format")
 if st.button("Prepare export", key="prepare_export"):
     try:
-        out = Path(tempfile.mkdtemp()) / f"preferences{fmt}"
-        summary = export_votes(store(), out)
-        st.session_state["export"] = (out.read_bytes(), out.name, str(summary), str(out))
+        with tempfile.TemporaryDirectory() as folder:  # the bytes are kept for the download: the file is not
+            out = Path(folder) / f"preferences{fmt}"
+            summary = export_votes(store(), out)
+            st.session_state["export"] = (out.read_bytes(), out.name, str(summary))
     except (*USER_ERRORS, OSError) as err:  # a full or unwritable temporary folder, a busy database
         st.error(f"The export could not be written: {as_text(err)}")
 if "export" in st.session_state:
-    data, name, said, _ = st.session_state["export"]
-    st.success(said)
+    data, name, said = st.session_state["export"]
+    st.success(as_text(said))
     st.download_button("Download", data, file_name=name, key="download_export")

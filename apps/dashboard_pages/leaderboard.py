@@ -9,10 +9,10 @@ from apps.dashboard_shared import as_text, store
 from core.judge.leaderboard import (
     Leaderboard,
     leaderboard,
-    mean_reward_by_policy,
+    mean_reward_under,
     with_mean_rewards,
 )
-from core.records import InputError
+from core.records import USER_ERRORS, InputError
 from core.runs import newest_finished_run
 from core.view import charts
 
@@ -28,11 +28,7 @@ def fitted(votes: pd.DataFrame, bootstrap: int, seed: int) -> Leaderboard:
 @st.cache_data(max_entries=4, show_spinner="Scoring every list with the reward model…")
 def mean_rewards(run: str, votes: pd.DataFrame) -> dict[str, float]:
     """Scored once per (reward run, votes): never on a mere rerun of the page."""
-    from core.train.reward_model import (
-        RewardScorer,  # lazy: torch and PEFT take seconds; only this step needs them
-    )
-
-    return mean_reward_by_policy(votes, RewardScorer.from_folder(run))
+    return mean_reward_under(run, votes)
 
 
 st.title("Leaderboard")
@@ -52,7 +48,10 @@ if run is None:
     st.caption("No reward model has finished yet: the mean reward-model score column stays empty.")
 elif st.toggle(f"mean score under the newest reward model, {as_text(run.name)} (loads it once per new vote)",
                key="leaderboard_rm"):
-    board = with_mean_rewards(board, mean_rewards(str(run), votes[SCORE_COLUMNS]))
+    try:
+        board = with_mean_rewards(board, mean_rewards(str(run), votes[SCORE_COLUMNS]))
+    except USER_ERRORS as err:  # a damaged reward run: the ratings still show, without its column
+        st.error(as_text(err))
 
 anchor = f"{as_text(board.anchor)} is" if board.anchor else "the mean is"
 st.caption(f"Bradley-Terry ratings on the Elo scale ({anchor} 1000; 400 points are odds of 10 to 1), fitted to arena "

@@ -17,6 +17,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from core.lists import parse_list
 from core.model import LoadedModel
 from core.records import Generation, Policy, Prompt, SamplingSettings
+from core.runs import readable_adapter
 
 SYSTEM_PROMPT = ("You write top-5 lists. Answer with exactly five numbered items, 1. to 5., one per line. "
                  "Each item is a short name followed by a brief reason. No introduction and no closing remarks.")
@@ -107,10 +108,11 @@ class Generator:
         )
 
         if path not in self.adapters and self.loaded.llamacpp:
-            self.loaded.llamacpp.sampler(path)  # written to GGUF and loaded now, not when its first pair is due
+            with readable_adapter(path, "python -m core train"):
+                self.loaded.llamacpp.sampler(path)  # written to GGUF and loaded now, not when its first pair is due
             self.adapters[path] = f"adapter{len(self.adapters)}"
         elif path not in self.adapters:
-            with self._lock:
+            with self._lock, readable_adapter(path, "python -m core train"):
                 name = f"adapter{len(self.adapters)}"
                 if self.adapters:
                     self.loaded.model.load_adapter(path, adapter_name=name)

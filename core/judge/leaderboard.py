@@ -246,6 +246,14 @@ def mean_reward_by_policy(votes: pd.DataFrame, scorer) -> dict[str, float]:
     return {policy: float(mean) for policy, mean in lists.groupby("policy").reward.mean().items()}
 
 
+def mean_reward_under(run: str, votes: pd.DataFrame, device: str | None = None) -> dict[str, float]:
+    """`mean_reward_by_policy` under a finished reward run's model, loaded here (seconds: torch and PEFT)."""
+    # lazy: fitting the ratings alone needs neither torch nor PEFT
+    from core.train.reward_model import RewardScorer
+
+    return mean_reward_by_policy(votes, RewardScorer.from_folder(run, device=device))
+
+
 # ---- 5. as plain text -----------------------------------------------------------------------------------------------
 def printable(name: object) -> str:
     """A policy name fit for a terminal: control characters (escape sequences) become '?'."""

@@ -57,6 +57,7 @@ from core.runs import (
     adapter_dir,
     prepare_run_dir,
     read_adapter_config,
+    readable_adapter,
     write_json,
     write_parquet,
 )
@@ -189,7 +190,8 @@ class RewardScorer:
         untrained = cls.untrained(base_name, device)
         # A scorer never trains: LoRA folded into the base weights scores the same (to ~1e-5) without the adapter's
         # extra matmuls per layer (with score() sorting by length, 1.43x in bench/reward_scoring_speed.py).
-        merged = PeftModel.from_pretrained(untrained.model, str(adapter_dir(path))).merge_and_unload()
+        with readable_adapter(path, "python -m core train reward"):
+            merged = PeftModel.from_pretrained(untrained.model, str(adapter_dir(path))).merge_and_unload()
         return cls(merged, untrained.tokenizer)
 
     @classmethod
