@@ -6,7 +6,7 @@
         metrics.jsonl       one flat dict per logged step: {"step": 3, "objective/kl": 0.8, ...}
         train.log           the run's log (a failed run's traceback too)
         data/               the exact snapshot it trained on (core/train/snapshot.py):
-            lineage.json        counts, sources, newest vote, database path
+            lineage.json        counts, sources, votes per round (PPO, RLOO, rejection: their reward model's), newest vote
             votes.parquet, pairs.parquet                 reward model: every labelled vote, the pairs it trained on
             demonstrations.jsonl                         SFT: the lists it imitated
             prompts_train.jsonl, prompts_eval.jsonl      the requests it sampled for (PPO) or evaluated on

@@ -189,6 +189,16 @@ def test_demo_page_blind_vote_feeds_the_human_win_rate(seeded):
     assert any("over 1 (" in c.value for c in at.caption)
 
 
+def test_demo_page_offers_every_finished_policy_run_and_no_reward_model(seeded):
+    dpo = seeded.runs / "dpo-20260101-000007"
+    shutil.copytree(seeded.runs / "sft-20260101-000006", dpo)
+    write_json(dpo / "config.json", {"stage": "dpo"})
+    at = seeded.open("demo")
+    options = at.selectbox(key="demo_tuned").options
+    assert {"dpo-20260101-000007", "sft-20260101-000006"} <= set(options)
+    assert not {"reward-20260101-000001", "sft-20260101-000005"} & set(options)  # a reward model, a damaged run
+
+
 def test_train_page_offers_finished_runs_and_resume_for_a_killed_ppo_run(seeded):
     at = seeded.open("train")
     assert any(b.key == "resume:ppo-20260101-000004" for b in at.button)

@@ -154,7 +154,7 @@ def uninterrupted(tiny_model_dir, tiny_reward_run, tmp_path_factory):
     return out
 
 
-def test_ppo_run_folder(uninterrupted, tiny_model_dir):
+def test_ppo_run_folder(uninterrupted, tiny_model_dir, tiny_reward_run):
     from safetensors.torch import load_file
 
     status = read_status(uninterrupted)
@@ -167,6 +167,8 @@ def test_ppo_run_folder(uninterrupted, tiny_model_dir):
     assert config["rollout_engine"] == "llamacpp"  # auto, on a CPU: llama.cpp samples, the policy scores
     assert config["dtype"] == "bfloat16" and config["precision"] == "bf16"
     assert (uninterrupted / "data" / "prompts_train.jsonl").exists()
+    rounds = json.loads((tiny_reward_run / "data" / "lineage.json").read_text())["rounds"]
+    assert json.loads((uninterrupted / "data" / "lineage.json").read_text())["rounds"] == rounds != {}
     metrics = read_jsonl(uninterrupted / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2, 3, 4]
     for name in ("objective/kl", "objective/rlhf_reward", "objective/scores", "objective/entropy",

@@ -197,6 +197,8 @@ def test_candidates_from_a_finished_run_retrain_on_its_picks_without_sampling(st
     assert [{k: s[k] for k in keep} for s in read_jsonl(out / "samples.jsonl")] == [
         {k: s[k] for k in keep} for s in read_jsonl(first / "samples.jsonl")]
     assert read_json(out / "config.json")["reward_model"] == str(tiny_reward_run)  # the lineage: who scored them
+    assert read_json(out / "data" / "lineage.json")["rounds"] == read_json(tiny_reward_run / "data" / "lineage.json")[
+        "rounds"] != {}  # and the rounds whose votes trained it
     assert read_status(out)["state"] == "finished"
     with pytest.raises(InputError, match="holds no scored lists"):
         rejection.train(build(RejectionConfig, candidates_from=str(tmp_path), output_dir=str(tmp_path / "x")))

@@ -106,7 +106,10 @@ def test_run_folder_holds_exactly_the_prompts_the_adapter_the_samples_and_the_lo
                                                                                         str(tiny_reward_run))
     assert (config["num_generations"], config["batch_size"]) == (4, 8)
     train_prompts = [p.text for p in load_prompts(split="train")]
-    assert read_json(rloo_run / "data" / "lineage.json")["train_prompts"] == len(train_prompts)
+    lineage, theirs = read_json(rloo_run / "data" / "lineage.json"), read_json(tiny_reward_run / "data" / "lineage.json")
+    assert lineage["train_prompts"] == len(train_prompts)
+    # the rounds whose votes it learned from, through its reward model
+    assert theirs["rounds"] and (lineage["rounds"], lineage["reward_model"]) == (theirs["rounds"], str(tiny_reward_run))
     samples = read_jsonl(rloo_run / "samples.jsonl")
     assert [s["step"] for s in samples] == [1] * 8 + [2] * 8  # quick keeps every 2nd step, and the first
     assert all(s["prompt"] in train_prompts for s in samples)

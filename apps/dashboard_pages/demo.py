@@ -9,7 +9,6 @@ from apps.dashboard_shared import as_text, can_act, runs, store
 from core.collect.library import load_prompts
 from core.judge.demo import (
     Demo,
-    adapter_base,
     human_win_rate,
     policy_names,
     record_blind_vote,
@@ -17,23 +16,19 @@ from core.judge.demo import (
 from core.lists import parse_list
 from core.records import InputError, ModelLoadError
 from core.runs import adapter_dir
+from core.train.best import policy_runs
 
 st.title("Demo")
-tuned_runs = [r for r in runs(("ppo", "sft"), finished_only=True) if r.folder.adapter.is_dir()]
+tuned_runs = policy_runs(runs())
 if not tuned_runs:
-    st.info("No tuned policy yet: finish an SFT or PPO run (Train page), then compare it with the base here.")
+    st.info("No tuned policy yet: finish an SFT, PPO, DPO, RLOO or rejection-sampling run (Train page), then "
+            "compare it with the base here.")
     st.stop()
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the models…")
 def demo_for(tuned: str, reward: str) -> Demo:
-    from core.collect.generate import Generator
-    from core.model import load
-    from core.train.reward_model import RewardScorer
-
-    adapter = str(adapter_dir(tuned))
-    scorer = RewardScorer.from_folder(reward) if reward else None
-    return Demo(store(), Generator(load(adapter_base(adapter), engine="auto")), adapter, scorer)  # llama.cpp on a CPU
+    return Demo.from_runs(store(), tuned, reward or None)
 
 
 c1, c2 = st.columns(2)

@@ -19,7 +19,7 @@ from core.collect.generate import Generator
 from core.collect.library import by_text, load_prompts, text_key
 from core.model import resolve_base_model
 from core.records import Pair, Policy, Prompt, SamplingSettings
-from core.runs import adapter_config
+from core.runs import adapter_config, adapter_dir
 from core.store.database import Store
 from core.win_rate import WinRate, win_rate
 
@@ -42,6 +42,19 @@ class Demo:
         self.tuned: Policy = generator.add_adapter(tuned_adapter)
         self._rng = random.Random(seed)
         self._lock = threading.Lock()  # one model, shared by every browser tab showing the demo
+
+    @classmethod
+    def from_runs(cls, store: Store, tuned_run: str, reward_run: str | None = None, engine: str = "auto") -> "Demo":
+        """The demo of a finished policy run on the base it was trained from (llama.cpp on a CPU with `auto`),
+        its lists scored by a finished reward run when one is given."""
+        from core.model import (
+            load,  # lazy: torch, PEFT and TRL take seconds; the page's win rate needs none
+        )
+        from core.train.reward_model import RewardScorer
+
+        adapter = str(adapter_dir(tuned_run))
+        scorer = RewardScorer.from_folder(reward_run) if reward_run else None
+        return cls(store, Generator(load(adapter_base(adapter), engine=engine)), adapter, scorer)
 
     def compare(self, request: object) -> DemoPair:
         """Base and tuned answer `request` in one batch; sides shuffled; the pair is stored for a blind vote."""

@@ -59,7 +59,7 @@ from core.runs import (
 from core.train.reward_model import RewardScorer
 from core.train.run_writer import Run
 from core.train.sft import supervised_trainer, tokenize_demonstration
-from core.train.snapshot import take_prompts
+from core.train.snapshot import note_reward_model, take_prompts
 from core.train.start import base_name_for, start_policy
 from core.train.trackers import report_to_knob
 from core.train.trainer_run import (
@@ -284,6 +284,8 @@ def train(cfg: RejectionConfig) -> Path:
         seed_weights(cfg.seed)
         run.save_config(cfg, base_model_resolved=base_name_for(cfg.base_model, cfg.sft_adapter),
                         device_name=describe_device(device))
+        if cfg.reward_model:  # the scoring reward model (the candidates' own when not re-scored): its rounds
+            note_reward_model(run_dir, cfg.reward_model)
         if cfg.candidates_from:  # steps 1-2 (and 3 unless re-scored) done by that run
             per_request = read_candidates(cfg.candidates_from, cfg.missing_eos_penalty)
             if rescore:

@@ -45,7 +45,7 @@ from core.model import describe_device, load_tokenizer, pick_device
 from core.runs import RunFolder, prepare_run_dir, read_adapter_config
 from core.train.reward_model import RewardScorer
 from core.train.run_writer import Run
-from core.train.snapshot import take_prompts
+from core.train.snapshot import note_reward_model, take_prompts
 from core.train.start import POLICY_ADAPTER, start_policy
 from core.train.trackers import report_to_knob
 from core.train.trainer_run import (
@@ -158,6 +158,7 @@ def train(cfg: RLOOConfig) -> Path:
         # 1. prompts snapshot, the reward model, the starting policy
         read_adapter_config(cfg.reward_model, "SEQ_CLS", "python -m core train reward")
         requests, _ = take_prompts(run_dir, "train", cfg.prompts_file or None)
+        note_reward_model(run_dir, cfg.reward_model)
         device = pick_device(cfg.device)
         seed_weights(cfg.seed)
         base_name, policy = start_policy(cfg.base_model, cfg.sft_adapter, device)

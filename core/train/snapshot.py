@@ -57,6 +57,7 @@ def _lineage(run_dir: Path, store: Store | None, **counts) -> dict:
     if store is not None:
         lineage["database"] = str(store.path)
     if is_main_process():
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, lineage)
     return lineage
 
@@ -140,6 +141,15 @@ def take_demonstrations(store: Store | None, run_dir: Path, seed_lists: str = "f
                        from_arena=len(own), own_weight=own_weight, seed_replaced=int(replaced.sum()),
                        newest_demonstration_at=None if newest is None else str(newest))
     return demos, lineage
+
+
+def note_reward_model(run_dir: Path, reward_model: str) -> dict:
+    """data/lineage.json of a run that learns from a reward model (PPO, RLOO, rejection sampling): the reward run,
+    and the votes per round of collection that trained it, copied from its own lineage (`rounds`; {} for a bare
+    adapter folder, which has none): the rounds whose votes this policy learned from, at one remove."""
+    theirs = read_json(RunFolder(reward_model).lineage)
+    return _lineage(Path(run_dir), None, reward_model=str(reward_model), rounds=theirs.get("rounds", {}),
+                    reward_model_votes=theirs.get("votes"))
 
 
 def take_prompts(run_dir: Path, split: str, path: str | None = None) -> tuple[list[str], dict]:

@@ -83,7 +83,7 @@ from core.train.ppo.state import (
 )
 from core.train.reward_model import RewardScorer
 from core.train.run_writer import Run, rewind_logs
-from core.train.snapshot import take_prompts
+from core.train.snapshot import note_reward_model, take_prompts
 from core.train.start import base_name_for
 
 __all__ = ["PPOConfig", "PPOTrainer", "Rollout", "ppo_update", "train"]
@@ -302,6 +302,7 @@ def train(cfg: PPOConfig) -> Path:
     with Run(run_dir, total=cfg.total_updates) as run:
         # 0. set up: prompts snapshot, one base model in four roles, the optimiser over the policy's weights
         prompts, _ = take_prompts(run_dir, "train", cfg.prompts_file or None)
+        note_reward_model(run_dir, cfg.reward_model)
         base_name = base_name_for(cfg.base_model, cfg.sft_adapter)  # the SFT adapter's base if none is given
         torch.manual_seed(cfg.seed)
         tokenizer = load_tokenizer(base_name)
