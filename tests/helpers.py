@@ -79,6 +79,27 @@ def stage_cli(stage: str, *args, check: bool = True) -> subprocess.CompletedProc
     return done
 
 
+def start_stage(stage: str, *args) -> subprocess.Popen:
+    """`python -m core train STAGE ARGS` started in the background (to be stopped or killed while it runs)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RLHF_BASE_MODEL", "RLHF_DEVICE", "RLHF_DB")}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "core", "train", stage, *map(str, args)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_step(run: Path, step: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Until the run's metrics.jsonl has logged `step` (the process must still be alive meanwhile)."""
+    from core.runs import read_jsonl
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(m.get("step", 0) >= step for m in read_jsonl(Path(run) / "metrics.jsonl")):
+            return
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        time.sleep(0.02)
+    raise AssertionError(f"no step {step} within {timeout} s")
+
+
 def write_preference_votes(path, n: int, seed: int = 0) -> str:
     """A JSONL of `n` votes where a five-item numbered list always beats a one-line non-list (clear taste)."""
     rng = random.Random(seed)

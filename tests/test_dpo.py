@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import signal
 from functools import partial
 from pathlib import Path
 
@@ -20,7 +21,13 @@ from core.model import load_tokenizer
 from core.runs import read_json, read_jsonl, read_status
 from core.train.dpo import DPOConfig, preference_rows
 from core.train.reward_model import reward_input_ids
-from tests.helpers import ADAPTER_FILES, run_files, stage_cli
+from tests.helpers import (
+    ADAPTER_FILES,
+    run_files,
+    stage_cli,
+    start_stage,
+    wait_for_step,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SNAPSHOT = {"data/lineage.json", "data/votes.parquet", "data/arena_demonstrations.parquet", "data/ratings.parquet",
@@ -110,6 +117,20 @@ def test_run_folder_holds_exactly_the_snapshot_the_adapter_and_the_logs(dpo_run,
                                                                                          tiny_model_dir)
     lineage = read_json(dpo_run / "data" / "lineage.json")
     assert (lineage["votes"], lineage["pairs"], lineage["database"]) == (49, 48, preference_db)  # the tie: no pair
+
+
+def test_sigterm_stops_at_the_end_of_a_step_with_the_adapter_saved(tiny_model_dir, preference_db, tmp_path):
+    """The dashboard's Stop (SIGTERM): TRL's loop ends after the current step, the adapter is saved, the status says
+    stopped (the same callback stops SFT, the reward model and RLOO)."""
+    run = tmp_path / "run"
+    proc = start_stage("dpo", "--base-model", tiny_model_dir, "--db", preference_db, "--max-steps", "500",
+                       "--batch-size", "2", "--output-dir", run)
+    wait_for_step(run, 1, proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0
+    status = read_status(run)
+    assert status["state"] == "stopped" and 1 <= status["step"] < 500 and "adapter saved" in status["message"]
+    assert ADAPTER_FILES <= run_files(run)
 
 
 def test_metrics_keep_trls_names_and_the_reference_is_the_starting_policy(dpo_run):

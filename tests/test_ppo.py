@@ -6,14 +6,20 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from core.runs import read_jsonl, read_status
-from tests.helpers import ADAPTER_FILES, run_cli, run_files, tensorboard_scalars
+from tests.helpers import (
+    ADAPTER_FILES,
+    run_cli,
+    run_files,
+    start_stage,
+    tensorboard_scalars,
+    wait_for_step,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = ["--batch-size", "4", "--mini-batches", "2", "--ppo-epochs", "2", "--response-length", "12",
@@ -197,22 +203,6 @@ def test_the_ppo_adapter_loads_into_the_arena_generator(uninterrupted, tiny_mode
     assert base.policy.adapter is None and tuned.policy == policy and tuned.num_tokens > 0
 
 
-def _start(*args) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "core", "train", "ppo", *map(str, args)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for_step(run: Path, step: int, proc: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(m.get("step", 0) >= step for m in read_jsonl(run / "metrics.jsonl")):
-            return
-        assert proc.poll() is None, proc.stderr.read()[-2000:]
-        time.sleep(0.02)
-    raise AssertionError(f"no step {step} within {timeout} s")
-
-
 def _checkpoint(run: Path) -> dict:
     return torch.load(run / "checkpoint" / "state.pt", weights_only=True)
 
@@ -221,9 +211,9 @@ def test_sigterm_then_kill_9_then_resume_reaches_the_uninterrupted_state(uninter
                                                                          tiny_reward_run, tmp_path):
     run = tmp_path / "interrupted"
     # SIGTERM: stops at the end of the current update with a checkpoint and a "stopped" status
-    proc = _start("--base-model", tiny_model_dir, "--reward-model", tiny_reward_run, "--total-updates", "4", *SMALL,
-                  "--output-dir", run)
-    _wait_for_step(run, 1, proc)
+    proc = start_stage("ppo", "--base-model", tiny_model_dir, "--reward-model", tiny_reward_run, "--total-updates", "4",
+                       *SMALL, "--output-dir", run)
+    wait_for_step(run, 1, proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=300) == 0
     stopped = read_status(run)
@@ -231,8 +221,8 @@ def test_sigterm_then_kill_9_then_resume_reaches_the_uninterrupted_state(uninter
     assert _checkpoint(run)["state"]["update"] == stopped["step"]
 
     # kill -9 in the middle of the resumed run: no final status, reported as killed
-    proc = _start("--resume", run)
-    _wait_for_step(run, stopped["step"] + 1, proc)
+    proc = start_stage("ppo", "--resume", run)
+    wait_for_step(run, stopped["step"] + 1, proc)
     proc.kill()
     proc.wait(timeout=60)
     assert read_status(run)["state"] == "killed"

@@ -18,7 +18,13 @@ from core.config import ConfigError, build
 from core.records import ModelLoadError
 from core.runs import read_json, read_jsonl, read_status
 from core.train.rloo import RewardModelReward, RLOOConfig, rollout_prompt, train
-from tests.helpers import ADAPTER_FILES, run_files, stage_cli
+from tests.helpers import (
+    ADAPTER_FILES,
+    run_files,
+    stage_cli,
+    start_stage,
+    wait_for_step,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 LIST = "1. Apple - crisp.\n2. Pear - soft.\n3. Fig - sweet.\n4. Plum - tart.\n5. Kiwi - green."
@@ -93,6 +99,18 @@ def rloo_run(tiny_model_dir, tiny_reward_run, base_weights, tmp_path_factory):
                     "--max-steps", "2", "--max-new-tokens", "12", "--learning-rate", "1e-2", "--output-dir", out)
     assert f"run folder: {out}" in done.stdout
     return out
+
+
+def test_sigterm_stops_at_the_end_of_a_step_with_the_adapter_saved(tiny_model_dir, tiny_reward_run, tmp_path):
+    run = tmp_path / "run"
+    proc = start_stage("rloo", "--preset", "quick", "--base-model", tiny_model_dir, "--reward-model", tiny_reward_run,
+                       "--max-steps", "200", "--max-new-tokens", "8", "--output-dir", run)
+    wait_for_step(run, 1, proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0
+    status = read_status(run)
+    assert status["state"] == "stopped" and 1 <= status["step"] < 200 and "adapter saved" in status["message"]
+    assert ADAPTER_FILES <= run_files(run)
 
 
 def test_run_folder_holds_exactly_the_prompts_the_adapter_the_samples_and_the_logs(rloo_run, tiny_model_dir,
