@@ -19,6 +19,7 @@ from transformers import HfArgumentParser
 
 from core.records import USER_ERRORS, InputError
 from core.runs import RunFolder, write_json
+from core.stages import RUN_SETTINGS
 
 
 class ConfigError(InputError):
@@ -238,12 +239,14 @@ def check(condition: bool, message: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class FormField:
-    """One setting as a form shows it: its value under the preset (as text), help text and choices."""
+    """One setting as a form shows it: its value under the preset (as text), help text, choices, and the stages
+    whose finished runs it names (core.stages.RUN_SETTINGS; None: typed)."""
     name: str
     kind: type
     value: object
     help: str
     choices: tuple | None
+    runs_of: tuple[str, ...] | None = None
 
 
 def form_fields(cls, preset: str | None = None) -> list[FormField]:
@@ -255,5 +258,6 @@ def form_fields(cls, preset: str | None = None) -> list[FormField]:
         kind = field_type(cls, f)
         shown = value if kind is bool or f.metadata.get("choices") else \
             ",".join(map(str, value)) if isinstance(value, list) else "" if value is None else str(value)
-        fields.append(FormField(f.name, kind, shown, f.metadata.get("help", ""), f.metadata.get("choices")))
+        fields.append(FormField(f.name, kind, shown, f.metadata.get("help", ""), f.metadata.get("choices"),
+                                RUN_SETTINGS.get(f.name)))
     return fields

@@ -17,6 +17,13 @@ class Stage:
     resumable: bool  # --resume continues a stopped, failed or killed run (others are minutes long: restart them)
 
 
+# the stages whose finished runs hold a policy adapter: where a tuning run can start, what an arena can serve
+POLICY_STAGES = ("sft", "ppo", "dpo", "rloo", "rejection")
+# Settings that name a finished run's folder, the same name in every stage's config, and whose runs they take: the
+# dashboard's form offers those runs to pick from. (Kept by name here, not in each field's metadata: transformers'
+# HfArgumentParser hands a field's metadata to argparse, which refuses keys of its own.)
+RUN_SETTINGS = {"reward_model": ("reward",), "sft_adapter": POLICY_STAGES,
+                "candidates_from": ("rejection",), "pairs_from": ("rejection",)}  # a rejection run's scored lists
 STAGES = {stage.name: stage for stage in (
     Stage("sft", "core.train.sft", "SFTConfig", resumable=False),
     Stage("reward", "core.train.reward_model", "RewardConfig", resumable=False),

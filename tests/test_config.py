@@ -238,3 +238,16 @@ def test_a_field_named_preset_is_a_setting_when_the_class_has_no_presets():
     # bench/rounds.py starts round 1 as `bench.loop --preset quick`; that flag once failed with "unknown preset"
     assert parse_config(BenchConfig, ["--preset", "full", "--votes", "3"]) == BenchConfig(preset="full", votes=3)
     assert parse_config(BenchConfig, []) == BenchConfig()
+
+
+def test_a_field_naming_a_run_says_which_stages_runs_the_form_offers():
+    """The Train page's run pickers come from core (FormField.runs_of), not from a table of the page's own."""
+    from core.config import form_fields
+    from core.stages import POLICY_STAGES, STAGES, config_class
+
+    picks = {(stage, f.name): f.runs_of for stage in STAGES for f in form_fields(config_class(stage)) if f.runs_of}
+    assert picks == {("ppo", "reward_model"): ("reward",), ("ppo", "sft_adapter"): POLICY_STAGES,
+                     ("rloo", "reward_model"): ("reward",), ("rloo", "sft_adapter"): POLICY_STAGES,
+                     ("rejection", "reward_model"): ("reward",), ("rejection", "sft_adapter"): POLICY_STAGES,
+                     ("rejection", "candidates_from"): ("rejection",), ("dpo", "sft_adapter"): POLICY_STAGES,
+                     ("dpo", "pairs_from"): ("rejection",)}

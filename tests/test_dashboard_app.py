@@ -230,15 +230,6 @@ def test_train_page_refuses_paths_outside_the_project_folders(dashboard):
     assert "db: /etc/passwd is outside" in at.error[0].value.replace("\\", "")
 
 
-def test_a_bad_page_wait_in_the_environment_is_said_and_the_default_used():
-    from apps.dashboard_shared import page_wait_s
-
-    assert page_wait_s(None) == (5.0, None) and page_wait_s("0.5") == (0.5, None)
-    for bad in ("five", "-1", "nan", "inf"):
-        seconds, said = page_wait_s(bad)
-        assert seconds == 5.0 and said.startswith(f"RLHF_PAGE_DB_WAIT_S={bad!r} is not a number of seconds")
-
-
 def test_a_busy_database_gets_a_message_not_a_crash(dashboard, monkeypatch):
     from core.store.lock import file_lock
 
@@ -301,7 +292,6 @@ def test_train_page_starts_a_real_run_whose_curves_appear(dashboard, tiny_model_
 @pytest.fixture
 def dashboard_server(dashboard):
     """The dashboard served by the Procfile's own command line (what `make run` starts), on a free port."""
-    import os
     import shlex
     import socket
     import subprocess
@@ -362,39 +352,6 @@ def test_a_real_browser_renders_the_pages(dashboard_server):
             page.goto(f"{dashboard_server}{path}", timeout=180_000)
             page.get_by_text(expected).first.wait_for(timeout=180_000)
         chromium.close()
-
-
-def _listening_addresses(port: int) -> set[str]:
-    """The local addresses with a socket listening on `port` (from /proc/net/tcp and tcp6, state 0A = LISTEN)."""
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            local, state = line.split()[1], line.split()[3]
-            address, hex_port = local.rsplit(":", 1)
-            if state == "0A" and int(hex_port, 16) == port:
-                found.add(address)
-    return found
-
-
-def test_a_plain_streamlit_run_binds_this_machine_only(tmp_path):
-    """`streamlit run apps/dashboard.py` with no address flag: the shipped .streamlit/config.toml binds 127.0.0.1."""
-    import socket
-    import subprocess
-    import sys
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "RLHF_DB": str(tmp_path / "db.duckdb"), "RLHF_RUNS_DIR": str(tmp_path / "runs")}
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "apps/dashboard.py", "--server.port",
-                               str(port)], cwd=Path(APP).parent.parent, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        assert _get(f"http://127.0.0.1:{port}/_stcore/health") == "ok"
-        assert _listening_addresses(port) == {"0100007F"}  # 127.0.0.1, and no 0.0.0.0 or :: socket
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 # ---- passwords ------------------------------------------------------------------------------------------------------

@@ -284,3 +284,12 @@ def test_curves_name_runs_as_text_not_html():
     frame = pd.DataFrame({"step": [0, 1], "train/loss": [2.0, 1.5]})
     fig = charts.curves({"<b>mine</b>": frame, "sft-1": frame}, ["train/loss"], "loss")
     assert [trace.name for trace in fig.data] == ["&lt;b&gt;mine&lt;/b&gt; · train/loss", "sft-1 · train/loss"]
+
+
+def test_a_bad_page_wait_in_the_environment_is_said_and_the_default_used():
+    from apps.dashboard_shared import page_wait_s
+
+    assert page_wait_s(None) == (5.0, None) and page_wait_s("0.5") == (0.5, None)
+    for bad in ("five", "-1", "nan", "inf"):
+        seconds, said = page_wait_s(bad)
+        assert seconds == 5.0 and said.startswith(f"RLHF_PAGE_DB_WAIT_S={bad!r} is not a number of seconds")

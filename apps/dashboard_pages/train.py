@@ -10,13 +10,10 @@ from apps.dashboard_shared import as_text, can_act, device_label, runs, show_sta
 from core.config import build, form_fields
 from core.records import InputError
 from core.runs import RESUMABLE_STATES, RunState
-from core.stages import STAGES, config_class, stage_module
+from core.stages import POLICY_STAGES, STAGES, config_class, stage_module
 from core.train import best as policies
 from core.train import launcher
 
-# settings that name a finished run's folder, and the stages offered: a tuning run starts from any policy (rounds)
-RUN_PICKERS = {"reward_model": ("reward",), "sft_adapter": ("sft", "ppo", "dpo", "rloo", "rejection"),
-               "candidates_from": ("rejection",), "pairs_from": ("rejection",)}  # a rejection run's scored lists
 NOT_IN_FORM = ("resume",)  # the Resume button below does that
 SECOND_CLICK_S = 10  # the same settings started again this soon is a double click, not a second run
 STAGE_LABELS = {"sft": "1. SFT", "reward": "2. Reward model", "ppo": "3. PPO", "rloo": "3. RLOO",
@@ -39,9 +36,9 @@ with st.expander("Settings", expanded=True):
     columns = st.columns(3)
     for n, field in enumerate(f for f in form_fields(cls, preset) if f.name not in NOT_IN_FORM):
         col, key = columns[n % 3], f"{stage}:{preset}:{field.name}"
-        if field.name in RUN_PICKERS:
-            found = runs(RUN_PICKERS[field.name], finished_only=True)
-            found = policies.policy_runs(found) if field.name == "sft_adapter" else found  # not a sample-only run
+        if field.runs_of:  # a setting naming a run folder: the finished runs of the stages its knob names
+            found = runs(field.runs_of, finished_only=True)
+            found = policies.policy_runs(found) if field.runs_of == POLICY_STAGES else found  # not sample-only
             options = [""] + [str(r.path) for r in found]
             typed[field.name] = col.selectbox(field.name, options, help=field.help, key=key,
                                               format_func=lambda p: p.rsplit("/", 1)[-1] or "(none)")
