@@ -31,13 +31,16 @@ def page_wait_s(raw: str | None) -> tuple[float, str | None]:
 # arena's votes go first; a long import or a DuckDB shell can hold the file for longer).
 PAGE_WAIT_S, PAGE_WAIT_PROBLEM = page_wait_s(os.environ.get("RLHF_PAGE_DB_WAIT_S"))
 RETRY_S = 5
-_MARKDOWN = re.compile(r"([\\`*_\[\]()#!<>$~|{}])")
+_MARKDOWN = re.compile(r"([\\`*_\[\]()#!<>$~|{}:&])")  # links, emphasis, HTML, LaTeX, :colour[...], entities
+_LINE_MARKER = re.compile(r"^([ \t]*)([-+=]|\d+(?=[.)]))", re.MULTILINE)  # "- item", "+ item", "===", "1. item"
 
 
 def as_text(value) -> str:
     """Text a person or a model wrote, made safe for a Streamlit message (st.error, st.caption and the like render
-    Markdown: an image link would load, `#include <x>` would vanish)."""
-    return _MARKDOWN.sub(r"\\\1", str(value))
+    Markdown: an image link would load, `#include <x>` would vanish, a line "1. x" would become a list). A backslash
+    before ASCII punctuation is CommonMark's literal; unescaping gives the text back."""
+    escaped = _MARKDOWN.sub(r"\\\1", str(value))
+    return _LINE_MARKER.sub(lambda m: m[1] + (m[2] + "\\" if m[2][0].isdigit() else "\\" + m[2]), escaped)
 
 
 def follow_stored(key: str, stored) -> None:

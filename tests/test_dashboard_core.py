@@ -293,3 +293,18 @@ def test_a_bad_page_wait_in_the_environment_is_said_and_the_default_used():
     for bad in ("five", "-1", "nan", "inf"):
         seconds, said = page_wait_s(bad)
         assert seconds == 5.0 and said.startswith(f"RLHF_PAGE_DB_WAIT_S={bad!r} is not a number of seconds")
+
+
+def test_as_text_makes_markdown_literal_and_loses_nothing():
+    """Inline Markdown (emphasis, links, HTML, LaTeX, :colour[...]) and line-start markers (lists, quotes, setext
+    underlines) in typed text are backslash-escaped, CommonMark's literal; unescaping gives the text back."""
+    import re
+
+    from apps.dashboard_shared import as_text
+
+    hostile = "1. **bold** <img src=x>\n- item\n  + sub\n> quote\n===\n:red[hi] $x$ a & b\\n ok\n12) twelve"
+    shown = as_text(hostile)
+    assert re.sub(r"\\(.)", r"\1", shown, flags=re.DOTALL) == hostile
+    assert shown.splitlines() == ["1\\. \\*\\*bold\\*\\* \\<img src=x\\>", "\\- item", "  \\+ sub", "\\> quote",
+                                  "\\===", "\\:red\\[hi\\] \\$x\\$ a \\& b\\\\n ok", "12\\) twelve"]
+    assert as_text("sft-20260101-000001 over a-b") == "sft-20260101-000001 over a-b"  # a run's name reads as typed
