@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -98,6 +99,18 @@ def wait_for_step(run: Path, step: int, proc: subprocess.Popen, timeout: float =
         assert proc.poll() is None, proc.stderr.read()[-2000:]
         time.sleep(0.02)
     raise AssertionError(f"no step {step} within {timeout} s")
+
+
+def stopped_after_a_step(stage: str, run: Path, *args) -> dict:
+    """Start STAGE with ARGS writing to `run`, send SIGTERM (the dashboard's Stop) once it has logged a step, and
+    return its final status; the process must end cleanly."""
+    from core.runs import read_status
+
+    proc = start_stage(stage, *args, "--output-dir", run)
+    wait_for_step(run, 1, proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()[-2000:]
+    return read_status(run)
 
 
 def write_preference_votes(path, n: int, seed: int = 0) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import signal
 from functools import partial
 from pathlib import Path
 
@@ -25,8 +24,7 @@ from tests.helpers import (
     ADAPTER_FILES,
     run_files,
     stage_cli,
-    start_stage,
-    wait_for_step,
+    stopped_after_a_step,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -122,15 +120,10 @@ def test_run_folder_holds_exactly_the_snapshot_the_adapter_and_the_logs(dpo_run,
 def test_sigterm_stops_at_the_end_of_a_step_with_the_adapter_saved(tiny_model_dir, preference_db, tmp_path):
     """The dashboard's Stop (SIGTERM): TRL's loop ends after the current step, the adapter is saved, the status says
     stopped (the same callback stops SFT, the reward model and RLOO)."""
-    run = tmp_path / "run"
-    proc = start_stage("dpo", "--base-model", tiny_model_dir, "--db", preference_db, "--max-steps", "500",
-                       "--batch-size", "2", "--output-dir", run)
-    wait_for_step(run, 1, proc)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 0
-    status = read_status(run)
+    status = stopped_after_a_step("dpo", tmp_path / "run", "--base-model", tiny_model_dir, "--db", preference_db,
+                                  "--max-steps", "500", "--batch-size", "2")
     assert status["state"] == "stopped" and 1 <= status["step"] < 500 and "adapter saved" in status["message"]
-    assert ADAPTER_FILES <= run_files(run)
+    assert ADAPTER_FILES <= run_files(tmp_path / "run")
 
 
 def test_metrics_keep_trls_names_and_the_reference_is_the_starting_policy(dpo_run):

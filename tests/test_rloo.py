@@ -22,8 +22,7 @@ from tests.helpers import (
     ADAPTER_FILES,
     run_files,
     stage_cli,
-    start_stage,
-    wait_for_step,
+    stopped_after_a_step,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -102,15 +101,10 @@ def rloo_run(tiny_model_dir, tiny_reward_run, base_weights, tmp_path_factory):
 
 
 def test_sigterm_stops_at_the_end_of_a_step_with_the_adapter_saved(tiny_model_dir, tiny_reward_run, tmp_path):
-    run = tmp_path / "run"
-    proc = start_stage("rloo", "--preset", "quick", "--base-model", tiny_model_dir, "--reward-model", tiny_reward_run,
-                       "--max-steps", "200", "--max-new-tokens", "8", "--output-dir", run)
-    wait_for_step(run, 1, proc)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 0
-    status = read_status(run)
+    status = stopped_after_a_step("rloo", tmp_path / "run", "--preset", "quick", "--base-model", tiny_model_dir,
+                                  "--reward-model", tiny_reward_run, "--max-steps", "200", "--max-new-tokens", "8")
     assert status["state"] == "stopped" and 1 <= status["step"] < 200 and "adapter saved" in status["message"]
-    assert ADAPTER_FILES <= run_files(run)
+    assert ADAPTER_FILES <= run_files(tmp_path / "run")
 
 
 def test_run_folder_holds_exactly_the_prompts_the_adapter_the_samples_and_the_logs(rloo_run, tiny_model_dir,
