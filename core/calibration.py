@@ -4,6 +4,8 @@ For a pair the model's probability that the first list is better is σ(r₁ − 
 the probability of the side it prefers, max(p, 1 − p) ∈ [0.5, 1]; it is right when that side is the human's choice.
 A calibrated model is right 70 % of the time when it is 70 % confident. ECE (Naeini et al. 2015; Guo et al. 2017)
 is the gap between confidence and accuracy, averaged over confidence bins weighted by how many pairs fall in each.
+
+At core's top level because the reward stage writes it (calibration.json) and the judges read it.
 """
 from __future__ import annotations
 

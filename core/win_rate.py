@@ -3,6 +3,8 @@
 A win rate counts ties as half a win and always comes with its count and a 95 % Wilson score interval
 (Wilson 1927), which stays inside [0, 1] and keeps a sensible width at small n, where the normal approximation
 does neither. The same interval serves any proportion, such as a well-formed rate.
+
+At core's top level because training uses it as well as judging (Next round's gate, core/train/best.py).
 """
 from __future__ import annotations
 
