@@ -114,6 +114,14 @@ def test_the_layer_rule_catches_a_hand_made_upward_import(tmp_path):
     assert {"core.judge.evaluate", "core.train.runs"} <= found
 
 
+def test_only_the_store_talks_to_duckdb():
+    """All SQL in one place (core/store/): no other module of core or apps opens a database or runs a statement."""
+    talking = [str(p.relative_to(REPO)) for folder in ("core", "apps") for p in our_files(folder)
+               if not p.relative_to(REPO).parts[:2] == ("core", "store")
+               and ("duckdb" in imports_of(p) or re.search(r"\.execute\(|\.sql\(", p.read_text()))]
+    assert not talking
+
+
 def test_no_stage_module_imports_the_cli():
     from core.stages import STAGES
 
