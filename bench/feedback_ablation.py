@@ -33,6 +33,7 @@ import math
 import random
 import shlex
 import time
+from datetime import datetime
 from itertools import combinations
 from pathlib import Path
 
@@ -49,7 +50,7 @@ from bench.loop import entry_point, run_stage
 from core.collect.library import load_prompts
 from core.lists import parse_list
 from core.records import Generation, Pair, Policy, Prompt, SamplingSettings
-from core.runs import RunFolder, read_json
+from core.runs import RunFolder, read_json, read_status
 from core.store.database import Store
 from core.train.reward_model import held_out_votes
 from core.train.snapshot import split_for
@@ -143,6 +144,11 @@ def row_of(out: Path, name: str, seconds: float | None = None) -> dict:
     run = out / "runs" / name.replace("+", "plus_")
     report, lineage = read_json(run / "calibration.json"), read_json(run / "data" / "lineage.json")
     low, high = wilson_interval(report["correct"], report["pairs"])
+    if seconds is None:  # a run kept from an earlier invocation: its wall time from its own status
+        status = read_status(run)
+        if status.get("started_at") and status.get("updated_at"):
+            seconds = (datetime.fromisoformat(status["updated_at"]) - datetime.fromisoformat(status["started_at"])
+                       ).total_seconds()
     return {"variant": name, "sources": list(VARIANTS[name]), "accuracy": report["accuracy"],
             "correct": report["correct"], "held_out_pairs": report["pairs"], "ci95": [round(low, 3), round(high, 3)],
             "train_pairs": lineage["train_pairs"], "seconds": None if seconds is None else round(seconds),
@@ -238,6 +244,8 @@ def main() -> None:
     counts = annotate(Store(db), prompts, lists, Taste(name=args.taste), args.rate, args.edits,
                       args.both_bad_edits, args.seed)
     print(counts, flush=True)
+    # the taste and counts on disk now: a run stopped before its last variant still reports them (--report-only)
+    (out / "ablation.json").write_text(json.dumps({"taste": args.taste, "counts": counts, "rows": []}, indent=2))
     rows = []
     for name in args.variants.split(","):
         rows.append(train_variant(out, db, name, VARIANTS[name], args.base_model, shlex.split(args.reward_args)))

@@ -77,3 +77,19 @@ def test_a_rerun_pairs_held_out_votes_by_their_texts_not_their_ids(tmp_path):
     rows = [{"variant": "votes"}, {"variant": "+edits"}]
     paired(rows, tmp_path)
     assert rows[1]["vs_votes"] == {"only_this_right": 2, "only_votes_right": 0, "mcnemar_p": 0.5}
+
+
+def test_a_kept_runs_row_takes_its_wall_time_from_its_own_status(tmp_path):
+    """A variant finished by an earlier invocation (kept, not retrained) still reports how long it trained."""
+    from bench.feedback_ablation import row_of
+    from core.runs import write_json
+
+    run = tmp_path / "runs" / "plus_edits"
+    (run / "data").mkdir(parents=True)
+    write_json(run / "calibration.json", {"accuracy": 0.75, "correct": 3, "pairs": 4})
+    write_json(run / "data" / "lineage.json", {"train_pairs": 10, "pairs_from_edits": 2})
+    write_json(run / "status.json", {"state": "finished", "started_at": "2026-12-07T16:00:00+00:00",
+                                     "updated_at": "2026-12-07T16:17:30+00:00"})
+    row = row_of(tmp_path, "+edits")
+    assert (row["seconds"], row["correct"], row["train_pairs"], row["pairs_from_edits"]) == (1050, 3, 10, 2)
+    assert row_of(tmp_path, "+edits", seconds=12.4)["seconds"] == 12
