@@ -36,7 +36,7 @@ with st.expander("Settings", expanded=True):
     columns = st.columns(3)
     for n, field in enumerate(f for f in form_fields(cls, preset) if f.name not in NOT_IN_FORM):
         col, key = columns[n % 3], f"{stage}:{preset}:{field.name}"
-        if field.runs_of:  # a setting naming a run folder: the finished runs of the stages its knob names
+        if field.runs_of:  # a setting naming a run folder (core.stages.RUN_SETTINGS): those stages' finished runs
             found = runs(field.runs_of, finished_only=True)
             found = policies.policy_runs(found) if field.runs_of == POLICY_STAGES else found  # not sample-only
             options = [""] + [str(r.path) for r in found]
