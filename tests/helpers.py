@@ -20,6 +20,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from bench.loop import free_port
+from core.runs import RunFolder, read_jsonl, read_status
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,13 +68,18 @@ def run_cli(*args: str, timeout: float = 300, check: bool = True):
     return done
 
 
-def stage_cli(stage: str, *args, check: bool = True) -> subprocess.CompletedProcess:
-    """`python -m core train STAGE ARGS` in a fresh process, clear of the caller's RLHF_* settings. One thread: the
-    tiny model gains nothing from two, and on a shared 2-core machine two threads spin against each other (a tiny
-    forward took 1.1 s instead of 0.03 s)."""
+def stage_env() -> dict:
+    """A stage process's environment, clear of the caller's RLHF_* settings. One thread: the tiny model gains
+    nothing from two, and on a shared 2-core machine two threads spin against each other (a tiny forward took 1.1 s
+    instead of 0.03 s)."""
     env = {k: v for k, v in os.environ.items() if k not in ("RLHF_BASE_MODEL", "RLHF_DEVICE", "RLHF_DB")}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-m", "core", "train", stage, *map(str, args)], cwd=REPO, env=env,
+    return env | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                  "OMP_NUM_THREADS": "1"}
+
+
+def stage_cli(stage: str, *args, check: bool = True) -> subprocess.CompletedProcess:
+    """`python -m core train STAGE ARGS` in a fresh process (`stage_env`), to its end."""
+    done = subprocess.run([sys.executable, "-m", "core", "train", stage, *map(str, args)], cwd=REPO, env=stage_env(),
                           capture_output=True, text=True, timeout=300)
     if check:
         assert done.returncode == 0, done.stderr[-3000:]
@@ -82,19 +88,15 @@ def stage_cli(stage: str, *args, check: bool = True) -> subprocess.CompletedProc
 
 def start_stage(stage: str, *args) -> subprocess.Popen:
     """`python -m core train STAGE ARGS` started in the background (to be stopped or killed while it runs)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RLHF_BASE_MODEL", "RLHF_DEVICE", "RLHF_DB")}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-m", "core", "train", stage, *map(str, args)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", "core", "train", stage, *map(str, args)], cwd=REPO,
+                            env=stage_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def wait_for_step(run: Path, step: int, proc: subprocess.Popen, timeout: float = 300) -> None:
     """Until the run's metrics.jsonl has logged `step` (the process must still be alive meanwhile)."""
-    from core.runs import read_jsonl
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(m.get("step", 0) >= step for m in read_jsonl(Path(run) / "metrics.jsonl")):
+        if any(m.get("step", 0) >= step for m in read_jsonl(RunFolder(run).metrics)):
             return
         assert proc.poll() is None, proc.stderr.read()[-2000:]
         time.sleep(0.02)
@@ -104,8 +106,6 @@ def wait_for_step(run: Path, step: int, proc: subprocess.Popen, timeout: float =
 def stopped_after_a_step(stage: str, run: Path, *args) -> dict:
     """Start STAGE with ARGS writing to `run`, send SIGTERM (the dashboard's Stop) once it has logged a step, and
     return its final status; the process must end cleanly."""
-    from core.runs import read_status
-
     proc = start_stage(stage, *args, "--output-dir", run)
     wait_for_step(run, 1, proc)
     proc.send_signal(signal.SIGTERM)

@@ -17,7 +17,7 @@ import pandas as pd
 from core.collect.arena import MAX_REQUEST_CHARS, clean_text, parse_choice
 from core.collect.generate import Generator
 from core.collect.library import by_text, load_prompts, text_key
-from core.model import resolve_base_model
+from core.model import load, resolve_base_model
 from core.records import Pair, Policy, Prompt, SamplingSettings
 from core.runs import adapter_config, adapter_dir
 from core.store.database import Store
@@ -47,10 +47,9 @@ class Demo:
     def from_runs(cls, store: Store, tuned_run: str, reward_run: str | None = None, engine: str = "auto") -> "Demo":
         """The demo of a finished policy run on the base it was trained from (llama.cpp on a CPU with `auto`),
         its lists scored by a finished reward run when one is given."""
-        from core.model import (
-            load,  # lazy: torch, PEFT and TRL take seconds; the page's win rate needs none
+        from core.train.reward_model import (
+            RewardScorer,  # lazy: TRL takes seconds; the page's win rate needs none
         )
-        from core.train.reward_model import RewardScorer
 
         adapter = str(adapter_dir(tuned_run))
         scorer = RewardScorer.from_folder(reward_run) if reward_run else None

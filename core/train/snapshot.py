@@ -148,8 +148,7 @@ def note_reward_model(run_dir: Path, reward_model: str) -> dict:
     and the votes per round of collection that trained it, copied from its own lineage (`rounds`; {} for a bare
     adapter folder, which has none): the rounds whose votes this policy learned from, at one remove."""
     theirs = read_json(RunFolder(reward_model).lineage)
-    return _lineage(Path(run_dir), None, reward_model=str(reward_model), rounds=theirs.get("rounds", {}),
-                    reward_model_votes=theirs.get("votes"))
+    return _lineage(Path(run_dir), None, reward_model=str(reward_model), rounds=theirs.get("rounds", {}))
 
 
 def take_prompts(run_dir: Path, split: str, path: str | None = None) -> tuple[list[str], dict]:
