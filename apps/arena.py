@@ -346,7 +346,7 @@ def flag_pairing(args) -> tuple[str, str] | None:
     return check_policy(sides[0]), check_policy(sides[1])
 
 
-def parse_args(argv=None):
+def arena_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m apps.arena", description="Vote on pairs of top-5 lists.")
     parser.add_argument("--base-model", help="HF model id or folder (default $RLHF_BASE_MODEL or the embedded model)")
     parser.add_argument("--pairing", help="the two policies to pair, A,B: each base or a finished SFT, PPO, DPO or "
@@ -370,7 +370,11 @@ def parse_args(argv=None):
     parser.add_argument("--candidates", type=int, default=4, help="samples per library request in uncertain choice")
     parser.add_argument("--reward-model", help="the reward run uncertain choice scores with, kept for the arena's "
                         "life (default: the newest finished one, followed as new ones finish)")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None):
+    return arena_parser().parse_args(argv)
 
 
 def main(argv=None) -> None:
