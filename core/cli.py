@@ -18,13 +18,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 import warnings
 from pathlib import Path
 
 from core.judge import agreement, leaderboard
-from core.paths import DEFAULT_DB
 from core.records import USER_ERRORS, InputError
 from core.runs import newest_finished_run
 from core.stages import STAGES, config_class, stage_module
@@ -48,15 +46,11 @@ def _import_votes(args) -> None:
 
 
 def _export_votes(args) -> None:
-    print(export_votes(Store(args.db), args.out))
+    print(export_votes(Store.existing(args.db), args.out))
 
 
 def _stats(args) -> None:
-    # a read-only look: a mistyped --db must not quietly start an empty database (Store creates missing files)
-    db = Path(args.db or os.environ.get("RLHF_DB") or DEFAULT_DB)  # resolved as Store resolves it
-    if not db.is_file():
-        raise InputError(f"{db}: no such database; pass --db PATH of an existing DuckDB file (or set $RLHF_DB).")
-    store = Store(db, timeout_s=args.wait)
+    store = Store.existing(args.db, timeout_s=args.wait)  # a read-only look: a mistyped --db starts no database
     print(f"{store.path}: " + ", ".join(f"{v} {k}" for k, v in store.counts().items()) + "\n")
     print(agreement.summary(store.votes()))
 
@@ -92,15 +86,12 @@ def _eval(args) -> None:
 
 
 def _next_round(args) -> None:
-    next_round(Store(args.db), args.method, args.best, args.preset, args.stamp, plan_only=args.plan_only,
+    next_round(Store.existing(args.db), args.method, args.best, args.preset, args.stamp, plan_only=args.plan_only,
                lists=args.lists)
 
 
 def _leaderboard(args) -> None:
-    db = Path(args.db or os.environ.get("RLHF_DB") or DEFAULT_DB)  # read-only: never start an empty database
-    if not db.is_file():
-        raise InputError(f"{db}: no such database; pass --db PATH of an existing DuckDB file (or set $RLHF_DB).")
-    votes = Store(db, timeout_s=args.wait).votes()
+    votes = Store.existing(args.db, timeout_s=args.wait).votes()
     board = leaderboard.leaderboard(votes, bootstrap=args.bootstrap, seed=args.seed)  # refuses no votes, first
     run = (None if args.reward_model == "none" else newest_finished_run("reward") if args.reward_model == "newest"
            else Path(args.reward_model))

@@ -15,7 +15,7 @@ from core.judge.demo import human_win_rate
 from core.judge.disagreements import disagreements, latest_reviews
 from core.records import Policy
 from core.runs import list_runs, pid_alive, read_status, write_json
-from core.store.database import StoreError
+from core.store.database import Store, StoreError
 from core.store.preferences import export_votes, import_votes
 from core.train import launcher
 from core.view import runs as run_view
@@ -173,6 +173,7 @@ def test_run_views_survive_torn_damaged_and_killed_folders(tmp_path):
 # ---- the launcher ---------------------------------------------------------------------------------------------------
 def test_a_launched_run_that_fails_shows_why(tmp_path, monkeypatch):
     monkeypatch.setenv("RLHF_DB", str(tmp_path / "db.duckdb"))  # an empty database: nothing to train on
+    Store(tmp_path / "db.duckdb")
     monkeypatch.setenv("RLHF_RUNS_DIR", str(tmp_path))  # the runs folder the dashboard was started with
     from core.train.reward_model import RewardConfig
 

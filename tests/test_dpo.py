@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from core.config import ConfigError, build
 from core.model import load_tokenizer
 from core.runs import read_json, read_jsonl, read_status
+from core.store.database import Store
 from core.train.dpo import DPOConfig, preference_rows
 from core.train.reward_model import reward_input_ids
 from tests.helpers import (
@@ -245,11 +246,15 @@ def test_pairs_from_a_rejection_run_are_its_best_over_worst_and_start_from_its_s
 
 # ---- bad input: one line, exit 2 ----------------------------------------------------------------------------------
 def test_too_few_votes_is_refused_and_the_run_marked_failed(tiny_model_dir, tmp_path):
+    Store(tmp_path / "empty.duckdb")  # a database without votes
     done = dpo_cli("--base-model", tiny_model_dir, "--db", tmp_path / "empty.duckdb", "--output-dir", tmp_path / "run",
                    check=False)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: only 0 training pairs")
     assert "vote left/right" in done.stderr and read_status(tmp_path / "run")["state"] == "failed"
+    mistyped = dpo_cli("--db", tmp_path / "emtpy.duckdb", "--output-dir", tmp_path / "run2", check=False)
+    assert mistyped.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'emtpy.duckdb'}: no such database")
+    assert not (tmp_path / "emtpy.duckdb").exists()  # not started empty
 
 
 def test_a_bad_setting_exits_2_with_one_line_before_anything_is_written(tmp_path):

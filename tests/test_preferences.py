@@ -368,7 +368,9 @@ def without_root_override(command: list[str]) -> list[str]:
 def test_cli_answers_bad_input_in_one_line(tmp_path):
     """Every input of the issue at once (in parallel) through the real CLI: exit 2, one line, no traceback."""
     kept, locked = tmp_path / "read-only" / "votes.duckdb", tmp_path / "locked"
+    writable, missing = tmp_path / "writable.duckdb", tmp_path / "mistyped.duckdb"
     import_votes(Store(kept), write_jsonl(tmp_path / "votes.jsonl", ROWS))
+    import_votes(Store(writable), tmp_path / "votes.jsonl")
     for name in ("latin-1", "list-prompt", "year-0", "parquet-corrupt"):
         suffix, content, _ = UNREADABLE[name]
         (tmp_path / f"{name}{suffix}").write_bytes(content)
@@ -379,7 +381,11 @@ def test_cli_answers_bad_input_in_one_line(tmp_path):
         ("import-votes", tmp_path / "parquet-corrupt.parquet"): "error: parquet-corrupt.parquet: not a readable",
         ("stats", "--db", kept): f"error: cannot write to {kept} or its folder",
         ("export-votes", tmp_path / "prefs.jsonl", "--db", kept): f"error: cannot write to {kept} or its folder",
-        ("export-votes", locked / "prefs.jsonl"): f"error: cannot write {locked / 'prefs.jsonl'}: Permission denied",
+        ("export-votes", locked / "prefs.jsonl", "--db", writable):
+            f"error: cannot write {locked / 'prefs.jsonl'}: Permission denied",
+        # whatever only reads the votes starts no database on a mistyped --db
+        ("export-votes", tmp_path / "out.jsonl", "--db", missing): f"error: {missing}: no such database; pass --db",
+        ("next-round", "--plan-only", "--db", missing): f"error: {missing}: no such database; pass --db",
     }
     locked.mkdir()
     for folder in (kept.parent, locked):
@@ -396,3 +402,4 @@ def test_cli_answers_bad_input_in_one_line(tmp_path):
     for args, start in expected.items():
         stderr, code = answers[args]
         assert (code, stderr.count("\n")) == (2, 1) and stderr.startswith(start), (args, stderr)
+    assert not missing.exists() and not (tmp_path / "out.jsonl").exists()

@@ -15,6 +15,7 @@ from core.calibration import (
     reliability_bins,
 )
 from core.runs import read_jsonl, read_status
+from core.store.database import Store
 from core.train.reward_model import reward_input_ids, training_rows
 from tests.helpers import ADAPTER_FILES, run_cli, run_files
 
@@ -123,10 +124,16 @@ def test_score_command_matches_the_saved_scores(tiny_reward_run):
 def test_score_and_train_refuse_bad_input_with_a_message(tmp_path, tiny_model_dir):
     done = run_cli("score", "--reward-model", tmp_path, "--prompt", "x", "--response", "y", check=False)
     assert done.returncode == 2 and "holds no adapter" in done.stderr and "Traceback" not in done.stderr
+    Store(tmp_path / "empty.duckdb")  # a database without votes
     empty = run_cli("train", "reward", "--base-model", tiny_model_dir, "--db", tmp_path / "empty.duckdb",
                     "--output-dir", tmp_path / "run", check=False)
     assert empty.returncode == 2 and "vote left/right" in empty.stderr
     assert read_status(tmp_path / "run")["state"] == "failed"
+    mistyped = run_cli("train", "reward", "--db", tmp_path / "emtpy.duckdb", "--output-dir", tmp_path / "run2",
+                       check=False)
+    assert mistyped.returncode == 2 and "emtpy.duckdb: no such database" in mistyped.stderr
+    assert not (tmp_path / "emtpy.duckdb").exists()  # not started empty: "0 training pairs" would hide the typo
+    assert read_status(tmp_path / "run2")["message"].endswith("or vote in the arena first.")
     bad = run_cli("train", "reward", "--eval-fraction", "1.5", check=False)
     assert bad.returncode == 2 and "eval-fraction" in bad.stderr
 

@@ -65,6 +65,17 @@ class Store:
         with self.connect(write=True) as con:
             con.execute(SCHEMA)
 
+    @classmethod
+    def existing(cls, path: str | Path | None = None, timeout_s: float = 30.0) -> Store:
+        """The store of a database that must exist already: for whatever only reads feedback (stats, the
+        leaderboard, export, training), where a mistyped --db would otherwise start an empty database and report
+        "no votes" instead of the typo."""
+        resolved = Path(path or os.environ.get("RLHF_DB") or DEFAULT_DB)  # as __init__ resolves it
+        if not resolved.is_file():
+            raise StoreError(f"{resolved}: no such database; pass --db PATH of an existing DuckDB file (or set "
+                             "$RLHF_DB), or vote in the arena first.")
+        return cls(resolved, timeout_s)
+
     def connect(self, write: bool = False):
         """One transaction on a fresh connection, under the cross-process lock (writers first, see lock.py); a full
         disk or an unwritable folder comes out as an InputError saying so."""

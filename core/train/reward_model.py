@@ -255,7 +255,7 @@ def train(cfg: RewardConfig) -> Path:
     with Run(run_dir, total=max(cfg.max_steps, 0)) as run:
         # 1. snapshot the votes; split by prompt
         sources = FeedbackSources(cfg.from_edits, cfg.from_both_bad, cfg.from_ratings, cfg.from_ties)
-        votes, pairs, lineage = take_preferences(Store(cfg.db or None), run_dir, cfg.eval_fraction, sources,
+        votes, pairs, lineage = take_preferences(Store.existing(cfg.db or None), run_dir, cfg.eval_fraction, sources,
                                                  cfg.use_margin)
         train_pairs = pairs[pairs.split == "train"]
         if len(train_pairs) < 2:
