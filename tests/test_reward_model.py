@@ -129,6 +129,8 @@ def test_score_and_train_refuse_bad_input_with_a_message(tmp_path, tiny_model_di
                     "--output-dir", tmp_path / "run", check=False)
     assert empty.returncode == 2 and "vote left/right" in empty.stderr
     assert read_status(tmp_path / "run")["state"] == "failed"
+    assert empty.stderr.count("only 0 training pairs") == 1  # the console's one line; train.log keeps the rest
+    assert "run failed: only 0 training pairs" in (tmp_path / "run" / "train.log").read_text()
     mistyped = run_cli("train", "reward", "--db", tmp_path / "emtpy.duckdb", "--output-dir", tmp_path / "run2",
                        check=False)
     assert mistyped.returncode == 2 and "emtpy.duckdb: no such database" in mistyped.stderr

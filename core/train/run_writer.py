@@ -143,10 +143,13 @@ class Run:
             self.finish(RunState.FINISHED, message="adapter saved")
 
     def fail(self, err: BaseException) -> None:
-        log.error("run failed: %s", err)
-        if self.is_main:  # the traceback is for train.log; the console gets the CLI's one-line error
+        if self.is_main:  # the failure and its traceback are for train.log; the console gets the CLI's one line
+            self._log_handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "run failed: %s", (err,),
+                                                    None))
             self._log_handler.stream.write("".join(traceback.format_exception(err)))
             self._log_handler.flush()
+        else:  # another process of a multi-process run: its console is all it has
+            log.error("run failed: %s", err)
         self.finish(RunState.FAILED, message=f"{type(err).__name__}: {err}")
 
     def __enter__(self) -> "Run":
