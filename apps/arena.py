@@ -40,6 +40,7 @@ from core.collect.chooser import (
 from core.engine import ENGINES
 from core.records import STRENGTHS, USER_ERRORS, InputError, ModelLoadError
 from core.runs import adapter_dir, newest_finished_run, read_adapter_config
+from core.stages import REWARD_MADE_BY
 from core.train.best import check_policy
 
 log = logging.getLogger(__name__)
@@ -325,7 +326,7 @@ def reward_run_finder(reward_model: str | None):
     finished reward run, looked up again before each pair so a newer one is picked up live."""
     if not reward_model:
         return functools.partial(newest_finished_run, "reward")
-    read_adapter_config(reward_model, "SEQ_CLS", "python -m core train reward")  # ModelLoadError: one line
+    read_adapter_config(reward_model, "SEQ_CLS", REWARD_MADE_BY)  # ModelLoadError: one line
     fixed = Path(reward_model).expanduser().absolute()
     return lambda: fixed
 

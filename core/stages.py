@@ -19,6 +19,9 @@ class Stage:
 
 # the stages whose finished runs hold a policy adapter: where a tuning run can start, what an arena can serve
 POLICY_STAGES = ("sft", "ppo", "dpo", "rloo", "rejection")
+# what a message about an unreadable adapter tells the user to run instead
+POLICY_MADE_BY = f"python -m core train {POLICY_STAGES[0]} (or {', '.join(POLICY_STAGES[1:])})"
+REWARD_MADE_BY = "python -m core train reward"
 # Settings that name a finished run's folder, the same name in every stage's config, and whose runs they take: the
 # dashboard's form offers those runs to pick from. (Kept by name here, not in each field's metadata: transformers'
 # HfArgumentParser hands a field's metadata to argparse, which refuses keys of its own.)

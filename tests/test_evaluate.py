@@ -71,3 +71,4 @@ def test_eval_refuses_bad_input(tmp_path):
     assert missing.returncode == 2 and "--policy" in missing.stderr
     not_adapter = run_cli("eval", "--policy", tmp_path, check=False)
     assert not_adapter.returncode == 2 and "holds no adapter" in not_adapter.stderr
+    assert "python -m core train sft (or ppo, dpo, rloo, rejection)" in not_adapter.stderr  # any policy run

@@ -23,6 +23,7 @@ from core.lists import parse_list
 from core.model import load
 from core.records import SamplingSettings
 from core.runs import adapter_dir, read_adapter_config
+from core.stages import POLICY_MADE_BY
 from core.train.reward_model import RewardScorer
 from core.win_rate import WinRate, wilson_interval, win_rate
 
@@ -66,7 +67,7 @@ def sample(loaded, policies: dict[str, str], requests: list[str], cfg: EvalConfi
     adapters = {}
     for label, spec in policies.items():  # every adapter loaded (and checked) before the first list is sampled
         if spec != "base":
-            read_adapter_config(spec, "CAUSAL_LM", "python -m core train sft (or ppo)")
+            read_adapter_config(spec, "CAUSAL_LM", POLICY_MADE_BY)
             adapters[label] = str(adapter_dir(spec))
             generator.add_adapter(adapters[label])
     sampling = SamplingSettings(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)

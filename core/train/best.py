@@ -37,9 +37,8 @@ from core.runs import (
     read_json,
     run_folder,
 )
+from core.stages import POLICY_MADE_BY
 from core.win_rate import votes_to_pass, wilson_interval
-
-MADE_BY = "python -m core train sft (or ppo, dpo, rloo, rejection)"
 
 
 # ---- the policies an arena can serve --------------------------------------------------------------------------------
@@ -60,7 +59,7 @@ def check_policy(side: str) -> str:
     adapter; ModelLoadError saying what to pass otherwise."""
     if side.strip() == BASE:
         return BASE
-    read_adapter_config(side, "CAUSAL_LM", MADE_BY)
+    read_adapter_config(side, "CAUSAL_LM", POLICY_MADE_BY)
     return str(Path(side).expanduser().absolute())
 
 

@@ -56,6 +56,7 @@ from core.runs import (
     read_json,
     read_jsonl,
 )
+from core.stages import REWARD_MADE_BY
 from core.train.reward_model import RewardScorer
 from core.train.run_writer import Run
 from core.train.sft import supervised_trainer, tokenize_demonstration
@@ -279,7 +280,7 @@ def train(cfg: RejectionConfig) -> Path:
         if cfg.candidates_from:
             warn_unless_own_lists(cfg.candidates_from, source, cfg.sft_adapter, "--candidates-from")
         if rescore or not cfg.candidates_from:  # a reward model will score: refuse a wrong folder before sampling
-            read_adapter_config(cfg.reward_model, "SEQ_CLS", "python -m core train reward")
+            read_adapter_config(cfg.reward_model, "SEQ_CLS", REWARD_MADE_BY)
         device = pick_device(cfg.device)
         seed_weights(cfg.seed)
         run.save_config(cfg, base_model_resolved=base_name_for(cfg.base_model, cfg.sft_adapter),

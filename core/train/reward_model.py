@@ -61,6 +61,7 @@ from core.runs import (
     write_json,
     write_parquet,
 )
+from core.stages import REWARD_MADE_BY
 from core.store.database import Store
 from core.store.preferences import is_repeat
 from core.train.feedback import SOURCES, FeedbackSources
@@ -186,11 +187,11 @@ class RewardScorer:
     @classmethod
     def from_folder(cls, path: str | Path, device: str | None = None) -> "RewardScorer":
         """A reward-model run folder (or its adapter/ folder), on the base model it was trained from."""
-        base_name = read_adapter_config(path, "SEQ_CLS", "python -m core train reward")["base_model_name_or_path"]
+        base_name = read_adapter_config(path, "SEQ_CLS", REWARD_MADE_BY)["base_model_name_or_path"]
         untrained = cls.untrained(base_name, device)
         # A scorer never trains: LoRA folded into the base weights scores the same (to ~1e-5) without the adapter's
         # extra matmuls per layer (with score() sorting by length, 1.43x in bench/reward_scoring_speed.py).
-        with readable_adapter(path, "python -m core train reward"):
+        with readable_adapter(path, REWARD_MADE_BY):
             merged = PeftModel.from_pretrained(untrained.model, str(adapter_dir(path))).merge_and_unload()
         return cls(merged, untrained.tokenizer)
 

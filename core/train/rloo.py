@@ -43,6 +43,7 @@ from core.config import check, knob, stage_main
 from core.lists import parse_list
 from core.model import describe_device, load_tokenizer, pick_device
 from core.runs import RunFolder, prepare_run_dir, read_adapter_config
+from core.stages import REWARD_MADE_BY
 from core.train.reward_model import RewardScorer
 from core.train.run_writer import Run
 from core.train.snapshot import note_reward_model, take_prompts
@@ -156,7 +157,7 @@ def train(cfg: RLOOConfig) -> Path:
     run_dir = prepare_run_dir("rloo", cfg.output_dir)
     with Run(run_dir, total=cfg.max_steps) as run:
         # 1. prompts snapshot, the reward model, the starting policy
-        read_adapter_config(cfg.reward_model, "SEQ_CLS", "python -m core train reward")
+        read_adapter_config(cfg.reward_model, "SEQ_CLS", REWARD_MADE_BY)
         requests, _ = take_prompts(run_dir, "train", cfg.prompts_file or None)
         note_reward_model(run_dir, cfg.reward_model)
         device = pick_device(cfg.device)

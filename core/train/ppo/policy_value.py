@@ -31,6 +31,7 @@ from torch import nn
 
 from core.collect.generate import SYSTEM_PROMPT
 from core.runs import RunFolder, adapter_dir, read_adapter_config, run_folder
+from core.stages import REWARD_MADE_BY
 
 log = logging.getLogger(__name__)
 POLICY, REFERENCE, REWARD = "default", "reference", "reward"  # "default": PEFT saves it at the folder's top
@@ -209,6 +210,6 @@ def reward_system_prompt(reward_model: str, asked_with: str) -> str:
 
 def reward_shares_base(reward_adapter: str | Path, base_name: str) -> bool:
     """Whether the reward model was trained on this very base (then it rides along as one more adapter)."""
-    saved = read_adapter_config(reward_adapter, "SEQ_CLS", "python -m core train reward")
+    saved = read_adapter_config(reward_adapter, "SEQ_CLS", REWARD_MADE_BY)
     same = str(saved.get("base_model_name_or_path", "")).rstrip("/")
     return same == str(base_name).rstrip("/") or (Path(same).exists() and Path(same).resolve() == Path(base_name).resolve())
