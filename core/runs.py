@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -298,13 +299,30 @@ class RunInfo:
         return RunFolder(self.path)
 
 
+STAMP = re.compile(r"\d{8}-\d{6}")  # what new_run_dir puts in a folder's name
+
+
+def started(run: RunInfo) -> float:
+    """When a run started, as a POSIX time: its status says; a run without one (still starting, or damaged) goes by
+    the stamp in its name, else by when its folder last changed (a --output-dir name need not hold a time)."""
+    try:
+        return datetime.fromisoformat(run.status["started_at"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        pass
+    if stamp := STAMP.search(run.name):
+        return datetime.strptime(stamp.group(0), "%Y%m%d-%H%M%S").timestamp()  # local time, as new_run_dir wrote it
+    return run.path.stat().st_mtime
+
+
 def list_runs(root: Path | None = None) -> list[RunInfo]:
-    """Every run folder under `root`, newest first."""
+    """Every run folder under `root`, newest first: by when each started, not by its name (a run named by
+    --output-dir, "reward-mine", would otherwise sort above every stamped one and count as the newest)."""
     root = Path(root or runs_root())
     if not root.is_dir():
         return []
     runs = [RunInfo(p, RunFolder(p).stage, read_status(p)) for p in root.iterdir() if p.is_dir()]
-    return sorted(runs, key=lambda r: r.path.name.split("-", 1)[-1], reverse=True)  # by timestamp, any stage
+    # ties (two runs in one second): new_run_dir's suffix, -1, -2..., decides
+    return sorted(runs, key=lambda r: (started(r), r.name.split("-", 1)[-1]), reverse=True)
 
 
 def finished_runs(stage: str, root: Path | None = None) -> list[RunInfo]:

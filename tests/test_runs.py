@@ -26,6 +26,7 @@ from core.records import Generation, InputError, Pair, Policy, Prompt, SamplingS
 from core.runs import (
     list_runs,
     new_run_dir,
+    newest_finished_run,
     read_json,
     read_jsonl,
     read_status,
@@ -251,6 +252,23 @@ def test_the_stage_comes_from_the_runs_own_files_not_its_name(tmp_path):
     stages = {r.name: r.stage for r in list_runs(tmp_path)}
     assert stages == {"my-experiment": "ppo", "thursday": "reward", "sft-but-really-ppo": "ppo",
                       "ppo-20261121-100000": ""}
+
+
+def test_newest_goes_by_when_a_run_started_not_by_its_name(tmp_path):
+    """A run named by --output-dir is as new as it is: "reward-mine" from last week is not the newest reward run
+    (the arena's uncertain choice and the leaderboard take the newest)."""
+    for name, started_at in (("reward-mine", "2026-11-28T09:00:00+00:00"), ("reward-20261205-100000", None),
+                             ("reward-20261204-100000", "2026-12-06T08:00:00+00:00")):  # resumed? still its start
+        (tmp_path / name).mkdir()
+        write_json(tmp_path / name / "config.json", {"stage": "reward"})
+        write_json(tmp_path / name / "status.json", {"state": "finished", "pid": 1,
+                                                     **({"started_at": started_at} if started_at else {})})
+    assert [r.name for r in list_runs(tmp_path)] == ["reward-20261204-100000", "reward-20261205-100000",
+                                                     "reward-mine"]
+    assert newest_finished_run("reward", tmp_path) == tmp_path / "reward-20261204-100000"
+    unnamed = tmp_path / "thursday"  # no status, no stamp: its folder's time
+    unnamed.mkdir()
+    assert list_runs(tmp_path)[0].path == unnamed
 
 
 def test_list_runs_puts_a_run_made_later_first(tmp_path):
