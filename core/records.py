@@ -69,6 +69,17 @@ class Policy:
         return f"{base}+{parts[-2] if parts[-1] == 'adapter' and len(parts) > 1 else parts[-1]}"
 
 
+def short_policy_names(names) -> list[str]:
+    """Policy names (Policy.name) as a chart or a headline shows them: when every one is the same base model or an
+    adapter on it, the adapters by their run's name and the base as "base"; otherwise the names as they are (two
+    base models: the base is what tells them apart)."""
+    names = [str(n) for n in names]
+    bases = {n.split("+", 1)[0] for n in names}
+    if len(bases) != 1:
+        return names
+    return [n.split("+", 1)[1] if "+" in n else "base" for n in names]
+
+
 @dataclass(frozen=True)
 class SamplingSettings:
     temperature: float = 0.8

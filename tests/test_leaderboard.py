@@ -22,9 +22,10 @@ from core.judge.leaderboard import (
     summary,
     usable_votes,
 )
-from core.records import Generation, InputError, Pair, Policy, Prompt
+from core.records import Generation, InputError, Pair, Policy, Prompt, short_policy_names
 from core.store.database import Store
 from core.store.lock import file_lock
+from core.view import charts
 from tests.helpers import REPO, run_cli
 
 APP = str(Path(__file__).resolve().parent.parent / "apps" / "dashboard.py")
@@ -267,6 +268,19 @@ def open_page(tmp_path, monkeypatch, db) -> AppTest:
     return at
 
 
+def test_charts_name_each_adapter_by_its_run_and_leave_the_shared_base_off():
+    assert short_policy_names(["Smol+sft-1", "Smol", "Smol+dpo-2"]) == ["sft-1", "base", "dpo-2"]
+    assert short_policy_names(["Smol+sft-1", "Qwen"]) == ["Smol+sft-1", "Qwen"]  # two bases: the names tell them apart
+    names = ["Smol+ppo-<b>1</b>", "Smol"]
+    rate, counts = pd.DataFrame([[np.nan, 0.6], [0.4, np.nan]], index=names, columns=names), pd.DataFrame(
+        [[0, 10], [10, 0]], index=names, columns=names)
+    heatmap = charts.win_rate_heatmap(rate, counts).data[0]
+    assert list(heatmap.y) == list(heatmap.x) == ["ppo-&lt;b&gt;1&lt;/b&gt;", "base"]  # short, and still text
+    table = pd.DataFrame({"policy": names, "rating": [1050.0, 950.0], "low": [1030.0, 930.0], "high": [1070.0, 970.0]})
+    intervals = charts.rating_intervals(table).data[0]
+    assert list(intervals.x) == ["ppo-&lt;b&gt;1&lt;/b&gt;", "base"] and "Smol+" in intervals.hovertext[0]
+
+
 def test_page_explains_itself_before_two_policies_met(tmp_path, monkeypatch):
     monkeypatch.setenv("RLHF_RUNS_DIR", str(tmp_path / "runs"))
     at = open_page(tmp_path, monkeypatch, tmp_path / "empty.duckdb")
@@ -276,7 +290,7 @@ def test_page_explains_itself_before_two_policies_met(tmp_path, monkeypatch):
 def test_page_shows_table_charts_and_the_reward_models_scores(tmp_path, monkeypatch, voted_db, tiny_reward_run):
     at = open_page(tmp_path, monkeypatch, voted_db)
     table = at.dataframe[0].value
-    assert list(table.policy) == [TUNED.name, BASE.name] and table.mean_reward.isna().all()
+    assert list(table.policy) == [TUNED.name, BASE.name] and "mean_reward" not in table  # nothing scored: no column
     assert at.dataframe[1].value.loc[TUNED.name, BASE.name] == 10
     assert len(at.get("plotly_chart")) == 2
     shutil.copytree(tiny_reward_run, tmp_path / "runs" / "reward-20260101-000001")
@@ -296,7 +310,7 @@ def test_a_damaged_reward_run_gets_one_line_and_the_ratings_still_show(tmp_path,
     at.toggle(key="leaderboard_rm").set_value(True).run()
     assert not at.exception, at.exception
     assert "could not be loaded" in at.error[0].value and str(damaged) in at.error[0].value.replace("\\", "")
-    assert at.dataframe[0].value.mean_reward.isna().all()  # the ratings, without the column
+    assert "mean_reward" not in at.dataframe[0].value  # the ratings, without the column
     said = run_cli("leaderboard", "--db", voted_db, "--bootstrap", "50", check=False)
     assert said.returncode == 2 and "could not be loaded" in said.stderr.splitlines()[-1], said.stderr
 

@@ -23,7 +23,7 @@ from core.collect.chooser import (
     read_serving,
     save_settings,
 )
-from core.records import USER_ERRORS, InputError
+from core.records import USER_ERRORS, InputError, short_policy_names
 from core.stages import STAGES
 from core.train import best as policies
 from core.train import rounds
@@ -44,7 +44,8 @@ def policy_choices(*stored: str) -> list[str]:
 st.subheader("Pairing and round")
 serving, stored, round_now = read_serving(store()), read_pairing(store()), read_round(store())
 if serving:
-    st.metric("the arena serves now", as_text(" vs ".join(serving.get("policies") or [])))
+    st.metric("the arena serves now", as_text(" vs ".join(short_policy_names(serving.get("policies") or []))),
+              help=as_text(" vs ".join(serving.get("policies") or [])))  # the full names
     st.caption(f"Round: {as_text(serving.get('round') or 'none')} · since {serving.get('since')}, as the arena last "
                "said. Sources stay hidden from annotators until each vote; sides are shuffled on every pair.")
     if serving.get("error"):

@@ -60,7 +60,9 @@ st.caption(f"Bradley-Terry ratings on the Elo scale ({anchor} 1000; 400 points a
 if len(board.groups) > 1:
     st.warning(f"{len(board.groups)} groups of policies never met, even through others: ratings compare only "
                "within a group (see the vote counts).")
-st.dataframe(board.table, key="leaderboard_table", hide_index=True, column_config={
+scored = board.table["mean_reward"].notna().any()  # an empty column read "None" on every row
+st.dataframe(board.table if scored else board.table.drop(columns="mean_reward"), key="leaderboard_table",
+             hide_index=True, column_config={
     "rating": st.column_config.NumberColumn(format="%.0f"),
     "low": st.column_config.NumberColumn("95 % low", format="%.0f"),
     "high": st.column_config.NumberColumn("95 % high", format="%.0f"),

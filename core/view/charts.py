@@ -10,6 +10,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core.records import short_policy_names
+
 CHOICE_COLOURS = {"left": "#4c78a8", "right": "#f58518", "tie": "#9d9d9d", "both_bad": "#e45756"}
 
 
@@ -101,7 +103,7 @@ def _plain(names) -> list[str]:
 def rating_intervals(table: pd.DataFrame) -> go.Figure:
     """Each policy's rating with its 95 % interval as error bars, best first (Chatbot Arena's bootstrap plot)."""
     fig = go.Figure(go.Scatter(
-        x=_plain(table.policy), y=table.rating, mode="markers+text", text=[f"{r:.0f}" for r in table.rating],
+        x=_plain(short_policy_names(table.policy)), y=table.rating, hovertext=_plain(table.policy), mode="markers+text", text=[f"{r:.0f}" for r in table.rating],
         textposition="middle right", error_y=dict(type="data", symmetric=False, array=table.high - table.rating,
                                                   arrayminus=table.rating - table.low)))
     return _layout(fig, "Ratings with 95 % bootstrap intervals", "policy", "rating (Elo scale)")
@@ -110,7 +112,9 @@ def rating_intervals(table: pd.DataFrame) -> go.Figure:
 def win_rate_heatmap(rate: pd.DataFrame, counts: pd.DataFrame) -> go.Figure:
     """Row policy's win rate against the column's (ties half), each cell labelled with its vote count."""
     labels = [[f"{r:.0%}<br>n={c}" if c else "" for r, c in zip(rs, cs)] for rs, cs in zip(rate.values, counts.values)]
-    fig = go.Figure(go.Heatmap(z=rate.values, x=_plain(rate.columns), y=_plain(rate.index), zmin=0, zmax=1,
+    # the base model's name, shared by every adapter on it, is left off the axes (it crowded out the plot)
+    fig = go.Figure(go.Heatmap(z=rate.values, x=_plain(short_policy_names(rate.columns)),
+                               y=_plain(short_policy_names(rate.index)), zmin=0, zmax=1,
                                colorscale="RdBu", text=labels, texttemplate="%{text}", hoverongaps=False))
     fig.update_yaxes(autorange="reversed")  # the best policy on top, as in the table
     return _layout(fig, "Win rate of the row's policy against the column's", "against", "policy", height=360)
