@@ -22,7 +22,14 @@ from core.judge.leaderboard import (
     summary,
     usable_votes,
 )
-from core.records import Generation, InputError, Pair, Policy, Prompt, short_policy_names
+from core.records import (
+    Generation,
+    InputError,
+    Pair,
+    Policy,
+    Prompt,
+    short_policy_names,
+)
 from core.store.database import Store
 from core.store.lock import file_lock
 from core.view import charts

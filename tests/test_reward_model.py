@@ -14,7 +14,7 @@ from core.calibration import (
     expected_calibration_error,
     reliability_bins,
 )
-from core.runs import read_jsonl, read_status
+from core.runs import RunFolder, read_jsonl, read_status
 from core.store.database import Store
 from core.train.reward_model import reward_input_ids, training_rows
 from tests.helpers import ADAPTER_FILES, run_cli, run_files
@@ -131,6 +131,7 @@ def test_score_and_train_refuse_bad_input_with_a_message(tmp_path, tiny_model_di
     assert read_status(tmp_path / "run")["state"] == "failed"
     assert empty.stderr.count("only 0 training pairs") == 1  # the console's one line; train.log keeps the rest
     assert "run failed: only 0 training pairs" in (tmp_path / "run" / "train.log").read_text()
+    assert RunFolder(tmp_path / "run").stage == "reward"  # its config.json, written before the failure
     mistyped = run_cli("train", "reward", "--db", tmp_path / "emtpy.duckdb", "--output-dir", tmp_path / "run2",
                        check=False)
     assert mistyped.returncode == 2 and "emtpy.duckdb: no such database" in mistyped.stderr

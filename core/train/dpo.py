@@ -181,7 +181,7 @@ class _TokenisedDPOTrainer(DPOTrainer):
 
 def train(cfg: DPOConfig) -> Path:
     run_dir = prepare_run_dir("dpo", cfg.output_dir)
-    with Run(run_dir, total=max(cfg.max_steps, 0)) as run:
+    with Run(run_dir, total=max(cfg.max_steps, 0), cfg=cfg) as run:
         # 1. snapshot the votes (split by prompt) and load the starting policy
         _, pairs, _ = take_preferences(Store.existing(cfg.db or None), run_dir, cfg.eval_fraction)
         if cfg.pairs_from:

@@ -269,7 +269,7 @@ def read_candidates(run: str, missing_eos_penalty: float | None = None) -> list[
 
 def train(cfg: RejectionConfig) -> Path:
     run_dir = prepare_run_dir("rejection", cfg.output_dir)
-    with Run(run_dir, total=max(cfg.max_steps, 0)) as run:
+    with Run(run_dir, total=max(cfg.max_steps, 0), cfg=cfg) as run:
         source = read_json(RunFolder(cfg.candidates_from).config) if cfg.candidates_from else {}
         rescore = bool(cfg.candidates_from) and bool(cfg.reward_model) and (
             resolved(cfg.reward_model) != resolved(source.get("reward_model", "")))

@@ -253,7 +253,7 @@ def reward_trainer(cfg: RewardConfig, model, tokenizer, rows: list[dict], device
 
 def train(cfg: RewardConfig) -> Path:
     run_dir = prepare_run_dir("reward", cfg.output_dir)
-    with Run(run_dir, total=max(cfg.max_steps, 0)) as run:
+    with Run(run_dir, total=max(cfg.max_steps, 0), cfg=cfg) as run:
         # 1. snapshot the votes; split by prompt
         sources = FeedbackSources(cfg.from_edits, cfg.from_both_bad, cfg.from_ratings, cfg.from_ties)
         votes, pairs, lineage = take_preferences(Store.existing(cfg.db or None), run_dir, cfg.eval_fraction, sources,

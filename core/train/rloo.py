@@ -155,7 +155,7 @@ class RewardModelReward:
 
 def train(cfg: RLOOConfig) -> Path:
     run_dir = prepare_run_dir("rloo", cfg.output_dir)
-    with Run(run_dir, total=cfg.max_steps) as run:
+    with Run(run_dir, total=cfg.max_steps, cfg=cfg) as run:
         # 1. prompts snapshot, the reward model, the starting policy
         read_adapter_config(cfg.reward_model, "SEQ_CLS", REWARD_MADE_BY)
         requests, _ = take_prompts(run_dir, "train", cfg.prompts_file or None)

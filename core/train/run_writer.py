@@ -55,7 +55,9 @@ class Run:
     """The writer side of a run folder: config, metrics, samples, status with ETA, and a terminal progress bar.
     With `report_to` in the stage's config, metrics also go to TensorBoard or Weights & Biases (core/train/trackers)."""
 
-    def __init__(self, path: Path, total: int, resumed_step: int = 0):
+    def __init__(self, path: Path, total: int, resumed_step: int = 0, cfg=None):
+        """`cfg`: the stage's config, written to config.json at once (a resumed run keeps its own) so that a run
+        that fails before save_config still says what stage it was and how it was asked for."""
         self.folder = RunFolder(path)
         self.path, self.total, self.is_main = self.folder.path, total, is_main_process()
         self.step, self.first_step, self.started = resumed_step, resumed_step, time.monotonic()
@@ -68,6 +70,8 @@ class Run:
             self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
             logging.getLogger().addHandler(self._log_handler)
             logging.getLogger().setLevel(min(logging.getLogger().level or logging.INFO, logging.INFO))
+            if cfg is not None and not self.folder.config.exists():
+                config_io.save(cfg, self.folder.config, stage=stage_for_config(cfg))
             previous = read_json(self.folder.status)
             self.set_status(RunState.RUNNING, started_at=previous.get("started_at", _now()),
                             resumed_at_step=resumed_step)

@@ -124,7 +124,7 @@ def well_formed_rate(model, tokenizer, prompts: list[str], max_new_tokens: int, 
 
 def train(cfg: SFTConfig) -> Path:
     run_dir = prepare_run_dir("sft", cfg.output_dir)
-    with Run(run_dir, total=max(cfg.max_steps, 0)) as run:
+    with Run(run_dir, total=max(cfg.max_steps, 0), cfg=cfg) as run:
         # 1. snapshot the data and load the base
         demos, lineage = take_demonstrations(Store(cfg.db or None), run_dir, cfg.seed_lists, cfg.own_weight)
         if demos.empty:

@@ -299,7 +299,7 @@ def train(cfg: PPOConfig) -> Path:
     folder = RunFolder(run_dir)
     if cfg.resume and not folder.checkpoint_state.exists():  # starting over would silently drop the old curves
         raise InputError(f"{run_dir} saved no checkpoint to resume from; start a new run (leave --resume empty).")
-    with Run(run_dir, total=cfg.total_updates) as run:
+    with Run(run_dir, total=cfg.total_updates, cfg=cfg) as run:
         # 0. set up: prompts snapshot, one base model in four roles, the optimiser over the policy's weights
         prompts, _ = take_prompts(run_dir, "train", cfg.prompts_file or None)
         note_reward_model(run_dir, cfg.reward_model)
