@@ -23,7 +23,7 @@ from apps.dashboard_shared import (
     store,
 )
 from core.access import Role, bind_warning
-from core.records import StoreBusy
+from core.records import USER_ERRORS, StoreBusy
 from core.runs import runs_root
 
 PAGES = Path(__file__).resolve().parent / "dashboard_pages"
@@ -51,3 +51,5 @@ try:
 except StoreBusy as err:  # another process holds the database longer than a page waits: say so, try again
     st.warning(f"The database is busy: {as_text(err)}. This page tries again every {RETRY_S} s.")
     retry_when_free()
+except USER_ERRORS as err:  # $RLHF_DB not a DuckDB file, or unwritable: one line saying what to change
+    st.error(as_text(err))

@@ -8,7 +8,7 @@ import streamlit as st
 
 from core.access import Role, passwords_configured, role_for
 from core.model import describe_device, pick_device
-from core.records import StoreBusy
+from core.records import ModelLoadError, StoreBusy
 from core.runs import RunInfo, RunState, list_runs, runs_root
 from core.store.database import Store
 from core.train.launcher import log_tail
@@ -96,7 +96,11 @@ def retry_when_free() -> None:
 
 @st.cache_resource
 def device_label() -> str:
-    return describe_device(pick_device(None))
+    """The device runs started here would use, or why none can be ($RLHF_DEVICE naming a GPU this machine lacks)."""
+    try:
+        return describe_device(pick_device(None))
+    except ModelLoadError as err:
+        return f"unusable: {err}"
 
 
 def runs(stages: tuple[str, ...] = (), finished_only: bool = False) -> list[RunInfo]:
@@ -114,7 +118,8 @@ def show_status(run: RunInfo, log_lines: int = 12) -> None:
         if tail:
             st.code(tail, language=None)
     elif state in (RunState.RUNNING, RunState.STARTING):
-        step, total = s.get("step") or 0, s.get("total") or 0
+        # numbers as the run writes them; anything else (a hand-edited status) reads as 0
+        step, total = (v if isinstance(v, (int, float)) and v > 0 else 0 for v in (s.get("step"), s.get("total")))
         eta = f", about {s['eta_s'] / 60:.1f} min left" if isinstance(s.get("eta_s"), (int, float)) else ""
         st.progress(min(step / total, 1.0) if total else 0.0,
                     text=f"{as_text(run.name)} {state}: step {step}/{total}{eta}")

@@ -113,8 +113,8 @@ def config_parser(cls, prog: str | None = None, description: str | None = None) 
         shown = ",".join(map(str, default)) if isinstance(default, list) else default
         action.default = argparse.SUPPRESS
         action.option_strings.sort(key=lambda option: "_" in option)  # usage shows --learning-rate, not _rate
-        if action.option_strings[0].startswith("--no"):
-            continue  # the complement of a bool: store_false, nothing to convert
+        if isinstance(action, argparse._StoreFalseAction):  # not a name test: --normalize-reward starts with --no
+            continue  # the complement of a bool (--no-stop-at-eos): store_false, nothing to convert
         action.type = None  # keep the text: `build` converts it (one conversion for the CLI and the form)
         action.choices = None  # `parse_value` checks them, in one line that names the flag
         action.metavar = field_type(cls, f).__name__.upper()
@@ -227,7 +227,12 @@ def save(cfg, path: Path, **extra) -> None:
 
 def load(cls, path: Path):
     """A saved config.json back into its dataclass (fields this version no longer knows are ignored)."""
-    saved = json.loads(Path(path).read_text())
+    try:
+        saved = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:  # cut short or hand-edited: one line, not a traceback
+        raise ConfigError(f"{path} cannot be read as a run's config ({err}); start a new run instead.") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path} is not a run's config (not a JSON object); start a new run instead.")
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in saved.items() if k in names})
 

@@ -89,17 +89,20 @@ def resolve_base_model(name: str | None = None) -> str:
 def pick_device(requested: str | None = None) -> torch.device:
     """'auto' (every stage's default) is $RLHF_DEVICE when set, else CUDA when present, else CPU; 'cpu', 'cuda',
     'cuda:1' force one. So the variable reaches the training stages the dashboard starts, not only the apps."""
-    if not requested or requested == "auto":
+    from_environment = not requested or requested == "auto"
+    if from_environment:
         requested = os.environ.get("RLHF_DEVICE") or "auto"
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # the fix names where the device came from: a stage's --device, or the variable the dashboard and arena read
+    where = "set RLHF_DEVICE to" if from_environment else "pass --device"
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelLoadError(f"Device '{requested}' was asked for but no CUDA GPU is visible; pass --device cpu.")
+        raise ModelLoadError(f"Device '{requested}' was asked for but no CUDA GPU is visible; {where} cpu.")
     try:
         return torch.device(requested)
     except RuntimeError:  # 'gpu', 'cuda:x': torch's own message is a traceback away from the user
-        raise ModelLoadError(f"Device '{requested}' is not one torch knows: pass --device (or set RLHF_DEVICE to) "
-                             "auto, cpu, cuda or cuda:N.") from None
+        raise ModelLoadError(f"Device '{requested}' is not one torch knows: {where} auto, cpu or cuda"
+                             + (" (or cuda:N)." if from_environment else ".")) from None
 
 
 def describe_device(device: torch.device) -> str:

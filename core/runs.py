@@ -182,6 +182,9 @@ def read_adapter_config(path: str | Path, task_type: str, made_by: str) -> dict:
     if saved.get("task_type") not in (task_type, None if task_type == "CAUSAL_LM" else task_type):  # untyped: LM
         raise ModelLoadError(f"{path} holds a {saved.get('task_type')} adapter, not the {task_type} adapter "
                              f"expected here; pass a folder made by `{made_by}`.")
+    if not isinstance(saved.get("base_model_name_or_path"), str):  # every reader loads the base it names
+        raise ModelLoadError(f"{config_path} names no base model (base_model_name_or_path); pass a folder made by "
+                             f"`{made_by}`.")
     return saved
 
 

@@ -193,6 +193,25 @@ def test_load_ignores_unknown_fields_and_defaults_missing_ones(tmp_path):
     assert load(ToyConfig, tmp_path / "config.json") == ToyConfig(steps=4)
 
 
+@pytest.mark.parametrize("content", ['{"steps": 4', "[4]", ""])
+def test_a_damaged_config_json_is_one_line(tmp_path, content):
+    (tmp_path / "config.json").write_text(content)  # cut short, hand-edited
+    with pytest.raises(ConfigError, match="start a new run instead"):
+        load(ToyConfig, tmp_path / "config.json")
+
+
+def test_a_bool_flag_whose_name_starts_with_no_takes_text_too():
+    """--normalize-reward is not the complement of a bool (--no-normalize-reward is): it reads "off" like any."""
+    from core.train.ppo.config import PPOConfig
+
+    cfg = parse_config(PPOConfig, ["--reward-model", "x", "--normalize-reward", "off", "--no-stop-at-eos"])
+    assert (cfg.normalize_reward, cfg.stop_at_eos) == (False, False)
+    shown = config_parser(PPOConfig).format_help()
+    assert "(default: True)" in shown[shown.index("  --normalize-reward [BOOL]"):shown.index("  --no-normalize-reward")]
+    with pytest.raises(ConfigError, match="cliprange-value must be positive"):
+        parse_config(PPOConfig, ["--reward-model", "x", "--cliprange-value", "0"])
+
+
 def test_load_validates_what_it_reads(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"steps": 0}))
     with pytest.raises(ConfigError, match="steps must be positive"):

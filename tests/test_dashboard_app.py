@@ -377,3 +377,5 @@ def test_a_viewer_can_look_but_not_start_or_review(seeded, monkeypatch):
     at.switch_page("dashboard_pages/disagreements.py").run()
     assert not any(b.key.startswith(("relabel:", "noise:", "confirm:")) for b in at.button)
     assert len(Store(seeded.db).table("reviews")) == 0
+    at.switch_page("dashboard_pages/demo.py").run()  # generating loads models and stores a pair: not for a viewer
+    assert not at.exception and "demo_generate" not in {b.key for b in at.button} and at.selectbox(key="demo_tuned")

@@ -72,3 +72,13 @@ def test_eval_refuses_bad_input(tmp_path):
     not_adapter = run_cli("eval", "--policy", tmp_path, check=False)
     assert not_adapter.returncode == 2 and "holds no adapter" in not_adapter.stderr
     assert "python -m core train sft (or ppo, dpo, rloo, rejection)" in not_adapter.stderr  # any policy run
+
+
+def test_eval_checks_the_reward_model_before_it_samples(tmp_path, monkeypatch):
+    """A mistyped --reward-model fails at once, not after both policies answered 72 requests."""
+    from core.judge import evaluate
+    from core.records import ModelLoadError
+
+    monkeypatch.setattr(evaluate, "load", lambda *a, **k: pytest.fail("the model was loaded before the check"))
+    with pytest.raises(ModelLoadError, match="holds no adapter.*python -m core train reward"):
+        evaluate.evaluate(evaluate.EvalConfig(policy="base", reward_model=str(tmp_path)))

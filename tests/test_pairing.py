@@ -50,7 +50,7 @@ def reward_run(root: Path, name: str) -> Path:
     """A finished run whose adapter is a sequence classifier: never a policy."""
     run = root / name
     (run / "adapter").mkdir(parents=True)
-    write_json(run / "adapter" / "adapter_config.json", {"task_type": "SEQ_CLS"})
+    write_json(run / "adapter" / "adapter_config.json", {"task_type": "SEQ_CLS", "base_model_name_or_path": "tiny"})
     write_json(run / "config.json", {"stage": "reward"})
     write_json(run / "status.json", {"state": "finished"})
     return run
@@ -255,7 +255,8 @@ def test_the_arena_page_switches_a_running_arena_and_shows_what_it_serves(dashbo
     arena = Arena(store, generator, LIBRARY, sampling=SamplingSettings(max_new_tokens=4), queue_size=0, seed=0,
                   load_policy=loader(generator))
     at = open_arena_page()
-    assert at.metric[0].value == f"{generator.base_policy.name} vs {generator.base_policy.name}"
+    assert at.metric[0].value == "base vs base"  # the shared base model named once, in the help
+    assert at.metric[0].help == f"{generator.base_policy.name} vs {generator.base_policy.name}"
     assert at.selectbox(key="pairing_second").options == ["base", ppo.name, sft.name]  # newest first
     at.selectbox(key="pairing_first").set_value(str(sft))
     at.selectbox(key="pairing_second").set_value(str(ppo))
@@ -274,7 +275,8 @@ def test_the_arena_page_switches_a_running_arena_and_shows_what_it_serves(dashbo
     assert adapters == {str(sft / "adapter"), str(ppo / "adapter")}
     page = open_arena_page()  # the page shows what the arena said it serves now
     name = generator.base_policy.name
-    assert page.metric[0].value == f"{name}+sft-20260101-000001 vs {name}+ppo-20260101-000002"
+    assert page.metric[0].value == "sft-20260101-000001 vs ppo-20260101-000002"
+    assert page.metric[0].help == f"{name}+sft-20260101-000001 vs {name}+ppo-20260101-000002"
     assert page.selectbox(key="pairing_first").value == str(sft)
     assert json.loads(store.setting("arena.serving"))["round"] == "round 2: ppo vs sft"
 

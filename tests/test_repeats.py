@@ -137,3 +137,21 @@ def test_a_repeat_does_not_count_twice_head_to_head(store):
     store.record_vote(repeat.pair_id, "left", "ann")
     between = store.votes_between("tiny", "tiny+ppo-1")
     assert list(between.choice) == ["right"] and list(between.right_policy) == ["tiny+ppo-1"]
+
+
+def test_an_export_counts_a_repeats_vote_once_as_a_repeat(store):
+    """The export's "left out" line: a tie cast on a repeat is a repeat, not one more tie."""
+    from core.store.preferences import preference_pairs
+
+    def gen(text):
+        return Generation(prompt=LIBRARY[0], text=text, policy=Policy("tiny"), well_formed=True, n_items=5)
+    original = Pair(prompt=LIBRARY[0], left=gen("A"), right=gen("B"))
+    store.record_pair(original)
+    store.record_vote(original.pair_id, "tie", "ann")
+    repeat = Pair(prompt=LIBRARY[0], left=original.right, right=original.left, chosen_by="repeat",
+                  repeat_of=original.pair_id)
+    store.record_pair(repeat)
+    store.record_vote(repeat.pair_id, "tie", "ann")
+    pairs, left_out = preference_pairs(store.votes())
+    assert pairs.empty and left_out == {"ties": 1, "both_bad": 0, "repeats": 1}
+

@@ -34,7 +34,8 @@ def policy_run(root: Path, name: str, stage: str = "sft", state: str = "finished
     """A run folder with a causal-LM adapter's config (nothing here loads its weights)."""
     run = root / name
     (run / "adapter").mkdir(parents=True)
-    write_json(run / "adapter" / "adapter_config.json", {"task_type": "CAUSAL_LM", "peft_type": "LORA"})
+    write_json(run / "adapter" / "adapter_config.json", {"task_type": "CAUSAL_LM", "peft_type": "LORA",
+                                                          "base_model_name_or_path": "tiny"})
     write_json(run / "config.json", {"stage": stage})
     write_json(run / "status.json", {"state": state, "pid": os.getpid()})
     return run

@@ -40,7 +40,9 @@ examples = [p.text for p in load_prompts() if p.split == "eval"][:20]
 request = st.selectbox("request", examples, accept_new_options=True, key="demo_request",
                        help="a held-out request, or type your own")
 blind = st.toggle("blind: hide which list is which until I vote", key="demo_blind")
-if st.button("Generate", type="primary", key="demo_generate"):
+if not can_act():  # a look-only viewer watches: generating loads models and stores the demo's pair
+    st.caption("Look only: generating a demo is for the people who can vote.")
+elif st.button("Generate", type="primary", key="demo_generate"):
     try:
         st.session_state["shown"] = (demo_for(str(tuned.path), str(reward.path) if reward else "").compare(request),
                                      blind)

@@ -71,9 +71,9 @@ sample_run = st.selectbox("run", list(by_name), key="sample_run")
 kind = st.radio("which", ["samples during training", "answers to held-out requests (--eval-every)"],
                 horizontal=True, key="sample_kind")
 frame = run_view.samples(by_name[sample_run].path, held_out=kind.startswith("answers"))
-if frame.empty:
+steps = [] if frame.empty else sorted(frame.step.dropna().unique().tolist())  # rows without a step are not shown
+if not steps:
     st.caption("No samples in this run.")
 else:
-    steps = sorted(frame.step.dropna().unique().tolist())
     step = st.select_slider("step", steps, value=steps[-1]) if len(steps) > 1 else steps[0]
     st.dataframe(frame[frame.step == step], hide_index=True)

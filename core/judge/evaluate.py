@@ -23,7 +23,7 @@ from core.lists import parse_list
 from core.model import load
 from core.records import SamplingSettings
 from core.runs import adapter_dir, read_adapter_config
-from core.stages import POLICY_MADE_BY
+from core.stages import POLICY_MADE_BY, REWARD_MADE_BY
 from core.train.reward_model import RewardScorer
 from core.win_rate import WinRate, wilson_interval, win_rate
 
@@ -77,6 +77,8 @@ def sample(loaded, policies: dict[str, str], requests: list[str], cfg: EvalConfi
 
 def evaluate(cfg: EvalConfig) -> dict:
     requests = [p.text for p in load_prompts(split="eval")][:cfg.prompts]
+    if cfg.reward_model:  # checked before minutes of sampling, not after
+        read_adapter_config(cfg.reward_model, "SEQ_CLS", REWARD_MADE_BY)
     loaded = load(cfg.base_model or None, cfg.device, cfg.engine)
     answers = sample(loaded, {"policy": cfg.policy, "against": cfg.against}, requests, cfg)
     report = {"policy": cfg.policy, "against": cfg.against, "reward_model": cfg.reward_model or None,

@@ -165,7 +165,8 @@ def preference_pairs(votes: pd.DataFrame, with_ids: bool = False) -> tuple[pd.Da
     })
     if decided.strength.notna().any():
         pairs["margin"] = decided.strength.map(MARGINS).fillna(0.0).astype(float)
-    left_out = {"ties": int((votes.choice == "tie").sum()), "both_bad": int((votes.choice == "both_bad").sum()),
+    originals = votes.choice[~repeat]  # a repeat's vote is counted once, as a repeat, whatever it chose
+    left_out = {"ties": int((originals == "tie").sum()), "both_bad": int((originals == "both_bad").sum()),
                 "repeats": int(repeat.sum())}
     return pairs.reset_index(drop=True), left_out
 
