@@ -314,7 +314,7 @@ def build_arena(args) -> Arena:
         return generator.base_policy if side == BASE else generator.add_adapter(str(adapter_dir(check_policy(side))))
 
     arena = Arena(store, generator, load_prompts(split="train"), queue_size=args.queue_size,
-                  reward=RewardWatcher(find_reward, load_scorer), candidates=args.candidates,
+                  reward=RewardWatcher(find_reward, load_scorer, store), candidates=args.candidates,
                   load_policy=load_policy)  # loads the stored pairing now, before the first pair
     if pairing and arena.pairing.error:  # the pairing typed at start would not load: say so instead of serving base
         raise ModelLoadError(f"could not load --pairing {','.join(pairing)}: {arena.pairing.error}")

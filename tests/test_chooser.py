@@ -2,6 +2,7 @@
 their stored prediction, the fallback to random, the reward-model watcher, and the dashboard's Arena page."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
@@ -13,12 +14,14 @@ from streamlit.testing.v1 import AppTest
 from core.collect.arena import Arena
 from core.collect.chooser import (
     REPEAT_RATE_KEY,
+    REWARD_SERVING_KEY,
     SAMPLING_KEY,
     RewardWatcher,
     check_repeat_rate,
     most_uncertain_pair,
     preference,
     read_repeat_rate,
+    read_reward_serving,
     read_sampling,
     save_settings,
 )
@@ -158,7 +161,7 @@ def write_run(root: Path, name: str, stage: str, state: str) -> Path:
     return run
 
 
-def test_the_watcher_picks_up_each_newer_finished_reward_run(tmp_path, monkeypatch):
+def test_the_watcher_picks_up_each_newer_finished_reward_run(tmp_path, monkeypatch, store):
     from core.runs import newest_finished_run
 
     monkeypatch.setenv("RLHF_RUNS_DIR", str(tmp_path))
@@ -170,9 +173,10 @@ def test_the_watcher_picks_up_each_newer_finished_reward_run(tmp_path, monkeypat
             raise OSError("adapter_model.safetensors is truncated")
         return LengthScorer()
 
-    watcher = RewardWatcher(lambda: newest_finished_run("reward"), load)
+    watcher = RewardWatcher(lambda: newest_finished_run("reward"), load, store)
     watcher.refresh()
     assert watcher.scorer is None and not loaded  # no run yet: random pairs
+    assert read_reward_serving(store) == {"run": None, "failed": None}
     first = write_run(tmp_path, "reward-20260101-000001", "reward", "finished")
     watcher.refresh()
     watcher.refresh()  # nothing new: nothing reloaded
@@ -190,6 +194,10 @@ def test_the_watcher_picks_up_each_newer_finished_reward_run(tmp_path, monkeypat
     watcher.refresh()
     assert watcher.run == newer and watcher.scorer is not None  # a run that will not load keeps the last good one
     assert loaded.count("reward-20260106-000001-broken") == 1  # and is not retried at every refill
+    # what the arena says it uses, for the Arena page: the last good run, and the newer one that would not load
+    assert read_reward_serving(store) == {"run": str(newer), "failed": str(tmp_path / "reward-20260106-000001-broken")}
+    store.set_setting(REWARD_SERVING_KEY, "[]")  # garbled: read as nothing said
+    assert read_reward_serving(store) == {}
 
 
 def test_the_background_queue_loads_the_reward_model_and_fills_with_uncertain_pairs(store, tiny_loaded):
@@ -236,6 +244,16 @@ def test_the_arena_page_changes_what_a_running_arena_does(dashboard_env, tiny_lo
     at = open_arena_page()
     assert {m.label: m.value for m in at.metric}["reward model that uncertain choice scores with"] == \
         "reward-20260101-000001"
+    # the arena's own word wins over the newest finished run: it was started with --reward-model, and a newer
+    # run would not load
+    write_run(dashboard_env / "runs", "reward-20260102-000001", "reward", "finished")
+    arena_store.set_setting(REWARD_SERVING_KEY, json.dumps(
+        {"run": str(dashboard_env / "runs" / "reward-20260101-000001"),
+         "failed": str(dashboard_env / "runs" / "reward-20260102-000001")}))
+    said = open_arena_page()
+    assert {m.label: m.value for m in said.metric}["reward model that uncertain choice scores with"] == \
+        "reward-20260101-000001"
+    assert "could not load the reward model in reward-20260102-000001" in said.warning[0].value.replace("\\", "")
     at.radio(key="arena_sampling").set_value("uncertain").run()
     at.number_input(key="arena_repeat_rate").set_value(0.25).run()
     at.button(key="arena_save").click().run()

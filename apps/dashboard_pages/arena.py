@@ -9,6 +9,7 @@ was started with is written once, at its start.
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 import streamlit as st
 
@@ -18,6 +19,7 @@ from core.collect.chooser import (
     SAMPLINGS,
     read_pairing,
     read_repeat_rate,
+    read_reward_serving,
     read_round,
     read_sampling,
     read_serving,
@@ -78,7 +80,13 @@ if can_act() and st.button("Switch", type="primary", key="pairing_save"):
 # ---- how library pairs are chosen -----------------------------------------------------------------------------------
 st.subheader("Choosing pairs")
 reward_runs = runs(("reward",), finished_only=True)  # newest first, as the arena looks for them
-st.metric("reward model that uncertain choice scores with", as_text(reward_runs[0].name) if reward_runs else "none yet")
+said = read_reward_serving(store())  # the arena's own word wins: --reward-model, or a newest run that would not load
+in_use = Path(said["run"]).name if said.get("run") else reward_runs[0].name if reward_runs else "none yet"
+st.metric("reward model that uncertain choice scores with", as_text(in_use),
+          help="as the arena last said" if said.get("run") else "the newest finished reward run")
+if said.get("failed"):
+    st.warning(f"The arena could not load the reward model in {as_text(Path(said['failed']).name)} (its log says "
+               f"why) and keeps {as_text(Path(said['run']).name) if said.get('run') else 'random pairs'}.")
 if not reward_runs:
     st.info("No reward model has finished yet, so uncertain choice serves random pairs until one does. Train one on "
             "the Train page (stage 2) or with `python -m core train reward --preset quick`; the arena picks up each "

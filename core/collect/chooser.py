@@ -60,6 +60,7 @@ DEFAULT_SAMPLING = "random"
 DEFAULT_REPEAT_RATE = 0.05
 SAMPLING_KEY, REPEAT_RATE_KEY = "arena.sampling", "arena.repeat_rate"  # keys of the store's meta table
 PAIRING_KEY, ROUND_KEY, SERVING_KEY = "arena.pairing", "arena.round", "arena.serving"
+REWARD_SERVING_KEY = "arena.reward_model"  # the reward run the arena chooses with, as it last said
 BASE = "base"  # a pairing's side that is the base model itself, without an adapter
 MAX_ROUND_CHARS = 120
 
@@ -203,6 +204,16 @@ def read_serving(store) -> dict:
     return serving if isinstance(serving, dict) else {}
 
 
+def read_reward_serving(store) -> dict:
+    """The reward run the arena last said it chooses with (run) and one that would not load (failed); {} before an
+    arena has said anything."""
+    try:
+        said = json.loads(store.setting(REWARD_SERVING_KEY) or "{}")
+    except ValueError:
+        return {}
+    return said if isinstance(said, dict) else {}
+
+
 def read_sampling(store) -> str:
     """The stored sampling, or the default when none (or a bad one) is stored."""
     return _read(store, SAMPLING_KEY, check_sampling, DEFAULT_SAMPLING)
@@ -227,25 +238,36 @@ class RewardWatcher:
     both come from the app (core.collect knows nothing of training). Call `refresh()` from the background thread
     only: loading takes seconds. `scorer` is whatever was loaded last, or None."""
 
-    def __init__(self, find_run: Callable[[], Path | None], load: Callable[[Path], Scorer]):
-        self._find_run, self._load = find_run, load
+    def __init__(self, find_run: Callable[[], Path | None], load: Callable[[Path], Scorer], store=None):
+        self._find_run, self._load, self.store = find_run, load, store
         self.run: Path | None = None  # the folder `scorer` came from
         self.scorer: Scorer | None = None
         self._failed: Path | None = None  # a folder that would not load: not retried at every refill
+        self._said: dict | None = None  # what REWARD_SERVING_KEY holds, as last written
 
     def refresh(self) -> None:
-        """Load the newest finished run if it is not the one loaded (cheap when nothing changed: one folder scan)."""
+        """Load the newest finished run if it is not the one loaded (cheap when nothing changed: one folder scan),
+        then say which one is in use, for the dashboard's Arena page (with `store`)."""
         newest = self._find_run()
-        if newest is None or newest in (self.run, self._failed):
+        if newest is not None and newest not in (self.run, self._failed):
+            try:
+                scorer = self._load(newest)
+            except Exception:  # a broken run must not stop the arena: keep the model we have (or random pairs)
+                log.exception("could not load the reward model in %s; the arena keeps %s", newest,
+                              self.run or "random")
+                self._failed = newest
+            else:
+                log.info("the arena now chooses pairs with the reward model in %s", newest)
+                self.run, self.scorer = newest, scorer
+        self._say()
+
+    def _say(self) -> None:
+        """Write the run in use and the one that would not load, when that changed (or the last write failed)."""
+        said = {"run": str(self.run) if self.run else None, "failed": str(self._failed) if self._failed else None}
+        if self.store is None or said == self._said:
             return
-        try:
-            scorer = self._load(newest)
-        except Exception:  # a broken run must not stop the arena: keep the model we have (or random pairs)
-            log.exception("could not load the reward model in %s; the arena keeps %s", newest, self.run or "random")
-            self._failed = newest
-            return
-        log.info("the arena now chooses pairs with the reward model in %s", newest)
-        self.run, self.scorer = newest, scorer
+        self.store.set_setting(REWARD_SERVING_KEY, json.dumps(said))
+        self._said = said
 
 
 # ---- the two policies, switched when the stored pairing changes ----------------------------------------------------
