@@ -273,9 +273,13 @@ def read_status(run_dir: Path) -> dict:
     folder = RunFolder(run_dir)
     status, launched = read_json(folder.status), read_json(folder.launch)
     if status and launched and str(launched.get("launched_at", "")) > str(status.get("updated_at", "")) \
-            and status.get("state") != RunState.RUNNING and pid_alive(launched.get("pid")):
-        # resumed from the dashboard, still loading: the old status would offer Resume a second time
-        return {**status, "state": RunState.STARTING, "pid": launched["pid"], "message": "resuming: loading the model"}
+            and status.get("state") != RunState.RUNNING:
+        if pid_alive(launched.get("pid")):  # resumed from the dashboard, still loading: the old status would offer
+            return {**status, "state": RunState.STARTING, "pid": launched["pid"],  # Resume a second time
+                    "message": "resuming: loading the model"}
+        # the resume ended before the run wrote a word (a bad setting, a damaged config): not the old state again
+        return {**status, "state": RunState.FAILED, "message": "the resume ended before the run restarted; see "
+                                                               "console.log"}
     if not status:
         if launched and pid_alive(launched.get("pid")):
             return {"state": RunState.STARTING, "pid": launched["pid"], "message": "loading the model and the data"}

@@ -218,7 +218,11 @@ def test_a_resume_still_loading_is_starting_and_cannot_be_resumed_twice(tmp_path
     finally:
         sleeper.kill()
         sleeper.wait()
-    assert read_status(tmp_path)["state"] == "stopped"  # that resume died: the old status stands
+    (tmp_path / "console.log").write_text("error: checkpoint/ is damaged\n")
+    died = read_status(tmp_path)  # that resume died before the run restarted: said, not the old "stopped" again
+    assert died["state"] == "failed" and "console.log" in died["message"]
+    assert "checkpoint/ is damaged" in launcher.log_tail(tmp_path)  # what the Runs page shows under it
+    assert died["state"] in launcher.RESUMABLE_STATES  # and Resume is offered again
 
 
 def test_stop_sends_sigterm_to_a_running_run(tmp_path):
