@@ -149,3 +149,19 @@ def test_a_renamed_flag_is_caught():
         check_command(argv_of("train dpo --sft-weigh 1"))
     with pytest.raises(AssertionError, match="--boot"):
         check_command(argv_of("leaderboard --boot 10"))
+
+
+def test_every_test_readme_names_exists():
+    """README's bad-input table names the test behind each row (`test_x.py::test_y`, or `::test_z` for the same
+    file): a renamed or moved test would leave the row pointing at nothing."""
+    named, file = [], None
+    for match in re.finditer(r"`(test_\w+\.py)?(?:::(test_\w+))?`", (ROOT / "README.md").read_text()):
+        if not any(match.groups()):  # two backticks of a code fence
+            continue
+        file = match.group(1) or file
+        named.append((file, match.group(2)))
+    assert len(named) > 30  # the table is there and read
+    missing = [f"{file}::{name}" if name else file for file, name in named
+               if not (ROOT / "tests" / file).exists()
+               or name and not re.search(rf"^def {name}\(", (ROOT / "tests" / file).read_text(), flags=re.M)]
+    assert not missing, f"README names tests that do not exist: {missing}"
