@@ -124,17 +124,22 @@ def test_a_repeat_rebuilds_the_shown_generations_from_the_vote():
     assert repeat.right.generation_id == "g-left" and repeat.pair_id != "p-1" and repeat.prompt == prompt
 
 
-def test_a_repeat_does_not_count_twice_head_to_head(store):
-    """votes_between feeds Next round's gate and the Demo page's win rate: a repeat is the same judgement again."""
+def voted_twice(store, first: str, again: str, adapter: str | None = None) -> None:
+    """A library pair (the base against `adapter`) voted `first`, then its swapped repeat voted `again`."""
     def gen(text, adapter):
         return Generation(prompt=LIBRARY[0], text=text, policy=Policy("tiny", adapter), well_formed=True, n_items=5)
-    original = Pair(prompt=LIBRARY[0], left=gen("A", None), right=gen("B", "runs/ppo-1/adapter"))
+    original = Pair(prompt=LIBRARY[0], left=gen("A", None), right=gen("B", adapter))
     store.record_pair(original)
-    store.record_vote(original.pair_id, "right", "ann")
+    store.record_vote(original.pair_id, first, "ann")
     repeat = Pair(prompt=LIBRARY[0], left=original.right, right=original.left, chosen_by="repeat",
                   repeat_of=original.pair_id)
     store.record_pair(repeat)
-    store.record_vote(repeat.pair_id, "left", "ann")
+    store.record_vote(repeat.pair_id, again, "ann")
+
+
+def test_a_repeat_does_not_count_twice_head_to_head(store):
+    """votes_between feeds Next round's gate and the Demo page's win rate: a repeat is the same judgement again."""
+    voted_twice(store, "right", "left", "runs/ppo-1/adapter")
     between = store.votes_between("tiny", "tiny+ppo-1")
     assert list(between.choice) == ["right"] and list(between.right_policy) == ["tiny+ppo-1"]
 
@@ -143,15 +148,6 @@ def test_an_export_counts_a_repeats_vote_once_as_a_repeat(store):
     """The export's "left out" line: a tie cast on a repeat is a repeat, not one more tie."""
     from core.store.preferences import preference_pairs
 
-    def gen(text):
-        return Generation(prompt=LIBRARY[0], text=text, policy=Policy("tiny"), well_formed=True, n_items=5)
-    original = Pair(prompt=LIBRARY[0], left=gen("A"), right=gen("B"))
-    store.record_pair(original)
-    store.record_vote(original.pair_id, "tie", "ann")
-    repeat = Pair(prompt=LIBRARY[0], left=original.right, right=original.left, chosen_by="repeat",
-                  repeat_of=original.pair_id)
-    store.record_pair(repeat)
-    store.record_vote(repeat.pair_id, "tie", "ann")
+    voted_twice(store, "tie", "tie")
     pairs, left_out = preference_pairs(store.votes())
     assert pairs.empty and left_out == {"ties": 1, "both_bad": 0, "repeats": 1}
-
