@@ -102,6 +102,17 @@ def _leaderboard(args) -> None:
           "none)")
 
 
+def seconds(text: str) -> float:
+    """--wait's value: a number of seconds, 0 or more (argparse turns the error into its one line)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} seconds: pass 0 or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -118,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "agreement").set_defaults(run=_stats)
     for sub in (imp, exp, commands.choices["stats"]):
         sub.add_argument("--db", default=None, help="DuckDB file (default $RLHF_DB or data/rlhf.duckdb)")
-    commands.choices["stats"].add_argument("--wait", type=float, default=30.0,
+    commands.choices["stats"].add_argument("--wait", type=seconds, default=30.0,
                                            help="seconds to wait for a database another process holds")
 
     # A stage's (and eval's) settings are parsed by its own config parser, so only that stage's module is loaded.
@@ -154,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     board = commands.add_parser("leaderboard", help="Bradley-Terry ratings of every policy in arena and blind demo "
                                 "votes, 95 %% bootstrap intervals, win rates, mean reward-model score")
     board.add_argument("--db", default=None, help="DuckDB file (default $RLHF_DB or data/rlhf.duckdb)")
-    board.add_argument("--wait", type=float, default=30.0, help="seconds to wait for a database another process holds")
+    board.add_argument("--wait", type=seconds, default=30.0, help="seconds to wait for a database another process holds")
     board.add_argument("--reward-model", default="newest", help="a reward run folder whose mean score per policy "
                        "shows beside its rating, `newest` (the newest finished reward run, the default) or `none`")
     board.add_argument("--bootstrap", type=int, default=leaderboard.BOOTSTRAP, help="resamples for the intervals")

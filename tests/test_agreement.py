@@ -208,6 +208,8 @@ def test_stats_answers_bad_input_in_one_line_and_needs_no_torch(tmp_path):
     with file_lock(db, write=True, deadline=time.monotonic() + 5):  # another process mid-write
         busy = run_cli("stats", "--db", db, "--wait", "0.5", check=False)
     assert (busy.returncode, busy.stderr.count("\n")) == (2, 1) and "stayed locked" in busy.stderr
+    negative = run_cli("stats", "--db", db, "--wait", "-1", check=False)
+    assert negative.returncode == 2 and "--wait: -1 seconds: pass 0 or more" in negative.stderr
     probe = "import sys; from core.cli import main; main(['stats', '--db', sys.argv[1]]); print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", probe, str(db)], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.stdout.strip().endswith("False"), done.stderr
