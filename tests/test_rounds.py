@@ -284,6 +284,11 @@ def test_the_command_line_prints_the_plan(store, tmp_path, monkeypatch):
     assert "--num-samples 4 --max-prompts 0" in fewer.stdout
     one = run_cli("next-round", "--best", "base", "--lists", "1", "--plan-only", "--db", store.path, check=False)
     assert one.returncode != 0 and "at least 2 lists a request" in one.stderr and "Traceback" not in one.stderr
+    typo = run_cli("next-round", "--best", "base", "--preset", "quik", "--plan-only", "--db", store.path, check=False)
+    assert typo.returncode == 2 and "train reward" in typo.stdout  # the plan, then why it would not run
+    assert typo.stderr.strip() == ("error: step 1 of the plan would be refused: unknown preset 'quik'; choose one of "
+                                   "quick.")
+    assert not runs.exists()
 
 
 # ---- the dashboard --------------------------------------------------------------------------------------------------

@@ -245,6 +245,12 @@ def next_round(store, method: str, best: str | None = None, preset: str | None =
     if plan_only:
         for step in steps:
             say(step.describe())
+        for n, step in enumerate(steps, start=1):  # the check a real round makes before its first step
+            if step.stage:
+                try:
+                    configure(step)
+                except USER_ERRORS as err:
+                    raise InputError(f"step {n} of the plan would be refused: {err}") from None
         return steps
     os.environ["RLHF_DB"] = str(store.path)  # the steps' runs inherit it: they train on this database's votes
     run_plan(steps, store, say=say)
