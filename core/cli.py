@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     nxt.add_argument("--lists", type=int, default=ONLINE_DPO_LISTS, help="online-dpo: lists sampled for each "
                      f"training request, the best paired with the worst (default {ONLINE_DPO_LISTS}: bench/README.md)")
     nxt.add_argument("--stamp", help="the timestamp in the run folders' names (default: now)")
-    nxt.add_argument("--plan-only", action="store_true", help="print the plan, start nothing")
+    nxt.add_argument("--plan-only", action="store_true", help="print the plan and check its settings; start nothing")
     nxt.add_argument("--db", default=None, help="DuckDB file (default $RLHF_DB or data/rlhf.duckdb)")
     nxt.set_defaults(run=_next_round)
 
