@@ -22,10 +22,14 @@ def open_page(tmp_path, monkeypatch, page: str = "data", db: Path | None = None)
     return at
 
 
-def test_a_device_this_machine_lacks_is_named_not_raised(tmp_path, monkeypatch):
+def test_a_device_this_machine_lacks_is_named_not_raised(tmp_path, monkeypatch, request):
     if torch.cuda.is_available():
         return  # the GPU is there: nothing to refuse
+    from apps.dashboard_shared import device_label
+
     monkeypatch.setenv("RLHF_DEVICE", "cuda")
+    device_label.clear()  # cached for the dashboard process's life: another test's in this one
+    request.addfinalizer(device_label.clear)  # and this one's not left for the next
     for page in ("data", "train"):
         at = open_page(tmp_path, monkeypatch, page)
         assert not at.exception, at.exception
