@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     board = commands.add_parser("leaderboard", help="Bradley-Terry ratings of every policy in arena and blind demo "
                                 "votes, 95 %% bootstrap intervals, win rates, mean reward-model score")
     board.add_argument("--db", default=None, help="DuckDB file (default $RLHF_DB or data/rlhf.duckdb)")
-    board.add_argument("--wait", type=seconds, default=30.0, help="seconds to wait for a database another process holds")
+    board.add_argument("--wait", type=seconds, default=30.0,
+                       help="seconds to wait for a database another process holds")
     board.add_argument("--reward-model", default="newest", help="a reward run folder whose mean score per policy "
                        "shows beside its rating, `newest` (the newest finished reward run, the default) or `none`")
     board.add_argument("--bootstrap", type=int, default=leaderboard.BOOTSTRAP, help="resamples for the intervals")
