@@ -165,3 +165,22 @@ def test_every_test_readme_names_exists():
                if not (ROOT / "tests" / file).exists()
                or name and not re.search(rf"^def {name}\(", (ROOT / "tests" / file).read_text(), flags=re.M)]
     assert not missing, f"README names tests that do not exist: {missing}"
+
+
+def bench_sections() -> list[str]:
+    return re.findall(r"^\*\*([^*]+)\*\* \(", (ROOT / "bench" / "README.md").read_text(), flags=re.M)
+
+
+def test_the_benchmark_record_lists_its_sections_and_readme_names_only_those():
+    """bench/README.md's contents list is its sections' titles in order, and every section README's goal tables
+    send a reader to is one of them (a renamed section would leave the pointer dangling)."""
+    text = (ROOT / "bench" / "README.md").read_text()
+    listed = re.findall(r"^- (.+)$", text.split("**Contents**", 1)[1].split("\n\n", 2)[1], flags=re.M)
+    assert listed == bench_sections() and len(listed) > 50
+    pointers = []
+    for table in re.findall(r"^\|[^\n]*\| bench/README\.md section \|\n\|[-|]+\|\n((?:\|[^\n]*\n)+)",
+                            (ROOT / "README.md").read_text(), flags=re.M):  # the goal tables
+        last_cells = [row.rstrip(" |").rsplit("|", 1)[1] for row in table.splitlines()]
+        pointers += [name.strip() for cell in last_cells for name in cell.split(";")]
+    dangling = [name for name in pointers if not any(title.startswith(name) for title in listed)]
+    assert len(pointers) > 20 and not dangling, dangling
