@@ -274,8 +274,9 @@ def read_status(run_dir: Path) -> dict:
     status, launched = read_json(folder.status), read_json(folder.launch)
     if status and launched and str(launched.get("launched_at", "")) > str(status.get("updated_at", "")) \
             and status.get("state") != RunState.RUNNING:
-        if pid_alive(launched.get("pid")):  # resumed from the dashboard, still loading: the old status would offer
-            return {**status, "state": RunState.STARTING, "pid": launched["pid"],  # Resume a second time
+        if pid_alive(launched.get("pid")):
+            # resumed from the dashboard, still loading: the old status would offer Resume a second time
+            return {**status, "state": RunState.STARTING, "pid": launched["pid"],
                     "message": "resuming: loading the model"}
         # the resume ended before the run wrote a word (a bad setting, a damaged config): not the old state again
         return {**status, "state": RunState.FAILED, "message": "the resume ended before the run restarted; see "
@@ -318,7 +319,10 @@ def started(run: RunInfo) -> float:
         pass
     if stamp := STAMP.search(run.name):
         return datetime.strptime(stamp.group(0), "%Y%m%d-%H%M%S").timestamp()  # local time, as new_run_dir wrote it
-    return run.path.stat().st_mtime
+    try:
+        return run.path.stat().st_mtime
+    except OSError:  # removed since it was listed: last
+        return 0.0
 
 
 def list_runs(root: Path | None = None) -> list[RunInfo]:
