@@ -316,6 +316,7 @@ def build_arena(args) -> Arena:
     arena = Arena(store, generator, load_prompts(split="train"), queue_size=args.queue_size,
                   reward=RewardWatcher(find_reward, load_scorer, store), candidates=args.candidates,
                   load_policy=load_policy)  # loads the stored pairing now, before the first pair
+    arena.reward.say()  # nothing loaded yet: a previous arena's reward model is not shown as this one's
     if pairing and arena.pairing.error:  # the pairing typed at start would not load: say so instead of serving base
         raise ModelLoadError(f"could not load --pairing {','.join(pairing)}: {arena.pairing.error}")
     return arena.start()

@@ -182,9 +182,6 @@ def read_adapter_config(path: str | Path, task_type: str, made_by: str) -> dict:
     if saved.get("task_type") not in (task_type, None if task_type == "CAUSAL_LM" else task_type):  # untyped: LM
         raise ModelLoadError(f"{path} holds a {saved.get('task_type')} adapter, not the {task_type} adapter "
                              f"expected here; pass a folder made by `{made_by}`.")
-    if not isinstance(saved.get("base_model_name_or_path"), str):  # every reader loads the base it names
-        raise ModelLoadError(f"{config_path} names no base model (base_model_name_or_path); pass a folder made by "
-                             f"`{made_by}`.")
     return saved
 
 
@@ -318,7 +315,10 @@ def started(run: RunInfo) -> float:
     except (KeyError, TypeError, ValueError):
         pass
     if stamp := STAMP.search(run.name):
-        return datetime.strptime(stamp.group(0), "%Y%m%d-%H%M%S").timestamp()  # local time, as new_run_dir wrote it
+        try:
+            return datetime.strptime(stamp.group(0), "%Y%m%d-%H%M%S").timestamp()  # local, as new_run_dir wrote it
+        except ValueError:  # digits that are no time (month 13): the folder's time instead
+            pass
     try:
         return run.path.stat().st_mtime
     except OSError:  # removed since it was listed: last

@@ -196,6 +196,9 @@ def test_the_watcher_picks_up_each_newer_finished_reward_run(tmp_path, monkeypat
     assert loaded.count("reward-20260106-000001-broken") == 1  # and is not retried at every refill
     # what the arena says it uses, for the Arena page: the last good run, and the newer one that would not load
     assert read_reward_serving(store) == {"run": str(newer), "failed": str(tmp_path / "reward-20260106-000001-broken")}
+    newest = write_run(tmp_path, "reward-20260107-000001", "reward", "finished")
+    watcher.refresh()  # a newer run loads: the broken one is behind it, nothing to warn of
+    assert read_reward_serving(store) == {"run": str(newest), "failed": None}
     store.set_setting(REWARD_SERVING_KEY, "[]")  # garbled: read as nothing said
     assert read_reward_serving(store) == {}
 
@@ -254,6 +257,10 @@ def test_the_arena_page_changes_what_a_running_arena_does(dashboard_env, tiny_lo
     assert {m.label: m.value for m in said.metric}["reward model that uncertain choice scores with"] == \
         "reward-20260101-000001"
     assert "could not load the reward model in reward-20260102-000001" in said.warning[0].value.replace("\\", "")
+    arena_store.set_setting(REWARD_SERVING_KEY, json.dumps(  # the only run would not load: nothing scores pairs
+        {"run": None, "failed": str(dashboard_env / "runs" / "reward-20260102-000001")}))
+    shown = {m.label: m.value for m in open_arena_page().metric}["reward model that uncertain choice scores with"]
+    assert shown.replace("\\", "") == "none: random pairs"  # escaped as text
     at.radio(key="arena_sampling").set_value("uncertain").run()
     at.number_input(key="arena_repeat_rate").set_value(0.25).run()
     at.button(key="arena_save").click().run()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
@@ -24,7 +25,7 @@ def open_page(tmp_path, monkeypatch, page: str = "data", db: Path | None = None)
 
 def test_a_device_this_machine_lacks_is_named_not_raised(tmp_path, monkeypatch, request):
     if torch.cuda.is_available():
-        return  # the GPU is there: nothing to refuse
+        pytest.skip("this machine has a GPU: RLHF_DEVICE=cuda is usable here")
     from apps.dashboard_shared import device_label
 
     monkeypatch.setenv("RLHF_DEVICE", "cuda")
@@ -36,6 +37,7 @@ def test_a_device_this_machine_lacks_is_named_not_raised(tmp_path, monkeypatch, 
         sidebar = at.sidebar.text[0].value
         assert ("Device: unusable: Device 'cuda' was asked for but no CUDA GPU is visible; set RLHF_DEVICE to cpu."
                 in sidebar)
+    assert "set RLHF\\_DEVICE to cpu" in at.caption[0].value  # the Train page's line, escaped as text
 
 
 def test_a_database_that_is_not_duckdb_gets_one_line(tmp_path, monkeypatch):

@@ -144,10 +144,15 @@ def test_a_bad_challenger_gets_one_line_and_a_run_folder_resolves_to_its_adapter
     assert done.returncode != 0 and "holds no adapter" in done.stderr and "Traceback" not in done.stderr
     run = tmp_path / "sft-run"
     shutil.copytree(tiny_adapter_dir, run / "adapter")  # a run folder, as `train sft` leaves it
+    from core.collect.chooser import REWARD_SERVING_KEY, read_reward_serving
+
+    Store(tmp_path / "arena.duckdb").set_setting(REWARD_SERVING_KEY, '{"run": "models/runs/reward-old"}')
     arena = build_arena(parse_args(["--base-model", tiny_model_dir, "--challenger", str(run), "--db",
                                     str(tmp_path / "arena.duckdb")]))
     try:
         assert arena.policies[1].adapter == str(run / "adapter")  # the run folder resolved to its adapter
+        # a previous arena's reward model is not shown as this one's: nothing loaded yet (random pairs)
+        assert read_reward_serving(arena.store) == {"run": None, "failed": None}
     finally:
         arena.stop()
 

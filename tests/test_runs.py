@@ -24,7 +24,6 @@ from core.runs import (
     list_runs,
     new_run_dir,
     newest_finished_run,
-    read_adapter_config,
     read_json,
     read_jsonl,
     read_status,
@@ -259,6 +258,9 @@ def test_newest_goes_by_when_a_run_started_not_by_its_name(tmp_path):
     unnamed = tmp_path / "thursday"  # no status, no stamp: its folder's time
     unnamed.mkdir()
     assert list_runs(tmp_path)[0].path == unnamed
+    odd = tmp_path / "reward-20261301-000000"  # digits that are no time (month 13): its folder's time too
+    odd.mkdir()
+    assert {r.path for r in list_runs(tmp_path)[:2]} == {unnamed, odd}
 
 
 def test_list_runs_puts_a_run_made_later_first(tmp_path):
@@ -295,9 +297,11 @@ def test_report_to_an_unknown_tracker_says_what_to_pass(tmp_path):
     run.finish()
 
 
-def test_an_adapter_config_without_its_base_model_is_one_line(tmp_path):
-    """Every reader loads the base an adapter names; a config without one (hand-made, cut short) says so."""
+def test_a_reward_run_whose_adapter_names_no_base_model_is_one_line(tmp_path):
+    """The scorer loads the base its adapter names; a config without one (hand-made, cut short) says so."""
+    from core.train.reward_model import RewardScorer
+
     (tmp_path / "adapter").mkdir()
     write_json(tmp_path / "adapter" / "adapter_config.json", {"task_type": "SEQ_CLS"})
     with pytest.raises(ModelLoadError, match="names no base model.*python -m core train reward"):
-        read_adapter_config(tmp_path, "SEQ_CLS", "python -m core train reward")
+        RewardScorer.from_folder(tmp_path)

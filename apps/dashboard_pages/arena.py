@@ -81,9 +81,11 @@ if can_act() and st.button("Switch", type="primary", key="pairing_save"):
 st.subheader("Choosing pairs")
 reward_runs = runs(("reward",), finished_only=True)  # newest first, as the arena looks for them
 said = read_reward_serving(store())  # the arena's own word wins: --reward-model, or a newest run that would not load
-in_use = Path(said["run"]).name if said.get("run") else reward_runs[0].name if reward_runs else "none yet"
-st.metric("reward model that uncertain choice scores with", as_text(in_use),
-          help="as the arena last said" if said.get("run") else "the newest finished reward run")
+if said.get("run") or said.get("failed"):  # what the arena said it loaded (nothing: random pairs)
+    in_use, why = Path(said["run"]).name if said.get("run") else "none: random pairs", "as the arena last said"
+else:  # it loads the newest finished run once uncertain choice is on
+    in_use, why = reward_runs[0].name if reward_runs else "none yet", "the newest finished reward run"
+st.metric("reward model that uncertain choice scores with", as_text(in_use), help=why)
 if said.get("failed"):
     st.warning(f"The arena could not load the reward model in {as_text(Path(said['failed']).name)} (its log says "
                f"why) and keeps {as_text(Path(said['run']).name) if said.get('run') else 'random pairs'}.")

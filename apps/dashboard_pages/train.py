@@ -21,7 +21,7 @@ STAGE_LABELS = {"sft": "1. SFT", "reward": "2. Reward model", "ppo": "3. PPO", "
 
 st.title("Train")
 st.caption(f"Runs start as their own processes (`python -m core train ...`), keep going if this page is closed, "
-           f"and write folders the Runs page plots. Device: **{device_label()}**.")
+           f"and write folders the Runs page plots. Device: **{as_text(device_label())}**.")
 
 stage = st.radio("stage", list(STAGES), horizontal=True, key="stage",
                  format_func=lambda name: STAGE_LABELS.get(name, name))

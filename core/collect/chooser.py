@@ -259,10 +259,12 @@ class RewardWatcher:
             else:
                 log.info("the arena now chooses pairs with the reward model in %s", newest)
                 self.run, self.scorer = newest, scorer
-        self._say()
+                self._failed = None  # older than the run now loaded: never the newest again, nothing to warn of
+        self.say()
 
-    def _say(self) -> None:
-        """Write the run in use and the one that would not load, when that changed (or the last write failed)."""
+    def say(self) -> None:
+        """Write the run in use and the one that would not load, when that changed (or the last write failed). The
+        arena calls it once at start too, so the page never shows a previous arena's word."""
         said = {"run": str(self.run) if self.run else None, "failed": str(self._failed) if self._failed else None}
         if self.store is None or said == self._said:
             return

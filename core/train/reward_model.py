@@ -51,7 +51,7 @@ from core.model import (
     pick_device,
     resolve_base_model,
 )
-from core.records import InputError
+from core.records import InputError, ModelLoadError
 from core.runs import (
     RunFolder,
     adapter_dir,
@@ -187,7 +187,10 @@ class RewardScorer:
     @classmethod
     def from_folder(cls, path: str | Path, device: str | None = None) -> "RewardScorer":
         """A reward-model run folder (or its adapter/ folder), on the base model it was trained from."""
-        base_name = read_adapter_config(path, "SEQ_CLS", REWARD_MADE_BY)["base_model_name_or_path"]
+        base_name = read_adapter_config(path, "SEQ_CLS", REWARD_MADE_BY).get("base_model_name_or_path")
+        if not isinstance(base_name, str):  # the scorer loads the base the adapter names: none, one line
+            raise ModelLoadError(f"{adapter_dir(path)}/adapter_config.json names no base model "
+                                 f"(base_model_name_or_path); pass a folder made by `{REWARD_MADE_BY}`.")
         untrained = cls.untrained(base_name, device)
         # A scorer never trains: LoRA folded into the base weights scores the same (to ~1e-5) without the adapter's
         # extra matmuls per layer (with score() sorting by length, 1.43x in bench/reward_scoring_speed.py).

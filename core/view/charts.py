@@ -103,9 +103,10 @@ def _plain(names) -> list[str]:
 def rating_intervals(table: pd.DataFrame) -> go.Figure:
     """Each policy's rating with its 95 % interval as error bars, best first (Chatbot Arena's bootstrap plot)."""
     fig = go.Figure(go.Scatter(
-        x=_plain(short_policy_names(table.policy)), y=table.rating, hovertext=_plain(table.policy), mode="markers+text", text=[f"{r:.0f}" for r in table.rating],
-        textposition="middle right", cliponaxis=False, error_y=dict(type="data", symmetric=False, array=table.high - table.rating,
-                                                  arrayminus=table.rating - table.low)))
+        x=_plain(short_policy_names(table.policy)), y=table.rating, hovertext=_plain(table.policy),
+        mode="markers+text", text=[f"{r:.0f}" for r in table.rating], textposition="middle right", cliponaxis=False,
+        error_y=dict(type="data", symmetric=False, array=table.high - table.rating,
+                     arrayminus=table.rating - table.low)))
     return _layout(fig, "Ratings with 95 % bootstrap intervals", "policy", "rating (Elo scale)")
 
 
