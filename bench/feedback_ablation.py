@@ -21,7 +21,8 @@
    one source; the default (edits, both-bad, ratings); the default plus ties.
 4. A table: held-out accuracy with counts and 95 % Wilson intervals, training pairs from each source, wall time,
    and, since every variant is judged on the same held-out votes, a paired comparison with the votes-only variant:
-   how many held-out pairs only one of the two gets right, and the exact McNemar (two-sided binomial) p-value.
+   how many held-out pairs only one of the two gets right, and the exact McNemar (two-sided binomial) p-value;
+   under the table the same for default+ties against default, the comparison a tie model is kept or dropped by.
    Printed, and written to --out/ablation.json and --out/ablation.md. --report-only rebuilds them from the runs
    already in --out (a stopped run's finished variants).
 """
@@ -185,18 +186,25 @@ def mcnemar_p(only_a: int, only_b: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def discordant(mine: dict, reference: dict) -> dict:
+    """Held-out pairs only `mine` ranks right, only `reference` does, and the exact McNemar p of that split."""
+    both = reference.keys() & mine.keys()
+    gain = sum(mine[c] and not reference[c] for c in both)
+    loss = sum(reference[c] and not mine[c] for c in both)
+    return {"only_this_right": gain, "only_votes_right": loss, "mcnemar_p": round(mcnemar_p(gain, loss), 3)}
+
+
 def paired(rows: list[dict], out: Path) -> None:
-    """Adds each row's paired comparison with the votes-only variant (same held-out pairs), in place."""
+    """Adds each row's paired comparison with the votes-only variant (same held-out pairs), in place; and ties'
+    own question, default + ties against default (the row the tie model is kept or dropped by), as `vs_default`."""
     runs = {r["variant"]: out / "runs" / r["variant"].replace("+", "plus_") for r in rows}
-    if "votes" not in runs:
-        return
-    reference = held_out_correct(runs["votes"])
-    for r in rows:
-        mine = held_out_correct(runs[r["variant"]])
-        both = reference.keys() & mine.keys()
-        gain = sum(mine[c] and not reference[c] for c in both)
-        loss = sum(reference[c] and not mine[c] for c in both)
-        r["vs_votes"] = {"only_this_right": gain, "only_votes_right": loss, "mcnemar_p": round(mcnemar_p(gain, loss), 3)}
+    if "votes" in runs:
+        reference = held_out_correct(runs["votes"])
+        for r in rows:
+            r["vs_votes"] = discordant(held_out_correct(runs[r["variant"]]), reference)
+    if {"default", "default+ties"} <= runs.keys():
+        row = next(r for r in rows if r["variant"] == "default+ties")
+        row["vs_default"] = discordant(held_out_correct(runs["default+ties"]), held_out_correct(runs["default"]))
 
 
 def table(rows: list[dict], counts: dict, taste: str) -> str:
@@ -212,6 +220,9 @@ def table(rows: list[dict], counts: dict, taste: str) -> str:
             f"{v['only_this_right']} / {v['only_votes_right']} (p = {v['mcnemar_p']:.2f})"
         lines.append(f"| {r['variant']} | {r['accuracy']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] "
                      f"({r['correct']}/{r['held_out_pairs']}) | {r['train_pairs']} ({by_source}) | {vs} | {'-' if r['seconds'] is None else r['seconds']} |")
+    if d := next((r["vs_default"] for r in rows if "vs_default" in r), None):
+        lines += ["", f"default+ties against default: right only with ties {d['only_this_right']} / only without "
+                      f"{d['only_votes_right']} (p = {d['mcnemar_p']:.2f})"]
     return "\n".join(lines)
 
 

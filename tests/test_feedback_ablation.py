@@ -77,6 +77,13 @@ def test_a_rerun_pairs_held_out_votes_by_their_texts_not_their_ids(tmp_path):
     rows = [{"variant": "votes"}, {"variant": "+edits"}]
     paired(rows, tmp_path)
     assert rows[1]["vs_votes"] == {"only_this_right": 2, "only_votes_right": 0, "mcnemar_p": 0.5}
+    # ties' own question: default + ties against default, printed under the table
+    run("default", ["z1", "z2", "z3"], [True, True, False])
+    run("defaultplus_ties", ["w1", "w2", "w3"], [False, True, True])
+    rows = [{"variant": v} for v in ("votes", "default", "default+ties")]
+    paired(rows, tmp_path)
+    assert rows[2]["vs_default"] == {"only_this_right": 1, "only_votes_right": 1, "mcnemar_p": 1.0}
+    assert "vs_default" not in rows[1]
 
 
 def test_a_kept_runs_row_takes_its_wall_time_from_its_own_status(tmp_path):
