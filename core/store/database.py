@@ -55,11 +55,16 @@ def check_annotator(name: object) -> str:
     return name
 
 
+def database_path(path: str | Path | None = None) -> Path:
+    """The database file: `path`, else $RLHF_DB, else data/rlhf.duckdb."""
+    return Path(path or os.environ.get("RLHF_DB") or DEFAULT_DB)
+
+
 class Store:
     """Short-lived, lock-serialised connections to one DuckDB file."""
 
     def __init__(self, path: str | Path | None = None, timeout_s: float = 30.0):
-        self.path = Path(path or os.environ.get("RLHF_DB") or DEFAULT_DB)
+        self.path = database_path(path)
         self.timeout_s = timeout_s
         prepare_path(self.path)
         with self.connect(write=True) as con:
@@ -70,7 +75,7 @@ class Store:
         """The store of a database that must exist already: for whatever only reads feedback (stats, the
         leaderboard, export, training), where a mistyped --db would otherwise start an empty database and report
         "no votes" instead of the typo."""
-        resolved = Path(path or os.environ.get("RLHF_DB") or DEFAULT_DB)  # as __init__ resolves it
+        resolved = database_path(path)
         if not resolved.is_file():
             raise StoreError(f"{resolved}: no such database; pass --db PATH of an existing DuckDB file (or set "
                              "$RLHF_DB), or vote in the arena first.")

@@ -71,7 +71,7 @@ class Run:
             logging.getLogger().addHandler(self._log_handler)
             logging.getLogger().setLevel(min(logging.getLogger().level or logging.INFO, logging.INFO))
             if cfg is not None and not self.folder.config.exists():
-                config_io.save(cfg, self.folder.config, stage=stage_for_config(cfg))
+                self._write_config(cfg)
             previous = read_json(self.folder.status)
             self.set_status(RunState.RUNNING, started_at=previous.get("started_at", _now()),
                             resumed_at_step=resumed_step)
@@ -93,8 +93,11 @@ class Run:
     def save_config(self, cfg, **extra) -> None:
         """config.json, with the stage named (readers take the stage from here), and the trackers it asks for."""
         if self.is_main:
-            config_io.save(cfg, self.folder.config, stage=stage_for_config(cfg), **extra)
+            self._write_config(cfg, **extra)
             self._trackers = open_trackers(getattr(cfg, "report_to", "none"), self.folder, cfg)
+
+    def _write_config(self, cfg, **extra) -> None:
+        config_io.save(cfg, self.folder.config, stage=stage_for_config(cfg), **extra)
 
     def set_status(self, state: RunState, **fields) -> None:
         if not self.is_main:
