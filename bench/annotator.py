@@ -1,7 +1,8 @@
 """A scripted annotator: votes in the running arena through gradio_client, exactly as a person's clicks arrive.
 
     .venv/bin/python bench/annotator.py --url http://127.0.0.1:7860 --votes 300 [--demonstrations 10] [--seed 0]
-        [--own-requests 0.3] [--forced-choice] [--taste form|terse|reasons|ontopic]
+        [--own-requests 0.3] [--forced-choice] [--taste form|terse|reasons|ontopic] [--rate 0.3]
+        [--both-bad-demonstrations 10]
 
 Tastes (`TASTES`, chosen by `Taste.name`): `form`, the default, below; `terse`, `reasons` and `ontopic` in
 bench/tastes.py, which read lists with their own reader instead of the product's parser and each want something
@@ -31,7 +32,14 @@ on requests of the annotator's own (/new_pair, as a person types one), drawn fro
 prompts, split train/held-out by a hash, so the reward model gets held-out votes to be measured on.
 
 Demonstrations: when the annotator prefers its own edit of the list it voted for (`repair`, scored by its taste) to
-that list, it saves the edit through /demonstrate, up to --demonstrations; this is how its taste reaches SFT.
+that list, it saves the edit through /demonstrate, up to --demonstrations; this is how its taste reaches SFT. After
+a "both bad" vote it may write the list it wanted (its edit of the better of the two lists, up to
+--both-bad-demonstrations): the reward model prefers that list to both (core.train.feedback).
+
+Ratings: for a share --rate of the pairs it votes on, it gives both lists 1-5 stars through /rate, as a person
+rates on the scale of what they have seen so far (`StarScale`): the list's utility quintile among the lists it
+has been shown, after the first WARMUP_LISTS (no stars before it has a sense of the range); a slip moves a star by
+one.
 """
 from __future__ import annotations
 
@@ -115,6 +123,34 @@ def repair(text: str, request: str = "", taste: str = "form") -> str | None:
     return TASTES[taste].repair(request, text)
 
 
+WARMUP_LISTS = 20
+
+
+def stars_for(u: float, cutoffs: list[float]) -> int:
+    """1-5: how many of the four quintile cut-offs the utility clears, plus one."""
+    return 1 + sum(u > c for c in cutoffs)
+
+
+class StarScale:
+    """Stars on the scale of the lists seen so far: `see` every shown list's utility, then `stars` for one."""
+
+    def __init__(self, taste: Taste, rng: random.Random, warmup: int = WARMUP_LISTS):
+        self.taste, self.rng, self.warmup, self.seen = taste, rng, warmup, []
+
+    def see(self, u: float) -> None:
+        self.seen.append(u)
+
+    def stars(self, u: float) -> int | None:
+        """None until `warmup` lists were seen; else the quintile among them, off by one with the slip rate."""
+        if len(self.seen) < self.warmup:
+            return None
+        every = sorted(self.seen)
+        stars = stars_for(u, [every[len(every) * q // 5] for q in (1, 2, 3, 4)])
+        if self.rng.random() < self.taste.slip:
+            stars = min(5, max(1, stars + self.rng.choice([-1, 1])))
+        return stars
+
+
 def judge(request: str, left: str, right: str, rng: random.Random, taste: Taste = Taste()) -> tuple[str, int | None]:
     """(choice, strength) for one pair: choice in left | right | tie | both_bad."""
     if rng.random() < taste.slip:
@@ -154,38 +190,61 @@ def demonstration_for(request: str, winner: str, taste: Taste = Taste()) -> str 
 
 
 def annotate(url: str, votes: int, demonstrations: int, seed: int, annotator: str = "scripted",
-             taste: Taste = Taste(), own_requests: float = 0.0) -> dict:
+             taste: Taste = Taste(), own_requests: float = 0.0, rate: float = 0.0,
+             both_bad_demonstrations: int = 0) -> dict:
     """Cast `votes` votes (and up to `demonstrations` edited lists) in the arena at `url`; a share `own_requests`
-    of them on requests of its own (OWN_REQUESTS, through /new_pair), the rest on library pairs."""
+    of them on requests of its own (OWN_REQUESTS, through /new_pair), the rest on library pairs; stars for both
+    lists of a share `rate` of the pairs, and up to `both_bad_demonstrations` lists written after "both bad" votes
+    (module docstring)."""
     from gradio_client import Client
-    from gradio_client.exceptions import AppError
 
     client, rng, asks = Client(url, verbose=False), random.Random(seed), random.Random(seed + 1)
+    rates, scale = random.Random(seed + 2), StarScale(taste, random.Random(seed + 3))  # own streams: the votes
     counts = {"left": 0, "right": 0, "tie": 0, "both_bad": 0, "demonstrations": 0, "demonstrations_refused": 0,
-              "own_requests": 0}
+              "both_bad_demonstrations": 0, "ratings": 0, "own_requests": 0}  # stay those of a run without them
     started = time.perf_counter()
     for n in range(votes):
         if asks.random() < own_requests:
             request = asks.choice(OWN_REQUESTS)
-            pair_id, left, right, *_ = client.predict(request, api_name="/new_pair")
+            pair_id, left, right, left_id, right_id = client.predict(request, api_name="/new_pair")
             counts["own_requests"] += 1
         else:
-            pair_id, request, left, right, *_ = client.predict(api_name="/next_pair")
+            pair_id, request, left, right, left_id, right_id = client.predict(api_name="/next_pair")
         choice, strength = judge(request, left, right, rng, taste)
         client.predict(pair_id, choice, strength, annotator, api_name="/vote")
         counts[choice] += 1
-        winner = {"left": left, "right": right}.get(choice)
-        fixed = demonstration_for(request, winner, taste) if winner and counts["demonstrations"] < demonstrations \
-            else None
-        if fixed:
-            try:
-                client.predict(pair_id, choice, fixed, annotator, api_name="/demonstrate")
-                counts["demonstrations"] += 1
-            except AppError:  # the arena keeps only lists core.lists calls well formed; a taste's edit may not be
-                counts["demonstrations_refused"] += 1
+        shown = {"left": (left, left_id), "right": (right, right_id)}
+        for text, _ in shown.values():
+            scale.see(utility(request, text, taste.name))
+        if rate and rates.random() < rate:
+            for text, generation_id in shown.values():
+                stars = scale.stars(utility(request, text, taste.name))
+                if stars is not None:
+                    client.predict(generation_id, stars, annotator, api_name="/rate")
+                    counts["ratings"] += 1
+        if choice in shown and counts["demonstrations"] < demonstrations:
+            fixed = demonstration_for(request, shown[choice][0], taste)
+            save_list(client, counts, "demonstrations", pair_id, choice, fixed, annotator)
+        if choice == "both_bad" and counts["both_bad_demonstrations"] < both_bad_demonstrations:
+            side = max(shown, key=lambda s: utility(request, shown[s][0], taste.name))
+            save_list(client, counts, "both_bad_demonstrations", pair_id, side,
+                      repair(shown[side][0], request, taste.name), annotator)
         if (n + 1) % 25 == 0:
             print(f"{n + 1} votes in {time.perf_counter() - started:.0f} s: {counts}", flush=True)
     return {**counts, "votes": votes, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def save_list(client, counts: dict, kind: str, pair_id: str, side: str, text: str | None, annotator: str) -> None:
+    """Save `text` (if any) as a list written for the pair's request, edited from `side`; counted under `kind`."""
+    from gradio_client.exceptions import AppError
+
+    if not text:
+        return
+    try:
+        client.predict(pair_id, side, text, annotator, api_name="/demonstrate")
+        counts[kind] += 1
+    except AppError:  # the arena keeps only lists core.lists calls well formed; a taste's edit may not be
+        counts["demonstrations_refused"] += 1
 
 
 def main() -> None:
@@ -195,13 +254,17 @@ def main() -> None:
     parser.add_argument("--demonstrations", type=int, default=10, help="edited lists to save, at most")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--annotator", default="scripted")
+    parser.add_argument("--rate", type=float, default=0.0, help="share of voted pairs whose lists get stars")
+    parser.add_argument("--both-bad-demonstrations", type=int, default=0,
+                        help="lists to write after 'both bad' votes, at most")
     parser.add_argument("--own-requests", type=float, default=0.0, help="share of votes on requests of its own")
     parser.add_argument("--forced-choice", action="store_true", help="never tie or both bad (module docstring)")
     parser.add_argument("--taste", default="form", choices=list(TASTES),
                         help="; ".join(f"{name}: {rules.summary}" for name, rules in TASTES.items()))
     args = parser.parse_args()
     print(annotate(args.url, args.votes, args.demonstrations, args.seed, args.annotator,
-                   Taste(forced_choice=args.forced_choice, name=args.taste), args.own_requests))
+                   Taste(forced_choice=args.forced_choice, name=args.taste), args.own_requests, args.rate,
+                   args.both_bad_demonstrations))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from bench.annotator import (
     demonstration_for,
     judge,
     repair,
+    stars_for,
     utility,
 )
 from bench.loop import entry_point, run_stage
@@ -90,11 +91,6 @@ def candidates(out: Path, prompts: list[Prompt], base_model: str | None, seed: i
         print(f"sampled lists for {n + len(chunk)}/{len(todo)} requests in {time.perf_counter() - started:.0f} s",
               flush=True)
     return lists
-
-
-def stars_for(u: float, cutoffs: list[float]) -> int:
-    """1-5: how many of the four quintile cut-offs the utility clears, plus one."""
-    return 1 + sum(u > c for c in cutoffs)
 
 
 def annotate(store: Store, prompts: list[Prompt], lists: dict[str, list[str]], taste: Taste, rate: float,

@@ -9,7 +9,10 @@ and 7), so a run measures how well the loop learns that one person; bench/taste_
 
 1. Start the arena (`python -m apps.arena`) on a fresh database in --out and wait until it answers.
 2. The scripted annotator (bench/annotator.py) casts --votes votes through gradio_client, a share of them on
-   requests of its own (these give the reward model held-out votes), and writes a few demonstrations. Stop the arena.
+   requests of its own (these give the reward model held-out votes), writes a few demonstrations (edits of the
+   list it voted for, and lists it wanted after "both bad" votes) and rates both lists of a share --rate of the
+   pairs: every kind of feedback the arena takes (--rate 0 --both-bad-demonstrations 0: votes and edits only, as
+   loops before 2026-12-07 ran). Stop the arena.
 3. `python -m core train sft --preset quick`: the seed lists plus the annotator's demonstrations.
 4. `python -m core train reward --preset quick`: its held-out accuracy is against the annotator's held-out votes.
 5. `python -m core train ppo --preset quick --sft-adapter SFT --reward-model RM --eval-every K`.
@@ -61,6 +64,8 @@ class LoopConfig:
     votes: int = knob(300, "votes the scripted annotator casts in the arena")
     own_requests: float = knob(0.4, "share of votes on the annotator's own requests (the reward model's held-out)")
     demonstrations: int = knob(10, "edited lists the annotator saves as demonstrations, at most")
+    rate: float = knob(0.3, "share of voted pairs whose two lists the annotator also rates (1-5 stars); 0: none")
+    both_bad_demonstrations: int = knob(10, "lists the annotator writes after 'both bad' votes, at most")
     forced_choice: bool = knob(False, "forced-choice annotator: never tie or both bad (for a tiny random model)")
     taste: str = knob("form", "the annotator's taste, for its votes, demonstrations and judging: "
                       + "; ".join(f"{name}: {rules.summary}" for name, rules in TASTES.items()),
@@ -78,6 +83,8 @@ class LoopConfig:
     def __post_init__(self):
         check(self.votes > 0, "votes must be at least 1, e.g. --votes 300.")
         check(0 <= self.own_requests <= 1, "own-requests is a share between 0 and 1, e.g. --own-requests 0.4.")
+        check(0 <= self.rate <= 1, "rate is a share between 0 and 1, e.g. --rate 0.3.")
+        check(self.both_bad_demonstrations >= 0, "both-bad-demonstrations must be 0 or more, e.g. 10.")
         check(1 <= self.eval_prompts <= 72, "eval-prompts must be between 1 and 72 (the held-out requests).")
         for stage, extra in (("sft", self.sft_args), ("reward", self.reward_args), ("ppo", self.ppo_args)):
             check_flags(config_class(stage), ["--preset", self.preset, *shlex.split(extra)], f"--{stage}-args")
@@ -286,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict:
             wall["arena_start"] = round(time.perf_counter() - started, 1)
             # 2. votes and demonstrations through gradio_client
             votes = annotate(url, cfg.votes, cfg.demonstrations, cfg.seed, "scripted", vote_taste,
-                             cfg.own_requests)
+                             cfg.own_requests, cfg.rate, cfg.both_bad_demonstrations)
             wall["votes"] = votes["seconds"]
         finally:
             arena.terminate()

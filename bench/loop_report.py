@@ -40,7 +40,8 @@ def summarise(cfg: dict, runs: dict, votes: dict, stored: dict, wall: dict, judg
     samples = evaluation.pop("samples")
     reward_model = {"heldout": rm, "ece": calibration.get("ece"), "train_pairs": lineage.get("train_pairs"),
                     "eval_pairs": lineage.get("eval_pairs"), "ties": lineage.get("ties"),
-                    "both_bad": lineage.get("both_bad")}
+                    "both_bad": lineage.get("both_bad"),
+                    **{k: v for k, v in lineage.items() if k.startswith("pairs_from_")}}
     taste = cfg.get("taste", "form")  # loops from before --taste all voted with `form`
     return {"taste": taste, "taste_rules": TASTES[taste].summary, "config": cfg, "runs": runs, "goals": goals,
             "votes": votes, "stored": stored, "reward_model": reward_model, "evaluation": evaluation,
@@ -68,12 +69,23 @@ def _win(w: dict) -> str:
                                      f"({w['wins']}-{w['losses']}-{w['ties']} of {w['n']})")
 
 
+def _written_and_rated(v: dict) -> str:  # loops from before 2026-12-07 wrote no both-bad lists and gave no stars
+    return (f", {v['both_bad_demonstrations']} lists written after 'both bad', {v['ratings']} ratings"
+            if "ratings" in v else "")
+
+
+def _sources(rm: dict) -> str:
+    sources = {k.removeprefix("pairs_from_"): n for k, n in rm.items() if k.startswith("pairs_from_") and n}
+    return f" (from {', '.join(f'{k} {n}' for k, n in sources.items())})" if sources else ""
+
+
 def markdown(r: dict) -> str:
     e, rm, v = r["evaluation"], r["reward_model"], r["votes"]
     lines = [f"# RLHF loop benchmark: taste `{r['taste']}`", "", f"The annotator's taste: {r['taste_rules']}.", "",
              f"{v['votes']} votes ({v['left']} left, {v['right']} right, {v['tie']} tie, {v['both_bad']} both bad; "
-             f"{v['own_requests']} on the annotator's own requests), {v['demonstrations']} demonstrations; "
-             f"reward model: {rm['train_pairs']} train / {rm['eval_pairs']} held-out pairs. "
+             f"{v['own_requests']} on the annotator's own requests), {v['demonstrations']} demonstrations"
+             f"{_written_and_rated(v)}; reward model: {rm['train_pairs']} train / {rm['eval_pairs']} held-out pairs"
+             f"{_sources(rm)}. "
              f"Final evaluation on {e['prompts']} held-out requests.", "",
              "| goal | target | measured | reached |", "|---|---|---|---|"]
     for g in r["goals"].values():

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from bench.annotator import Taste, judge, repair, utility
+from bench.annotator import StarScale, Taste, judge, repair, utility
 
 REQUEST = "Top 5 ideas for a Thanksgiving meal"
 GOOD = ("1. Roast turkey - the classic centrepiece for a Thanksgiving table.\n2. Mashed potatoes - creamy and easy.\n"
@@ -95,3 +95,20 @@ def test_own_requests_are_custom_prompts_some_held_out():
     assert not set(OWN_REQUESTS) & {p.text for p in load_prompts()}  # never a library request, held-out or not
     held_out = sum(split_for(prompt_id_for(r), None, 0.5) == "eval" for r in OWN_REQUESTS)
     assert 0.25 * len(OWN_REQUESTS) < held_out < 0.75 * len(OWN_REQUESTS)
+
+
+def test_stars_wait_for_a_sense_of_the_range_then_follow_quintiles_of_what_was_seen():
+    scale = StarScale(Taste(slip=0.0), random.Random(0), warmup=10)
+    for u in range(9):
+        scale.see(float(u))
+    assert scale.stars(5.0) is None  # nine lists seen: no stars yet
+    scale.see(9.0)  # seen 0..9: cut-offs at sorted indices 2, 4, 6, 8: 2.0, 4.0, 6.0, 8.0
+    assert [scale.stars(u) for u in (-1.0, 2.0, 2.5, 4.5, 6.5, 8.5, 99.0)] == [1, 1, 2, 3, 4, 5, 5]
+
+
+def test_a_slip_moves_a_star_by_one_and_stays_on_the_scale():
+    scale = StarScale(Taste(slip=1.0), random.Random(0), warmup=10)
+    for u in range(10):
+        scale.see(float(u))
+    assert {scale.stars(5.0) for _ in range(50)} == {2, 4}  # 3 without the slip
+    assert {scale.stars(99.0) for _ in range(50)} == {4, 5}  # 5 cannot go up

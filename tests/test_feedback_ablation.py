@@ -2,8 +2,8 @@
 arena writes it, and the reward stage turns it into the pairs each variant switches on."""
 from __future__ import annotations
 
-from bench.annotator import Taste
-from bench.feedback_ablation import CANDIDATES, EVAL_FRACTION, annotate, stars_for
+from bench.annotator import Taste, stars_for
+from bench.feedback_ablation import CANDIDATES, EVAL_FRACTION, annotate
 from core.records import Prompt
 from core.store.database import Store
 from core.train.feedback import FeedbackSources

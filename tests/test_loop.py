@@ -85,7 +85,11 @@ def test_the_fast_loop_runs_every_stage_through_the_real_interfaces(loop_run):
         assert read_status(path)["state"] == "finished", stage
         assert (path / "adapter" / "adapter_config.json").exists() and (path / "metrics.jsonl").exists()
     assert (runs["reward"] / "calibration.json").exists() and (runs["ppo"] / "eval_samples.jsonl").exists()
-    assert result["reward_model"]["train_pairs"] + result["reward_model"]["eval_pairs"] == 12
+    # stars through /rate once the annotator has seen WARMUP_LISTS (20) lists, two a vote: both lists of votes 10-12
+    assert result["votes"]["ratings"] == 6 == len(Store(folder / "out" / "loop.duckdb").ratings())
+    rm = result["reward_model"]
+    assert rm["pairs_from_votes"] == 12 and rm["train_pairs"] + rm["eval_pairs"] == sum(
+        n for k, n in rm.items() if k.startswith("pairs_from_"))
     # the over-optimisation data: three evaluations (before training and after each update), each judged
     frame = curve(runs["ppo"])
     assert list(frame.step) == [0, 1, 2] and frame.judge_n.eq(3).all() and frame.judge_win_rate.iloc[0] == 0.5
