@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/feedback_ablation.py --out bench/out/ablation [--taste terse] [--prompts 60]
     .venv/bin/python bench/feedback_ablation.py --out ... --variants votes,default     # a subset
+    .venv/bin/python bench/feedback_ablation.py --db bench/out/loop/loop.duckdb --taste ontopic --out ...  # a loop's
 
 1. Candidates: the base model samples 4 lists (temperature 1.0) for each of --prompts library train requests and
    for each of the scripted annotator's own requests (bench.annotator.OWN_REQUESTS: custom prompts, which the
@@ -25,6 +26,9 @@
    under the table the same for default+ties against default, the comparison a tie model is kept or dropped by.
    Printed, and written to --out/ablation.json and --out/ablation.md. --report-only rebuilds them from the runs
    already in --out (a stopped run's finished variants).
+--db skips steps 1-2 and trains the variants on the feedback in a database already voted (a copy of it: a loop's
+loop.duckdb, whose held-out votes are the same hash split of the annotator's own requests as the loop's reward
+stage uses); --taste should name the taste that voted there, for the report.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ import json
 import math
 import random
 import shlex
+import shutil
 import time
 from datetime import datetime
 from itertools import combinations
@@ -222,7 +227,16 @@ def table(rows: list[dict], counts: dict, taste: str) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def copy_feedback(source: Path, db: Path) -> dict:
+    """Step 1-2 for --db: a copy of `source` at `db` (the variants' runs never touch the loop's own database), and
+    its counts."""
+    for suffix in ("", ".wal"):  # DuckDB's write-ahead log, where a write was not yet checkpointed
+        if Path(f"{source}{suffix}").exists():
+            shutil.copyfile(f"{source}{suffix}", f"{db}{suffix}")
+    return Store(db).counts()
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="bench/out/ablation")
     parser.add_argument("--taste", default="terse", choices=sorted(TASTES))
@@ -235,7 +249,11 @@ def main() -> None:
     parser.add_argument("--reward-args", default="", help="extra flags for every `train reward`")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report-only", action="store_true", help="rebuild the table from the runs in --out")
-    args = parser.parse_args()
+    parser.add_argument("--db", default="", help="train on the feedback in this database (e.g. a loop's) instead "
+                                                 "of steps 1-2")
+    args = parser.parse_args(argv)
+    if args.db and not Path(args.db).is_file():
+        parser.error(f"--db {args.db}: no such database; pass a loop's loop.duckdb (or leave --db out).")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.report_only:  # the taste the runs were voted with, not this command line's default
@@ -243,13 +261,17 @@ def main() -> None:
         return report(out, None, [row_of(out, name) for name in args.variants.split(",")
                                   if (out / "runs" / name.replace("+", "plus_") / "calibration.json").exists()],
                       taste)
-    library = random.Random(args.seed).sample(load_prompts(split="train"), args.prompts)
-    prompts = library + [Prompt(text=t, source="custom") for t in OWN_REQUESTS]
-    lists = candidates(out, prompts, args.base_model, args.seed)
     db = out / "ablation.duckdb"
     db.unlink(missing_ok=True)
-    counts = annotate(Store(db), prompts, lists, Taste(name=args.taste), args.rate, args.edits,
-                      args.both_bad_edits, args.seed)
+    Path(f"{db}.wal").unlink(missing_ok=True)
+    if args.db:
+        counts = copy_feedback(Path(args.db), db)
+    else:
+        library = random.Random(args.seed).sample(load_prompts(split="train"), args.prompts)
+        prompts = library + [Prompt(text=t, source="custom") for t in OWN_REQUESTS]
+        lists = candidates(out, prompts, args.base_model, args.seed)
+        counts = annotate(Store(db), prompts, lists, Taste(name=args.taste), args.rate, args.edits,
+                          args.both_bad_edits, args.seed)
     print(counts, flush=True)
     # the taste and counts on disk now: a run stopped before its last variant still reports them (--report-only)
     (out / "ablation.json").write_text(json.dumps({"taste": args.taste, "counts": counts, "rows": []}, indent=2))

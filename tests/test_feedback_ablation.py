@@ -2,6 +2,8 @@
 arena writes it, and the reward stage turns it into the pairs each variant switches on."""
 from __future__ import annotations
 
+import pytest
+
 from bench.annotator import Taste, stars_for
 from bench.feedback_ablation import CANDIDATES, EVAL_FRACTION, annotate
 from core.records import Prompt
@@ -100,3 +102,28 @@ def test_a_kept_runs_row_takes_its_wall_time_from_its_own_status(tmp_path):
     row = row_of(tmp_path, "+edits")
     assert (row["seconds"], row["correct"], row["train_pairs"], row["pairs_from_edits"]) == (1050, 3, 10, 2)
     assert row_of(tmp_path, "+edits", seconds=12.4)["seconds"] == 12
+
+
+def test_a_loops_database_is_copied_whole_and_never_touched(tmp_path):
+    """--db: the variants train on a copy of a loop's feedback (its counts reported), the loop's file unchanged."""
+    from bench.feedback_ablation import copy_feedback
+
+    loop = tmp_path / "loop.duckdb"
+    store = Store(loop)
+    annotate(store, [Prompt(text="Top 5 snacks for a long flight", source="custom")],
+             {"Top 5 snacks for a long flight": ["1. a\n2. b\n3. c\n4. d\n5. e"] * CANDIDATES},
+             Taste(name="terse", slip=0.0), rate=1.0, edits=0, both_bad_edits=0, seed=0)
+    before = loop.read_bytes()
+    counts = copy_feedback(loop, tmp_path / "ablation.duckdb")
+    assert counts == store.counts() and counts["votes"] > 0 and counts["ratings"] > 0
+    assert Store(tmp_path / "ablation.duckdb").votes().comparison_id.tolist() == store.votes().comparison_id.tolist()
+    assert loop.read_bytes() == before
+
+
+def test_a_missing_database_is_one_line(tmp_path, capsys):
+    from bench.feedback_ablation import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--db", str(tmp_path / "nowhere.duckdb"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stopped.value.code == 2 and "no such database" in err[-1] and not (tmp_path / "out").exists()
