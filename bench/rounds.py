@@ -14,19 +14,19 @@
    database, its reward model, its tuned policy (--previous-method) in round 1's PPO's place and that policy's start
    in SFT's; "round 2" below then reads "the new round", whose votes, pairing and sampling the --round2-* flags set.
 2. Round 2 in the arena: a copy of round 1's database, the arena started with `--pairing PPO1,SFT1 --round "round 2:
-   PPO1 vs SFT1"`
-   (the round-1 policy against the SFT policy, sources hidden until the vote), and --round2-votes more votes cast
-   by the same annotator through gradio_client. With --round2-pairing self, `--pairing PPO1,PPO1` instead: two
-   samples of round 1's policy, the comparisons among its own lists that a reward model needs to guide the next
-   tuning (bench/best_of_n.py measures how well it ranks them); with --round2-pairing sft, two samples of round 1's
-   SFT (round 2 then starts from it). --round2-sampling uncertain has the arena show, for each library request, the
-   closest call of round 1's reward model among the arena's --candidates samples (core/collect/chooser.py). With
-   --reuse-round2, a copy of that finished run's database (and its --round2-sampling: its votes, chosen as they were).
-   With --gate-votes N, when the gate (core.train.best) would keep the incumbent while the challenger leads, the
-   annotator votes on in the same round, a batch at a time, until it passes or the votes it needs no longer fit in
-   N (what a person does when the dashboard says how many more decided votes would put the challenger through).
-3. A reward model on every vote of both rounds (`python -m core train reward`); with --reuse-round2, that run's
-   (unless the gate's votes added to them).
+   PPO1 vs SFT1"` (the round-1 policy against the SFT policy, sources hidden until the vote), and --round2-votes more
+   votes cast by the same annotator through gradio_client, rating and writing lists as in round 1 (--rate, ...). With
+   --round2-pairing self, `--pairing PPO1,PPO1` instead: two samples of round 1's policy, the comparisons among its
+   own lists that a reward model needs to guide the next tuning (bench/best_of_n.py measures how well it ranks them);
+   with --round2-pairing sft, two samples of round 1's SFT (round 2 then starts from it). --round2-sampling uncertain
+   has the arena show, for each library request, the closest call of round 1's reward model among the arena's
+   --candidates samples (core/collect/chooser.py). With --reuse-round2, a copy of that finished run's database (and
+   its --round2-sampling: its votes, chosen as they were). With --gate-votes N, when the gate (core.train.best) would
+   keep the incumbent while the challenger leads, the annotator votes on in the same round, a batch at a time, until
+   it passes or the votes it needs no longer fit in N (what a person does when the dashboard says how many more
+   decided votes would put the challenger through).
+3. A reward model on every vote of both rounds (`python -m core train reward`); with --reuse-round2, that run's (unless
+   the gate's votes added to them).
 4. From the current best (core.train.best.current_best: the side the other was tuned from, unless the other won
    the head-to-head votes beyond chance), each of --methods is trained on the same votes and the same reward
    model: `train ppo`, `train dpo`, `train rloo`, and online-dpo as Next round runs it (core.train.rounds.plan: the
@@ -42,7 +42,6 @@
 from __future__ import annotations
 
 import json
-import math
 import random
 import shlex
 import shutil
@@ -52,10 +51,10 @@ import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 from bench import loop
 from bench.annotator import TASTES, Taste, annotate
+from bench.round_gate import decided_share, merged_gate, vote_at_the_gate
 from bench.rounds_report import GOALS, markdown
 from core.collect.chooser import SAMPLINGS
 from core.config import check, check_flags, command_config, knob
@@ -63,9 +62,9 @@ from core.judge import leaderboard
 from core.records import InputError
 from core.stages import config_class
 from core.store.database import Store
-from core.train.best import Standing, challenger_wins, current_best, standing
+from core.train.best import current_best, standing
 from core.train.rounds import plan, round_title
-from core.win_rate import votes_to_pass, win_rate
+from core.win_rate import win_rate
 
 REPO = loop.REPO
 METHODS = ("ppo", "dpo", "rloo", "online-dpo")
@@ -104,6 +103,8 @@ class RoundsConfig:
                                  "more: then a new reward model), train only --methods")
     own_requests: float = knob(0.4, "share of votes on the annotator's own requests (the reward model's held-out)")
     demonstrations: int = knob(10, "edited lists the annotator saves per round, at most")
+    rate: float = knob(0.3, "share of voted pairs whose two lists the annotator also rates (bench/loop.py)")
+    both_bad_demonstrations: int = knob(10, "lists the annotator writes after 'both bad' votes per round, at most")
     forced_choice: bool = knob(False, "forced-choice annotator: never tie or both bad (for a tiny random model)")
     methods: list[str] = knob(list(METHODS), "round-2 tuning methods, trained from the same start on the same votes")
     preset: str = knob("quick", "preset of every training stage")
@@ -132,6 +133,8 @@ class RoundsConfig:
               "--reuse-round2 must name another rounds folder than --out (its votes would be overwritten): pass a new "
               "--out.")
         check(0 <= self.eval_fraction < 1, "eval-fraction must be in [0, 1), e.g. 0.5.")
+        check(0 <= self.rate <= 1 and self.both_bad_demonstrations >= 0,
+              "rate is a share between 0 and 1 (e.g. 0.3), both-bad-demonstrations 0 or more (e.g. 10).")
         for stage, knob_name in [("reward", "reward"), *(run for m in self.methods for run in RUNS[m])]:
             extra = shlex.split(getattr(self, f"{knob_name}_args"))
             check_flags(config_class(stage), ["--preset", self.preset, *extra], f"--{knob_name.replace('_', '-')}-args")
@@ -146,7 +149,8 @@ class RoundsConfig:
 def round_one_args(cfg: RoundsConfig, folder: Path) -> list[str]:
     """bench/loop.py's command line for round 1 run here, in `folder`."""
     return ["--out", str(folder), "--votes", str(cfg.round1_votes), "--taste", cfg.taste, "--own-requests",
-            str(cfg.own_requests), "--demonstrations", str(cfg.demonstrations), "--forced-choice",
+            str(cfg.own_requests), "--demonstrations", str(cfg.demonstrations), "--rate", str(cfg.rate),
+            "--both-bad-demonstrations", str(cfg.both_bad_demonstrations), "--forced-choice",
             str(cfg.forced_choice).lower(), "--preset", cfg.preset, "--eval-prompts", str(cfg.eval_prompts),
             "--eval-max-new-tokens", str(cfg.eval_max_new_tokens), "--seed", str(cfg.seed),
             *(["--runs-dir", cfg.runs_dir] if cfg.runs_dir else []),
@@ -194,7 +198,7 @@ def collect_round(cfg: RoundsConfig, db: Path, pairing: tuple[str, str], number:
                   reward_model: str, batch: int = 0, votes: int = 0) -> dict:
     """Step 2: the arena on `db` serving `pairing` as round `number`, choosing pairs as cfg.round2_sampling says
     (uncertain: with the previous round's `reward_model`); the annotator casts cfg.round2_votes votes, or in a later
-    `batch` of the same round (the gate's), `votes` more with no demonstrations and a seed of their own."""
+    `batch` of the same round (the gate's), `votes` more with no lists written and a seed of their own."""
     port = loop.free_port()
     url = f"http://127.0.0.1:{port}/"
     base = ["--base-model", cfg.base_model] if cfg.base_model else []
@@ -207,51 +211,11 @@ def collect_round(cfg: RoundsConfig, db: Path, pairing: tuple[str, str], number:
         try:
             loop.wait_until_up(url, arena)
             return annotate(url, votes or cfg.round2_votes, 0 if batch else cfg.demonstrations,
-                            cfg.seed + number - 1 + 1000 * batch, "scripted", taste, cfg.own_requests)
+                            cfg.seed + number - 1 + 1000 * batch, "scripted", taste, cfg.own_requests, cfg.rate,
+                            0 if batch else cfg.both_bad_demonstrations)
         finally:
             arena.terminate()
             arena.wait(timeout=60)
-
-
-def vote_at_the_gate(budget: int, read: Callable[[], Standing | None], cast: Callable[[int, int], object],
-                     decided_share: Callable[[], float], first_batch: int = 1) -> dict:
-    """Step 2b: while the gate keeps the incumbent but the challenger leads (`read`: the head-to-head now), cast
-    votes in batches (`cast(batch number, votes)`), each the decided votes votes_to_pass says are missing over the
-    round's share of votes that count as decided (`decided_share`, read again after each batch), at least 10; until
-    the gate passes, the lead is gone or a batch no longer fits in what is left of `budget` (round 4 on `ontopic` led
-    58 to 50, which needs 593 more decided votes at that share: no person casts those, so neither does this).
-    Returns what it cast and the head-to-head (incumbent's, challenger's decided votes) before and after. Looking
-    again after each batch is optional stopping (core.win_rate.votes_to_pass says what it costs); the report
-    keeps the head-to-head before the gate's votes so a reader can see it."""
-    now = read()
-    before, spent, batches = (now.kept, now.won) if now else None, 0, 0
-    while now and now.served and not challenger_wins(now.kept, now.won):
-        missing = votes_to_pass(now.won, now.kept + now.won)
-        votes = None if missing is None else max(10, math.ceil(missing / max(decided_share(), 0.1)))
-        if votes is None or votes > budget - spent:
-            break
-        cast(first_batch + batches, votes)
-        spent, batches, now = spent + votes, batches + 1, read()
-    return {"cast": spent, "batches": batches, "before": before, "after": (now.kept, now.won) if now else None,
-            "passed": bool(now and challenger_wins(now.kept, now.won))}
-
-
-def decided_share(store: Store, round_name: str) -> float:
-    """The share of a round's votes that count at the gate: left or right, not a repeat (core.store's
-    votes_between leaves repeats out)."""
-    votes = store.votes()
-    votes = votes[votes["round"] == round_name]
-    return float((votes.choice.isin(["left", "right"]) & (votes.chosen_by != "repeat")).mean()) if len(votes) else 1.0
-
-
-def merged_gate(earlier: dict | None, now: dict) -> dict:
-    """The gate's votes of a reused run (--reuse-round2) and of this one, as one record."""
-    if not (earlier or {}).get("cast"):
-        return now
-    if not now["cast"]:
-        return earlier
-    return {**now, "cast": earlier["cast"] + now["cast"], "batches": earlier["batches"] + now["batches"],
-            "before": earlier["before"]}
 
 
 def chosen_by(store: Store, round_name: str) -> dict[str, int]:

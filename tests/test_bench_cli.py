@@ -66,7 +66,7 @@ def test_the_gate_votes_on_while_the_challenger_leads_and_stops_when_it_passes_o
     """bench/rounds.py --gate-votes against a scripted head-to-head: 69-48 at the gate (3 decided votes short, as on
     `ontopic`), 80 % of votes decided: a batch of max(10, ceil(3 / .8)) = 10; its votes all go to the challenger.
     It votes on only while the votes the gate needs fit in what is left of the budget."""
-    from bench.rounds import vote_at_the_gate
+    from bench.round_gate import vote_at_the_gate
     from core.train.best import Standing
 
     now = {"kept": 48, "won": 69}
@@ -100,7 +100,7 @@ def test_the_gate_votes_on_while_the_challenger_leads_and_stops_when_it_passes_o
 
 
 def test_the_gates_batches_follow_a_reused_runs_and_count_only_decided_votes_that_are_not_repeats(store):
-    from bench.rounds import decided_share, merged_gate, vote_at_the_gate
+    from bench.round_gate import decided_share, merged_gate, vote_at_the_gate
     from core.records import Generation, Pair, Policy, Prompt
     from core.train.best import Standing
 
