@@ -121,7 +121,8 @@ def loop_run(tiny_model_dir, tmp_path_factory):
     loop.json). Shared by the loop's and the rounds' benchmark tests, which read it and write beside it."""
     folder = tmp_path_factory.mktemp("loop")
     args = ["--out", folder / "out", "--runs-dir", folder / "runs", "--base-model", tiny_model_dir, "--votes", "12",
-            "--demonstrations", "2", "--rate", "1", "--forced-choice", "true", "--eval-prompts", "4", "--eval-max-new-tokens", "12",
+            "--demonstrations", "2", "--rate", "1", "--forced-choice", "true", "--eval-prompts", "4",
+            "--eval-max-new-tokens", "12",
             "--sft-args=--eval-prompts 0 --max-steps 2 --batch-size 2",
             "--reward-args=--eval-fraction 0.5 --max-steps 2 --batch-size 2 --max-length 512",
             "--ppo-args=--total-updates 2 --batch-size 4 --mini-batches 2 --ppo-epochs 1 --response-length 12 "
