@@ -199,9 +199,10 @@ def annotate(url: str, votes: int, demonstrations: int, seed: int, annotator: st
     from gradio_client import Client
 
     client, rng, asks = Client(url, verbose=False), random.Random(seed), random.Random(seed + 1)
-    rates, scale = random.Random(seed + 2), StarScale(taste, random.Random(seed + 3))  # own streams: the votes
+    # ratings draw from streams of their own, so the votes of a seed stay those of a run without ratings
+    rates, scale = random.Random(seed + 2), StarScale(taste, random.Random(seed + 3))
     counts = {"left": 0, "right": 0, "tie": 0, "both_bad": 0, "demonstrations": 0, "demonstrations_refused": 0,
-              "both_bad_demonstrations": 0, "ratings": 0, "own_requests": 0}  # stay those of a run without them
+              "both_bad_demonstrations": 0, "ratings": 0, "own_requests": 0}
     started = time.perf_counter()
     for n in range(votes):
         if asks.random() < own_requests:
