@@ -176,8 +176,12 @@ def held_out_correct(run: Path) -> dict[tuple[str, str, str], bool]:
     right. Keyed by the texts, not the comparison id: a rerun annotates afresh (new ids, the same votes)."""
     import pandas as pd
 
-    kept = held_out_votes(pd.read_parquet(RunFolder(run).scores))
-    return dict(zip(zip(kept.prompt, kept.left_text, kept.right_text), kept.correct.astype(bool)))
+    return correct_by_texts(held_out_votes(pd.read_parquet(RunFolder(run).scores)))
+
+
+def correct_by_texts(scored) -> dict[tuple[str, str, str], bool]:
+    """(request, left list, right list) -> `correct`, for scored decided votes (core.train.reward_model.score_votes)."""
+    return dict(zip(zip(scored.prompt, scored.left_text, scored.right_text), scored.correct.astype(bool)))
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.feedback_ablation import discordant
+from bench.feedback_ablation import correct_by_texts, discordant
 from bench.loop import entry_point
 from core.runs import RunFolder
 from core.store.database import Store
@@ -50,7 +50,7 @@ def judge(runs: dict[str, Path], votes: pd.DataFrame) -> list[dict]:
     rows, correct = [], {}
     for name, run in runs.items():
         scored = score_votes(RewardScorer.from_folder(run), votes)
-        correct[name] = dict(zip(zip(scored.prompt, scored.left_text, scored.right_text), scored.correct.astype(bool)))
+        correct[name] = correct_by_texts(scored)
         hits, n = int(scored.correct.sum()), len(scored)
         low, high = wilson_interval(hits, n)
         rows.append({"run": name, "folder": str(run), "accuracy": hits / n if n else None, "correct": hits,
@@ -58,16 +58,19 @@ def judge(runs: dict[str, Path], votes: pd.DataFrame) -> list[dict]:
     first = next(iter(runs))
     for row in rows[1:]:
         row["vs_first"] = discordant(correct[row["run"]], correct[first])
+        row["vs_first"]["points"] = round(100 * (row["accuracy"] - rows[0]["accuracy"]), 1)
     return rows
 
 
 def table(rows: list[dict], db: Path) -> str:
     lines = [f"Reward models on the held-out votes of {db}", "",
-             f"| run | accuracy [95 % Wilson] | vs {rows[0]['run']}: right only here / only there (McNemar p) |",
+             f"| run | accuracy [95 % Wilson] | vs {rows[0]['run']}: points, right only here / only there "
+             "(McNemar p) |",
              "|---|---|---|"]
     for r in rows:
         v = r.get("vs_first")
-        vs = f"{v['only_this_right']} / {v['only_votes_right']} (p = {v['mcnemar_p']:.2f})" if v else "-"
+        vs = f"{v['points']:+.1f} points: {v['only_this_right']} / {v['only_votes_right']} (p = {v['mcnemar_p']:.2f})" \
+            if v else "-"
         lines.append(f"| {r['run']} | {r['accuracy']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] "
                      f"({r['correct']}/{r['pairs']}) | {vs} |")
     return "\n".join(lines)

@@ -17,7 +17,7 @@ def test_a_run_judged_on_its_own_database_matches_its_own_held_out_report(tiny_r
     own = json.loads((tiny_reward_run / "calibration.json").read_text())
     assert (rows[0]["correct"], rows[0]["pairs"]) == (own["correct"], own["pairs"]) and own["pairs"] > 0
     assert rows[0]["ci95"][0] <= rows[0]["accuracy"] <= rows[0]["ci95"][1]
-    assert rows[1]["vs_first"] == {"only_this_right": 0, "only_votes_right": 0, "mcnemar_p": 1.0}
+    assert rows[1]["vs_first"] == {"only_this_right": 0, "only_votes_right": 0, "mcnemar_p": 1.0, "points": 0.0}
     assert json.loads((tmp_path / "rows.json").read_text())["rows"] == rows
 
 
