@@ -49,6 +49,7 @@ from core.config import check, check_flags, command_config, knob
 from core.judge.evaluate import EvalConfig, outcome, proportion, sample
 from core.lists import parse_list
 from core.model import load
+from core.records import USER_ERRORS
 from core.runs import RunFolder, append_jsonl, read_json, read_jsonl
 from core.stages import config_class
 from core.store.database import Store
@@ -119,10 +120,11 @@ class StageFailed(RuntimeError):
 
 def entry_point(main) -> None:
     """A benchmark's `__main__`: a stage that fails ends the script with one line naming its log (exit 1), not a
-    traceback; the stage's own traceback, if any, is in that log."""
+    traceback; the stage's own traceback, if any, is in that log. What core reports to a person as one line (a
+    model or adapter that will not load, a bad setting: core.records.USER_ERRORS) ends it the same way."""
     try:
         main()
-    except StageFailed as failed:
+    except (StageFailed, *USER_ERRORS) as failed:
         raise SystemExit(f"error: {failed}") from None
 
 

@@ -162,6 +162,14 @@ def test_a_failed_stage_or_a_bad_setting_is_one_line_not_a_traceback(tmp_path):
     with pytest.raises(SystemExit) as stopped:
         entry_point(fails)
     assert str(stopped.value.code) == f"error: reward failed (exit 2): see {tmp_path / 'logs' / 'reward.log'}"
+    from core.records import ModelLoadError
+
+    def will_not_load():  # e.g. a reward run whose adapter names a base model folder that is gone
+        raise ModelLoadError("Model folder '/gone' does not exist: pass an existing folder")
+
+    with pytest.raises(SystemExit) as stopped:
+        entry_point(will_not_load)
+    assert str(stopped.value.code) == "error: Model folder '/gone' does not exist: pass an existing folder"
     done = subprocess.run([sys.executable, "-m", "bench.loop", "--votes", "0", "--out", str(tmp_path / "loop")],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "votes must be at least 1" in done.stderr and "Traceback" not in done.stderr
