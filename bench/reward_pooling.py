@@ -46,11 +46,9 @@ from core.train.reward_model import (
     score_votes,
     training_rows,
 )
+from core.train.reward_probe import FOLDS, best_l2, fit_bt, folds
 from core.train.trainer_run import seed_weights, trained_model
 from core.win_rate import wilson_interval
-
-FOLDS = 5
-L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
 @dataclass
@@ -99,36 +97,6 @@ def features(model, tokenizer, texts: list[tuple[str, str]], middle: int) -> dic
         out["mean"].append(states[-1][0, on_list].float().mean(0).numpy())
         out["mean-middle"].append(states[middle][0, on_list].float().mean(0).numpy())
     return {kind: np.stack(rows) for kind, rows in out.items()}
-
-
-def fit_bt(diff: np.ndarray, margin: np.ndarray, l2: float) -> np.ndarray:
-    """w minimising mean softplus(-(diff·w - margin)) + l2/2 |w|² (Bradley–Terry with the votes' margins)."""
-    x, m = torch.tensor(diff, dtype=torch.float64), torch.tensor(margin, dtype=torch.float64)
-    w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
-    optimiser = torch.optim.LBFGS([w], max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimiser.zero_grad()
-        loss = torch.nn.functional.softplus(-(x @ w - m)).mean() + l2 / 2 * (w @ w)
-        loss.backward()
-        return loss
-    optimiser.step(closure)
-    return w.detach().numpy()
-
-
-def folds(groups: pd.Series, k: int = FOLDS) -> np.ndarray:
-    """A fold per row, whole requests at a time (a request in two folds would leak)."""
-    unique = np.array(sorted(groups.unique()))
-    rng = np.random.default_rng(0)
-    fold_of = dict(zip(rng.permutation(unique), np.arange(len(unique)) % k))
-    return groups.map(fold_of).to_numpy()
-
-
-def best_l2(diff: np.ndarray, margin: np.ndarray, groups: pd.Series) -> float:
-    fold = folds(groups)
-    scores = {l2: np.mean([(diff[fold == f] @ fit_bt(diff[fold != f], margin[fold != f], l2) > 0).mean()
-                           for f in range(FOLDS)]) for l2 in L2_GRID}
-    return max(scores, key=scores.get)
 
 
 def probe_rows(feats: dict, index: dict, train: pd.DataFrame, held: pd.DataFrame, decided: pd.DataFrame) -> dict:

@@ -51,6 +51,10 @@ VARIANTS = {
     "mlp-seed2": ["--lora-targets", ALL_LAYERS, "--seed", "2"],
     "fp32": ["--precision", "fp32"],  # against quick where auto means bf16: does the precision change what it learns?
     "bf16-epochs4": ["--precision", "bf16", "--epochs", "4"],  # what bf16's speed buys: twice the epochs
+    # LP-FT: the score head starts as a probe on the frozen model, not at random (core/train/reward_probe.py)
+    "probe": ["--head-init", "probe"],
+    "probe-seed1": ["--head-init", "probe", "--seed", "1"],  # compared with seed1: the same initial draw
+    "probe-seed2": ["--head-init", "probe", "--seed", "2"],
 }
 ENSEMBLE = ("quick", "seed1", "seed2")
 

@@ -15,6 +15,9 @@ How feedback enters training (core/train/feedback.py has the table; TRL models n
 3. Held-out split by prompt (core/train/snapshot.py): library prompts keep their shipped split, others hash to one.
    Held-out accuracy is measured on held-out left/right votes only (a repeat's vote counted once), whatever trains.
 
+The score head starts random, or (`--head-init probe`) as a Bradley–Terry probe on the frozen model's features, which
+LoRA then fine-tunes (LP-FT; core/train/reward_probe.py).
+
 Inputs are tokenised here exactly as PPO will score a rollout: chat-templated request + list + EOS; the score is
 read at the last token. After training every labelled pair, train and held-out, is scored (scores.parquet, for
 browsing disagreements), and held-out accuracy with counts, ECE, accuracy against score gap and accuracy per round
@@ -65,6 +68,7 @@ from core.stages import REWARD_MADE_BY
 from core.store.database import Store
 from core.store.preferences import is_repeat
 from core.train.feedback import SOURCES, FeedbackSources
+from core.train.reward_probe import init_head_from_probe
 from core.train.run_writer import Run
 from core.train.snapshot import DEFAULT_EVAL_FRACTION, take_preferences
 from core.train.trackers import report_to_knob
@@ -99,6 +103,8 @@ class RewardConfig:
     batch_size: int = knob(8, "pairs per optimiser step")
     center_rewards: float = knob(0.01, "weight of TRL's penalty on the mean reward, keeping scores near 0 "
                                        "(Eisenstein et al. 2023); 0 to switch off")
+    head_init: str = knob("random", "the score head's start: random, or probe (a Bradley–Terry probe on the frozen "
+                                    "model's features first, then LoRA: LP-FT)", choices=("random", "probe"))
     lora_r: int = knob(16, "LoRA rank")
     lora_alpha: int = knob(32, "LoRA scaling numerator (the update is scaled by alpha / r)")
     lora_dropout: float = knob(0.05, "dropout on the LoRA input during training")
@@ -273,7 +279,15 @@ def train(cfg: RewardConfig) -> Path:
         log.info("reward model on %d train / %d held-out pairs (%s)", len(train_pairs), lineage["eval_pairs"],
                  ", ".join(f"{lineage[f'pairs_from_{name}']} from {name}" for name in SOURCES))
 
-        # 2. train the LoRA adapter and score head with TRL's Bradley–Terry loss
+        # 2. optionally start the score head as a probe on the frozen model (LP-FT, core/train/reward_probe.py)
+        if cfg.head_init == "probe":
+            run.set_status("running", message="fitting the score head as a probe on the frozen model")
+            model.config.pad_token_id = tokenizer.pad_token_id
+            fit = init_head_from_probe(model, RewardScorer(model, tokenizer), train_pairs, cfg.use_margin,
+                                       cfg.swap_labels)
+            run.log_metrics(0, fit)
+            log.info("score head from a probe: %s", fit)
+        # 3. train the LoRA adapter and score head with TRL's Bradley–Terry loss
         rows = training_rows(train_pairs, tokenizer, cfg.use_margin, cfg.swap_labels)
         trainer = reward_trainer(cfg, model, tokenizer, rows, device, run_dir)
         attach(trainer, run)
@@ -285,7 +299,7 @@ def train(cfg: RewardConfig) -> Path:
         folder = RunFolder(run_dir)
         model = trained_model(trainer)
         model.save_pretrained(folder.adapter)
-        # 3. score every labelled pair; report held-out accuracy, calibration, accuracy by margin
+        # 4. score every labelled pair; report held-out accuracy, calibration, accuracy by margin
         run.set_status("running", message="scoring every labelled pair")
         scores = score_votes(RewardScorer(model, tokenizer), votes)
         write_parquet(folder.scores, scores)
