@@ -13,6 +13,7 @@ from core.train.reward_probe import (
     fit_bt,
     folds,
     init_head_from_probe,
+    one_standard_error_l2,
     probe_head,
 )
 from tests.helpers import run_cli
@@ -55,11 +56,33 @@ def test_the_head_scores_raw_features_as_the_standardised_probe_does():
     assert found["probe/l2"] in L2_GRID and 0 <= found["probe/cv_accuracy"] <= 1
     raw_gap = (features[chosen] - features[rejected]) @ weights
     spread = features.std(0) + 1e-6
-    z = (features - features.mean(0)) / spread
+    z = features / spread  # unit spread (differences need no centre)
     refit = fit_bt(z[chosen] - z[rejected], np.zeros(30), found["probe/l2"])
     assert raw_gap == pytest.approx((z[chosen] - z[rejected]) @ refit, rel=1e-6, abs=1e-9)
-    assert found["probe/train_accuracy"] == np.mean(raw_gap > 0) == 1.0
+    assert found["probe/train_accuracy"] == np.mean(raw_gap > 0) >= 0.9
     assert abs(weights[1]) * spread[1] == max(abs(weights) * spread)  # the deciding feature carries the most weight
+
+
+def test_the_centring_penalty_pulls_the_scores_toward_zero():
+    # every list's features sit far from zero: without a bias, only the penalty keeps the scores near 0
+    rng = np.random.default_rng(2)
+    features = rng.normal(size=(40, 3)) + np.array([10.0, 0.0, 0.0])
+    chosen, rejected = np.arange(0, 40, 2), np.arange(1, 40, 2)
+    flip = features[chosen, 1] < features[rejected, 1]
+    chosen[flip], rejected[flip] = rejected[flip], chosen[flip].copy()
+    groups = pd.Series([f"request {i % 5}" for i in range(20)])
+    _, free = probe_head(features, chosen, rejected, np.zeros(20), groups)
+    _, centred = probe_head(features, chosen, rejected, np.zeros(20), groups, center=1.0)
+    assert abs(centred["probe/mean_score"]) < 0.1 < abs(free["probe/mean_score"])
+    assert centred["probe/train_accuracy"] == 1.0
+
+
+def test_the_one_standard_error_rule_takes_the_largest_lambda_near_the_best():
+    # means .70 .74 .72 .60; the best (.74) has fold accuracies .70 .78 (sd .04, se .04/√2 ≈ .028): floor ≈ .712
+    by_l2 = {0.01: [0.70, 0.70], 0.1: [0.70, 0.78], 1.0: [0.71, 0.73], 10.0: [0.60, 0.60]}
+    assert one_standard_error_l2(by_l2) == 1.0
+    by_l2[1.0] = [0.70, 0.70]  # .70 < floor: the best itself
+    assert one_standard_error_l2(by_l2) == 0.1
 
 
 def test_the_tiny_reward_model_starts_scoring_as_its_probe(tiny_model_dir):
@@ -94,6 +117,7 @@ def test_train_reward_with_a_probe_head_logs_the_fit_and_finishes(tiny_model_dir
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     fit = rows[0]
     assert fit["step"] == 0 and fit["probe/l2"] in L2_GRID and fit["probe/train_accuracy"] >= 0.9  # a clear taste
+    assert abs(fit["probe/mean_score"]) < 3 * fit["probe/score_std"]
     assert read_status(tmp_path / "run")["state"] == "finished"
     # two steps at the default rate barely move LoRA: held-out votes are right because the head started as the probe
     assert rows[-1]["eval/accuracy"] >= 0.9

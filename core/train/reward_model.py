@@ -284,7 +284,7 @@ def train(cfg: RewardConfig) -> Path:
             run.set_status("running", message="fitting the score head as a probe on the frozen model")
             model.config.pad_token_id = tokenizer.pad_token_id
             fit = init_head_from_probe(model, RewardScorer(model, tokenizer), train_pairs, cfg.use_margin,
-                                       cfg.swap_labels)
+                                       cfg.swap_labels, cfg.center_rewards)
             run.log_metrics(0, fit)
             log.info("score head from a probe: %s", fit)
         # 3. train the LoRA adapter and score head with TRL's Bradley–Terry loss
