@@ -111,15 +111,22 @@ def test_the_tiny_reward_model_starts_scoring_as_its_probe(tiny_model_dir):
     assert np.mean(after_swap < 0) == pytest.approx(found["probe/train_accuracy"])  # the head now prefers the rejected
 
 
-def test_train_reward_with_a_probe_head_logs_the_fit_and_finishes(tiny_model_dir, preference_db, tmp_path):
-    run_cli("train", "reward", "--base-model", tiny_model_dir, "--db", preference_db, "--max-steps", "2",
-            "--batch-size", "8", "--eval-fraction", "0.4", "--head-init", "probe", "--output-dir", tmp_path / "run")
-    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
-    fit = rows[0]
-    assert fit["step"] == 0 and fit["probe/l2"] in L2_GRID and fit["probe/train_accuracy"] >= 0.9  # a clear taste
-    assert abs(fit["probe/mean_score"]) < 3 * fit["probe/score_std"]
-    assert read_status(tmp_path / "run")["state"] == "finished"
-    # two steps at the default rate barely move LoRA: held-out votes are right because the head started as the probe
-    assert rows[-1]["eval/accuracy"] >= 0.9
+def test_train_reward_with_a_probe_head_logs_the_fit_and_keeps_the_head(tiny_model_dir, preference_db, tmp_path):
+    # at a learning rate of ~0 the trained model is its start: held-out votes come out as the probe ordered them.
+    # A random head cannot fake this: it orders these clear-cut pairs one way whatever the labels, while the probe
+    # fitted on swapped labels must order the held-out votes backwards.
+    accuracy = {}
+    for swap in ("false", "true"):
+        out = tmp_path / f"swap-{swap}"
+        run_cli("train", "reward", "--base-model", tiny_model_dir, "--db", preference_db, "--max-steps", "2",
+                "--batch-size", "8", "--eval-fraction", "0.4", "--learning-rate", "1e-9", "--head-init", "probe",
+                "--swap-labels", swap, "--output-dir", out)
+        rows = read_jsonl(out / "metrics.jsonl")
+        fit = rows[0]
+        assert fit["step"] == 0 and fit["probe/l2"] in L2_GRID and fit["probe/train_accuracy"] >= 0.9
+        assert abs(fit["probe/mean_score"]) < 3 * fit["probe/score_std"]
+        assert read_status(out)["state"] == "finished"
+        accuracy[swap] = rows[-1]["eval/accuracy"]
+    assert accuracy["false"] >= 0.9 and accuracy["true"] <= 0.1, accuracy
     bad = run_cli("train", "reward", "--head-init", "zeros", check=False)
     assert bad.returncode == 2 and "head-init" in bad.stderr and "Traceback" not in bad.stderr
