@@ -130,3 +130,10 @@ def test_train_reward_with_a_probe_head_logs_the_fit_and_keeps_the_head(tiny_mod
     assert accuracy["false"] >= 0.9 and accuracy["true"] <= 0.1, accuracy
     bad = run_cli("train", "reward", "--head-init", "zeros", check=False)
     assert bad.returncode == 2 and "head-init" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_single_request_has_nothing_to_cross_validate_and_still_gets_a_head():
+    features = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 0.5]])
+    weights, found = probe_head(features, np.array([0, 2]), np.array([1, 1]), np.zeros(2), pd.Series(["only", "only"]))
+    assert found["probe/l2"] == L2_GRID[len(L2_GRID) // 2] and found["probe/cv_accuracy"] is None
+    assert np.all(np.isfinite(weights)) and found["probe/train_accuracy"] == 1.0
