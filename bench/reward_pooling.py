@@ -46,7 +46,7 @@ from core.train.reward_model import (
     score_votes,
     training_rows,
 )
-from core.train.reward_probe import FOLDS, best_l2, fit_bt, folds
+from core.train.reward_probe import FOLDS, fit_bt, fold_accuracies, folds
 from core.train.trainer_run import seed_weights, trained_model
 from core.win_rate import wilson_interval
 
@@ -97,6 +97,12 @@ def features(model, tokenizer, texts: list[tuple[str, str]], middle: int) -> dic
         out["mean"].append(states[-1][0, on_list].float().mean(0).numpy())
         out["mean-middle"].append(states[middle][0, on_list].float().mean(0).numpy())
     return {kind: np.stack(rows) for kind, rows in out.items()}
+
+
+def best_l2(diff: np.ndarray, margin: np.ndarray, groups: pd.Series) -> float:
+    """The λ with the best mean cross-validated accuracy (the product's probe head takes the one-standard-error λ)."""
+    scores = {l2: np.mean(accs) for l2, accs in fold_accuracies(diff, margin, groups).items()}
+    return max(scores, key=scores.get)
 
 
 def probe_rows(feats: dict, index: dict, train: pd.DataFrame, held: pd.DataFrame, decided: pd.DataFrame) -> dict:

@@ -3,12 +3,13 @@ LP-FT (Kumar et al., "Fine-Tuning can Distort Pretrained Features and Underperfo
 
     python -m core train reward --preset quick --head-init probe
 
-Why: the reward stage otherwise starts its score head at random, so LoRA's first steps push the features toward a
-head that points nowhere, and the initial draw alone moved held-out accuracy by up to 15 points on the same votes
-(bench/README.md, "Which reward-model settings learn the taste?"); a linear read-out of the frozen base model's last
-state already orders about 72 % of the held-out votes right ("Where the reward model reads a list"). Starting the head
-there asks LoRA only to improve on a head that already means something. Written here because neither TRL nor PEFT
-initialise a classification head from data; the fit is a small convex problem solved with torch's L-BFGS.
+Why it was tried: the reward stage starts its score head at random, and the initial draw alone moved held-out
+accuracy by up to 15 points on the same votes (bench/README.md, "Which reward-model settings learn the taste?"); a
+linear read-out of the frozen base model's last state already orders about 72 % of the held-out votes right ("Where
+the reward model reads a list"). Measured on an `ontopic` loop's votes it did worse: 0.703 and 0.734 held out against
+the random head's 0.891 and 0.844 (two seeds), fitting the training votes better (bench/README.md, "The score head
+from a probe first (LP-FT)"), so `random` stays the default. Written here because neither TRL nor PEFT initialise a
+classification head from data; the fit is a small convex problem solved with torch's L-BFGS.
 
 1. Features: the frozen base model's last hidden state at each training list's last token, which is exactly what the
    score head reads (RewardScorer.features), once per distinct (request, list).
@@ -34,14 +35,15 @@ def fit_bt(diff: np.ndarray, margin: np.ndarray, l2: float, sums: np.ndarray | N
     """w minimising mean softplus(-(diff·w - margin)) + center·mean((sums·w)²) + l2/2 |w|²: Bradley–Terry with the
     pairs' margins and, given `sums` (each pair's chosen + rejected features), TRL's penalty on the scores' sum."""
     x, m = torch.tensor(diff, dtype=torch.float64), torch.tensor(margin, dtype=torch.float64)
-    both = torch.tensor(sums if sums is not None else np.zeros_like(diff), dtype=torch.float64)
+    both = torch.tensor(sums, dtype=torch.float64) if sums is not None and center else None
     w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
     optimiser = torch.optim.LBFGS([w], max_iter=200, line_search_fn="strong_wolfe")
 
     def closure():
         optimiser.zero_grad()
-        loss = torch.nn.functional.softplus(-(x @ w - m)).mean() + center * ((both @ w) ** 2).mean() \
-            + l2 / 2 * (w @ w)
+        loss = torch.nn.functional.softplus(-(x @ w - m)).mean() + l2 / 2 * (w @ w)
+        if both is not None:
+            loss = loss + center * ((both @ w) ** 2).mean()
         loss.backward()
         return loss
     optimiser.step(closure)
@@ -64,12 +66,6 @@ def fold_accuracies(diff: np.ndarray, margin: np.ndarray, groups: pd.Series, sum
                                                  None if sums is None else sums[fold != f], center) > 0).mean())
                  for f in np.unique(fold)]
             for l2 in L2_GRID}
-
-
-def best_l2(diff: np.ndarray, margin: np.ndarray, groups: pd.Series) -> float:
-    """The λ with the best mean cross-validated accuracy (bench/reward_pooling.py's probes)."""
-    scores = {l2: np.mean(accs) for l2, accs in fold_accuracies(diff, margin, groups).items()}
-    return max(scores, key=scores.get)
 
 
 def one_standard_error_l2(by_l2: dict[float, list[float]]) -> float:
