@@ -2,11 +2,11 @@
 
     python -m apps.arena [--base-model M] [--pairing A,B | --challenger RUN] [--round NAME] [--db PATH]
                          [--host 127.0.0.1] [--port 7860] [--sampling random|uncertain] [--repeat-rate 0.05]
-                         [--candidates 4] [--reward-model RUN] [--engine auto|llamacpp|int8|plain]
+                         [--candidates 4] [--reward-model RUN] [--engine auto|llamacpp|int8|plain] [--focus even|weak]
 
---pairing, --round, --sampling and --repeat-rate, when given, are written to the database at start; the dashboard's
-Arena page changes them later and the arena follows, so the latest change wins (core/collect/chooser.py). A new
-pairing's adapters load in the queue's background thread; the pairs it had ready for the old one are dropped.
+--pairing, --round, --sampling, --repeat-rate and --focus, when given, are written to the database at start; the
+dashboard's Arena page changes them later and the arena follows, so the latest change wins (core/collect/chooser.py,
+focus.py). A new pairing's adapters load in the background; the pairs it had ready for the old one are dropped.
 
 Named API endpoints for gradio_client (README lists them): new_pair, next_pair, vote, vote_and_next, undo, rate,
 demonstrate, status. The page's own events are private; each handler below is a few lines over core.collect.arena.Arena.
@@ -37,6 +37,7 @@ from core.collect.chooser import (
     save_pairing,
     save_settings,
 )
+from core.collect.focus import FOCUSES, save_focus
 from core.engine import ENGINES
 from core.records import STRENGTHS, USER_ERRORS, InputError, ModelLoadError
 from core.runs import adapter_dir, newest_finished_run, read_adapter_config
@@ -297,14 +298,14 @@ def build_arena(args) -> Arena:
     from core.store.database import Store
 
     def load_scorer(path: Path):
-        from core.train.reward_model import (
-            RewardScorer,  # lazy: TRL and PEFT take seconds to import, and only uncertain choice needs them
-        )
+        # lazy: TRL and PEFT take seconds to import, and only uncertain choice needs them
+        from core.train.reward_model import RewardScorer
 
         return RewardScorer.from_folder(path, args.device)
 
     store = Store(args.db)
     save_settings(store, args.sampling, args.repeat_rate)  # checked before the model loads
+    save_focus(store, args.focus)
     pairing = flag_pairing(args)  # run folders or adapter folders; checked before the model loads
     save_pairing(store, pairing, args.round)
     find_reward = reward_run_finder(args.reward_model)  # checked before the model loads
@@ -369,6 +370,8 @@ def arena_parser() -> argparse.ArgumentParser:
                         "finished reward model's most uncertain of --candidates samples (default: as stored, random)")
     parser.add_argument("--repeat-rate", type=float, help="share of the pairs after a vote that show the voter one of "
                         "their own voted pairs again, sides swapped, unannounced (default: as stored, 0.05)")
+    parser.add_argument("--focus", choices=FOCUSES, help="which library requests come next: even, or weak: more where "
+                        "the challenger loses (core/collect/focus.py) (default: as stored, even)")
     parser.add_argument("--candidates", type=int, default=4, help="samples per library request in uncertain choice")
     parser.add_argument("--reward-model", help="the reward run uncertain choice scores with, kept for the arena's "
                         "life (default: the newest finished one, followed as new ones finish)")

@@ -8,6 +8,7 @@
     python -m core score --reward-model RUN --prompt "Top 5 ..." --response "1. ..." [--response "1. ..."]
     python -m core eval --policy RUN [--against base|RUN] [--reward-model RUN]   # win rate, well-formed rate
     python -m core leaderboard [--reward-model RUN|newest|none] [--bootstrap 1000]  # Bradley-Terry ratings
+    python -m core weak-spots [--policy NAME]  # per category, where a policy loses votes (core/collect/focus.py)
     python -m core next-round [--method online-dpo|ppo|dpo|rloo|rejection] [--best RUN]  # reward model, policy, arena
 
 The database is $RLHF_DB (default data/rlhf.duckdb), or --db. A stage's flags come from its config dataclass
@@ -22,6 +23,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from core.collect import focus
+from core.collect.library import load_prompts
 from core.judge import agreement, leaderboard
 from core.records import USER_ERRORS, InputError
 from core.runs import newest_finished_run
@@ -102,6 +105,15 @@ def _leaderboard(args) -> None:
           "none)")
 
 
+def _weak_spots(args) -> None:
+    store = Store.existing(args.db, timeout_s=args.wait)
+    policy = args.policy or focus.default_policy(store)
+    table = focus.weak_spots(store.votes_with(policy), policy, sorted({p.category for p in load_prompts(split="train")}))
+    print(f"{policy}: votes with it on either side, by the request's category, weakest first (a 'both bad' counts as "
+          f"lost; focus %: the share of the next library requests under `--focus weak`)\n")
+    print(focus.readable(table).to_string())
+
+
 def seconds(text: str) -> float:
     """--wait's value: a number of seconds, 0 or more (argparse turns the error into its one line)."""
     try:
@@ -173,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--seed", type=int, default=0, help="seed of the resampling")
     board.add_argument("--device", default=None, help="auto (default), cpu or cuda, for the reward model")
     board.set_defaults(run=_leaderboard)
+    weak = commands.add_parser("weak-spots", help="where a policy loses votes, by the request's category, and what "
+                               "the arena's focus `weak` makes of it (core/collect/focus.py)")
+    weak.add_argument("--policy", help="the policy as the votes name it (default: the arena's challenger, the "
+                      "pairing's second side, as the arena last said)")
+    weak.add_argument("--db", default=None, help="DuckDB file (default $RLHF_DB or data/rlhf.duckdb)")
+    weak.add_argument("--wait", type=seconds, default=30.0, help="seconds to wait for a database another process holds")
+    weak.set_defaults(run=_weak_spots)
     return parser
 
 

@@ -123,7 +123,7 @@ def test_a_documented_command_parses(where, text):
 def test_the_docs_show_the_arena_command():
     flags = {word for _, text in ARENA_DOCUMENTED for word in argv_of(text) if word.startswith("--")}
     assert {"--base-model", "--pairing", "--challenger", "--round", "--db", "--port", "--sampling", "--repeat-rate",
-            "--reward-model", "--engine"} <= flags
+            "--reward-model", "--engine", "--focus"} <= flags
 
 
 @pytest.mark.parametrize(("where", "text"), ARENA_DOCUMENTED, ids=[f"{w}: {t[:60]}" for w, t in ARENA_DOCUMENTED])

@@ -27,6 +27,7 @@ from core.collect.chooser import (
     save_pairing,
     save_settings,
 )
+from core.collect.focus import read_focus
 from core.collect.generate import Generator
 from core.records import InputError, ModelLoadError, Policy, Prompt, SamplingSettings
 from core.runs import adapter_dir, write_json
@@ -186,15 +187,16 @@ def test_the_arena_command_line_takes_a_pairing_and_a_round(store, tmp_path, tin
         build_arena(parse_args(["--pairing", str(sft), "--db", db]))
     with pytest.raises(InputError, match="repeat"):
         build_arena(parse_args(["--pairing", f"{sft},base", "--repeat-rate", "2", "--db", db]))
-    with pytest.raises(SystemExit):  # argparse's one line
-        parse_args(["--sampling", "best"])
+    for flag, bad in (("--sampling", "best"), ("--focus", "weakest")):
+        with pytest.raises(SystemExit):  # argparse's one line
+            parse_args([flag, bad])
     arena = build_arena(parse_args(["--base-model", tiny_model_dir, "--pairing", f"{sft}, base", "--round", "round 1",
                                     "--sampling", "uncertain", "--repeat-rate", "0.1", "--queue-size", "0",
-                                    "--db", db]))  # the space after the comma is not part of the second side
+                                    "--focus", "weak", "--db", db]))  # the space after the comma is not part of the second side
     try:
         assert [p.adapter for p in arena.policies] == [str(sft / "adapter"), None]
         assert (read_pairing(store), read_round(store)) == ((str(sft), BASE), "round 1")
-        assert (read_sampling(store), read_repeat_rate(store)) == ("uncertain", 0.1)
+        assert (read_sampling(store), read_repeat_rate(store), read_focus(store)) == ("uncertain", 0.1, "weak")
     finally:
         arena.stop()
 

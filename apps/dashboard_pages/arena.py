@@ -1,5 +1,6 @@
 """Arena: which two policies the arena pairs and the round it collects for, how it picks the next library pair
-(random or the reward model's most uncertain), how often it shows annotators one of their own voted pairs again
+(random or the reward model's most uncertain) and request (every category evenly, or more where the challenger
+loses: core/collect/focus.py, with the table it reads), how often it shows annotators one of their own voted pairs again
 (sides swapped, unannounced; core/collect/chooser.py), and Next round (core/train/rounds.py).
 
 The settings live in the database; the arena follows them without a restart (a new pairing from its next pair, its
@@ -25,12 +26,22 @@ from core.collect.chooser import (
     read_serving,
     save_settings,
 )
+from core.collect.focus import (
+    FOCUSES,
+    default_policy,
+    read_focus,
+    readable,
+    save_focus,
+    weak_spots,
+)
+from core.collect.library import load_prompts
 from core.records import USER_ERRORS, InputError, short_policy_names
 from core.stages import STAGES
 from core.train import best as policies
 from core.train import rounds
 
 SAMPLING_LABELS = {"random": "random: two samples", "uncertain": "uncertain: the reward model's closest call"}
+FOCUS_LABELS = {"even": "even: every category in turn", "weak": "weak: more where the challenger loses"}
 PRESETS = {"quick": "quick: minutes on two CPU cores", "": "the stages' defaults (sized for a GPU)"}
 
 st.title("Arena")
@@ -96,6 +107,7 @@ if not reward_runs:
 
 follow_stored("arena_sampling", read_sampling(store()))
 follow_stored("arena_repeat_rate", read_repeat_rate(store()))
+follow_stored("arena_focus", read_focus(store()))
 sampling = st.radio("how library pairs are chosen", SAMPLINGS, format_func=SAMPLING_LABELS.get, horizontal=True,
                     key="arena_sampling", disabled=not can_act(),
                     help="A typed request always gets a random pair, so held-out statistics stay unbiased.")
@@ -103,14 +115,31 @@ rate = st.number_input("self-consistency repeats: share of pairs", min_value=0.0
                        key="arena_repeat_rate", disabled=not can_act(),
                        help="A repeat shows an annotator a pair they voted on before, sides swapped and unannounced; "
                             "their two votes on it measure their own consistency.")
+focus = st.radio("which library requests come next", FOCUSES, format_func=FOCUS_LABELS.get, horizontal=True,
+                 key="arena_focus", disabled=not can_act(),
+                 help="weak: a category is drawn in proportion to how often the challenger (policy B) loses or "
+                      "gets 'both bad' there, a quarter of the requests still spread evenly; the table below.")
 if not can_act():
     st.caption("Viewer: you can look, not change what the arena serves or start a round.")
 elif st.button("Save", type="primary", key="arena_save"):
     try:
         save_settings(store(), sampling, rate)
+        save_focus(store(), focus)
         st.success("Saved: the arena uses these settings from its next pair.")
     except InputError as err:
         st.error(as_text(err))
+
+with st.expander("Where the challenger is weak, by category"):
+    try:
+        challenger = default_policy(store())
+        spots = weak_spots(store().votes_with(challenger), challenger,
+                           sorted({p.category for p in load_prompts(split="train")}))
+        st.caption(f"{as_text(challenger)}: votes with it on either side, weakest first; score: won plus half the "
+                   "ties, a 'both bad' counting as lost, with its 95 % interval; focus: each category's share of "
+                   "the next library requests under focus weak.")
+        st.dataframe(readable(spots), key="weak_spots")
+    except InputError as err:
+        st.info(as_text(err))
 
 # ---- next round -----------------------------------------------------------------------------------------------------
 st.subheader("Next round")

@@ -2,7 +2,9 @@
 
 apps/arena.py is only a face on this class; everything here is testable without a browser. Which library pair comes
 next (random, the reward model's most uncertain, or an unannounced repeat) is core/collect/chooser.py's, and so is
-which two policies it pairs (the stored pairing, switched live by `PairingWatcher`) and the round each pair records.
+which two policies it pairs (the stored pairing, switched live by `PairingWatcher`) and the round each pair records;
+which library request comes next (every category evenly, or more where the challenger is weak) is
+core/collect/focus.py's.
 """
 from __future__ import annotations
 
@@ -25,8 +27,9 @@ from core.collect.chooser import (
     repeatable,
     swapped_repeat,
 )
+from core.collect.focus import CategoryCycle, focus_weights, read_focus, weak_spots
 from core.collect.generate import Generator
-from core.collect.library import PromptCycle, by_text, load_prompts, text_key
+from core.collect.library import by_text, load_prompts, text_key
 from core.collect.pair_queue import PairQueue
 from core.lists import format_list, parse_list
 from core.records import (
@@ -44,6 +47,7 @@ MAX_REQUEST_CHARS = 300
 MAX_LIST_CHARS = 3000
 _REMEMBERED_PAIRS = 1000  # shown pairs kept in memory for decision time and the reveal
 REPEAT_GAP = 3  # a repeat is never of one of the annotator's 3 latest votes: it must not come straight back
+FOCUS_REFRESH_S = 20.0  # focus "weak" reads the challenger's votes again at most this often (a query over every vote)
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +142,9 @@ class Arena:
         self._known = by_text([*(load_prompts() if known is None else known), *library])
         self.pairing = PairingWatcher(store, load_policy, (generator.base_policy, challenger or generator.base_policy))
         self._rng = random.Random(seed)
-        self._cycle, self._served = PromptCycle(library, seed), by_text(library)
+        self._cycle, self._served = CategoryCycle(library, seed), by_text(library)
+        self._focus: dict[str, float] | None = None  # each category's share of the next requests; None: even
+        self._focus_read: tuple[str, float] = ("", -FOCUS_REFRESH_S)  # (challenger, monotonic time) it was read for
         self._shown: OrderedDict[str, tuple[Pair, float]] = OrderedDict()
         self.queue = PairQueue(self._library_pair, size=queue_size, prepare=self._prepare_background)
         self.pairing.refresh()  # the stored pairing and round, loaded before the first pair (the caller's thread)
@@ -174,6 +180,20 @@ class Arena:
         self.pairing.refresh(before_switch=self._drop_ready)
         if self.reward and read_sampling(self.store) == "uncertain":
             self.reward.refresh()
+        self._refresh_focus()
+
+    def _refresh_focus(self) -> None:
+        """Focus "weak": each category's share of the next library requests from the challenger's votes, read
+        again after FOCUS_REFRESH_S or when the challenger changes; "even": none."""
+        if read_focus(self.store) != "weak":
+            self._focus = None
+            return
+        challenger, now = self.policies[1].name, time.monotonic()
+        if self._focus is not None and self._focus_read[0] == challenger and \
+                now - self._focus_read[1] < FOCUS_REFRESH_S:
+            return
+        spots = weak_spots(self.store.votes_with(challenger), challenger, self._cycle.categories)
+        self._focus, self._focus_read = focus_weights(spots), (challenger, now)
 
     def _drop_ready(self) -> None:
         if dropped := self.queue.drop_ready():
@@ -182,7 +202,7 @@ class Arena:
     def _library_pair(self, should_stop=None) -> Pair:
         """A pair for the next library request, chosen as the stored setting says. A foreground pair (empty queue)
         uses the reward model already loaded, never loads one."""
-        prompt = self._cycle.next()
+        prompt = self._cycle.next(self._focus)
         scorer = self.reward.scorer if self.reward and read_sampling(self.store) == "uncertain" else None
         if scorer is None:  # random, or no reward model has finished yet
             return self._make_pair(prompt, should_stop=should_stop)

@@ -182,7 +182,7 @@ def save_pairing(store, pairing: tuple[str, str] | None = None, round_name: str 
 
 def stored_pairing(store) -> tuple[str, str] | None:
     """The stored pairing, or None when none (or a bad one) is stored."""
-    return _read(store, PAIRING_KEY, check_pairing, None)
+    return read_setting(store, PAIRING_KEY, check_pairing, None)
 
 
 def read_pairing(store) -> tuple[str, str]:
@@ -191,7 +191,7 @@ def read_pairing(store) -> tuple[str, str]:
 
 
 def read_round(store) -> str | None:
-    return _read(store, ROUND_KEY, check_round, None)
+    return read_setting(store, ROUND_KEY, check_round, None)
 
 
 def read_serving(store) -> dict:
@@ -216,14 +216,15 @@ def read_reward_serving(store) -> dict:
 
 def read_sampling(store) -> str:
     """The stored sampling, or the default when none (or a bad one) is stored."""
-    return _read(store, SAMPLING_KEY, check_sampling, DEFAULT_SAMPLING)
+    return read_setting(store, SAMPLING_KEY, check_sampling, DEFAULT_SAMPLING)
 
 
 def read_repeat_rate(store) -> float:
-    return _read(store, REPEAT_RATE_KEY, check_repeat_rate, DEFAULT_REPEAT_RATE)
+    return read_setting(store, REPEAT_RATE_KEY, check_repeat_rate, DEFAULT_REPEAT_RATE)
 
 
-def _read(store, key: str, check, default):
+def read_setting(store, key: str, check, default):
+    """The stored value of `key` as `check` returns it; `default` when none (or a bad one, with a warning) is stored."""
     stored = store.setting(key)
     try:
         return default if stored is None else check(stored)

@@ -328,6 +328,15 @@ class Store:
                                   AND ((left_policy = ? AND right_policy = ?) OR (left_policy = ? AND right_policy = ?))""",
                                [first, second, second, first]).df()
 
+    def votes_with(self, policy: str) -> pd.DataFrame:
+        """Standing votes on pairs with `policy` on either side, as votes_between counts them: left_policy,
+        right_policy, choice, and the request's library category (None for a typed request)."""
+        with self.connect() as con:
+            return con.execute("""SELECT v.left_policy, v.right_policy, v.choice, pr.category FROM votes v
+                                  JOIN prompts pr USING (prompt_id)
+                                  WHERE NOT v.retracted AND v.review IS DISTINCT FROM 'noise' AND v.repeat_of IS NULL
+                                  AND (v.left_policy = ? OR v.right_policy = ?)""", [policy, policy]).df()
+
     def table(self, name: str) -> pd.DataFrame:
         """A whole table, for tests and the dashboard."""
         if name not in ("prompts", "generations", "pairs", "comparisons", "retractions", "ratings", "demonstrations",
