@@ -108,7 +108,8 @@ def _leaderboard(args) -> None:
 def _weak_spots(args) -> None:
     store = Store.existing(args.db, timeout_s=args.wait)
     policy = args.policy or focus.default_policy(store)
-    table = focus.weak_spots(store.votes_with(policy), policy, sorted({p.category for p in load_prompts(split="train")}))
+    categories = sorted({prompt.category for prompt in load_prompts(split="train")})  # what the arena serves
+    table = focus.weak_spots(store.votes_with(policy), policy, categories)
     print(f"{policy}: votes with it on either side, by the request's category, weakest first (a 'both bad' counts as "
           f"lost; focus %: the share of the next library requests under `--focus weak`)\n")
     print(focus.readable(table).to_string())
