@@ -12,7 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.cli import main
-from core.collect.arena import Arena
+from core.collect.arena import FOCUS_REFRESH_S, Arena
 from core.collect.focus import (
     EXPLORE,
     FOCUS_KEY,
@@ -60,10 +60,14 @@ def test_weak_spots_count_each_vote_from_the_policys_side():
     assert table.loc[TYPED, "weakness"] == pytest.approx(1 - 2 / 3)
     low, high = table.loc["food", ["low", "high"]]
     assert low < 0.5 < high
-    assert table.index[-1] == TYPED  # weakest first: A won its only typed vote
+    assert table.index[-1] == TYPED  # the library's rows weakest first, then requests without a category
     assert math.isnan(table.loc[TYPED, "focus"])  # typed requests are never steered
     assert table.focus.drop(TYPED).sum() == pytest.approx(1.0)
     assert readable(table).loc["books", "score % [95 %]"] == "no votes"
+    of_b = weak_spots(hand_votes(), "B", ["food", "travel"])  # B lost its typed vote: weaker than food, still last
+    assert of_b.index.tolist() == ["travel", "food", "books", TYPED]
+    assert of_b.loc[TYPED, "weakness"] == pytest.approx(1 - 1 / 3)
+    assert of_b.loc[TYPED, "weakness"] > of_b.loc["food", "weakness"]
 
 
 def test_focus_weights_match_hand_computed_shares():
@@ -117,8 +121,9 @@ def test_the_arena_serves_more_requests_where_its_challenger_loses(store, tiny_l
     assert arena._focus["food"] == max(arena._focus.values()) > 1 / 3
     asked, draw = [], arena._cycle.next
     arena._cycle.next = lambda weights=None: asked.append(weights) or draw(weights)  # what the pair's request obeys
-    drawn = Counter(arena.next_pair().prompt.split()[2] for _ in range(3))
-    assert asked == [arena._focus] * 3 and sum(drawn.values()) == 3
+    for _ in range(3):
+        arena.next_pair()
+    assert asked == [arena._focus] * 3
     shares = Counter(draw(arena._focus).category for _ in range(600))
     assert abs(shares["food"] / 600 - arena._focus["food"]) < 0.06
     save_focus(store, "even")
@@ -128,6 +133,25 @@ def test_the_arena_serves_more_requests_where_its_challenger_loses(store, tiny_l
     assert asked[-1] is None
 
 
+def test_the_arena_reads_the_votes_again_after_a_while(store, tiny_loaded, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr("core.collect.arena.time.monotonic", lambda: clock[0])
+    arena = Arena(store, Generator(tiny_loaded), LIBRARY, sampling=SamplingSettings(max_new_tokens=4),
+                  queue_size=0, seed=0)
+    save_focus(store, "weak")
+    arena._prepare_background()
+    assert arena._focus == pytest.approx({c: 1 / 3 for c in ("books", "food", "travel")})  # no votes: even
+    shown = arena.next_pair()
+    arena.vote(shown.pair_id, "both_bad", "alice")
+    category = shown.prompt.split()[2]
+    clock[0] += FOCUS_REFRESH_S / 2
+    arena._prepare_background()
+    assert arena._focus[category] == pytest.approx(1 / 3)  # too soon: the votes are not read again
+    clock[0] += FOCUS_REFRESH_S
+    arena._prepare_background()
+    assert arena._focus[category] > 1 / 3 and arena._focus[category] == max(arena._focus.values())
+
+
 def test_the_cli_prints_the_table_or_says_what_to_pass(tmp_path, capsys, store, tiny_loaded):
     arena = Arena(store, Generator(tiny_loaded), LIBRARY, sampling=SamplingSettings(max_new_tokens=4),
                   queue_size=0, seed=0)
@@ -135,7 +159,13 @@ def test_the_cli_prints_the_table_or_says_what_to_pass(tmp_path, capsys, store, 
     db = str(store.path)
     assert main(["weak-spots", "--db", db]) == 0  # the arena said what it serves: its challenger by default
     out = capsys.readouterr().out
-    assert arena.policies[1].name in out and "score % [95 %]" in out and "both_bad" in out
+    rows = [line.split() for line in out.splitlines()]
+    voted = [row for row in rows if row[:1] in (["food"], ["travel"], ["books"]) and row[1] == "1"]
+    assert len(voted) == 1 and voted[0][1:6] == ["1", "0", "0", "0", "1"]  # votes, won, lost, tied, both bad
+    assert out.startswith(arena.policies[1].name) and rows[rows.index(["category"]) + 1] == voted[0]  # weakest first
+    assert main(["weak-spots", "--db", db, "--policy", "nobody"]) == 2  # a mistyped name: the names there are
+    assert capsys.readouterr().err.strip() == f"error: no votes name the policy 'nobody': pass one of " \
+                                              f"{arena.policies[1].name}"
     fresh = Store(tmp_path / "fresh.duckdb")
     fresh.set_setting(FOCUS_KEY, "even")
     assert main(["weak-spots", "--db", str(fresh.path)]) == 2

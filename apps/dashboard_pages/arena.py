@@ -138,7 +138,7 @@ with st.expander("Where the challenger is weak, by category"):
                    "ties, a 'both bad' counting as lost, with its 95 % interval; focus: each category's share of "
                    "the next library requests under focus weak.")
         st.dataframe(readable(spots), key="weak_spots")
-    except InputError as err:
+    except USER_ERRORS as err:
         st.info(as_text(err))
 
 # ---- next round -----------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 
 The loop's fourth step is "collect more where it is weak": after a round, the requests on which the tuned policy
 loses are where the person's votes can still teach the reward model, and the policy, something about it. The
-library's 12 categories (data/prompts.jsonl: food, travel, ...) are the unit: 30 train requests each, enough votes
+library's 12 categories (data/prompts.jsonl: food, travel, ...) are the unit: 24 train requests each, enough votes
 per category after a round for a rough reading, where a single request has one or two.
 
 Weak spots (`weak_spots`), for one policy (the arena's challenger, the pairing's second side: `--challenger RUN` is
@@ -25,8 +25,9 @@ Why weights and not a bandit that picks the worst category: the point is trainin
 spread over its weak categories, not finding the single worst one and spending every vote there.
 Focus "even" (the default) is the plain shuffled cycle over every library request.
 
-Held-out numbers stay unbiased: the arena's library is the train split, and typed requests are not steered. A
-typed request's votes show as their own row (TYPED) and take no part in the focus. The setting lives in the store
+Held-out numbers stay unbiased: the arena's library is the train split, and typed requests are not steered. Votes
+on requests without a library category (typed ones, imported ones; a typed request with a library text is that
+library request, category and all) show as their own last row (TYPED) and take no part in the focus. The setting lives in the store
 (`arena.focus`) like the arena's other settings (core/collect/chooser.py): the latest writer wins, and the arena
 follows it from its next background pair; the pairs already queued are served first.
 """
@@ -78,8 +79,8 @@ def outcomes(votes: pd.DataFrame, policy: str) -> pd.Series:
 
 def weak_spots(votes: pd.DataFrame, policy: str, categories: list[str] | None = None) -> pd.DataFrame:
     """The table in the module docstring, one row a category (`categories`, the library's, listed even without
-    votes; TYPED last when typed requests were voted on), weakest first; `focus` is each library category's share
-    of the next requests under focus "weak"."""
+    votes), weakest first, then TYPED when requests without a category were voted on; `focus` is each library
+    category's share of the next requests under focus "weak"."""
     votes = votes[(votes.left_policy == policy) | (votes.right_policy == policy)]
     category = votes.category.where(votes.category.notna(), TYPED) if len(votes) else votes.category
     counts = pd.crosstab(category, outcomes(votes, policy)) if len(votes) else pd.DataFrame()
@@ -95,7 +96,8 @@ def weak_spots(votes: pd.DataFrame, policy: str, categories: list[str] | None = 
     table["weakness"] = 1 - (good + 1) / (table.votes + 2)  # step 1
     table["focus"] = pd.Series(focus_weights(table), dtype=float)  # TYPED: NaN, never steered
     table.index.name, table.columns.name = "category", None
-    return table.sort_values(["weakness", "votes"], ascending=[False, False])[COLUMNS]
+    library = table.drop(TYPED, errors="ignore").sort_values(["weakness", "votes"], ascending=[False, False])
+    return pd.concat([library, table.loc[table.index == TYPED]])[COLUMNS]
 
 
 def readable(table: pd.DataFrame) -> pd.DataFrame:
@@ -125,7 +127,7 @@ def focus_weights(table: pd.DataFrame, explore: float = EXPLORE) -> dict[str, fl
     weakness = table.weakness.drop(TYPED, errors="ignore")
     if weakness.empty:
         return {}
-    shares = weakness / weakness.sum() if weakness.sum() > 0 else weakness * 0 + 1 / len(weakness)
+    shares = weakness / weakness.sum()  # > 0: a weakness is never 0 under the prior
     return {str(c): float((1 - explore) * s + explore / len(weakness)) for c, s in shares.items()}
 
 

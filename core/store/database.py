@@ -337,6 +337,13 @@ class Store:
                                   WHERE NOT v.retracted AND v.review IS DISTINCT FROM 'noise' AND v.repeat_of IS NULL
                                   AND (v.left_policy = ? OR v.right_policy = ?)""", [policy, policy]).df()
 
+    def voted_policies(self) -> list[str]:
+        """Every policy name on either side of a standing vote, sorted."""
+        with self.connect() as con:
+            return [row[0] for row in con.execute("""SELECT left_policy FROM votes WHERE NOT retracted UNION
+                                                     SELECT right_policy FROM votes WHERE NOT retracted
+                                                     ORDER BY 1""").fetchall()]
+
     def table(self, name: str) -> pd.DataFrame:
         """A whole table, for tests and the dashboard."""
         if name not in ("prompts", "generations", "pairs", "comparisons", "retractions", "ratings", "demonstrations",
