@@ -27,9 +27,9 @@ Focus "even" (the default) is the plain shuffled cycle over every library reques
 
 Held-out numbers stay unbiased: the arena's library is the train split, and typed requests are not steered. Votes
 on requests without a library category (typed ones, imported ones; a typed request with a library text is that
-library request, category and all) show as their own last row (TYPED) and take no part in the focus. The setting lives in the store
-(`arena.focus`) like the arena's other settings (core/collect/chooser.py): the latest writer wins, and the arena
-follows it from its next background pair; the pairs already queued are served first.
+library request, category and all) show as their own last row (TYPED) and take no part in the focus. The setting
+lives in the store (`arena.focus`) like the arena's other settings (core/collect/chooser.py): the latest writer
+wins, and the arena follows it from its next background pair; the pairs already queued are served first.
 """
 from __future__ import annotations
 
