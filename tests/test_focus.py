@@ -193,3 +193,28 @@ def test_the_arena_page_saves_the_focus_and_shows_the_weak_spots(tmp_path, monke
     table = at.dataframe[0].value
     assert "score % [95 %]" in table.columns and table.votes.sum() == 1 and table.both_bad.sum() == 1
     assert at.radio(key="arena_focus").value == "weak"
+
+
+def test_the_bench_tests_whether_categories_differ_against_hand_computed_chi_square(tmp_path, store, tiny_loaded):
+    from bench.weak_spots import homogeneity
+    from bench.weak_spots import main as bench_main
+
+    def votes(food: str, travel: str) -> pd.DataFrame:  # A against B, four votes a category
+        return pd.DataFrame({"left_policy": ["A"] * 8, "right_policy": ["B"] * 8, "choice": [*food, *travel],
+                             "category": ["food"] * 4 + ["travel"] * 4})
+
+    same = homogeneity(weak_spots(votes(["left", "right"] * 2, ["left", "right"] * 2), "A", ["food", "travel"]))
+    assert (same["chi2"], same["p"]) == (0.0, 1.0)
+    # won 4 / lost 0 against won 0 / lost 4: a 2 x 2 table, expected 2 a cell: χ² = 4 x (4 - 2)² / 2 = 8, and
+    # P(χ²₁ > 8) = erfc(2) = 0.00468
+    apart = homogeneity(weak_spots(votes(["left"] * 4, ["right"] * 4), "A", ["food", "travel", "books"]))
+    assert apart == {"chi2": 8.0, "dof": 1, "p": pytest.approx(math.erfc(2), abs=1e-4), "categories": 2}
+    assert homogeneity(weak_spots(votes(["left"] * 4, ["left"] * 4), "A", ["food"]))["p"] is None  # one outcome
+    arena = Arena(store, Generator(tiny_loaded), LIBRARY, sampling=SamplingSettings(max_new_tokens=4),
+                  queue_size=0, seed=0)
+    arena.vote(arena.next_pair().pair_id, "both_bad", "alice")
+    result = bench_main(["--db", str(store.path), "--out", str(tmp_path / "out")])
+    assert result["votes"] == 1 and result["policy"] == arena.policies[1].name
+    assert (tmp_path / "out" / "weak_spots.md").read_text().count("\n| ") == 12 + 1  # header and every category
+    with pytest.raises(SystemExit):
+        bench_main(["--db", str(tmp_path / "none.duckdb")])
