@@ -170,6 +170,17 @@ def judge(request: str, left: str, right: str, rng: random.Random, taste: Taste 
     return choice, 3 if abs(gap) > 3 else 2 if abs(gap) > 1.5 else 1
 
 
+def noiseless_choice(u_left: float, u_right: float, taste: Taste) -> str:
+    """`judge`'s choice without its noise (no slip; a decided pair goes to the higher utility): what the taste
+    itself says of two lists, for analyses that must not carry the annotator's coin flips (bench/weak_spots.py)."""
+    gap = u_left - u_right
+    if abs(gap) < taste.tie_band:
+        return "both_bad" if max(u_left, u_right) < 0 else "tie"
+    if max(u_left, u_right) < 0 and abs(gap) < 1.0:
+        return "both_bad"
+    return "left" if gap > 0 else "right"
+
+
 def agreement_given_decided(u_left: float, u_right: float, taste: Taste) -> float:
     """P(the vote goes to the higher-utility side | the vote is left or right) under `judge` above: the expected
     ceiling of bench/reward_ceiling.py, kept beside `judge` so that the two change together."""

@@ -218,3 +218,15 @@ def test_the_bench_tests_whether_categories_differ_against_hand_computed_chi_squ
     assert (tmp_path / "out" / "weak_spots.md").read_text().count("\n| ") == 12 + 1  # header and every category
     with pytest.raises(SystemExit):
         bench_main(["--db", str(tmp_path / "none.duckdb")])
+
+
+def test_the_permutation_test_keeps_a_requests_draws_together():
+    from bench.weak_spots import permutation_p
+
+    # four requests, two draws each: food's two always won, travel's two always lost. Shuffling the labels over the
+    # requests gives one of 6 arrangements of (food, food, travel, travel); 2 of them split the requests as observed
+    # (χ² as large), so p -> 1/3, not the tiny p of 8 independent votes
+    votes = pd.DataFrame({"left_policy": ["A"] * 8, "right_policy": ["B"] * 8,
+                          "choice": ["left"] * 4 + ["right"] * 4, "category": ["food"] * 4 + ["travel"] * 4,
+                          "request": ["r1", "r1", "r2", "r2", "r3", "r3", "r4", "r4"]})
+    assert permutation_p(votes, "A", rounds=3000) == pytest.approx(1 / 3, abs=0.03)
