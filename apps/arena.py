@@ -358,14 +358,14 @@ def arena_parser() -> argparse.ArgumentParser:
     parser.add_argument("--round", help="the name of the round of collection every pair records (default: as stored)")
     parser.add_argument("--db", help="DuckDB file (default $RLHF_DB or data/rlhf.duckdb)")
     parser.add_argument("--device", help="auto (default), cpu or cuda")
-    parser.add_argument("--engine", choices=ENGINES, default="auto", help="sampling engine: auto (default: "
-                        "llama.cpp, else int8 weights, on a CPU; plain on a GPU), llamacpp, int8, or plain (fp32, the "
-                        "fallback; core/engine.py)")
+    parser.add_argument("--engine", choices=ENGINES, default="auto", help="sampling engine: auto (default: llama.cpp, "
+                        "else int8, on a CPU; plain on a GPU), llamacpp, int8, or plain (fp32: core/engine.py)")
     parser.add_argument("--host", default=os.environ.get("ARENA_HOST", "127.0.0.1"))
     # a string default goes through type=int too: a bad ARENA_PORT gets argparse's one line, not a traceback
     parser.add_argument("--port", type=int, default=os.environ.get("ARENA_PORT", "7860"))
     parser.add_argument("--annotator", default=os.environ.get("RLHF_ANNOTATOR") or getpass.getuser())
-    parser.add_argument("--queue-size", type=int, default=2, help="pairs kept ready in the background")
+    parser.add_argument("--queue-size", type=int, default=2, help="pairs kept ready in the background (0: none, "
+                        "and no upkeep: the pairing stays as started, uncertain choice and focus weak stay off)")
     parser.add_argument("--sampling", choices=SAMPLINGS, help="how library pairs are chosen: random, or the newest "
                         "finished reward model's most uncertain of --candidates samples (default: as stored, random)")
     parser.add_argument("--repeat-rate", type=float, help="share of the pairs after a vote that show the voter one of "
