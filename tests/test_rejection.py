@@ -22,6 +22,7 @@ from core.train.rejection import (
     best_over_worst,
     candidate_metrics,
     pick_best,
+    sampling_message,
 )
 from core.train.reward_model import RewardScorer
 from tests.helpers import ADAPTER_FILES, run_files, stage_cli
@@ -76,6 +77,13 @@ def test_lists_from_another_policy_are_warned_about_and_one_adapter_by_two_paths
         rejection.warn_unless_own_lists("R", {"sft_adapter": "sft"}, "", "--candidates-from")
     assert caplog.messages == ["--candidates-from R sampled from sft, and this run starts from the base: the lists "
                                "are not this policy's own"]
+
+
+def test_the_sampling_status_says_which_list_and_the_time_left_at_the_pace_so_far():
+    assert sampling_message(0, 8, 288, 0.0) == "sampling list 1 of 8 for each of 288 requests"
+    # 2 draws in 420 s: 210 s a draw, 6 to go = 21 min
+    assert sampling_message(2, 8, 288, 420.0) == "sampling list 3 of 8 for each of 288 requests, about 21 min left"
+    assert sampling_message(7, 8, 10, 49.0).endswith("list 8 of 8 for each of 10 requests, under a minute left")
 
 
 def test_candidate_metrics_by_hand():

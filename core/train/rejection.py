@@ -35,6 +35,7 @@ import gc
 import logging
 import statistics
 import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
@@ -204,15 +205,28 @@ def sample_candidates(cfg: RejectionConfig, requests: list[str], device, on_draw
              for d, draw in enumerate(draws)] for i, request in enumerate(requests)]
 
 
+def sampling_message(draw: int, draws: int, requests: int, elapsed_s: float) -> str:
+    """What the run's status says before draw `draw` (from 0): which list, and after the first draw the time left
+    at the pace so far (the Runs page's progress bar counts training steps, and sampling 8 lists for every request
+    takes half an hour on 2 cores)."""
+    said = f"sampling list {draw + 1} of {draws} for each of {requests} requests"
+    if draw == 0:
+        return said
+    left_min = elapsed_s / draw * (draws - draw) / 60
+    return f"{said}, about {left_min:.0f} min left" if left_min >= 1 else f"{said}, under a minute left"
+
+
 def sampled_and_scored(cfg: RejectionConfig, run: Run, run_dir: Path, device) -> list[list[dict]] | None:
     """Steps 1-3: the requests (snapshot in the run's data/), n lists for each, every list scored; None if stopped
     while sampling."""
     requests, _ = take_prompts(run_dir, "train", cfg.prompts_file or None)
     requests = requests[:cfg.max_prompts] if cfg.max_prompts else requests
 
+    started = time.monotonic()
+
     def on_draw(d: int) -> bool:
-        run.set_status("running", message=f"sampling list {d + 1} of {cfg.num_samples} for each of "
-                                          f"{len(requests)} requests")
+        run.set_status("running", message=sampling_message(d, cfg.num_samples, len(requests),
+                                                           time.monotonic() - started))
         return not run.stop.requested
 
     per_request = sample_candidates(cfg, requests, device, on_draw)
