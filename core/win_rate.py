@@ -80,6 +80,12 @@ class WinRate:
                 f"({self.wins} wins, {self.losses} losses, {self.ties} ties counted half)")
 
 
+def winners(votes):
+    """The winning policy of each vote (a DataFrame of left_policy, right_policy, choice): the left or right side's
+    name for a decided vote, missing for a tie or "both bad"."""
+    return votes.left_policy.where(votes.choice == "left", votes.right_policy.where(votes.choice == "right"))
+
+
 def win_rate(outcomes: list[str]) -> WinRate:
     """Outcomes "win" / "loss" / "tie", from the first policy's side."""
     unknown = set(outcomes) - {"win", "loss", "tie"}

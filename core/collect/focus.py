@@ -41,7 +41,7 @@ import pandas as pd
 from core.collect.chooser import read_serving, read_setting
 from core.collect.library import PromptCycle
 from core.records import InputError, Prompt
-from core.win_rate import wilson_interval
+from core.win_rate import wilson_interval, winners
 
 FOCUSES = ("even", "weak")
 DEFAULT_FOCUS = "even"
@@ -71,7 +71,7 @@ def read_focus(store) -> str:
 # ---- weak spots ---------------------------------------------------------------------------------------------------
 def outcomes(votes: pd.DataFrame, policy: str) -> pd.Series:
     """Each vote (left_policy, right_policy, choice) from `policy`'s side: won, lost, tied or both_bad."""
-    winner = votes.left_policy.where(votes.choice == "left", votes.right_policy.where(votes.choice == "right"))
+    winner = winners(votes)
     decided_against_itself = (votes.left_policy == votes.right_policy) & winner.notna()
     return pd.Series(np.select([votes.choice == "both_bad", (votes.choice == "tie") | decided_against_itself,
                                 winner == policy], ["both_bad", "tied", "won"], "lost"), index=votes.index)

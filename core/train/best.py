@@ -38,7 +38,7 @@ from core.runs import (
     run_folder,
 )
 from core.stages import POLICY_MADE_BY
-from core.win_rate import votes_to_pass, wilson_interval
+from core.win_rate import votes_to_pass, wilson_interval, winners
 
 
 # ---- the policies an arena can serve --------------------------------------------------------------------------------
@@ -80,7 +80,7 @@ def set_pairing(store, first: str, second: str, round_name: str | None) -> tuple
 def head_to_head(votes: pd.DataFrame, first: str, second: str) -> tuple[int, int]:
     """(wins of `first`, wins of `second`) among decided votes (left_policy, right_policy, choice); ties and both-bad
     count for neither."""
-    winner = votes.left_policy.where(votes.choice == "left", votes.right_policy.where(votes.choice == "right"))
+    winner = winners(votes)
     return int((winner == first).sum()), int((winner == second).sum())
 
 
