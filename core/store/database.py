@@ -35,6 +35,9 @@ from core.store.lock import prepare_path, transaction
 from core.store.schema import GENERATION_COLUMNS, SCHEMA, generation_row
 
 MAX_ANNOTATOR_CHARS = 64
+# a vote that counts once in a head-to-head: standing, not flagged as noise, not a self-consistency repeat (its
+# original already counts: one judgement, once)
+COUNTED_ONCE = "NOT retracted AND review IS DISTINCT FROM 'noise' AND repeat_of IS NULL"
 
 
 class StoreError(InputError):
@@ -323,19 +326,19 @@ class Store:
         """Standing votes on pairs of exactly these two policies (either side): left_policy, right_policy, choice;
         a self-consistency repeat is left out (its original counts: one judgement, once)."""
         with self.connect() as con:
-            return con.execute("""SELECT left_policy, right_policy, choice FROM votes
-                                  WHERE NOT retracted AND review IS DISTINCT FROM 'noise' AND repeat_of IS NULL
-                                  AND ((left_policy = ? AND right_policy = ?) OR (left_policy = ? AND right_policy = ?))""",
+            return con.execute(f"""SELECT left_policy, right_policy, choice FROM votes WHERE {COUNTED_ONCE}
+                                   AND ((left_policy = ? AND right_policy = ?)
+                                        OR (left_policy = ? AND right_policy = ?))""",
                                [first, second, second, first]).df()
 
     def votes_with(self, policy: str) -> pd.DataFrame:
         """Standing votes on pairs with `policy` on either side, as votes_between counts them: left_policy,
         right_policy, choice, and the request's library category (None for a typed request)."""
         with self.connect() as con:
-            return con.execute("""SELECT v.left_policy, v.right_policy, v.choice, pr.category FROM votes v
-                                  JOIN prompts pr USING (prompt_id)
-                                  WHERE NOT v.retracted AND v.review IS DISTINCT FROM 'noise' AND v.repeat_of IS NULL
-                                  AND (v.left_policy = ? OR v.right_policy = ?)""", [policy, policy]).df()
+            return con.execute(f"""SELECT left_policy, right_policy, choice, category FROM votes
+                                   JOIN (SELECT prompt_id, category FROM prompts) USING (prompt_id)
+                                   WHERE {COUNTED_ONCE} AND (left_policy = ? OR right_policy = ?)""",
+                               [policy, policy]).df()
 
     def voted_policies(self) -> list[str]:
         """Every policy name on either side of a standing vote, sorted."""
