@@ -38,12 +38,18 @@ import torch
 from bench.annotator import Taste, noiseless_choice, utility
 from bench.loop import entry_point
 from bench.tastes import TASTES
-from core.collect.focus import TYPED, default_policy, outcomes, readable, weak_spots
+from core.collect.focus import (
+    OUTCOMES,
+    TYPED,
+    library_categories,
+    outcomes,
+    readable,
+    weak_spots,
+    weak_spots_in,
+)
 from core.collect.library import load_prompts
 from core.config import check, command_config, knob
 from core.store.database import Store
-
-OUTCOMES = ["won", "lost", "tied", "both_bad"]
 
 
 @dataclass
@@ -128,17 +134,13 @@ def markdown(shown) -> list[str]:
 def main(argv: list[str] | None = None) -> dict:
     cfg = command_config(WeakSpotsConfig, sys.argv[1:] if argv is None else argv, prog="python -m bench.weak_spots",
                          description=(__doc__ or "").split("\n\n")[0])
-    if cfg.samples_from:
+    if cfg.samples_from:  # step 1
         votes, policy = judged_samples(json.loads(Path(cfg.samples_from).read_text()), Taste(name=cfg.taste), cfg.policy)
-    else:
-        store = Store.existing(cfg.db)
-        policy = cfg.policy or default_policy(store)
-        votes = store.votes_with(policy)
-    categories = sorted({prompt.category for prompt in load_prompts()})  # every split: typed held-out ones too
-    table = weak_spots(votes, policy, categories)  # step 1
-    test = homogeneity(table)  # step 2
-    if cfg.samples_from:
-        test["permutation_p"] = round(permutation_p(votes, policy), 4)
+        table = weak_spots(votes, policy, library_categories())
+        test = {**homogeneity(table), "permutation_p": round(permutation_p(votes, policy), 4)}  # step 2
+    else:  # what `python -m core weak-spots` prints
+        policy, table = weak_spots_in(Store.existing(cfg.db), cfg.policy or None)
+        test = homogeneity(table)  # step 2
     focus = table.focus.drop(TYPED, errors="ignore")  # step 3
     result = {"config": asdict(cfg), "policy": policy, "votes": int(table.votes.sum()), "homogeneity": test,
               "focus_min": round(float(focus.min()), 4), "focus_max": round(float(focus.max()), 4),

@@ -24,7 +24,6 @@ import warnings
 from pathlib import Path
 
 from core.collect import focus
-from core.collect.library import load_prompts
 from core.judge import agreement, leaderboard
 from core.records import USER_ERRORS, InputError
 from core.runs import newest_finished_run
@@ -106,15 +105,7 @@ def _leaderboard(args) -> None:
 
 
 def _weak_spots(args) -> None:
-    store = Store.existing(args.db, timeout_s=args.wait)
-    policy = args.policy or focus.default_policy(store)
-    votes = store.votes_with(policy)
-    if args.policy and votes.empty:  # a mistyped name: say which names the votes carry
-        names = store.voted_policies()
-        raise InputError(f"no votes name the policy {policy!r}: pass one of {', '.join(names)}" if names else
-                         "no votes yet: vote in the arena first")
-    categories = sorted({prompt.category for prompt in load_prompts(split="train")})  # what the arena serves
-    table = focus.weak_spots(votes, policy, categories)
+    policy, table = focus.weak_spots_in(Store.existing(args.db, timeout_s=args.wait), args.policy)
     print(f"{policy}: votes with it on either side, by the request's category, weakest first (a 'both bad' counts as "
           f"lost; focus %: the share of the next library requests under `--focus weak`)\n")
     print(focus.readable(table).to_string())

@@ -26,15 +26,7 @@ from core.collect.chooser import (
     read_serving,
     save_settings,
 )
-from core.collect.focus import (
-    FOCUSES,
-    default_policy,
-    read_focus,
-    readable,
-    save_focus,
-    weak_spots,
-)
-from core.collect.library import load_prompts
+from core.collect.focus import FOCUSES, read_focus, readable, save_focus, weak_spots_in
 from core.records import USER_ERRORS, InputError, short_policy_names
 from core.stages import STAGES
 from core.train import best as policies
@@ -131,9 +123,7 @@ elif st.button("Save", type="primary", key="arena_save"):
 
 with st.expander("Where the challenger is weak, by category"):
     try:
-        challenger = default_policy(store())
-        spots = weak_spots(store().votes_with(challenger), challenger,
-                           sorted({p.category for p in load_prompts(split="train")}))
+        challenger, spots = weak_spots_in(store())
         st.caption(f"{as_text(challenger)}: votes with it on either side, weakest first; score: won plus half the "
                    "ties, a 'both bad' counting as lost, with its 95 % interval; focus: each category's share of "
                    "the next library requests under focus weak.")

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from core.collect.chooser import read_serving, read_setting
-from core.collect.library import PromptCycle
+from core.collect.library import PromptCycle, load_prompts
 from core.records import InputError, Prompt
 from core.win_rate import wilson_interval, winners
 
@@ -48,7 +48,8 @@ DEFAULT_FOCUS = "even"
 FOCUS_KEY = "arena.focus"  # a key of the store's meta table
 EXPLORE = 0.25  # ε: the share of library requests that stay spread evenly under focus "weak"
 TYPED = "(typed requests)"  # the row of requests that are not in the library
-COLUMNS = ["votes", "won", "lost", "tied", "both_bad", "score", "low", "high", "weakness", "focus"]
+OUTCOMES = ["won", "lost", "tied", "both_bad"]  # a vote from one policy's side
+COLUMNS = ["votes", *OUTCOMES, "score", "low", "high", "weakness", "focus"]
 
 
 # ---- the setting --------------------------------------------------------------------------------------------------
@@ -84,7 +85,7 @@ def weak_spots(votes: pd.DataFrame, policy: str, categories: list[str] | None = 
     votes = votes[(votes.left_policy == policy) | (votes.right_policy == policy)]
     category = votes.category.where(votes.category.notna(), TYPED) if len(votes) else votes.category
     counts = pd.crosstab(category, outcomes(votes, policy)) if len(votes) else pd.DataFrame()
-    counts = counts.reindex(columns=["won", "lost", "tied", "both_bad"], fill_value=0)
+    counts = counts.reindex(columns=OUTCOMES, fill_value=0)
     names = list(dict.fromkeys([*(categories or []), *sorted(set(counts.index) - {TYPED}),
                                 *([TYPED] if TYPED in counts.index else [])]))
     table = counts.reindex(names, fill_value=0).astype(int)
@@ -105,11 +106,29 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
     def percent(x: float) -> str:
         return "" if pd.isna(x) else f"{100 * x:.0f}"
 
-    shown = table[["votes", "won", "lost", "tied", "both_bad"]].copy()
+    shown = table[["votes", *OUTCOMES]].copy()
     shown["score % [95 %]"] = [f"{percent(s)} [{percent(lo)}, {percent(hi)}]" if n else "no votes"
                                for s, lo, hi, n in zip(table.score, table.low, table.high, table.votes)]
     shown["focus %"] = [percent(f) or "-" for f in table.focus]
     return shown
+
+
+def library_categories() -> list[str]:
+    """The categories of the library the arena serves (data/prompts.jsonl, train split), sorted."""
+    return sorted({prompt.category for prompt in load_prompts(split="train")})
+
+
+def weak_spots_in(store, policy: str | None = None) -> tuple[str, pd.DataFrame]:
+    """(the policy, its weak-spots table over the library's categories) from the store's votes: what
+    `python -m core weak-spots` and the dashboard's Arena page show. `policy` None: the arena's challenger
+    (default_policy); a name no vote carries is refused with the names that are there."""
+    name = policy or default_policy(store)
+    votes = store.votes_with(name)
+    if policy and votes.empty:  # a mistyped name
+        names = store.voted_policies()
+        raise InputError(f"no votes name the policy {policy!r}: pass one of {', '.join(names)}" if names else
+                         "no votes yet: vote in the arena first")
+    return name, weak_spots(votes, name, library_categories())
 
 
 def default_policy(store) -> str:
