@@ -91,7 +91,9 @@ def test_the_category_cycle_follows_the_weights_and_each_category_cycles_evenly(
     assert set(drawn) == {"food", "books"} and 340 < drawn["food"] < 460
     even, plain = CategoryCycle(LIBRARY, seed=3), PromptCycle(LIBRARY, seed=3)  # focus "even": the plain cycle
     assert [even.next().text for _ in range(24)] == [plain.next().text for _ in range(24)]
-    assert even.next({"unknown": 1.0}).category in {"food", "travel", "books"}  # no usable weight: even
+    unweighted = even.next({"unknown": 1.0})  # no usable weight: the even cycle's next request
+    assert unweighted.category in {"food", "travel", "books"}
+    assert unweighted.text == plain.next().text
 
 
 @pytest.mark.parametrize("bad", ["Weak", "", None, 1])
