@@ -275,6 +275,7 @@ def train(cfg: RewardConfig) -> Path:
         tokenizer = load_tokenizer(base_name)
         seed_weights(cfg.seed)
         model = weights_for(load_causal_lm(base_name, device, head="reward"), cfg.precision)
+        model.config.pad_token_id = tokenizer.pad_token_id  # where the score is read (RewardScorer, and TRL's own)
         run.save_config(cfg, base_model_resolved=base_name, device_name=describe_device(device))
         log.info("reward model on %d train / %d held-out pairs (%s)", len(train_pairs), lineage["eval_pairs"],
                  ", ".join(f"{lineage[f'pairs_from_{name}']} from {name}" for name in SOURCES))
@@ -282,7 +283,6 @@ def train(cfg: RewardConfig) -> Path:
         # 2. optionally start the score head as a probe on the frozen model (LP-FT, core/train/reward_probe.py)
         if cfg.head_init == "probe":
             run.set_status("running", message="fitting the score head as a probe on the frozen model")
-            model.config.pad_token_id = tokenizer.pad_token_id
             fit = init_head_from_probe(model, RewardScorer(model, tokenizer), train_pairs, cfg.use_margin,
                                        cfg.swap_labels, cfg.center_rewards)
             run.log_metrics(0, fit)
