@@ -161,10 +161,9 @@ def judge(request: str, left: str, right: str, rng: random.Random, taste: Taste 
         if len(left) == len(right):
             return rng.choice(["left", "right"]), 1
         return ("left" if len(left) < len(right) else "right"), 1
-    if abs(gap) < taste.tie_band:
-        return ("both_bad" if max(u_left, u_right) < 0 else "tie"), None
-    if max(u_left, u_right) < 0 and abs(gap) < 1.0 and not taste.forced_choice:
-        return "both_bad", None
+    settled = noiseless_choice(u_left, u_right, taste)
+    if settled in ("tie", "both_bad") and not taste.forced_choice:  # forced choice: inside the tie band only, above
+        return settled, None
     p_left = 1 / (1 + math.exp(-gap / taste.temperature))
     choice = "left" if rng.random() < p_left else "right"
     return choice, 3 if abs(gap) > 3 else 2 if abs(gap) > 1.5 else 1
@@ -172,7 +171,8 @@ def judge(request: str, left: str, right: str, rng: random.Random, taste: Taste 
 
 def noiseless_choice(u_left: float, u_right: float, taste: Taste) -> str:
     """`judge`'s choice without its noise (no slip; a decided pair goes to the higher utility): what the taste
-    itself says of two lists, for analyses that must not carry the annotator's coin flips (bench/weak_spots.py)."""
+    itself says of two lists. `judge` settles ties and "both bad" with it; analyses that must not carry the
+    annotator's coin flips use it whole (bench/weak_spots.py)."""
     gap = u_left - u_right
     if abs(gap) < taste.tie_band:
         return "both_bad" if max(u_left, u_right) < 0 else "tie"
@@ -186,7 +186,7 @@ def agreement_given_decided(u_left: float, u_right: float, taste: Taste) -> floa
     ceiling of bench/reward_ceiling.py, kept beside `judge` so that the two change together."""
     gap = abs(u_left - u_right)
     # without a slip: a tie or "both bad" inside the tie band, and between two poor lists less than 1 apart
-    votes = gap >= taste.tie_band and not (max(u_left, u_right) < 0 and gap < 1.0)
+    votes = noiseless_choice(u_left, u_right, taste) in ("left", "right")
     p_decided = taste.slip / 2 + (1 - taste.slip) * votes  # a slip picks one of four choices at random
     p_agree = taste.slip / 4 + (1 - taste.slip) * votes * (1 / (1 + math.exp(-gap / taste.temperature)))
     return p_agree / p_decided
